@@ -1,0 +1,316 @@
+//! Who is speaking: SPIFFE ids taken from a client certificate's URI SAN.
+//! Role and member state come only from here, never from a request field.
+//!
+//! Forms: `spiffe://<federation>/hub`, `.../node/<CC>`,
+//! `.../agency/<CC or EU>/<name>`, `.../operator/<name>`.
+
+use crate::country::CountryCode;
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a SPIFFE id or certificate gives no identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Not of the form `spiffe://<trust domain>/<path>`.
+    #[error("not a SPIFFE id: {0}")]
+    NotSpiffe(String),
+    /// The trust domain is not a lower-case DNS-like name.
+    #[error("invalid trust domain {0:?}")]
+    TrustDomain(String),
+    /// The path names no role this federation knows.
+    #[error("unknown role path {0:?}")]
+    Role(String),
+    /// A name part is empty, too long or has characters outside [a-z0-9-].
+    #[error("invalid name {0:?}: 1-63 characters of a-z, 0-9 and '-'")]
+    Name(String),
+    /// A country part is not an assigned code.
+    #[error("invalid country in identity: {0}")]
+    Country(String),
+    /// The certificate could not be parsed.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The certificate has no SPIFFE URI SAN, or more than one.
+    #[error("certificate must carry exactly one spiffe:// URI SAN, found {0}")]
+    SanCount(usize),
+    /// The identity belongs to another federation.
+    #[error("identity {got} is not of federation {want}")]
+    Federation {
+        /// The federation this party belongs to.
+        want: String,
+        /// The identity presented.
+        got: String,
+    },
+}
+
+fn check_name(s: &str) -> Result<(), IdentityError> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::Name(s.chars().take(70).collect()))
+    }
+}
+
+/// The trust domain of a federation, e.g. `eu.meldnet.test`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct TrustDomain(String);
+
+impl TrustDomain {
+    /// Parses a lower-case DNS-like name of labels `[a-z0-9-]`.
+    pub fn parse(s: &str) -> Result<Self, IdentityError> {
+        let ok = !s.is_empty()
+            && s.len() <= 253
+            && s.split('.').all(|l| check_name(l).is_ok());
+        if ok {
+            Ok(TrustDomain(s.to_string()))
+        } else {
+            Err(IdentityError::TrustDomain(s.chars().take(70).collect()))
+        }
+    }
+    /// The domain as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TrustDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An agency's jurisdiction: a country, or the EU itself (Europol).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Jurisdiction {
+    /// A national agency.
+    Country(CountryCode),
+    /// An EU body such as Europol (code `EU`).
+    Eu,
+}
+
+impl fmt::Display for Jurisdiction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Jurisdiction::Country(c) => c.fmt(f),
+            Jurisdiction::Eu => f.write_str("EU"),
+        }
+    }
+}
+
+impl FromStr for Jurisdiction {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, IdentityError> {
+        if s == "EU" {
+            return Ok(Jurisdiction::Eu);
+        }
+        CountryCode::parse(s)
+            .map(Jurisdiction::Country)
+            .map_err(|e| IdentityError::Country(e.to_string()))
+    }
+}
+
+/// What a party is allowed to do follows from its role.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Role {
+    /// The EU hub.
+    Hub,
+    /// A national hotline's node.
+    Node(CountryCode),
+    /// A police agency.
+    Agency {
+        /// Country, or EU for EU bodies.
+        jurisdiction: Jurisdiction,
+        /// Short name, e.g. `bka`.
+        name: String,
+    },
+    /// A hub operator.
+    Operator(String),
+}
+
+/// A parsed SPIFFE id of this project's forms.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct SpiffeId {
+    trust_domain: TrustDomain,
+    role: Role,
+}
+
+impl SpiffeId {
+    /// An id from its parts (the parts are already valid).
+    pub fn new(trust_domain: TrustDomain, role: Role) -> Self {
+        SpiffeId { trust_domain, role }
+    }
+
+    /// Parses `spiffe://<domain>/<role path>`.
+    pub fn parse(s: &str) -> Result<Self, IdentityError> {
+        let rest = s
+            .strip_prefix("spiffe://")
+            .ok_or_else(|| IdentityError::NotSpiffe(s.chars().take(100).collect()))?;
+        let (domain, path) = rest
+            .split_once('/')
+            .ok_or_else(|| IdentityError::NotSpiffe(s.chars().take(100).collect()))?;
+        let trust_domain = TrustDomain::parse(domain)?;
+        let parts: Vec<&str> = path.split('/').collect();
+        let country = |c: &str| CountryCode::parse(c).map_err(|e| IdentityError::Country(e.to_string()));
+        let role = match parts.as_slice() {
+            ["hub"] => Role::Hub,
+            ["node", cc] => Role::Node(country(cc)?),
+            ["agency", j, name] => {
+                check_name(name)?;
+                Role::Agency {
+                    jurisdiction: j.parse()?,
+                    name: (*name).to_string(),
+                }
+            }
+            ["operator", name] => {
+                check_name(name)?;
+                Role::Operator((*name).to_string())
+            }
+            _ => return Err(IdentityError::Role(path.chars().take(100).collect())),
+        };
+        Ok(SpiffeId { trust_domain, role })
+    }
+
+    /// Reads the identity from a DER certificate: exactly one `spiffe://` URI SAN.
+    pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        let san = cert
+            .subject_alternative_name()
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        let uris: Vec<&str> = san
+            .map(|s| {
+                s.value
+                    .general_names
+                    .iter()
+                    .filter_map(|g| match g {
+                        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        match uris.as_slice() {
+            [one] => SpiffeId::parse(one),
+            other => Err(IdentityError::SanCount(other.len())),
+        }
+    }
+
+    /// Checks that this id belongs to `federation`.
+    pub fn require_federation(self, federation: &TrustDomain) -> Result<Self, IdentityError> {
+        if &self.trust_domain == federation {
+            Ok(self)
+        } else {
+            Err(IdentityError::Federation {
+                want: federation.to_string(),
+                got: self.to_string(),
+            })
+        }
+    }
+
+    /// The federation.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
+    /// The role.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// The node id of country `cc` in the same federation.
+    pub fn node(trust_domain: &TrustDomain, cc: CountryCode) -> Self {
+        SpiffeId::new(trust_domain.clone(), Role::Node(cc))
+    }
+
+    /// The hub's id in this federation.
+    pub fn hub(trust_domain: &TrustDomain) -> Self {
+        SpiffeId::new(trust_domain.clone(), Role::Hub)
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spiffe://{}/", self.trust_domain)?;
+        match &self.role {
+            Role::Hub => f.write_str("hub"),
+            Role::Node(cc) => write!(f, "node/{cc}"),
+            Role::Agency { jurisdiction, name } => write!(f, "agency/{jurisdiction}/{name}"),
+            Role::Operator(name) => write!(f, "operator/{name}"),
+        }
+    }
+}
+
+impl FromStr for SpiffeId {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, IdentityError> {
+        SpiffeId::parse(s)
+    }
+}
+
+impl serde::Serialize for SpiffeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SpiffeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SpiffeId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for TrustDomain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TrustDomain {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TrustDomain::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_role() {
+        for s in [
+            "spiffe://eu.meldnet.test/hub",
+            "spiffe://eu.meldnet.test/node/NL",
+            "spiffe://eu.meldnet.test/agency/DE/bka",
+            "spiffe://eu.meldnet.test/agency/EU/europol",
+            "spiffe://eu.meldnet.test/operator/alice",
+        ] {
+            assert_eq!(SpiffeId::parse(s).unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_ids() {
+        for s in [
+            "https://eu.meldnet.test/hub",
+            "spiffe://eu.meldnet.test/node/XX",
+            "spiffe://eu.meldnet.test/node/NL/extra",
+            "spiffe://eu.meldnet.test/agency/DE/BKA",
+            "spiffe://EU.test/hub",
+            "spiffe://eu.meldnet.test/admin",
+        ] {
+            assert!(SpiffeId::parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn federation_is_checked() {
+        let id = SpiffeId::parse("spiffe://other.test/node/NL").unwrap();
+        let fed = TrustDomain::parse("eu.meldnet.test").unwrap();
+        assert!(id.require_federation(&fed).is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! The federation's shared model. Everything that more than one role needs to
+//! agree on lives here: the validated domain types (parse at the edge, never
+//! re-validate inside), identities from certificates, Ed25519 signing over
+//! exact bytes, the audit chain, TLS set-up, and the recipient side of delivery.
+//!
+//! This crate never stores reports and never routes: that is the hub's job.
+
+pub mod audit;
+pub mod client;
+pub mod country;
+pub mod error;
+pub mod hash;
+pub mod identity;
+pub mod inbox;
+pub mod keyring;
+pub mod limits;
+pub mod provenance;
+pub mod report;
+pub mod signing;
+pub mod time;
+pub mod tls;
+
+pub use error::{Refusal, RefusalKind};

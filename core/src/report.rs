@@ -1,0 +1,423 @@
+//! A report as the domain sees it: decoded from the exact signed bytes and
+//! validated field by field. A `Report` value is always valid; code inside
+//! the hub never checks a field again.
+
+use crate::country::CountryCode;
+use crate::error::Refusal;
+use crate::hash::{Md5, PdqHash, Sha256};
+use crate::limits::{MAX_ITEMS, MAX_URL_BYTES};
+use meldnet_proto::v1 as pb;
+use prost::Message;
+use std::fmt;
+
+/// A report id: a UUIDv7 made by the origin node.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReportId(uuid::Uuid);
+
+impl ReportId {
+    /// A new id for a report made now.
+    pub fn new_v7() -> Self {
+        ReportId(uuid::Uuid::now_v7())
+    }
+
+    /// Parses canonical hyphenated text of a version-7 UUID.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let u = uuid::Uuid::try_parse(s).map_err(|e| format!("not a UUID: {e}"))?;
+        if s.len() != 36 || s != u.hyphenated().to_string() {
+            return Err("expected the canonical lower-case hyphenated form".into());
+        }
+        if u.get_version_num() != 7 {
+            return Err(format!("expected a UUIDv7, got version {}", u.get_version_num()));
+        }
+        Ok(ReportId(u))
+    }
+
+    /// The 16 bytes, used as storage keys (time-ordered for v7).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    /// From storage-key bytes.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        ReportId(uuid::Uuid::from_bytes(b))
+    }
+}
+
+impl fmt::Display for ReportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl fmt::Debug for ReportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ReportId({})", self.0.hyphenated())
+    }
+}
+
+/// A hotline's classification of an item.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Classification {
+    /// Illegal everywhere (INTERPOL baseline).
+    Baseline,
+    /// Illegal in the assessing country only.
+    National,
+    /// Assessed as not illegal.
+    NotIllegal,
+    /// Not assessed yet.
+    Unassessed,
+}
+
+/// The age group an item shows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AgeGroup {
+    /// Infant or toddler.
+    InfantToddler,
+    /// Prepubescent.
+    Prepubescent,
+    /// Pubescent.
+    Pubescent,
+    /// Unknown.
+    Unknown,
+}
+
+/// What kind of media an item is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MediaType {
+    /// A still image.
+    Image,
+    /// A video.
+    Video,
+    /// Anything else.
+    Other,
+}
+
+macro_rules! proto_enum {
+    ($ty:ident, $pb:ident, $($v:ident = $name:literal),+) => {
+        impl $ty {
+            fn from_proto(v: i32, field: &str) -> Result<Self, Refusal> {
+                match pb::$pb::try_from(v) {
+                    $(Ok(pb::$pb::$v) => Ok($ty::$v),)+
+                    Ok(pb::$pb::Unspecified) => Err(Refusal::invalid(field, "must be set")),
+                    Err(_) => Err(Refusal::invalid(field, format!("unknown value {v}"))),
+                }
+            }
+
+            /// The wire value.
+            pub fn to_proto(self) -> pb::$pb {
+                match self {
+                    $($ty::$v => pb::$pb::$v,)+
+                }
+            }
+
+            /// The name used on the command line and in JSON.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$v => $name,)+
+                }
+            }
+
+            /// Every value, for help texts.
+            pub const ALL: &'static [$ty] = &[$($ty::$v),+];
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$v),)+
+                    _ => Err(format!(
+                        "unknown {}: {s:?} (one of: {})",
+                        stringify!($ty),
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+proto_enum!(
+    Classification,
+    Classification,
+    Baseline = "baseline",
+    National = "national",
+    NotIllegal = "not-illegal",
+    Unassessed = "unassessed"
+);
+proto_enum!(
+    AgeGroup,
+    AgeGroup,
+    InfantToddler = "infant-toddler",
+    Prepubescent = "prepubescent",
+    Pubescent = "pubescent",
+    Unknown = "unknown"
+);
+proto_enum!(
+    MediaType,
+    MediaType,
+    Image = "image",
+    Video = "video",
+    Other = "other"
+);
+
+/// One file, by its hashes.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Item {
+    /// Exact hash.
+    pub sha256: Sha256,
+    /// Exact hash, as in older lists.
+    pub md5: Md5,
+    /// Perceptual hash and its quality (0-100), for images.
+    pub pdq: Option<(PdqHash, u8)>,
+    /// The hotline's assessment.
+    pub classification: Classification,
+    /// Age group shown.
+    pub age_group: AgeGroup,
+    /// Image, video or other.
+    pub media_type: MediaType,
+}
+
+/// The facts that can give a report an EU link; each optional.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct EuLinkFacts {
+    /// Where the material is hosted.
+    pub hosting: Option<CountryCode>,
+    /// Where a suspect is located.
+    pub suspect: Option<CountryCode>,
+    /// Where a victim is located.
+    pub victim: Option<CountryCode>,
+    /// Where the service provider has its main establishment.
+    pub provider: Option<CountryCode>,
+}
+
+/// A URL as reported: bounded, printable, with a scheme.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ReportUrl(String);
+
+impl ReportUrl {
+    /// Checks length, characters and the presence of a scheme.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("must be set".into());
+        }
+        if s.len() > MAX_URL_BYTES {
+            return Err(format!("{} bytes, at most {MAX_URL_BYTES}", s.len()));
+        }
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("contains white space or control characters".into());
+        }
+        match s.split_once("://") {
+            Some((scheme, rest))
+                if !scheme.is_empty()
+                    && !rest.is_empty()
+                    && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+            {
+                Ok(ReportUrl(s.to_string()))
+            }
+            _ => Err("expected an absolute URL with a scheme".into()),
+        }
+    }
+
+    /// The URL as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated report.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Report {
+    /// Made by the origin node.
+    pub id: ReportId,
+    /// The origin node's member state.
+    pub origin: CountryCode,
+    /// When the analyst made it, Unix ms.
+    pub created_at_ms: i64,
+    /// Where the material was seen.
+    pub url: ReportUrl,
+    /// EU-link facts.
+    pub eu_link: EuLinkFacts,
+    /// The files, by hashes.
+    pub items: Vec<Item>,
+}
+
+fn country(s: &str, field: &str) -> Result<CountryCode, Refusal> {
+    CountryCode::parse(s).map_err(|e| Refusal::invalid(field, e.to_string()))
+}
+
+fn optional_country(s: &str, field: &str) -> Result<Option<CountryCode>, Refusal> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        country(s, field).map(Some)
+    }
+}
+
+impl Report {
+    /// Decodes the exact signed bytes and validates every field. Errors name
+    /// the field under `report.`.
+    pub fn decode(bytes: &[u8]) -> Result<Report, Refusal> {
+        let raw = pb::Report::decode(bytes)
+            .map_err(|e| Refusal::invalid("report", format!("malformed protobuf: {e}")))?;
+        Self::from_proto(&raw).map_err(|r| r.under("report"))
+    }
+
+    /// Validates a decoded report; field names are relative to the report.
+    pub fn from_proto(raw: &pb::Report) -> Result<Report, Refusal> {
+        let id = ReportId::parse(&raw.id).map_err(|e| Refusal::invalid("id", e))?;
+        let origin = country(&raw.origin_country, "origin_country")?;
+        if raw.created_at_ms <= 0 {
+            return Err(Refusal::invalid("created_at_ms", "must be a positive Unix time in milliseconds"));
+        }
+        let url = ReportUrl::parse(&raw.url).map_err(|e| Refusal::invalid("url", e))?;
+        let link = raw.eu_link.clone().unwrap_or_default();
+        let eu_link = EuLinkFacts {
+            hosting: optional_country(&link.hosting_country, "eu_link.hosting_country")?,
+            suspect: optional_country(&link.suspect_country, "eu_link.suspect_country")?,
+            victim: optional_country(&link.victim_country, "eu_link.victim_country")?,
+            provider: optional_country(&link.provider_country, "eu_link.provider_country")?,
+        };
+        if raw.items.len() > MAX_ITEMS {
+            return Err(Refusal::new(
+                crate::RefusalKind::InvalidArgument,
+                "items",
+                format!("{} items, at most {MAX_ITEMS}", raw.items.len()),
+            ));
+        }
+        let items = raw
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| Item::from_proto(it).map_err(|r| r.under(&format!("items[{i}]"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Report {
+            id,
+            origin,
+            created_at_ms: raw.created_at_ms,
+            url,
+            eu_link,
+            items,
+        })
+    }
+
+    /// The wire form; `encode_to_vec` of it is what a node signs.
+    pub fn to_proto(&self) -> pb::Report {
+        let cc = |c: Option<CountryCode>| c.map(|c| c.to_string()).unwrap_or_default();
+        pb::Report {
+            id: self.id.to_string(),
+            origin_country: self.origin.to_string(),
+            created_at_ms: self.created_at_ms,
+            url: self.url.as_str().to_string(),
+            eu_link: Some(pb::EuLink {
+                hosting_country: cc(self.eu_link.hosting),
+                suspect_country: cc(self.eu_link.suspect),
+                victim_country: cc(self.eu_link.victim),
+                provider_country: cc(self.eu_link.provider),
+            }),
+            items: self.items.iter().map(Item::to_proto).collect(),
+        }
+    }
+}
+
+impl Item {
+    fn from_proto(it: &pb::Item) -> Result<Item, Refusal> {
+        let sha256 = Sha256::parse_hex(&it.sha256).map_err(|e| Refusal::invalid("sha256", e.to_string()))?;
+        let md5 = Md5::parse_hex(&it.md5).map_err(|e| Refusal::invalid("md5", e.to_string()))?;
+        let pdq = if it.pdq.is_empty() {
+            if it.pdq_quality != 0 {
+                return Err(Refusal::invalid("pdq_quality", "must be 0 when pdq is empty"));
+            }
+            None
+        } else {
+            let h = PdqHash::parse_hex(&it.pdq).map_err(|e| Refusal::invalid("pdq", e.to_string()))?;
+            let q = u8::try_from(it.pdq_quality)
+                .ok()
+                .filter(|q| *q <= 100)
+                .ok_or_else(|| Refusal::invalid("pdq_quality", format!("{} is not in 0-100", it.pdq_quality)))?;
+            Some((h, q))
+        };
+        Ok(Item {
+            sha256,
+            md5,
+            pdq,
+            classification: Classification::from_proto(it.classification, "classification")?,
+            age_group: AgeGroup::from_proto(it.age_group, "age_group")?,
+            media_type: MediaType::from_proto(it.media_type, "media_type")?,
+        })
+    }
+
+    fn to_proto(&self) -> pb::Item {
+        pb::Item {
+            sha256: self.sha256.to_hex(),
+            md5: self.md5.to_hex(),
+            pdq: self.pdq.map(|(h, _)| h.to_hex()).unwrap_or_default(),
+            pdq_quality: self.pdq.map(|(_, q)| u32::from(q)).unwrap_or(0),
+            classification: self.classification.to_proto() as i32,
+            age_group: self.age_group.to_proto() as i32,
+            media_type: self.media_type.to_proto() as i32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        Report {
+            id: ReportId::new_v7(),
+            origin: CountryCode::parse("NL").unwrap(),
+            created_at_ms: 1_700_000_000_000,
+            url: ReportUrl::parse("https://example.test/a").unwrap(),
+            eu_link: EuLinkFacts {
+                hosting: CountryCode::parse("DE").ok(),
+                ..Default::default()
+            },
+            items: vec![Item {
+                sha256: Sha256::of(b"x"),
+                md5: Md5([1; 16]),
+                pdq: Some((PdqHash([7; 32]), 90)),
+                classification: Classification::Baseline,
+                age_group: AgeGroup::Prepubescent,
+                media_type: MediaType::Image,
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let r = sample();
+        let bytes = r.to_proto().encode_to_vec();
+        assert_eq!(Report::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let mut p = sample().to_proto();
+        p.items[0].sha256 = "zz".into();
+        let e = Report::decode(&p.encode_to_vec()).unwrap_err();
+        assert_eq!(e.field, "report.items[0].sha256");
+        let mut p = sample().to_proto();
+        p.eu_link.as_mut().unwrap().hosting_country = "XX".into();
+        assert_eq!(Report::decode(&p.encode_to_vec()).unwrap_err().field, "report.eu_link.hosting_country");
+        let mut p = sample().to_proto();
+        p.id = uuid::Uuid::new_v4().to_string();
+        assert_eq!(Report::decode(&p.encode_to_vec()).unwrap_err().field, "report.id");
+        let mut p = sample().to_proto();
+        p.items[0].classification = 0;
+        assert_eq!(
+            Report::decode(&p.encode_to_vec()).unwrap_err().to_string(),
+            "report.items[0].classification: must be set"
+        );
+        assert_eq!(Report::decode(b"\xff\xff").unwrap_err().field, "report");
+    }
+
+    #[test]
+    fn names_parse_back() {
+        for c in Classification::ALL {
+            assert_eq!(c.name().parse::<Classification>().unwrap(), *c);
+        }
+        assert!("illegal".parse::<Classification>().is_err());
+    }
+}

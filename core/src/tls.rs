@@ -1,0 +1,362 @@
+//! mTLS set-up. Servers (the hub; later nodes serving hash checks) require a
+//! client certificate from the federation CA, refuse revoked ones (CRL files,
+//! re-read when they change) and speak TLS 1.3 only. The peer's identity is
+//! read from its certificate once, at the handshake, and handed to every
+//! request of that connection: no request field can claim another identity.
+
+use crate::identity::{SpiffeId, TrustDomain};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Errors of TLS set-up, each naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{what} {path}: {message}")]
+    File {
+        /// Which setting.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn file_err(what: &'static str, path: &Path, message: impl ToString) -> TlsError {
+    TlsError::File {
+        what,
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(what, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(what, path, e))?;
+    if certs.is_empty() {
+        return Err(file_err(what, path, "no certificate in file"));
+    }
+    Ok(certs)
+}
+
+/// Reads a private key.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err("tls.key", path, e))
+}
+
+fn load_crls(paths: &[PathBuf]) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let crls = CertificateRevocationListDer::pem_file_iter(p)
+            .map_err(|e| file_err("tls.crls", p, e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_err("tls.crls", p, e))?;
+        out.extend(crls);
+    }
+    Ok(out)
+}
+
+/// The TLS files of a server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsFiles {
+    /// The federation CA certificate (PEM): the only issuer of client certificates.
+    pub ca: PathBuf,
+    /// This server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// This server's private key (PEM).
+    pub key: PathBuf,
+    /// Certificate revocation lists (PEM), re-read when they change.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+/// The TLS files of a client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsFiles {
+    /// The federation CA certificate (PEM), to check the hub.
+    pub ca: PathBuf,
+    /// This party's certificate (PEM), which carries its SPIFFE id.
+    pub cert: PathBuf,
+    /// This party's private key (PEM).
+    pub key: PathBuf,
+}
+
+impl ServerTlsFiles {
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key].into_iter().chain(self.crls.iter_mut()) {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+impl ClientTlsFiles {
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key] {
+            *p = base.join(&*p);
+        }
+    }
+
+    /// The identity in this party's own certificate.
+    pub fn identity(&self) -> Result<SpiffeId, TlsError> {
+        let certs = load_certs(&self.cert, "tls.cert")?;
+        SpiffeId::from_certificate(&certs[0]).map_err(|e| file_err("tls.cert", &self.cert, e))
+    }
+}
+
+/// A client-certificate verifier that re-reads the CRL files when they
+/// change, so a revocation takes effect without restarting the server.
+#[derive(Debug)]
+pub struct ReloadingVerifier {
+    roots: Arc<RootCertStore>,
+    crl_paths: Vec<PathBuf>,
+    hints: Vec<DistinguishedName>,
+    state: RwLock<(Option<SystemTime>, Arc<dyn ClientCertVerifier>)>,
+}
+
+fn newest_mtime(paths: &[PathBuf]) -> Option<SystemTime> {
+    paths
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+}
+
+fn build_verifier(roots: &Arc<RootCertStore>, crl_paths: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut b = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
+    let crls = load_crls(crl_paths)?;
+    if !crls.is_empty() {
+        b = b.with_crls(crls).only_check_end_entity_revocation();
+    }
+    b.build().map_err(|e| TlsError::Config(e.to_string()))
+}
+
+impl ReloadingVerifier {
+    /// A verifier trusting `roots` and refusing what `crl_paths` revoke.
+    pub fn new(roots: RootCertStore, crl_paths: Vec<PathBuf>) -> Result<Arc<Self>, TlsError> {
+        let roots = Arc::new(roots);
+        let inner = build_verifier(&roots, &crl_paths)?;
+        let hints = inner.root_hint_subjects().to_vec();
+        Ok(Arc::new(ReloadingVerifier {
+            state: RwLock::new((newest_mtime(&crl_paths), inner)),
+            roots,
+            crl_paths,
+            hints,
+        }))
+    }
+
+    /// Re-reads the CRLs if a file changed since the last read. A CRL that
+    /// fails to parse keeps the previous one in force and is reported.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let mtime = newest_mtime(&self.crl_paths);
+        let current = self.state.read().map(|s| s.0).unwrap_or(None);
+        if mtime == current {
+            return Ok(false);
+        }
+        let inner = build_verifier(&self.roots, &self.crl_paths)?;
+        if let Ok(mut s) = self.state.write() {
+            *s = (mtime, inner);
+        }
+        Ok(true)
+    }
+
+    fn inner(&self) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        self.state
+            .read()
+            .map(|s| s.1.clone())
+            .map_err(|_| rustls::Error::General("verifier lock poisoned".into()))
+    }
+}
+
+impl ClientCertVerifier for ReloadingVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Re-checking the mtime per handshake is cheap next to the handshake.
+        if let Err(e) = self.reload_if_changed() {
+            tracing::error!(error = %e, "CRL reload failed; previous CRLs stay in force");
+        }
+        self.inner()?.verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner().map(|v| v.supported_verify_schemes()).unwrap_or_default()
+    }
+}
+
+/// A rustls server configuration: TLS 1.3 only, HTTP/2, client certificate
+/// required from the federation CA and not revoked.
+pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(&files.ca, "tls.ca")? {
+        roots.add(c).map_err(|e| file_err("tls.ca", &files.ca, e))?;
+    }
+    let verifier = ReloadingVerifier::new(roots, files.crls.clone())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&files.cert, "tls.cert")?, load_key(&files.key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// What a server knows of the peer of a connection; tonic puts it in every
+/// request's extensions.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    /// The peer's identity from its certificate, or why there is none.
+    pub identity: Result<SpiffeId, String>,
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+}
+
+/// A TLS connection whose peer identity was read at the handshake.
+pub struct AuthedStream {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl tonic::transport::server::Connected for AuthedStream {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for AuthedStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AuthedStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections, runs the TLS handshakes concurrently and yields
+/// the authenticated streams for `serve_with_incoming`. Failed handshakes
+/// (foreign CA, revoked, expired, no certificate) are logged and dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    federation: TrustDomain,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<AuthedStream>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(128);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            let federation = federation.clone();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
+                let tls = match handshake {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::warn!(%remote, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .ok_or_else(|| "no client certificate".to_string())
+                    .and_then(|c| SpiffeId::from_certificate(c).map_err(|e| e.to_string()))
+                    .and_then(|id| id.require_federation(&federation).map_err(|e| e.to_string()));
+                if let Err(e) = &identity {
+                    tracing::warn!(%remote, error = %e, "peer certificate carries no usable identity");
+                }
+                let peer = PeerInfo {
+                    identity,
+                    remote: Some(remote),
+                };
+                let _ = tx.send(Ok(AuthedStream { inner: tls, peer })).await;
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
