@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod client;
+pub mod config;
 pub mod country;
 pub mod error;
 pub mod hash;

@@ -1,0 +1,2 @@
+//! The agency client. See ARCHITECTURE.md.
+pub mod config;

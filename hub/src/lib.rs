@@ -1,0 +1,2 @@
+//! The hub. See ARCHITECTURE.md.
+pub mod config;

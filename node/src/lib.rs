@@ -1,0 +1,2 @@
+//! The node. See ARCHITECTURE.md.
+pub mod config;
