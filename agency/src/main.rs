@@ -1,1 +1,122 @@
-fn main(){}
+//! `meldnet-agency`: the police client. Receives the reports routed to this
+//! agency over mTLS, verifies both signatures, stores and acknowledges them;
+//! re-verifies a stored delivery offline with public keys only.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use meldnet_agency::config::AgencyConfig;
+use meldnet_core::identity::Role;
+use meldnet_core::inbox::{load_stored, receive, InboxOptions};
+use meldnet_core::keyring::Keyring;
+use meldnet_core::provenance::verify_routed;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "meldnet-agency", version, about = "A police agency's client of the federation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive this agency's queue: verify, store (JSON + raw signed bytes), acknowledge.
+    Pull {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to store deliveries (default: out_dir of the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop after this many deliveries.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Keep receiving as new reports are routed.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Re-verify stored deliveries (.json or .pb) offline, with public keys only.
+    Verify {
+        /// The keyring with the hub's and the nodes' public keys.
+        #[arg(long, conflicts_with = "config")]
+        keyring: Option<PathBuf>,
+        /// Take the keyring from this agency config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stored delivery files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Pull { config, out, max, follow } => {
+            let cfg = AgencyConfig::load(&config)?;
+            let me = cfg.tls.identity()?;
+            if !matches!(me.role(), Role::Agency { .. }) {
+                bail!("tls.cert: {me} is not an agency identity");
+            }
+            let keyring = Keyring::load(&cfg.keyring)?;
+            let opts = InboxOptions {
+                out_dir: out.unwrap_or(cfg.out_dir.clone()),
+                max,
+                follow,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let s = rt.block_on(async {
+                let channel = meldnet_core::client::connect(&cfg.hub, &cfg.tls).await?;
+                anyhow::Ok(receive(channel, &keyring, &me, &opts).await?)
+            })?;
+            for id in &s.report_ids {
+                println!("{}", json!({"report_id": id, "status": "stored", "dir": opts.out_dir.display().to_string()}));
+            }
+            eprintln!(
+                "pull: {} stored, {} already stored, {} rejected, {} acknowledged",
+                s.stored, s.already_stored, s.rejected, s.acked
+            );
+            if s.rejected > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Verify { keyring, config, files } => {
+            let keyring_path = match (keyring, config) {
+                (Some(k), _) => k,
+                (None, Some(c)) => AgencyConfig::load(&c)?.keyring,
+                (None, None) => bail!("give --keyring or --config"),
+            };
+            let keyring = Keyring::load(&keyring_path)?;
+            let mut failed = 0;
+            for f in &files {
+                let result = load_stored(f)
+                    .with_context(|| f.display().to_string())
+                    .and_then(|(sr, sd)| verify_routed(sr, sd, &keyring).map_err(anyhow::Error::from));
+                match result {
+                    Ok(v) => println!(
+                        "{}: OK report {} from {} (key {}), decision by the hub (key {}), sha256 {}",
+                        f.display(),
+                        v.report.id,
+                        v.decision.origin,
+                        v.report_key,
+                        v.decision_key,
+                        v.report_digest
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{}: FAILED {e:#}", f.display());
+                    }
+                }
+            }
+            if failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

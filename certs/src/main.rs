@@ -1,1 +1,151 @@
-fn main(){}
+//! `meldnet-certs`: the federation CA on the command line. The work is done
+//! in the library; this file only parses arguments and prints summaries.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use meldnet_certs::{InitOptions, IssueOptions, RevokeTarget, DEFAULT_DAYS};
+use std::path::PathBuf;
+
+/// Makes a federation's CA, certificates, signing keys, configs and CRLs.
+#[derive(Parser, Debug)]
+#[command(name = "meldnet-certs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Makes a new federation in DIR: CA, CRL, certificates, keys, keyring and configs.
+    Init {
+        /// The federation folder; refused if it already holds ca.pem.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The federation's trust domain, e.g. eu.meldnet.test.
+        #[arg(long)]
+        federation: String,
+        /// Country codes of the hotline nodes, e.g. NL,DE,FR.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
+        /// Agencies as JURISDICTION/name, e.g. DE/bka,NL/politie,EU/europol.
+        #[arg(long, value_delimiter = ',')]
+        agencies: Vec<String>,
+        /// Hub operator names.
+        #[arg(long, value_delimiter = ',', default_value = "admin")]
+        operators: Vec<String>,
+        /// IP:port the hub listens on and clients connect to.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        hub_addr: String,
+        /// IP:port where the hub serves Prometheus metrics (none if absent).
+        #[arg(long)]
+        metrics_addr: Option<String>,
+        /// Validity of certificates and the CRL, in days (the CA gets twice this).
+        #[arg(long, default_value_t = DEFAULT_DAYS)]
+        days: u32,
+    },
+    /// Issues one more certificate from the CA in DIR.
+    Issue {
+        /// The federation folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The SPIFFE id, e.g. spiffe://eu.meldnet.test/node/NL.
+        #[arg(long)]
+        identity: String,
+        /// Output prefix: writes PREFIX.pem and PREFIX.key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = DEFAULT_DAYS)]
+        days: u32,
+        /// Make a certificate that expired yesterday (for tests of refusal).
+        #[arg(long, conflicts_with = "days")]
+        expired: bool,
+    },
+    /// Revokes certificates and rewrites DIR/crl.pem.
+    Revoke {
+        /// The federation folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Revoke every unrevoked certificate of this SPIFFE id.
+        #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+        identity: Option<String>,
+        /// Revoke the certificate in this PEM file.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
+    /// Re-signs DIR/crl.pem from the ledger (before it expires, or after a failed write).
+    Crl {
+        /// The federation folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Prints the ledger of issued certificates.
+    Show {
+        /// The federation folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Init {
+            dir,
+            federation,
+            nodes,
+            agencies,
+            operators,
+            hub_addr,
+            metrics_addr,
+            days,
+        } => {
+            let opts = InitOptions {
+                dir,
+                federation,
+                nodes,
+                agencies,
+                operators,
+                hub_addr,
+                metrics_addr,
+                days,
+            };
+            let summary = meldnet_certs::init(&opts).context("init")?;
+            println!("{summary}");
+        }
+        Command::Issue {
+            dir,
+            identity,
+            out,
+            days,
+            expired,
+        } => {
+            let opts = IssueOptions {
+                dir,
+                identity,
+                out,
+                days,
+                expired,
+            };
+            let summary = meldnet_certs::issue(&opts).context("issue")?;
+            println!("{summary}");
+        }
+        Command::Revoke { dir, identity, cert } => {
+            let target = match (identity, cert) {
+                (Some(id), _) => RevokeTarget::Identity(id),
+                (None, Some(path)) => RevokeTarget::Cert(path),
+                (None, None) => anyhow::bail!("revoke needs --identity or --cert"),
+            };
+            let summary = meldnet_certs::revoke(&dir, &target).context("revoke")?;
+            println!("{summary}");
+        }
+        Command::Crl { dir } => {
+            let summary = meldnet_certs::refresh_crl(&dir).context("crl")?;
+            println!("{summary}");
+        }
+        Command::Show { dir } => {
+            let summary = meldnet_certs::show(&dir).context("show")?;
+            println!("{summary}");
+        }
+    }
+    Ok(())
+}

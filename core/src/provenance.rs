@@ -149,3 +149,22 @@ pub fn verify_routed(sr: pb::SignedReport, sd: pb::SignedDecision, keyring: &Key
         decision_key: decision_env.key_id,
     })
 }
+
+/// Verifies the hub's receipt for a report this node sent: the hub's
+/// signature on the decision and its binding to the exact bytes sent.
+pub fn verify_receipt(receipt: &pb::Receipt, sent: &pb::SignedReport, keyring: &Keyring) -> Result<pb::Decision, Refusal> {
+    let sd = receipt
+        .decision
+        .clone()
+        .ok_or_else(|| Refusal::invalid("receipt.decision", "missing"))?;
+    let env = Envelope::from_signed_decision(sd)?;
+    let hub = SpiffeId::hub(keyring.federation());
+    env.verify(lookup_key(keyring, &hub, env.key_id, "signed_decision")?, Context::Decision, "signed_decision")?;
+    let decision = pb::Decision::decode(env.bytes.as_slice())
+        .map_err(|e| Refusal::invalid("signed_decision.decision", format!("malformed protobuf: {e}")))?;
+    let digest = Sha256::of(&sent.report);
+    if decision.report_digest != digest.0 || receipt.report_digest != digest.0 {
+        return Err(Refusal::invalid("receipt.report_digest", "does not match the report sent"));
+    }
+    Ok(decision)
+}

@@ -1,1 +1,249 @@
-fn main(){}
+//! `meldnet-node`: a hotline's node. Build reports from files the hotline
+//! holds, sign and submit them, and receive the reports routed to its country.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use meldnet_core::country::CountryCode;
+use meldnet_core::identity::Role;
+use meldnet_core::inbox::{receive, InboxOptions};
+use meldnet_core::keyring::Keyring;
+use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
+use meldnet_core::signing::SigningKey;
+use meldnet_node::config::NodeConfig;
+use meldnet_node::outbox::Outbox;
+use meldnet_node::report::{build, sign, ReportInput};
+use meldnet_node::submit::submit_outbox;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "meldnet-node", version, about = "A national hotline's node of the federation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reports: build and list.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// Sign the drafts, send the outbox to the hub, keep the receipts.
+    Submit {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Receive the reports routed to this node, verify, store, acknowledge.
+    Inbox {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where to store deliveries (default: inbox_dir of the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop after this many deliveries.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Keep receiving as new reports are routed.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Hash FILES locally and save a draft report (the files never leave this machine).
+    New(NewArgs),
+    /// List drafts, the outbox, receipts and refused reports.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct NewArgs {
+    #[arg(long)]
+    config: PathBuf,
+    /// Where the material was seen.
+    #[arg(long)]
+    url: String,
+    /// Country where the material is hosted (ISO 3166-1 alpha-2).
+    #[arg(long)]
+    hosting: Option<String>,
+    /// Country where a suspect is located.
+    #[arg(long)]
+    suspect: Option<String>,
+    /// Country where a victim is located.
+    #[arg(long)]
+    victim: Option<String>,
+    /// Country of the service provider's main establishment.
+    #[arg(long)]
+    provider: Option<String>,
+    /// baseline, national, not-illegal or unassessed.
+    #[arg(long)]
+    classification: Classification,
+    /// infant-toddler, prepubescent, pubescent or unknown.
+    #[arg(long)]
+    age_group: AgeGroup,
+    /// image, video or other (default: from each file's name).
+    #[arg(long)]
+    media_type: Option<MediaType>,
+    /// Sign and submit right away.
+    #[arg(long)]
+    submit: bool,
+    /// The files the hotline holds.
+    files: Vec<PathBuf>,
+}
+
+fn country(flag: &str, v: &Option<String>) -> anyhow::Result<Option<CountryCode>> {
+    v.as_deref()
+        .map(|s| CountryCode::parse(s).with_context(|| format!("--{flag}")))
+        .transpose()
+}
+
+struct Node {
+    cfg: NodeConfig,
+    country: CountryCode,
+}
+
+impl Node {
+    fn load(path: &std::path::Path) -> anyhow::Result<Node> {
+        let cfg = NodeConfig::load(path)?;
+        let id = cfg.tls.identity()?;
+        let Role::Node(country) = id.role() else {
+            bail!("tls.cert: {id} is not a node identity");
+        };
+        Ok(Node { country: *country, cfg })
+    }
+
+    fn outbox(&self) -> anyhow::Result<Outbox> {
+        Outbox::open(&self.cfg.data_dir)
+            .with_context(|| format!("data_dir {} (is another meldnet-node command running?)", self.cfg.data_dir.display()))
+    }
+}
+
+async fn submit(node: &Node) -> anyhow::Result<bool> {
+    let outbox = node.outbox()?;
+    let key = SigningKey::load(&node.cfg.signing_key)?;
+    let drafts = outbox.drafts()?;
+    let signed: Vec<_> = drafts.iter().map(|(id, r)| (*id, sign(r, &key))).collect();
+    outbox.sign_drafts(signed)?;
+    let keyring = Keyring::load(&node.cfg.keyring)?;
+    let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
+    let s = submit_outbox(&outbox, channel, &keyring).await?;
+    for (id, d) in &s.accepted {
+        let to: Vec<&str> = d.recipients.iter().map(|r| r.identity.as_str()).collect();
+        println!(
+            "{}",
+            json!({"report_id": id.to_string(), "status": "accepted", "eu_link": d.eu_link, "recipients": to, "reasons": d.reasons})
+        );
+    }
+    for (id, r) in &s.refused {
+        println!(
+            "{}",
+            json!({"report_id": id.to_string(), "status": "refused", "code": tonic::Code::from_i32(r.code).description(), "message": r.message})
+        );
+    }
+    eprintln!(
+        "submitted: {} accepted, {} refused, {} left in the outbox to retry",
+        s.accepted.len(),
+        s.refused.len(),
+        s.retry
+    );
+    Ok(s.refused.is_empty() && s.retry == 0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    let ok = rt.block_on(async move {
+        match cli.command {
+            Command::Report {
+                command: ReportCommand::New(a),
+            } => {
+                let node = Node::load(&a.config)?;
+                let input = ReportInput {
+                    url: a.url.clone(),
+                    eu_link: EuLinkFacts {
+                        hosting: country("hosting", &a.hosting)?,
+                        suspect: country("suspect", &a.suspect)?,
+                        victim: country("victim", &a.victim)?,
+                        provider: country("provider", &a.provider)?,
+                    },
+                    classification: a.classification,
+                    age_group: a.age_group,
+                    media_type: a.media_type,
+                    files: a.files.clone(),
+                };
+                let report = build(node.country, &input)?;
+                {
+                    let outbox = node.outbox()?;
+                    outbox.add_draft(&report.to_proto(), &report.id)?;
+                }
+                println!(
+                    "{}",
+                    json!({
+                        "report_id": report.id.to_string(),
+                        "status": "draft",
+                        "items": report.items.iter().map(|i| json!({"sha256": i.sha256.to_hex(), "md5": i.md5.to_hex(), "media_type": i.media_type.name()})).collect::<Vec<_>>(),
+                    })
+                );
+                if a.submit {
+                    return submit(&node).await;
+                }
+                Ok(true)
+            }
+            Command::Report {
+                command: ReportCommand::List { config },
+            } => {
+                let node = Node::load(&config)?;
+                let outbox = node.outbox()?;
+                for (id, _) in outbox.drafts()? {
+                    println!("draft    {id}");
+                }
+                for (id, _) in outbox.outbox()? {
+                    println!("outbox   {id}");
+                }
+                for (id, _) in outbox.receipts()? {
+                    println!("receipt  {id}");
+                }
+                for (id, r) in outbox.refused()? {
+                    println!("refused  {id}  {}", r.message);
+                }
+                Ok(true)
+            }
+            Command::Submit { config } => submit(&Node::load(&config)?).await,
+            Command::Inbox { config, out, max, follow } => {
+                let node = Node::load(&config)?;
+                let keyring = Keyring::load(&node.cfg.keyring)?;
+                let me = node.cfg.tls.identity()?;
+                let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
+                let opts = InboxOptions {
+                    out_dir: out.unwrap_or(node.cfg.inbox_dir.clone()),
+                    max,
+                    follow,
+                };
+                let s = receive(channel, &keyring, &me, &opts).await?;
+                for id in &s.report_ids {
+                    println!("{}", json!({"report_id": id, "status": "stored", "dir": opts.out_dir.display().to_string()}));
+                }
+                eprintln!(
+                    "inbox: {} stored, {} already stored, {} rejected, {} acknowledged",
+                    s.stored, s.already_stored, s.rejected, s.acked
+                );
+                Ok(s.rejected == 0)
+            }
+        }
+    })?;
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}

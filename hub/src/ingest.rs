@@ -1,0 +1,191 @@
+//! Ingest: from signed report bytes to a stored, routed, signed decision.
+//! Works on batches: the CPU part (decode, validate, verify, route, sign) is
+//! spread over the cores, the storage part is one group commit per batch.
+//! A refused report leaves no trace in storage; it is logged with the field.
+
+use crate::routing::Router;
+use crate::store::{Committed, NewReport, Store, StoreError};
+use meldnet_core::error::{Refusal, RefusalKind};
+use meldnet_core::hash::Sha256;
+use meldnet_core::identity::{Role, SpiffeId};
+use meldnet_core::keyring::Keyring;
+use meldnet_core::provenance::{lookup_key, Envelope};
+use meldnet_core::report::Report;
+use meldnet_core::signing::{Context, SigningKey};
+use meldnet_core::time::now_ms;
+use meldnet_proto::v1 as pb;
+use prost::Message;
+use std::sync::Arc;
+
+/// Everything ingest needs; shared by the submission service's handlers.
+#[derive(Clone)]
+pub struct Ingest {
+    keyring: Arc<Keyring>,
+    router: Arc<Router>,
+    signer: Arc<SigningKey>,
+    store: Store,
+}
+
+/// The receipt for a stored report: the same bytes every time it is asked for.
+pub fn receipt(stored: &pb::StoredReport) -> pb::Receipt {
+    let bytes = stored.report.as_ref().map(|r| r.report.as_slice()).unwrap_or_default();
+    let id = Report::decode(bytes).map(|r| r.id.to_string()).unwrap_or_default();
+    pb::Receipt {
+        report_id: id,
+        report_digest: Sha256::of(bytes).0.to_vec(),
+        decision: stored.decision.clone(),
+    }
+}
+
+impl Ingest {
+    /// Ingest over these keys, routes, signing key and store.
+    pub fn new(keyring: Arc<Keyring>, router: Arc<Router>, signer: Arc<SigningKey>, store: Store) -> Self {
+        Ingest {
+            keyring,
+            router,
+            signer,
+            store,
+        }
+    }
+
+    /// Verifies, routes and signs one report; pure CPU, no storage.
+    fn prepare(&self, caller: &SpiffeId, sr: pb::SignedReport) -> Result<NewReport, Refusal> {
+        let env = Envelope::from_signed_report(sr)?;
+        let report = Report::decode(&env.bytes)?;
+        let caller_cc = match caller.role() {
+            Role::Node(cc) => *cc,
+            _ => {
+                return Err(Refusal::new(RefusalKind::PermissionDenied, "caller", "only nodes submit reports"));
+            }
+        };
+        if report.origin != caller_cc {
+            return Err(Refusal::new(
+                RefusalKind::PermissionDenied,
+                "report.origin_country",
+                format!("{} does not match the caller's certificate ({caller})", report.origin),
+            ));
+        }
+        let origin = SpiffeId::node(self.keyring.federation(), report.origin);
+        let key = lookup_key(&self.keyring, &origin, env.key_id, "signed_report")?;
+        env.verify(key, Context::Report, "signed_report")?;
+        let route = self.router.decide(&report);
+        let digest = env.digest();
+        let decision = pb::Decision {
+            report_id: report.id.to_string(),
+            report_digest: digest.0.to_vec(),
+            origin: origin.to_string(),
+            decided_at_ms: now_ms(),
+            eu_link: route.eu_link,
+            eu_link_facts: route.facts.clone(),
+            recipients: route
+                .recipients
+                .iter()
+                .map(|r| pb::Recipient {
+                    identity: r.identity.to_string(),
+                    purpose: r.purpose as i32,
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            reasons: route.reasons.clone(),
+        };
+        let decision_bytes = decision.encode_to_vec();
+        let signature = self.signer.sign(Context::Decision, &decision_bytes);
+        let summary = format!("sha256 {digest}; {}", route.reasons.join("; "));
+        Ok(NewReport {
+            id: report.id,
+            stored: pb::StoredReport {
+                report: Some(env.into_signed_report()),
+                decision: Some(pb::SignedDecision {
+                    decision: decision_bytes,
+                    signature: signature.to_vec(),
+                    key_id: self.signer.public().id().to_string(),
+                }),
+                received_at_ms: now_ms(),
+            },
+            recipients: route.recipients.into_iter().map(|r| r.identity).collect(),
+            origin,
+            summary,
+        })
+    }
+
+    /// Ingests a batch from `caller`: one result per report, in order. A
+    /// receipt is returned only after its report is flushed to disk.
+    pub async fn submit(&self, caller: &SpiffeId, reports: Vec<pb::SignedReport>) -> Result<Vec<Result<pb::Receipt, Refusal>>, StoreError> {
+        let n = reports.len();
+        let prepared = self.prepare_parallel(caller, reports).await;
+        let mut results: Vec<Option<Result<pb::Receipt, Refusal>>> = vec![None; n];
+        let mut to_store = Vec::new();
+        let mut positions = Vec::new();
+        for (i, p) in prepared.into_iter().enumerate() {
+            match p {
+                Ok(r) => {
+                    positions.push(i);
+                    to_store.push(r);
+                }
+                Err(refusal) => {
+                    tracing::warn!(caller = %caller, field = %refusal.field, code = ?refusal.kind.code(), "refused: {refusal}");
+                    metrics::counter!("meldnet_reports_refused_total", "code" => format!("{:?}", refusal.kind.code())).increment(1);
+                    results[i] = Some(Err(refusal));
+                }
+            }
+        }
+        if !to_store.is_empty() {
+            let ids: Vec<_> = to_store.iter().map(|r| r.id).collect();
+            let committed = self.store.commit_reports(to_store).await?;
+            for ((i, c), id) in positions.into_iter().zip(committed).zip(ids) {
+                results[i] = Some(match c {
+                    Committed::New(s) => {
+                        metrics::counter!("meldnet_reports_accepted_total").increment(1);
+                        Ok(receipt(&s))
+                    }
+                    Committed::Duplicate(s) => {
+                        metrics::counter!("meldnet_reports_duplicate_total").increment(1);
+                        Ok(receipt(&s))
+                    }
+                    Committed::Conflict => {
+                        let r = Refusal::new(
+                            RefusalKind::AlreadyExists,
+                            "report.id",
+                            format!("{id} was already submitted with different content"),
+                        );
+                        tracing::warn!(caller = %caller, field = %r.field, "refused: {r}");
+                        metrics::counter!("meldnet_reports_refused_total", "code" => "AlreadyExists").increment(1);
+                        Err(r)
+                    }
+                });
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Refusal::new(RefusalKind::Unavailable, "report", "not processed"))))
+            .collect())
+    }
+
+    async fn prepare_parallel(&self, caller: &SpiffeId, reports: Vec<pb::SignedReport>) -> Vec<Result<NewReport, Refusal>> {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let chunk = reports.len().div_ceil(workers).max(16);
+        let mut handles = Vec::new();
+        let mut iter = reports.into_iter().peekable();
+        while iter.peek().is_some() {
+            let part: Vec<_> = iter.by_ref().take(chunk).collect();
+            let len = part.len();
+            let this = self.clone();
+            let caller = caller.clone();
+            let handle = tokio::task::spawn_blocking(move || {
+                part.into_iter().map(|sr| this.prepare(&caller, sr)).collect::<Vec<_>>()
+            });
+            handles.push((len, handle));
+        }
+        let mut out = Vec::new();
+        for (len, h) in handles {
+            match h.await {
+                Ok(v) => out.extend(v),
+                Err(e) => {
+                    tracing::error!(error = %e, "ingest worker failed");
+                    out.extend((0..len).map(|_| Err(Refusal::new(RefusalKind::Unavailable, "report", "ingest worker failed"))));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,123 @@
+//! Wiring: loads keys and configuration, opens the store, and serves the
+//! gRPC services (plus health and reflection) over mTLS.
+
+use crate::admin::AdminService;
+use crate::config::HubConfig;
+use crate::delivery::InboxService;
+use crate::ingest::Ingest;
+use crate::routing::Router;
+use crate::store::{Store, StoreError};
+use crate::submission::SubmissionService;
+use meldnet_core::identity::{Role, SpiffeId};
+use meldnet_core::keyring::{Keyring, KeyringError};
+use meldnet_core::limits::MAX_MESSAGE_BYTES;
+use meldnet_core::signing::{SigningError, SigningKey};
+use meldnet_core::tls::{incoming, server_config, TlsError};
+use meldnet_proto::v1::admin_server::AdminServer;
+use meldnet_proto::v1::inbox_server::InboxServer;
+use meldnet_proto::v1::submission_server::SubmissionServer;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Why the hub could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The keyring is unusable.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The signing key is unusable.
+    #[error("signing_key: {0}")]
+    Signing(#[from] SigningError),
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The store could not be opened.
+    #[error("data_dir: {0}")]
+    Store(#[from] StoreError),
+    /// A setting contradicts another.
+    #[error("config: {key}: {message}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The listening socket.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Starts the hub and serves until `shutdown` completes. `on_listening`
+/// gets the bound address (the config may say port 0).
+pub async fn run(
+    cfg: HubConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), HubError> {
+    let keyring = Arc::new(Keyring::load(&cfg.keyring)?);
+    if keyring.federation() != &cfg.federation {
+        return Err(HubError::Config {
+            key: "keyring",
+            message: format!("keyring is of federation {}, hub of {}", keyring.federation(), cfg.federation),
+        });
+    }
+    let signer = Arc::new(SigningKey::load(&cfg.signing_key)?);
+    let hub_id = SpiffeId::hub(&cfg.federation);
+    if keyring.get(&hub_id, signer.public().id()).is_none() {
+        return Err(HubError::Config {
+            key: "signing_key",
+            message: format!(
+                "its public key ({}) is not in the keyring for {hub_id}: recipients could not verify decisions",
+                signer.public().id()
+            ),
+        });
+    }
+    let nodes: Vec<_> = keyring
+        .owners()
+        .filter_map(|o| match o.role() {
+            Role::Node(cc) => Some(*cc),
+            _ => None,
+        })
+        .collect();
+    let router = Arc::new(Router::new(
+        cfg.federation.clone(),
+        cfg.routing.member_states.iter().copied(),
+        nodes,
+        cfg.agencies.iter().map(|a| a.identity.clone()).collect(),
+    ));
+    let store = Store::open(&cfg.data_dir)?;
+    let ingest = Ingest::new(keyring, router, signer, store.clone());
+    let tls = server_config(&cfg.tls)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, federation = %cfg.federation, "hub listening (mTLS, TLS 1.3)");
+    on_listening(addr);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<SubmissionServer<SubmissionService>>().await;
+    health_reporter.set_serving::<InboxServer<InboxService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(meldnet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| HubError::Config {
+            key: "reflection",
+            message: e.to_string(),
+        })?;
+
+    let incoming = incoming(listener, tls, cfg.federation.clone());
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(SubmissionServer::new(SubmissionService::new(ingest)).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(InboxServer::new(InboxService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AdminServer::new(AdminService::new(store.clone())))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    store.flush()?;
+    tracing::info!("hub stopped");
+    Ok(())
+}

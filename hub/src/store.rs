@@ -1,0 +1,492 @@
+//! The hub's storage, behind this one type so that a replicated store can
+//! replace the embedded one later. sled is the embedded default.
+//!
+//! Layout: one sled tree, so that one `apply_batch` is atomic across
+//! everything a commit touches:
+//! - `r` + report id (16 bytes)                  -> `StoredReport` (signed bytes as received)
+//! - `q` + recipient SPIFFE id + 0x00 + seq (8 BE) -> report id: a queue entry
+//! - `a` + seq (8 BE)                             -> `AuditRecord` of the hash chain
+//! - `m` + name                                   -> counters (audit head, next queue seq)
+//!
+//! Durability: all writes go through one writer thread. It takes every
+//! pending operation (group commit), applies them as one atomic batch, calls
+//! `flush()` (fsync), and only then answers the callers, which only then
+//! answer their clients. Nothing is acknowledged before it is on disk.
+
+use meldnet_core::audit::{self, ChainHead};
+use meldnet_core::identity::SpiffeId;
+use meldnet_core::report::ReportId;
+use meldnet_core::time::now_ms;
+use meldnet_proto::v1 as pb;
+use prost::Message;
+use sha2::Digest;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use tokio::sync::{oneshot, watch};
+
+const REPORT: u8 = b'r';
+const QUEUE: u8 = b'q';
+const AUDIT: u8 = b'a';
+const META_AUDIT_HEAD: &[u8] = b"maudit_head";
+const META_QUEUE_SEQ: &[u8] = b"mqueue_seq";
+/// Most operations folded into one commit.
+const MAX_GROUP: usize = 64;
+
+/// Storage failures. Callers answer `UNAVAILABLE`: the client may retry,
+/// and retrying is safe because submission is idempotent.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(String),
+    /// Stored bytes do not decode: the store is damaged.
+    #[error("store: corrupt record {0}")]
+    Corrupt(String),
+    /// The writer thread is gone (shutting down).
+    #[error("store: writer stopped")]
+    WriterGone,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e.to_string())
+    }
+}
+
+/// A verified, routed report ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    /// Its id.
+    pub id: ReportId,
+    /// What is stored: the signed report and the signed decision, as bytes.
+    pub stored: pb::StoredReport,
+    /// One queue entry each.
+    pub recipients: Vec<SpiffeId>,
+    /// Who submitted it.
+    pub origin: SpiffeId,
+    /// One line for the audit record.
+    pub summary: String,
+}
+
+/// What happened to a submitted report.
+#[derive(Debug, Clone)]
+pub enum Committed {
+    /// Stored now (and flushed).
+    New(pb::StoredReport),
+    /// The same id with the same bytes was stored before: the stored record.
+    Duplicate(pb::StoredReport),
+    /// The same id with other bytes was stored before: nothing changed.
+    Conflict,
+}
+
+enum WriteOp {
+    Reports(Vec<NewReport>, oneshot::Sender<Result<Vec<Committed>, StoreError>>),
+    Ack(SpiffeId, Vec<u64>, oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    Delivered(SpiffeId, Vec<(u64, ReportId)>),
+}
+
+/// Counts and a digest over everything stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateDigest {
+    /// SHA-256 over every key and value in key order.
+    pub digest: [u8; 32],
+    /// All entries.
+    pub entries: u64,
+    /// Stored reports.
+    pub reports: u64,
+    /// Queue entries not yet acknowledged.
+    pub queued: u64,
+    /// Audit records.
+    pub audit_records: u64,
+}
+
+/// The hub's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    writer: std_mpsc::Sender<WriteOp>,
+    generation: watch::Receiver<u64>,
+}
+
+fn queue_prefix(recipient: &SpiffeId) -> Vec<u8> {
+    let mut k = vec![QUEUE];
+    k.extend_from_slice(recipient.to_string().as_bytes());
+    k.push(0);
+    k
+}
+
+fn queue_key(recipient_prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = recipient_prefix.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn report_key(id: &ReportId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = REPORT;
+    k[1..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn audit_key(seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = AUDIT;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn decode_report(bytes: &[u8], what: &str) -> Result<pb::StoredReport, StoreError> {
+    pb::StoredReport::decode(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn event(kind: &str, actor: &SpiffeId, subject: String, detail: String) -> pb::AuditEvent {
+    pb::AuditEvent {
+        at_ms: now_ms(),
+        kind: kind.to_string(),
+        actor: actor.to_string(),
+        subject,
+        detail,
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let tree = db.open_tree("hub")?;
+        let head = match tree.get(META_AUDIT_HEAD)? {
+            Some(v) if v.len() == 40 => {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&v[8..]);
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&v[..8]);
+                ChainHead {
+                    next_seq: u64::from_be_bytes(seq),
+                    hash,
+                }
+            }
+            Some(_) => return Err(StoreError::Corrupt("audit head".into())),
+            None => ChainHead::default(),
+        };
+        let next_queue_seq = match tree.get(META_QUEUE_SEQ)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref().try_into().map_err(|_| StoreError::Corrupt("queue seq".into()))?,
+            ),
+            None => 1,
+        };
+        let (tx, rx) = std_mpsc::channel();
+        let (gen_tx, gen_rx) = watch::channel(0u64);
+        let writer = Writer {
+            db: db.clone(),
+            tree: tree.clone(),
+            head,
+            next_queue_seq,
+            generation: gen_tx,
+        };
+        std::thread::Builder::new()
+            .name("hub-store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Sled(e.to_string()))?;
+        Ok(Store {
+            db,
+            tree,
+            writer: tx,
+            generation: gen_rx,
+        })
+    }
+
+    /// Stores reports, their decisions and queue entries, and answers only
+    /// after the flush. Same id and bytes as stored: the stored record.
+    pub async fn commit_reports(&self, reports: Vec<NewReport>) -> Result<Vec<Committed>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Reports(reports, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Removes acknowledged entries from `recipient`'s queue (only its own:
+    /// the key is built from its identity) and flushes. Returns the seqs
+    /// that are now acknowledged, including ones acknowledged before.
+    pub async fn ack(&self, recipient: &SpiffeId, seqs: Vec<u64>) -> Result<Vec<u64>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Ack(recipient.clone(), seqs, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records in the audit log that these entries were sent to `recipient`.
+    pub fn record_delivered(&self, recipient: &SpiffeId, entries: Vec<(u64, ReportId)>) {
+        let _ = self.writer.send(WriteOp::Delivered(recipient.clone(), entries));
+    }
+
+    /// Changes whenever a commit adds queue entries; delivery streams wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.clone()
+    }
+
+    /// Up to `limit` queue entries of `recipient` after `after` (exclusive),
+    /// with their stored reports, in queue order.
+    pub fn queue_after(&self, recipient: &SpiffeId, after: u64, limit: usize) -> Result<(Vec<(u64, pb::StoredReport)>, bool), StoreError> {
+        let prefix = queue_prefix(recipient);
+        let start = queue_key(&prefix, after.saturating_add(1));
+        let mut end = prefix.clone();
+        if let Some(last) = end.last_mut() {
+            *last = 1;
+        }
+        let mut out = Vec::new();
+        let mut more = false;
+        for kv in self.tree.range(start..end) {
+            let (k, v) = kv?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            let seq_bytes: [u8; 8] = k[prefix.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("queue key".into()))?;
+            let id: [u8; 16] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt("queue entry".into()))?;
+            let rid = ReportId::from_bytes(id);
+            let stored = self
+                .tree
+                .get(report_key(&rid))?
+                .ok_or_else(|| StoreError::Corrupt(format!("queue entry for missing report {rid}")))?;
+            out.push((u64::from_be_bytes(seq_bytes), decode_report(&stored, "report")?));
+        }
+        Ok((out, more))
+    }
+
+    /// A stored report by id.
+    pub fn report(&self, id: &ReportId) -> Result<Option<pb::StoredReport>, StoreError> {
+        self.tree
+            .get(report_key(id))?
+            .map(|v| decode_report(&v, "report"))
+            .transpose()
+    }
+
+    /// Digest and counts of everything stored: equal digests, equal state.
+    pub fn state_digest(&self) -> Result<StateDigest, StoreError> {
+        let mut h = sha2::Sha256::new();
+        let mut d = StateDigest::default();
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(&k);
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(&v);
+            d.entries += 1;
+            match k.first() {
+                Some(&REPORT) => d.reports += 1,
+                Some(&QUEUE) => d.queued += 1,
+                Some(&AUDIT) => d.audit_records += 1,
+                _ => {}
+            }
+        }
+        d.digest = h.finalize().into();
+        Ok(d)
+    }
+
+    /// Walks the audit chain from the genesis and checks every link, and
+    /// that the stored head is the chain's end.
+    pub fn verify_audit(&self) -> Result<ChainHead, String> {
+        let records = self
+            .tree
+            .scan_prefix([AUDIT])
+            .map(|kv| kv.map(|(_, v)| v.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let head = audit::verify_chain(records).map_err(|e| e.to_string())?;
+        let stored = self.tree.get(META_AUDIT_HEAD).map_err(|e| e.to_string())?;
+        let expect = stored.map(|v| v.to_vec()).unwrap_or_else(|| {
+            let mut v = 0u64.to_be_bytes().to_vec();
+            v.extend_from_slice(&audit::GENESIS);
+            v
+        });
+        let mut got = head.next_seq.to_be_bytes().to_vec();
+        got.extend_from_slice(&head.hash);
+        if got != expect {
+            return Err("the stored audit head does not match the end of the chain (records removed at the end?)".into());
+        }
+        Ok(head)
+    }
+
+    /// Flushes everything to disk (used at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+struct Writer {
+    db: sled::Db,
+    tree: sled::Tree,
+    head: ChainHead,
+    next_queue_seq: u64,
+    generation: watch::Sender<u64>,
+}
+
+enum Reply {
+    Reports(oneshot::Sender<Result<Vec<Committed>, StoreError>>, Vec<Committed>),
+    Ack(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
+}
+
+impl Writer {
+    fn run(mut self, rx: std_mpsc::Receiver<WriteOp>) {
+        while let Ok(first) = rx.recv() {
+            let mut ops = vec![first];
+            while ops.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(ops);
+        }
+    }
+
+    fn commit_group(&mut self, ops: Vec<WriteOp>) {
+        let saved = (self.head, self.next_queue_seq);
+        let mut batch = sled::Batch::default();
+        let mut replies = Vec::with_capacity(ops.len());
+        let mut queued_any = false;
+        // Reports first stored in this group, so that a second copy in the
+        // same group is recognised as a duplicate.
+        let mut in_group: HashMap<ReportId, pb::StoredReport> = HashMap::new();
+        let mut failure: Option<StoreError> = None;
+        for op in ops {
+            match op {
+                WriteOp::Reports(reports, reply) => {
+                    match self.stage_reports(&mut batch, reports, &mut in_group, &mut queued_any) {
+                        Ok(out) => replies.push(Reply::Reports(reply, out)),
+                        Err(e) => {
+                            failure = Some(e.clone());
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                WriteOp::Ack(recipient, seqs, reply) => match self.stage_ack(&mut batch, &recipient, &seqs) {
+                    Ok(()) => replies.push(Reply::Ack(reply, seqs)),
+                    Err(e) => {
+                        failure = Some(e.clone());
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                WriteOp::Delivered(recipient, entries) => {
+                    let detail = entries
+                        .iter()
+                        .map(|(seq, id)| format!("{seq}:{id}"))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    self.stage_audit(&mut batch, event("delivered", &recipient, recipient.to_string(), detail));
+                }
+            }
+        }
+        let result = if failure.is_some() {
+            Err(failure.unwrap_or(StoreError::WriterGone))
+        } else {
+            self.stage_meta(&mut batch);
+            self.tree
+                .apply_batch(batch)
+                .and_then(|_| self.db.flush().map(|_| ()))
+                .map_err(StoreError::from)
+        };
+        if let Err(e) = result {
+            // Nothing of this group is acknowledged; the counters go back.
+            tracing::error!(error = %e, "commit failed");
+            (self.head, self.next_queue_seq) = saved;
+            for r in replies {
+                match r {
+                    Reply::Reports(tx, _) => {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    Reply::Ack(tx, _) => {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+            return;
+        }
+        for r in replies {
+            match r {
+                Reply::Reports(tx, out) => {
+                    let _ = tx.send(Ok(out));
+                }
+                Reply::Ack(tx, seqs) => {
+                    let _ = tx.send(Ok(seqs));
+                }
+            }
+        }
+        if queued_any {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+
+    fn stage_reports(
+        &mut self,
+        batch: &mut sled::Batch,
+        reports: Vec<NewReport>,
+        in_group: &mut HashMap<ReportId, pb::StoredReport>,
+        queued_any: &mut bool,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let mut out = Vec::with_capacity(reports.len());
+        for r in reports {
+            let existing = match in_group.get(&r.id) {
+                Some(s) => Some(s.clone()),
+                None => self
+                    .tree
+                    .get(report_key(&r.id))?
+                    .map(|v| decode_report(&v, "report"))
+                    .transpose()?,
+            };
+            if let Some(existing) = existing {
+                let same = existing.report.as_ref().map(|s| &s.report) == r.stored.report.as_ref().map(|s| &s.report);
+                out.push(if same { Committed::Duplicate(existing) } else { Committed::Conflict });
+                continue;
+            }
+            batch.insert(&report_key(&r.id)[..], r.stored.encode_to_vec());
+            for recipient in &r.recipients {
+                let seq = self.next_queue_seq;
+                self.next_queue_seq += 1;
+                batch.insert(queue_key(&queue_prefix(recipient), seq), &r.id.as_bytes()[..]);
+                *queued_any = true;
+            }
+            self.stage_audit(batch, event("submitted", &r.origin, r.id.to_string(), r.summary.clone()));
+            in_group.insert(r.id, r.stored.clone());
+            out.push(Committed::New(r.stored));
+        }
+        Ok(out)
+    }
+
+    fn stage_ack(&mut self, batch: &mut sled::Batch, recipient: &SpiffeId, seqs: &[u64]) -> Result<(), StoreError> {
+        let prefix = queue_prefix(recipient);
+        let mut removed = Vec::new();
+        for seq in seqs {
+            let k = queue_key(&prefix, *seq);
+            if let Some(id) = self.tree.get(&k)? {
+                batch.remove(k);
+                let id: [u8; 16] = id.as_ref().try_into().map_err(|_| StoreError::Corrupt("queue entry".into()))?;
+                removed.push(format!("{seq}:{}", ReportId::from_bytes(id)));
+            }
+        }
+        if !removed.is_empty() {
+            self.stage_audit(batch, event("acknowledged", recipient, recipient.to_string(), removed.join(",")));
+        }
+        Ok(())
+    }
+
+    fn stage_audit(&mut self, batch: &mut sled::Batch, ev: pb::AuditEvent) {
+        let seq = self.head.next_seq;
+        let rec = self.head.append(&ev);
+        batch.insert(&audit_key(seq)[..], rec.encode_to_vec());
+    }
+
+    fn stage_meta(&self, batch: &mut sled::Batch) {
+        let mut head = self.head.next_seq.to_be_bytes().to_vec();
+        head.extend_from_slice(&self.head.hash);
+        batch.insert(META_AUDIT_HEAD, head);
+        batch.insert(META_QUEUE_SEQ, &self.next_queue_seq.to_be_bytes()[..]);
+    }
+}
