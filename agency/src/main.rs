@@ -13,7 +13,11 @@ use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "meldnet-agency", version, about = "A police agency's client of the federation")]
+#[command(
+    name = "meldnet-agency",
+    version,
+    about = "A police agency's client of the federation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,11 +56,18 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Pull { config, out, max, follow } => {
+        Command::Pull {
+            config,
+            out,
+            max,
+            follow,
+        } => {
             let cfg = AgencyConfig::load(&config)?;
             let me = cfg.tls.identity()?;
             if !matches!(me.role(), Role::Agency { .. }) {
@@ -74,7 +85,10 @@ fn main() -> anyhow::Result<()> {
                 anyhow::Ok(receive(channel, &keyring, &me, &opts).await?)
             })?;
             for id in &s.report_ids {
-                println!("{}", json!({"report_id": id, "status": "stored", "dir": opts.out_dir.display().to_string()}));
+                println!(
+                    "{}",
+                    json!({"report_id": id, "status": "stored", "dir": opts.out_dir.display().to_string()})
+                );
             }
             eprintln!(
                 "pull: {} stored, {} already stored, {} rejected, {} acknowledged",
@@ -85,7 +99,11 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Verify { keyring, config, files } => {
+        Command::Verify {
+            keyring,
+            config,
+            files,
+        } => {
             let keyring_path = match (keyring, config) {
                 (Some(k), _) => k,
                 (None, Some(c)) => AgencyConfig::load(&c)?.keyring,
@@ -96,7 +114,9 @@ fn main() -> anyhow::Result<()> {
             for f in &files {
                 let result = load_stored(f)
                     .with_context(|| f.display().to_string())
-                    .and_then(|(sr, sd)| verify_routed(sr, sd, &keyring).map_err(anyhow::Error::from));
+                    .and_then(|(sr, sd)| {
+                        verify_routed(sr, sd, &keyring).map_err(anyhow::Error::from)
+                    });
                 match result {
                     Ok(v) => println!(
                         "{}: OK report {} from {} (key {}), decision by the hub (key {}), sha256 {}",

@@ -94,11 +94,17 @@ where
             return Err(AuditError::Broken { index, what: "seq" });
         }
         if rec.prev_hash != head.hash {
-            return Err(AuditError::Broken { index, what: "prev_hash" });
+            return Err(AuditError::Broken {
+                index,
+                what: "prev_hash",
+            });
         }
         let hash = link_hash(&head.hash, rec.seq, &rec.event);
         if rec.hash != hash {
-            return Err(AuditError::Broken { index, what: "hash" });
+            return Err(AuditError::Broken {
+                index,
+                what: "hash",
+            });
         }
         head = ChainHead {
             next_seq: rec.seq + 1,
@@ -140,7 +146,13 @@ mod tests {
         let mut rec = pb::AuditRecord::decode(c[2].as_slice()).unwrap();
         rec.event[0] ^= 1;
         c[2] = rec.encode_to_vec();
-        assert_eq!(verify_chain(c).unwrap_err(), AuditError::Broken { index: 2, what: "hash" });
+        assert_eq!(
+            verify_chain(c).unwrap_err(),
+            AuditError::Broken {
+                index: 2,
+                what: "hash"
+            }
+        );
         let mut c = chain(5);
         c.remove(1);
         assert!(verify_chain(c).is_err());

@@ -54,7 +54,10 @@ pub async fn connect(hub: &HubEndpoint, tls: &ClientTlsFiles) -> Result<Channel,
     };
     let tls_config = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("tls.ca", &tls.ca)?))
-        .identity(Identity::from_pem(read("tls.cert", &tls.cert)?, read("tls.key", &tls.key)?))
+        .identity(Identity::from_pem(
+            read("tls.cert", &tls.cert)?,
+            read("tls.key", &tls.key)?,
+        ))
         .domain_name(hub.server_name.clone());
     Endpoint::from_shared(format!("https://{}", hub.address))
         .map_err(|e| transport(e.to_string()))?

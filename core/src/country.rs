@@ -113,10 +113,22 @@ mod tests {
     #[test]
     fn refuses_bad_codes() {
         assert!(CountryCode::parse("DE").is_ok());
-        assert!(matches!(CountryCode::parse("de"), Err(CountryError::Shape(_))));
-        assert!(matches!(CountryCode::parse("DEU"), Err(CountryError::Shape(_))));
-        assert!(matches!(CountryCode::parse("XX"), Err(CountryError::Unassigned(_))));
-        assert!(matches!(CountryCode::parse("EU"), Err(CountryError::Unassigned(_))));
+        assert!(matches!(
+            CountryCode::parse("de"),
+            Err(CountryError::Shape(_))
+        ));
+        assert!(matches!(
+            CountryCode::parse("DEU"),
+            Err(CountryError::Shape(_))
+        ));
+        assert!(matches!(
+            CountryCode::parse("XX"),
+            Err(CountryError::Unassigned(_))
+        ));
+        assert!(matches!(
+            CountryCode::parse("EU"),
+            Err(CountryError::Unassigned(_))
+        ));
         assert!(!CountryCode::parse("NO").unwrap().is_eu_member());
     }
 }

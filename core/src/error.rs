@@ -94,6 +94,9 @@ mod tests {
             .under("report.items[2]")
             .into();
         assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(s.message(), "report.items[2].sha256: expected 64 hex digits");
+        assert_eq!(
+            s.message(),
+            "report.items[2].sha256: expected 64 hex digits"
+        );
     }
 }

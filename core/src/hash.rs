@@ -91,7 +91,10 @@ mod tests {
         let h = "ab".repeat(32);
         assert_eq!(Sha256::parse_hex(&h).unwrap().to_hex(), h);
         let e = Sha256::parse_hex(&"AB".repeat(32)).unwrap_err();
-        assert_eq!(e.to_string(), "expected 64 lower-case hex digits, got the character 'A'");
+        assert_eq!(
+            e.to_string(),
+            "expected 64 lower-case hex digits, got the character 'A'"
+        );
         assert!(Sha256::parse_hex("abc").is_err());
         assert!(Md5::parse_hex(&"0".repeat(32)).is_ok());
         assert!(Md5::parse_hex(&"0".repeat(64)).is_err());

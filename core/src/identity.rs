@@ -45,7 +45,8 @@ pub enum IdentityError {
 fn check_name(s: &str) -> Result<(), IdentityError> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -60,9 +61,7 @@ pub struct TrustDomain(String);
 impl TrustDomain {
     /// Parses a lower-case DNS-like name of labels `[a-z0-9-]`.
     pub fn parse(s: &str) -> Result<Self, IdentityError> {
-        let ok = !s.is_empty()
-            && s.len() <= 253
-            && s.split('.').all(|l| check_name(l).is_ok());
+        let ok = !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| check_name(l).is_ok());
         if ok {
             Ok(TrustDomain(s.to_string()))
         } else {
@@ -152,7 +151,8 @@ impl SpiffeId {
             .ok_or_else(|| IdentityError::NotSpiffe(s.chars().take(100).collect()))?;
         let trust_domain = TrustDomain::parse(domain)?;
         let parts: Vec<&str> = path.split('/').collect();
-        let country = |c: &str| CountryCode::parse(c).map_err(|e| IdentityError::Country(e.to_string()));
+        let country =
+            |c: &str| CountryCode::parse(c).map_err(|e| IdentityError::Country(e.to_string()));
         let role = match parts.as_slice() {
             ["hub"] => Role::Hub,
             ["node", cc] => Role::Node(country(cc)?),

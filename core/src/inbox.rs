@@ -6,9 +6,9 @@
 //! Storage is idempotent by report id, so a delivery that comes again (the
 //! hub crashed before it recorded our acknowledgement) is not stored twice.
 
+use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
 use crate::provenance::{verify_routed, Verified};
-use crate::identity::SpiffeId;
 use base64::Engine as _;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_client::InboxClient;
@@ -86,7 +86,12 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The human-readable record of a verified delivery, with the raw signed
 /// bytes (base64) so that the JSON file alone can be re-verified.
-pub fn describe(v: &Verified, sr: &pb::SignedReport, sd: &pb::SignedDecision, seq: u64) -> serde_json::Value {
+pub fn describe(
+    v: &Verified,
+    sr: &pb::SignedReport,
+    sd: &pb::SignedDecision,
+    seq: u64,
+) -> serde_json::Value {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let cc = |c: Option<crate::country::CountryCode>| c.map(|c| c.to_string());
     let r = &v.report;
@@ -155,8 +160,8 @@ pub enum StoredFileError {
 pub fn load_stored(path: &Path) -> Result<(pb::SignedReport, pb::SignedDecision), StoredFileError> {
     let bytes = std::fs::read(path)?;
     if path.extension().and_then(|e| e.to_str()) == Some("json") {
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| StoredFileError::Format(format!("JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| StoredFileError::Format(format!("JSON: {e}")))?;
         let s = &v["signed"];
         let field = |k: &str| -> Result<Vec<u8>, StoredFileError> {
             let t = s[k]
@@ -180,10 +185,13 @@ pub fn load_stored(path: &Path) -> Result<(pb::SignedReport, pb::SignedDecision)
             },
         ))
     } else {
-        let d = pb::Delivery::decode(bytes.as_slice()).map_err(|e| StoredFileError::Format(format!("protobuf: {e}")))?;
+        let d = pb::Delivery::decode(bytes.as_slice())
+            .map_err(|e| StoredFileError::Format(format!("protobuf: {e}")))?;
         match (d.report, d.decision) {
             (Some(r), Some(dec)) => Ok((r, dec)),
-            _ => Err(StoredFileError::Format("delivery lacks report or decision".into())),
+            _ => Err(StoredFileError::Format(
+                "delivery lacks report or decision".into(),
+            )),
         }
     }
 }
@@ -194,7 +202,12 @@ enum Outcome {
     Rejected,
 }
 
-fn store_one(d: pb::Delivery, keyring: &Keyring, me: &SpiffeId, out: &Path) -> Result<Outcome, InboxError> {
+fn store_one(
+    d: pb::Delivery,
+    keyring: &Keyring,
+    me: &SpiffeId,
+    out: &Path,
+) -> Result<Outcome, InboxError> {
     let raw = d.encode_to_vec();
     let seq = d.seq;
     let (sr, sd) = match (d.report, d.decision) {
@@ -216,7 +229,12 @@ fn store_one(d: pb::Delivery, keyring: &Keyring, me: &SpiffeId, out: &Path) -> R
         }
     };
     let me_s = me.to_string();
-    if !verified.decision.recipients.iter().any(|r| r.identity == me_s) {
+    if !verified
+        .decision
+        .recipients
+        .iter()
+        .any(|r| r.identity == me_s)
+    {
         tracing::error!(seq, "delivery is not addressed to {me_s}; not acknowledged");
         return Ok(Outcome::Rejected);
     }
@@ -236,9 +254,15 @@ fn store_one(d: pb::Delivery, keyring: &Keyring, me: &SpiffeId, out: &Path) -> R
 
 /// Receives this party's queue until it is drained (or `max` deliveries are
 /// stored), acknowledging each delivery only after it is on disk.
-pub async fn receive(channel: Channel, keyring: &Keyring, me: &SpiffeId, opts: &InboxOptions) -> Result<InboxSummary, InboxError> {
+pub async fn receive(
+    channel: Channel,
+    keyring: &Keyring,
+    me: &SpiffeId,
+    opts: &InboxOptions,
+) -> Result<InboxSummary, InboxError> {
     std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
-    let mut client = InboxClient::new(channel).max_decoding_message_size(crate::limits::MAX_MESSAGE_BYTES);
+    let mut client =
+        InboxClient::new(channel).max_decoding_message_size(crate::limits::MAX_MESSAGE_BYTES);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(64);
     let mut inbound = client
         .receive(tokio_stream::wrappers::ReceiverStream::new(ack_rx))

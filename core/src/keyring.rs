@@ -95,7 +95,10 @@ impl Keyring {
                 message,
             };
             if e.owner.trust_domain() != &file.federation {
-                return Err(entry_err("owner", format!("not of federation {}", file.federation)));
+                return Err(entry_err(
+                    "owner",
+                    format!("not of federation {}", file.federation),
+                ));
             }
             if !matches!(e.owner.role(), Role::Hub | Role::Node(_)) {
                 return Err(entry_err("owner", "only the hub and nodes sign".into()));

@@ -27,7 +27,13 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    fn parse(bytes: Vec<u8>, signature: &[u8], key_id: &str, prefix: &str, what: &str) -> Result<Self, Refusal> {
+    fn parse(
+        bytes: Vec<u8>,
+        signature: &[u8],
+        key_id: &str,
+        prefix: &str,
+        what: &str,
+    ) -> Result<Self, Refusal> {
         if bytes.len() > MAX_REPORT_BYTES {
             return Err(Refusal::new(
                 RefusalKind::InvalidArgument,
@@ -38,11 +44,17 @@ impl Envelope {
         let signature: [u8; 64] = signature.try_into().map_err(|_| {
             Refusal::invalid(
                 format!("{prefix}.signature"),
-                format!("expected 64 bytes of Ed25519 signature, got {}", signature.len()),
+                format!(
+                    "expected 64 bytes of Ed25519 signature, got {}",
+                    signature.len()
+                ),
             )
         })?;
         let key_id = KeyId::parse(key_id).ok_or_else(|| {
-            Refusal::invalid(format!("{prefix}.key_id"), "expected 16 lower-case hex digits")
+            Refusal::invalid(
+                format!("{prefix}.key_id"),
+                "expected 16 lower-case hex digits",
+            )
         })?;
         Ok(Envelope {
             bytes,
@@ -53,12 +65,24 @@ impl Envelope {
 
     /// Checks the envelope of a signed report (fields `signed_report.*`).
     pub fn from_signed_report(sr: pb::SignedReport) -> Result<Self, Refusal> {
-        Self::parse(sr.report, &sr.signature, &sr.key_id, "signed_report", "report")
+        Self::parse(
+            sr.report,
+            &sr.signature,
+            &sr.key_id,
+            "signed_report",
+            "report",
+        )
     }
 
     /// Checks the envelope of a signed decision (fields `signed_decision.*`).
     pub fn from_signed_decision(sd: pb::SignedDecision) -> Result<Self, Refusal> {
-        Self::parse(sd.decision, &sd.signature, &sd.key_id, "signed_decision", "decision")
+        Self::parse(
+            sd.decision,
+            &sd.signature,
+            &sd.key_id,
+            "signed_decision",
+            "decision",
+        )
     }
 
     /// SHA-256 of the signed bytes.
@@ -77,18 +101,24 @@ impl Envelope {
 
     /// Verifies the signature with `key` under `context`.
     pub fn verify(&self, key: &PublicKey, context: Context, field: &str) -> Result<(), Refusal> {
-        key.verify(context, &self.bytes, &self.signature).map_err(|_| {
-            Refusal::invalid(
-                format!("{field}.signature"),
-                format!("does not verify with key {}", self.key_id),
-            )
-        })
+        key.verify(context, &self.bytes, &self.signature)
+            .map_err(|_| {
+                Refusal::invalid(
+                    format!("{field}.signature"),
+                    format!("does not verify with key {}", self.key_id),
+                )
+            })
     }
 }
 
 /// Finds the signing key of `owner`; a key the keyring does not hold is
 /// `FAILED_PRECONDITION` naming `field.key_id`.
-pub fn lookup_key<'k>(keyring: &'k Keyring, owner: &SpiffeId, key_id: KeyId, field: &str) -> Result<&'k PublicKey, Refusal> {
+pub fn lookup_key<'k>(
+    keyring: &'k Keyring,
+    owner: &SpiffeId,
+    key_id: KeyId,
+    field: &str,
+) -> Result<&'k PublicKey, Refusal> {
     keyring.get(owner, key_id).ok_or_else(|| {
         Refusal::new(
             RefusalKind::FailedPrecondition,
@@ -116,14 +146,22 @@ pub struct Verified {
 /// Verifies a routed report offline: the hub's signature on the decision, the
 /// decision's binding to the exact report bytes, the report's validity, and
 /// the origin node's signature.
-pub fn verify_routed(sr: pb::SignedReport, sd: pb::SignedDecision, keyring: &Keyring) -> Result<Verified, Refusal> {
+pub fn verify_routed(
+    sr: pb::SignedReport,
+    sd: pb::SignedDecision,
+    keyring: &Keyring,
+) -> Result<Verified, Refusal> {
     let report_env = Envelope::from_signed_report(sr)?;
     let decision_env = Envelope::from_signed_decision(sd)?;
     let hub = SpiffeId::hub(keyring.federation());
     let hub_key = lookup_key(keyring, &hub, decision_env.key_id, "signed_decision")?;
     decision_env.verify(hub_key, Context::Decision, "signed_decision")?;
-    let decision = pb::Decision::decode(decision_env.bytes.as_slice())
-        .map_err(|e| Refusal::invalid("signed_decision.decision", format!("malformed protobuf: {e}")))?;
+    let decision = pb::Decision::decode(decision_env.bytes.as_slice()).map_err(|e| {
+        Refusal::invalid(
+            "signed_decision.decision",
+            format!("malformed protobuf: {e}"),
+        )
+    })?;
     let report_digest = report_env.digest();
     if decision.report_digest != report_digest.0 {
         return Err(Refusal::invalid(
@@ -133,11 +171,17 @@ pub fn verify_routed(sr: pb::SignedReport, sd: pb::SignedDecision, keyring: &Key
     }
     let report = Report::decode(&report_env.bytes)?;
     if decision.report_id != report.id.to_string() {
-        return Err(Refusal::invalid("decision.report_id", "does not match report.id"));
+        return Err(Refusal::invalid(
+            "decision.report_id",
+            "does not match report.id",
+        ));
     }
     let origin = SpiffeId::node(keyring.federation(), report.origin);
     if decision.origin != origin.to_string() {
-        return Err(Refusal::invalid("decision.origin", "does not match report.origin_country"));
+        return Err(Refusal::invalid(
+            "decision.origin",
+            "does not match report.origin_country",
+        ));
     }
     let node_key = lookup_key(keyring, &origin, report_env.key_id, "signed_report")?;
     report_env.verify(node_key, Context::Report, "signed_report")?;
@@ -152,19 +196,34 @@ pub fn verify_routed(sr: pb::SignedReport, sd: pb::SignedDecision, keyring: &Key
 
 /// Verifies the hub's receipt for a report this node sent: the hub's
 /// signature on the decision and its binding to the exact bytes sent.
-pub fn verify_receipt(receipt: &pb::Receipt, sent: &pb::SignedReport, keyring: &Keyring) -> Result<pb::Decision, Refusal> {
+pub fn verify_receipt(
+    receipt: &pb::Receipt,
+    sent: &pb::SignedReport,
+    keyring: &Keyring,
+) -> Result<pb::Decision, Refusal> {
     let sd = receipt
         .decision
         .clone()
         .ok_or_else(|| Refusal::invalid("receipt.decision", "missing"))?;
     let env = Envelope::from_signed_decision(sd)?;
     let hub = SpiffeId::hub(keyring.federation());
-    env.verify(lookup_key(keyring, &hub, env.key_id, "signed_decision")?, Context::Decision, "signed_decision")?;
-    let decision = pb::Decision::decode(env.bytes.as_slice())
-        .map_err(|e| Refusal::invalid("signed_decision.decision", format!("malformed protobuf: {e}")))?;
+    env.verify(
+        lookup_key(keyring, &hub, env.key_id, "signed_decision")?,
+        Context::Decision,
+        "signed_decision",
+    )?;
+    let decision = pb::Decision::decode(env.bytes.as_slice()).map_err(|e| {
+        Refusal::invalid(
+            "signed_decision.decision",
+            format!("malformed protobuf: {e}"),
+        )
+    })?;
     let digest = Sha256::of(&sent.report);
     if decision.report_digest != digest.0 || receipt.report_digest != digest.0 {
-        return Err(Refusal::invalid("receipt.report_digest", "does not match the report sent"));
+        return Err(Refusal::invalid(
+            "receipt.report_digest",
+            "does not match the report sent",
+        ));
     }
     Ok(decision)
 }

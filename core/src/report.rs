@@ -27,7 +27,10 @@ impl ReportId {
             return Err("expected the canonical lower-case hyphenated form".into());
         }
         if u.get_version_num() != 7 {
-            return Err(format!("expected a UUIDv7, got version {}", u.get_version_num()));
+            return Err(format!(
+                "expected a UUIDv7, got version {}",
+                u.get_version_num()
+            ));
         }
         Ok(ReportId(u))
     }
@@ -211,7 +214,9 @@ impl ReportUrl {
             Some((scheme, rest))
                 if !scheme.is_empty()
                     && !rest.is_empty()
-                    && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
             {
                 Ok(ReportUrl(s.to_string()))
             }
@@ -268,7 +273,10 @@ impl Report {
         let id = ReportId::parse(&raw.id).map_err(|e| Refusal::invalid("id", e))?;
         let origin = country(&raw.origin_country, "origin_country")?;
         if raw.created_at_ms <= 0 {
-            return Err(Refusal::invalid("created_at_ms", "must be a positive Unix time in milliseconds"));
+            return Err(Refusal::invalid(
+                "created_at_ms",
+                "must be a positive Unix time in milliseconds",
+            ));
         }
         let url = ReportUrl::parse(&raw.url).map_err(|e| Refusal::invalid("url", e))?;
         let link = raw.eu_link.clone().unwrap_or_default();
@@ -322,19 +330,26 @@ impl Report {
 
 impl Item {
     fn from_proto(it: &pb::Item) -> Result<Item, Refusal> {
-        let sha256 = Sha256::parse_hex(&it.sha256).map_err(|e| Refusal::invalid("sha256", e.to_string()))?;
+        let sha256 =
+            Sha256::parse_hex(&it.sha256).map_err(|e| Refusal::invalid("sha256", e.to_string()))?;
         let md5 = Md5::parse_hex(&it.md5).map_err(|e| Refusal::invalid("md5", e.to_string()))?;
         let pdq = if it.pdq.is_empty() {
             if it.pdq_quality != 0 {
-                return Err(Refusal::invalid("pdq_quality", "must be 0 when pdq is empty"));
+                return Err(Refusal::invalid(
+                    "pdq_quality",
+                    "must be 0 when pdq is empty",
+                ));
             }
             None
         } else {
-            let h = PdqHash::parse_hex(&it.pdq).map_err(|e| Refusal::invalid("pdq", e.to_string()))?;
+            let h =
+                PdqHash::parse_hex(&it.pdq).map_err(|e| Refusal::invalid("pdq", e.to_string()))?;
             let q = u8::try_from(it.pdq_quality)
                 .ok()
                 .filter(|q| *q <= 100)
-                .ok_or_else(|| Refusal::invalid("pdq_quality", format!("{} is not in 0-100", it.pdq_quality)))?;
+                .ok_or_else(|| {
+                    Refusal::invalid("pdq_quality", format!("{} is not in 0-100", it.pdq_quality))
+                })?;
             Some((h, q))
         };
         Ok(Item {
@@ -400,10 +415,16 @@ mod tests {
         assert_eq!(e.field, "report.items[0].sha256");
         let mut p = sample().to_proto();
         p.eu_link.as_mut().unwrap().hosting_country = "XX".into();
-        assert_eq!(Report::decode(&p.encode_to_vec()).unwrap_err().field, "report.eu_link.hosting_country");
+        assert_eq!(
+            Report::decode(&p.encode_to_vec()).unwrap_err().field,
+            "report.eu_link.hosting_country"
+        );
         let mut p = sample().to_proto();
         p.id = uuid::Uuid::new_v4().to_string();
-        assert_eq!(Report::decode(&p.encode_to_vec()).unwrap_err().field, "report.id");
+        assert_eq!(
+            Report::decode(&p.encode_to_vec()).unwrap_err().field,
+            "report.id"
+        );
         let mut p = sample().to_proto();
         p.items[0].classification = 0;
         assert_eq!(

@@ -140,7 +140,12 @@ impl PublicKey {
     }
 
     /// Verifies `signature` over `context` + `message`, strictly.
-    pub fn verify(&self, context: Context, message: &[u8], signature: &[u8]) -> Result<(), SigningError> {
+    pub fn verify(
+        &self,
+        context: Context,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SigningError> {
         let sig = ed25519_dalek::Signature::from_slice(signature)
             .map_err(|_| SigningError::SignatureLength(signature.len()))?;
         self.key
@@ -206,9 +211,15 @@ mod tests {
         let k = SigningKey::generate();
         let sig = k.sign(Context::Report, b"hello");
         k.public().verify(Context::Report, b"hello", &sig).unwrap();
-        assert!(k.public().verify(Context::Decision, b"hello", &sig).is_err());
+        assert!(k
+            .public()
+            .verify(Context::Decision, b"hello", &sig)
+            .is_err());
         assert!(k.public().verify(Context::Report, b"hellO", &sig).is_err());
-        assert!(k.public().verify(Context::Report, b"hello", &sig[..63]).is_err());
+        assert!(k
+            .public()
+            .verify(Context::Report, b"hello", &sig[..63])
+            .is_err());
     }
 
     #[test]
@@ -219,6 +230,9 @@ mod tests {
         std::fs::write(&p, k.to_file_text()).unwrap();
         let back = SigningKey::load(&p).unwrap();
         assert_eq!(back.public(), k.public());
-        assert_eq!(KeyId::parse(&k.public().id().to_string()), Some(k.public().id()));
+        assert_eq!(
+            KeyId::parse(&k.public().id().to_string()),
+            Some(k.public().id())
+        );
     }
 }

@@ -48,7 +48,10 @@ fn file_err(what: &'static str, path: &Path, message: impl ToString) -> TlsError
 }
 
 /// Reads every certificate of a PEM file.
-pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_err(what, path, e))?
         .collect::<Result<Vec<_>, _>>()
@@ -106,7 +109,10 @@ pub struct ClientTlsFiles {
 impl ServerTlsFiles {
     /// Makes relative paths relative to `base` (the config file's folder).
     pub fn resolve(&mut self, base: &Path) {
-        for p in [&mut self.ca, &mut self.cert, &mut self.key].into_iter().chain(self.crls.iter_mut()) {
+        for p in [&mut self.ca, &mut self.cert, &mut self.key]
+            .into_iter()
+            .chain(self.crls.iter_mut())
+        {
             *p = base.join(&*p);
         }
     }
@@ -144,7 +150,10 @@ fn newest_mtime(paths: &[PathBuf]) -> Option<SystemTime> {
         .max()
 }
 
-fn build_verifier(roots: &Arc<RootCertStore>, crl_paths: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+fn build_verifier(
+    roots: &Arc<RootCertStore>,
+    crl_paths: &[PathBuf],
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut b = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
     let crls = load_crls(crl_paths)?;
@@ -206,7 +215,8 @@ impl ClientCertVerifier for ReloadingVerifier {
         if let Err(e) = self.reload_if_changed() {
             tracing::error!(error = %e, "CRL reload failed; previous CRLs stay in force");
         }
-        self.inner()?.verify_client_cert(end_entity, intermediates, now)
+        self.inner()?
+            .verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -228,7 +238,9 @@ impl ClientCertVerifier for ReloadingVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner().map(|v| v.supported_verify_schemes()).unwrap_or_default()
+        self.inner()
+            .map(|v| v.supported_verify_schemes())
+            .unwrap_or_default()
     }
 }
 
@@ -275,13 +287,21 @@ impl tonic::transport::server::Connected for AuthedStream {
 }
 
 impl AsyncRead for AuthedStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for AuthedStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -327,7 +347,9 @@ pub fn incoming(
             let tx = tx.clone();
             let federation = federation.clone();
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await;
+                let handshake =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                        .await;
                 let tls = match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
@@ -346,7 +368,10 @@ pub fn incoming(
                     .and_then(|c| c.first())
                     .ok_or_else(|| "no client certificate".to_string())
                     .and_then(|c| SpiffeId::from_certificate(c).map_err(|e| e.to_string()))
-                    .and_then(|id| id.require_federation(&federation).map_err(|e| e.to_string()));
+                    .and_then(|id| {
+                        id.require_federation(&federation)
+                            .map_err(|e| e.to_string())
+                    });
                 if let Err(e) = &identity {
                     tracing::warn!(%remote, error = %e, "peer certificate carries no usable identity");
                 }

@@ -22,7 +22,10 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn state_digest(&self, request: Request<pb::StateDigestRequest>) -> Result<Response<pb::StateDigestResponse>, Status> {
+    async fn state_digest(
+        &self,
+        request: Request<pb::StateDigestRequest>,
+    ) -> Result<Response<pb::StateDigestResponse>, Status> {
         auth::operator(&request)?;
         let store = self.store.clone();
         let d = tokio::task::spawn_blocking(move || store.state_digest())
@@ -38,7 +41,10 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn verify_audit(&self, request: Request<pb::VerifyAuditRequest>) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+    async fn verify_audit(
+        &self,
+        request: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
         auth::operator(&request)?;
         let store = self.store.clone();
         let head = tokio::task::spawn_blocking(move || store.verify_audit())

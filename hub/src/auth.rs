@@ -8,9 +8,15 @@ use tonic::{Request, Status};
 /// The caller's identity, or `UNAUTHENTICATED`.
 pub fn caller<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
     match req.extensions().get::<PeerInfo>() {
-        Some(PeerInfo { identity: Ok(id), .. }) => Ok(id.clone()),
-        Some(PeerInfo { identity: Err(e), .. }) => Err(Status::unauthenticated(format!("client certificate: {e}"))),
-        None => Err(Status::unauthenticated("client certificate: none presented")),
+        Some(PeerInfo {
+            identity: Ok(id), ..
+        }) => Ok(id.clone()),
+        Some(PeerInfo {
+            identity: Err(e), ..
+        }) => Err(Status::unauthenticated(format!("client certificate: {e}"))),
+        None => Err(Status::unauthenticated(
+            "client certificate: none presented",
+        )),
     }
 }
 
@@ -19,7 +25,9 @@ pub fn node<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
     let id = caller(req)?;
     match id.role() {
         Role::Node(_) => Ok(id),
-        _ => Err(Status::permission_denied(format!("caller: {id} is not a node; only nodes submit reports"))),
+        _ => Err(Status::permission_denied(format!(
+            "caller: {id} is not a node; only nodes submit reports"
+        ))),
     }
 }
 
@@ -28,7 +36,9 @@ pub fn recipient<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
     let id = caller(req)?;
     match id.role() {
         Role::Node(_) | Role::Agency { .. } => Ok(id),
-        _ => Err(Status::permission_denied(format!("caller: {id} has no delivery queue"))),
+        _ => Err(Status::permission_denied(format!(
+            "caller: {id} has no delivery queue"
+        ))),
     }
 }
 
@@ -37,6 +47,8 @@ pub fn operator<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
     let id = caller(req)?;
     match id.role() {
         Role::Operator(_) => Ok(id),
-        _ => Err(Status::permission_denied(format!("caller: {id} is not an operator"))),
+        _ => Err(Status::permission_denied(format!(
+            "caller: {id} is not an operator"
+        ))),
     }
 }

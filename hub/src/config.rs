@@ -79,10 +79,18 @@ impl HubConfig {
         for (i, a) in c.agencies.iter().enumerate() {
             let key = format!("agencies[{i}].identity");
             if a.identity.trust_domain() != &c.federation {
-                return Err(invalid(path, &key, format!("{} is not of federation {}", a.identity, c.federation)));
+                return Err(invalid(
+                    path,
+                    &key,
+                    format!("{} is not of federation {}", a.identity, c.federation),
+                ));
             }
             if !matches!(a.identity.role(), Role::Agency { .. }) {
-                return Err(invalid(path, &key, format!("{} is not an agency identity", a.identity)));
+                return Err(invalid(
+                    path,
+                    &key,
+                    format!("{} is not an agency identity", a.identity),
+                ));
             }
         }
         if c.routing.member_states.is_empty() {

@@ -50,10 +50,12 @@ impl Session {
     async fn fill(&mut self) -> Result<bool, Status> {
         loop {
             let (store, me, cursor) = (self.store.clone(), self.me.clone(), self.cursor);
-            let (entries, more) = tokio::task::spawn_blocking(move || store.queue_after(&me, cursor, MAX_DELIVERY_BATCH))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(storage)?;
+            let (entries, more) = tokio::task::spawn_blocking(move || {
+                store.queue_after(&me, cursor, MAX_DELIVERY_BATCH)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(storage)?;
             if entries.is_empty() {
                 if !self.announced_caught_up {
                     self.announced_caught_up = true;
@@ -70,7 +72,12 @@ impl Session {
             let deliveries: Vec<pb::Delivery> = entries
                 .into_iter()
                 .map(|(seq, stored)| {
-                    if let Some(id) = stored.report.as_ref().and_then(|r| Report::decode(&r.report).ok()).map(|r| r.id) {
+                    if let Some(id) = stored
+                        .report
+                        .as_ref()
+                        .and_then(|r| Report::decode(&r.report).ok())
+                        .map(|r| r.id)
+                    {
                         audit.push((seq, id));
                     }
                     pb::Delivery {
@@ -149,7 +156,8 @@ impl Session {
 
 #[tonic::async_trait]
 impl Inbox for InboxService {
-    type ReceiveStream = Pin<Box<dyn Stream<Item = Result<pb::DeliveryBatch, Status>> + Send + 'static>>;
+    type ReceiveStream =
+        Pin<Box<dyn Stream<Item = Result<pb::DeliveryBatch, Status>> + Send + 'static>>;
 
     async fn receive(
         &self,
@@ -171,6 +179,8 @@ impl Inbox for InboxService {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

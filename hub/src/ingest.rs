@@ -28,8 +28,14 @@ pub struct Ingest {
 
 /// The receipt for a stored report: the same bytes every time it is asked for.
 pub fn receipt(stored: &pb::StoredReport) -> pb::Receipt {
-    let bytes = stored.report.as_ref().map(|r| r.report.as_slice()).unwrap_or_default();
-    let id = Report::decode(bytes).map(|r| r.id.to_string()).unwrap_or_default();
+    let bytes = stored
+        .report
+        .as_ref()
+        .map(|r| r.report.as_slice())
+        .unwrap_or_default();
+    let id = Report::decode(bytes)
+        .map(|r| r.id.to_string())
+        .unwrap_or_default();
     pb::Receipt {
         report_id: id,
         report_digest: Sha256::of(bytes).0.to_vec(),
@@ -39,7 +45,12 @@ pub fn receipt(stored: &pb::StoredReport) -> pb::Receipt {
 
 impl Ingest {
     /// Ingest over these keys, routes, signing key and store.
-    pub fn new(keyring: Arc<Keyring>, router: Arc<Router>, signer: Arc<SigningKey>, store: Store) -> Self {
+    pub fn new(
+        keyring: Arc<Keyring>,
+        router: Arc<Router>,
+        signer: Arc<SigningKey>,
+        store: Store,
+    ) -> Self {
         Ingest {
             keyring,
             router,
@@ -55,14 +66,21 @@ impl Ingest {
         let caller_cc = match caller.role() {
             Role::Node(cc) => *cc,
             _ => {
-                return Err(Refusal::new(RefusalKind::PermissionDenied, "caller", "only nodes submit reports"));
+                return Err(Refusal::new(
+                    RefusalKind::PermissionDenied,
+                    "caller",
+                    "only nodes submit reports",
+                ));
             }
         };
         if report.origin != caller_cc {
             return Err(Refusal::new(
                 RefusalKind::PermissionDenied,
                 "report.origin_country",
-                format!("{} does not match the caller's certificate ({caller})", report.origin),
+                format!(
+                    "{} does not match the caller's certificate ({caller})",
+                    report.origin
+                ),
             ));
         }
         let origin = SpiffeId::node(self.keyring.federation(), report.origin);
@@ -110,7 +128,11 @@ impl Ingest {
 
     /// Ingests a batch from `caller`: one result per report, in order. A
     /// receipt is returned only after its report is flushed to disk.
-    pub async fn submit(&self, caller: &SpiffeId, reports: Vec<pb::SignedReport>) -> Result<Vec<Result<pb::Receipt, Refusal>>, StoreError> {
+    pub async fn submit(
+        &self,
+        caller: &SpiffeId,
+        reports: Vec<pb::SignedReport>,
+    ) -> Result<Vec<Result<pb::Receipt, Refusal>>, StoreError> {
         let n = reports.len();
         let prepared = self.prepare_parallel(caller, reports).await;
         let mut results: Vec<Option<Result<pb::Receipt, Refusal>>> = vec![None; n];
@@ -157,12 +179,26 @@ impl Ingest {
         }
         Ok(results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Refusal::new(RefusalKind::Unavailable, "report", "not processed"))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Refusal::new(
+                        RefusalKind::Unavailable,
+                        "report",
+                        "not processed",
+                    ))
+                })
+            })
             .collect())
     }
 
-    async fn prepare_parallel(&self, caller: &SpiffeId, reports: Vec<pb::SignedReport>) -> Vec<Result<NewReport, Refusal>> {
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    async fn prepare_parallel(
+        &self,
+        caller: &SpiffeId,
+        reports: Vec<pb::SignedReport>,
+    ) -> Vec<Result<NewReport, Refusal>> {
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let chunk = reports.len().div_ceil(workers).max(16);
         let mut handles = Vec::new();
         let mut iter = reports.into_iter().peekable();
@@ -172,7 +208,9 @@ impl Ingest {
             let this = self.clone();
             let caller = caller.clone();
             let handle = tokio::task::spawn_blocking(move || {
-                part.into_iter().map(|sr| this.prepare(&caller, sr)).collect::<Vec<_>>()
+                part.into_iter()
+                    .map(|sr| this.prepare(&caller, sr))
+                    .collect::<Vec<_>>()
             });
             handles.push((len, handle));
         }
@@ -182,7 +220,13 @@ impl Ingest {
                 Ok(v) => out.extend(v),
                 Err(e) => {
                     tracing::error!(error = %e, "ingest worker failed");
-                    out.extend((0..len).map(|_| Err(Refusal::new(RefusalKind::Unavailable, "report", "ingest worker failed"))));
+                    out.extend((0..len).map(|_| {
+                        Err(Refusal::new(
+                            RefusalKind::Unavailable,
+                            "report",
+                            "ingest worker failed",
+                        ))
+                    }));
                 }
             }
         }

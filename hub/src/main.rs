@@ -68,7 +68,9 @@ fn main() -> anyhow::Result<()> {
                     tracing::info!(%addr, "Prometheus metrics at /metrics");
                 }
                 let shutdown = async {
-                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
                         Ok(s) => s,
                         Err(_) => return std::future::pending().await,
                     };
@@ -98,10 +100,20 @@ fn main() -> anyhow::Result<()> {
             command: AuditCommand::Verify { config },
         } => {
             let cfg = HubConfig::load(&config)?;
-            let store = meldnet_hub::store::Store::open(&cfg.data_dir)
-                .with_context(|| format!("opening {} (is the hub still running?)", cfg.data_dir.display()))?;
-            let head = store.verify_audit().map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
-            println!("audit chain intact: {} records, head {}", head.next_seq, hex::encode(head.hash));
+            let store = meldnet_hub::store::Store::open(&cfg.data_dir).with_context(|| {
+                format!(
+                    "opening {} (is the hub still running?)",
+                    cfg.data_dir.display()
+                )
+            })?;
+            let head = store
+                .verify_audit()
+                .map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;
+            println!(
+                "audit chain intact: {} records, head {}",
+                head.next_seq,
+                hex::encode(head.hash)
+            );
             Ok(())
         }
     }

@@ -131,11 +131,15 @@ impl Router {
                         format!("hosted in {host}: notice-and-takedown by the hotline of {host}"),
                     );
                 } else {
-                    route.reasons.push(format!("hosted in {host}, but no node of {host} is registered"));
+                    route.reasons.push(format!(
+                        "hosted in {host}, but no node of {host} is registered"
+                    ));
                 }
                 let police = self.police_of(host);
                 if police.is_empty() {
-                    route.reasons.push(format!("no police agency of {host} is registered"));
+                    route
+                        .reasons
+                        .push(format!("no police agency of {host} is registered"));
                 }
                 for p in police {
                     add(
@@ -150,7 +154,9 @@ impl Router {
                 for (name, c) in linked.iter().filter(|(n, _)| *n != "hosting_country") {
                     let police = self.police_of(*c);
                     if police.is_empty() {
-                        route.reasons.push(format!("{name} {c}: no police agency of {c} is registered"));
+                        route
+                            .reasons
+                            .push(format!("{name} {c}: no police agency of {c} is registered"));
                     }
                     for p in police {
                         add(
@@ -164,9 +170,15 @@ impl Router {
             }
         }
         if route.recipients.is_empty() {
-            route.reasons.push("EU link, but no registered recipient: stored, delivered to nobody".into());
+            route
+                .reasons
+                .push("EU link, but no registered recipient: stored, delivered to nobody".into());
         } else {
-            let who: Vec<String> = route.recipients.iter().map(|r| r.identity.to_string()).collect();
+            let who: Vec<String> = route
+                .recipients
+                .iter()
+                .map(|r| r.identity.to_string())
+                .collect();
             route.reasons.push(format!("routed to {}", who.join(", ")));
         }
         route
@@ -191,7 +203,9 @@ mod tests {
             .collect();
         Router::new(
             fed,
-            meldnet_core::country::EU_MEMBER_STATES.iter().map(|c| cc(c)),
+            meldnet_core::country::EU_MEMBER_STATES
+                .iter()
+                .map(|c| cc(c)),
             [cc("NL"), cc("DE"), cc("FR")],
             agencies,
         )
@@ -216,41 +230,71 @@ mod tests {
     }
 
     fn ids(r: &Route) -> Vec<String> {
-        r.recipients.iter().map(|r| r.identity.to_string()).collect()
+        r.recipients
+            .iter()
+            .map(|r| r.identity.to_string())
+            .collect()
     }
 
     #[test]
     fn hosted_in_member_state_goes_to_its_node_and_police() {
-        let r = router().decide(&report("NL", EuLinkFacts { hosting: Some(cc("DE")), ..Default::default() }));
+        let r = router().decide(&report(
+            "NL",
+            EuLinkFacts {
+                hosting: Some(cc("DE")),
+                ..Default::default()
+            },
+        ));
         assert!(r.eu_link);
         assert_eq!(
             ids(&r),
-            ["spiffe://eu.meldnet.test/node/DE", "spiffe://eu.meldnet.test/agency/DE/bka"]
+            [
+                "spiffe://eu.meldnet.test/node/DE",
+                "spiffe://eu.meldnet.test/agency/DE/bka"
+            ]
         );
         assert_eq!(r.recipients[0].purpose, Purpose::NoticeAndTakedown);
     }
 
     #[test]
     fn no_eu_link_goes_nowhere_and_says_why() {
-        let r = router().decide(&report("NL", EuLinkFacts { hosting: Some(cc("US")), ..Default::default() }));
+        let r = router().decide(&report(
+            "NL",
+            EuLinkFacts {
+                hosting: Some(cc("US")),
+                ..Default::default()
+            },
+        ));
         assert!(!r.eu_link);
         assert!(r.recipients.is_empty());
         assert!(r.reasons[0].starts_with("no EU link"));
-        assert!(r.facts.contains(&"hosting_country US: not a member state".to_string()));
+        assert!(r
+            .facts
+            .contains(&"hosting_country US: not a member state".to_string()));
     }
 
     #[test]
     fn suspect_link_goes_to_police_only() {
         let r = router().decide(&report(
             "FR",
-            EuLinkFacts { hosting: Some(cc("US")), suspect: Some(cc("NL")), ..Default::default() },
+            EuLinkFacts {
+                hosting: Some(cc("US")),
+                suspect: Some(cc("NL")),
+                ..Default::default()
+            },
         ));
         assert_eq!(ids(&r), ["spiffe://eu.meldnet.test/agency/NL/politie"]);
     }
 
     #[test]
     fn own_country_hosting_skips_own_node() {
-        let r = router().decide(&report("DE", EuLinkFacts { hosting: Some(cc("DE")), ..Default::default() }));
+        let r = router().decide(&report(
+            "DE",
+            EuLinkFacts {
+                hosting: Some(cc("DE")),
+                ..Default::default()
+            },
+        ));
         assert_eq!(ids(&r), ["spiffe://eu.meldnet.test/agency/DE/bka"]);
     }
 }

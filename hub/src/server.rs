@@ -61,7 +61,11 @@ pub async fn run(
     if keyring.federation() != &cfg.federation {
         return Err(HubError::Config {
             key: "keyring",
-            message: format!("keyring is of federation {}, hub of {}", keyring.federation(), cfg.federation),
+            message: format!(
+                "keyring is of federation {}, hub of {}",
+                keyring.federation(),
+                cfg.federation
+            ),
         });
     }
     let signer = Arc::new(SigningKey::load(&cfg.signing_key)?);
@@ -97,8 +101,12 @@ pub async fn run(
     on_listening(addr);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<SubmissionServer<SubmissionService>>().await;
-    health_reporter.set_serving::<InboxServer<InboxService>>().await;
+    health_reporter
+        .set_serving::<SubmissionServer<SubmissionService>>()
+        .await;
+    health_reporter
+        .set_serving::<InboxServer<InboxService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meldnet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -112,8 +120,14 @@ pub async fn run(
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(SubmissionServer::new(SubmissionService::new(ingest)).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(InboxServer::new(InboxService::new(store.clone())).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(
+            SubmissionServer::new(SubmissionService::new(ingest))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            InboxServer::new(InboxService::new(store.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(AdminServer::new(AdminService::new(store.clone())))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;

@@ -81,8 +81,15 @@ pub enum Committed {
 }
 
 enum WriteOp {
-    Reports(Vec<NewReport>, oneshot::Sender<Result<Vec<Committed>, StoreError>>),
-    Ack(SpiffeId, Vec<u64>, oneshot::Sender<Result<Vec<u64>, StoreError>>),
+    Reports(
+        Vec<NewReport>,
+        oneshot::Sender<Result<Vec<Committed>, StoreError>>,
+    ),
+    Ack(
+        SpiffeId,
+        Vec<u64>,
+        oneshot::Sender<Result<Vec<u64>, StoreError>>,
+    ),
     Delivered(SpiffeId, Vec<(u64, ReportId)>),
 }
 
@@ -172,7 +179,9 @@ impl Store {
         };
         let next_queue_seq = match tree.get(META_QUEUE_SEQ)? {
             Some(v) => u64::from_be_bytes(
-                v.as_ref().try_into().map_err(|_| StoreError::Corrupt("queue seq".into()))?,
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("queue seq".into()))?,
             ),
             None => 1,
         };
@@ -199,7 +208,10 @@ impl Store {
 
     /// Stores reports, their decisions and queue entries, and answers only
     /// after the flush. Same id and bytes as stored: the stored record.
-    pub async fn commit_reports(&self, reports: Vec<NewReport>) -> Result<Vec<Committed>, StoreError> {
+    pub async fn commit_reports(
+        &self,
+        reports: Vec<NewReport>,
+    ) -> Result<Vec<Committed>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(WriteOp::Reports(reports, tx))
@@ -220,7 +232,9 @@ impl Store {
 
     /// Records in the audit log that these entries were sent to `recipient`.
     pub fn record_delivered(&self, recipient: &SpiffeId, entries: Vec<(u64, ReportId)>) {
-        let _ = self.writer.send(WriteOp::Delivered(recipient.clone(), entries));
+        let _ = self
+            .writer
+            .send(WriteOp::Delivered(recipient.clone(), entries));
     }
 
     /// Changes whenever a commit adds queue entries; delivery streams wait on it.
@@ -230,7 +244,12 @@ impl Store {
 
     /// Up to `limit` queue entries of `recipient` after `after` (exclusive),
     /// with their stored reports, in queue order.
-    pub fn queue_after(&self, recipient: &SpiffeId, after: u64, limit: usize) -> Result<(Vec<(u64, pb::StoredReport)>, bool), StoreError> {
+    pub fn queue_after(
+        &self,
+        recipient: &SpiffeId,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, pb::StoredReport)>, bool), StoreError> {
         let prefix = queue_prefix(recipient);
         let start = queue_key(&prefix, after.saturating_add(1));
         let mut end = prefix.clone();
@@ -248,13 +267,18 @@ impl Store {
             let seq_bytes: [u8; 8] = k[prefix.len()..]
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("queue key".into()))?;
-            let id: [u8; 16] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt("queue entry".into()))?;
+            let id: [u8; 16] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("queue entry".into()))?;
             let rid = ReportId::from_bytes(id);
-            let stored = self
-                .tree
-                .get(report_key(&rid))?
-                .ok_or_else(|| StoreError::Corrupt(format!("queue entry for missing report {rid}")))?;
-            out.push((u64::from_be_bytes(seq_bytes), decode_report(&stored, "report")?));
+            let stored = self.tree.get(report_key(&rid))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("queue entry for missing report {rid}"))
+            })?;
+            out.push((
+                u64::from_be_bytes(seq_bytes),
+                decode_report(&stored, "report")?,
+            ));
         }
         Ok((out, more))
     }
@@ -329,7 +353,10 @@ struct Writer {
 }
 
 enum Reply {
-    Reports(oneshot::Sender<Result<Vec<Committed>, StoreError>>, Vec<Committed>),
+    Reports(
+        oneshot::Sender<Result<Vec<Committed>, StoreError>>,
+        Vec<Committed>,
+    ),
     Ack(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
 }
 
@@ -367,20 +394,25 @@ impl Writer {
                         }
                     }
                 }
-                WriteOp::Ack(recipient, seqs, reply) => match self.stage_ack(&mut batch, &recipient, &seqs) {
-                    Ok(()) => replies.push(Reply::Ack(reply, seqs)),
-                    Err(e) => {
-                        failure = Some(e.clone());
-                        let _ = reply.send(Err(e));
+                WriteOp::Ack(recipient, seqs, reply) => {
+                    match self.stage_ack(&mut batch, &recipient, &seqs) {
+                        Ok(()) => replies.push(Reply::Ack(reply, seqs)),
+                        Err(e) => {
+                            failure = Some(e.clone());
+                            let _ = reply.send(Err(e));
+                        }
                     }
-                },
+                }
                 WriteOp::Delivered(recipient, entries) => {
                     let detail = entries
                         .iter()
                         .map(|(seq, id)| format!("{seq}:{id}"))
                         .collect::<Vec<_>>()
                         .join(",");
-                    self.stage_audit(&mut batch, event("delivered", &recipient, recipient.to_string(), detail));
+                    self.stage_audit(
+                        &mut batch,
+                        event("delivered", &recipient, recipient.to_string(), detail),
+                    );
                 }
             }
         }
@@ -442,37 +474,64 @@ impl Writer {
                     .transpose()?,
             };
             if let Some(existing) = existing {
-                let same = existing.report.as_ref().map(|s| &s.report) == r.stored.report.as_ref().map(|s| &s.report);
-                out.push(if same { Committed::Duplicate(existing) } else { Committed::Conflict });
+                let same = existing.report.as_ref().map(|s| &s.report)
+                    == r.stored.report.as_ref().map(|s| &s.report);
+                out.push(if same {
+                    Committed::Duplicate(existing)
+                } else {
+                    Committed::Conflict
+                });
                 continue;
             }
             batch.insert(&report_key(&r.id)[..], r.stored.encode_to_vec());
             for recipient in &r.recipients {
                 let seq = self.next_queue_seq;
                 self.next_queue_seq += 1;
-                batch.insert(queue_key(&queue_prefix(recipient), seq), &r.id.as_bytes()[..]);
+                batch.insert(
+                    queue_key(&queue_prefix(recipient), seq),
+                    &r.id.as_bytes()[..],
+                );
                 *queued_any = true;
             }
-            self.stage_audit(batch, event("submitted", &r.origin, r.id.to_string(), r.summary.clone()));
+            self.stage_audit(
+                batch,
+                event("submitted", &r.origin, r.id.to_string(), r.summary.clone()),
+            );
             in_group.insert(r.id, r.stored.clone());
             out.push(Committed::New(r.stored));
         }
         Ok(out)
     }
 
-    fn stage_ack(&mut self, batch: &mut sled::Batch, recipient: &SpiffeId, seqs: &[u64]) -> Result<(), StoreError> {
+    fn stage_ack(
+        &mut self,
+        batch: &mut sled::Batch,
+        recipient: &SpiffeId,
+        seqs: &[u64],
+    ) -> Result<(), StoreError> {
         let prefix = queue_prefix(recipient);
         let mut removed = Vec::new();
         for seq in seqs {
             let k = queue_key(&prefix, *seq);
             if let Some(id) = self.tree.get(&k)? {
                 batch.remove(k);
-                let id: [u8; 16] = id.as_ref().try_into().map_err(|_| StoreError::Corrupt("queue entry".into()))?;
+                let id: [u8; 16] = id
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("queue entry".into()))?;
                 removed.push(format!("{seq}:{}", ReportId::from_bytes(id)));
             }
         }
         if !removed.is_empty() {
-            self.stage_audit(batch, event("acknowledged", recipient, recipient.to_string(), removed.join(",")));
+            self.stage_audit(
+                batch,
+                event(
+                    "acknowledged",
+                    recipient,
+                    recipient.to_string(),
+                    removed.join(","),
+                ),
+            );
         }
         Ok(())
     }

@@ -25,12 +25,17 @@ impl SubmissionService {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!("storage: {e}; nothing was acknowledged, retrying is safe"))
+    Status::unavailable(format!(
+        "storage: {e}; nothing was acknowledged, retrying is safe"
+    ))
 }
 
 #[tonic::async_trait]
 impl Submission for SubmissionService {
-    async fn submit(&self, request: Request<pb::SignedReport>) -> Result<Response<pb::Receipt>, Status> {
+    async fn submit(
+        &self,
+        request: Request<pb::SignedReport>,
+    ) -> Result<Response<pb::Receipt>, Status> {
         let caller = auth::node(&request)?;
         let mut results = self
             .ingest
@@ -44,7 +49,8 @@ impl Submission for SubmissionService {
         }
     }
 
-    type SubmitStreamStream = Pin<Box<dyn Stream<Item = Result<pb::SubmitResults, Status>> + Send + 'static>>;
+    type SubmitStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::SubmitResults, Status>> + Send + 'static>>;
 
     async fn submit_stream(
         &self,
@@ -68,7 +74,10 @@ impl Submission for SubmissionService {
                     let r = Refusal::new(
                         RefusalKind::InvalidArgument,
                         "submit_batch.reports",
-                        format!("{} reports, at most {MAX_BATCH_REPORTS}", batch.reports.len()),
+                        format!(
+                            "{} reports, at most {MAX_BATCH_REPORTS}",
+                            batch.reports.len()
+                        ),
                     );
                     tracing::warn!(caller = %caller, "refused: {r}");
                     Err(Status::from(r))
@@ -82,7 +91,9 @@ impl Submission for SubmissionService {
                                     index: i as u32,
                                     outcome: Some(match r {
                                         Ok(receipt) => pb::submit_result::Outcome::Receipt(receipt),
-                                        Err(refusal) => pb::submit_result::Outcome::Refusal(refusal.to_proto()),
+                                        Err(refusal) => {
+                                            pb::submit_result::Outcome::Refusal(refusal.to_proto())
+                                        }
                                     }),
                                 })
                                 .collect(),
@@ -96,6 +107,8 @@ impl Submission for SubmissionService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -49,8 +49,12 @@ pub fn media_type_of(path: &Path) -> MediaType {
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
     match ext.as_str() {
-        "jpg" | "jpeg" | "png" | "gif" | "bmp" | "webp" | "tif" | "tiff" | "heic" => MediaType::Image,
-        "mp4" | "mov" | "avi" | "mkv" | "webm" | "wmv" | "flv" | "m4v" | "mpg" | "mpeg" => MediaType::Video,
+        "jpg" | "jpeg" | "png" | "gif" | "bmp" | "webp" | "tif" | "tiff" | "heic" => {
+            MediaType::Image
+        }
+        "mp4" | "mov" | "avi" | "mkv" | "webm" | "wmv" | "flv" | "m4v" | "mpg" | "mpeg" => {
+            MediaType::Video
+        }
         _ => MediaType::Other,
     }
 }
@@ -65,7 +69,10 @@ mod tests {
         let p = dir.path().join("abc.jpg");
         std::fs::write(&p, b"abc").unwrap();
         let h = hash_file(&p).unwrap();
-        assert_eq!(h.sha256.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            h.sha256.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(h.md5.to_hex(), "900150983cd24fb0d6963f7d28e17f72");
         assert_eq!(h.size, 3);
         assert_eq!(media_type_of(&p), MediaType::Image);

@@ -17,7 +17,11 @@ use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "meldnet-node", version, about = "A national hotline's node of the federation")]
+#[command(
+    name = "meldnet-node",
+    version,
+    about = "A national hotline's node of the federation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,12 +119,19 @@ impl Node {
         let Role::Node(country) = id.role() else {
             bail!("tls.cert: {id} is not a node identity");
         };
-        Ok(Node { country: *country, cfg })
+        Ok(Node {
+            country: *country,
+            cfg,
+        })
     }
 
     fn outbox(&self) -> anyhow::Result<Outbox> {
-        Outbox::open(&self.cfg.data_dir)
-            .with_context(|| format!("data_dir {} (is another meldnet-node command running?)", self.cfg.data_dir.display()))
+        Outbox::open(&self.cfg.data_dir).with_context(|| {
+            format!(
+                "data_dir {} (is another meldnet-node command running?)",
+                self.cfg.data_dir.display()
+            )
+        })
     }
 }
 
@@ -158,7 +169,9 @@ async fn submit(node: &Node) -> anyhow::Result<bool> {
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

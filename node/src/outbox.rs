@@ -80,7 +80,10 @@ impl Outbox {
     }
 
     /// Moves signed drafts into the outbox atomically, flushed.
-    pub fn sign_drafts(&self, signed: Vec<(ReportId, pb::SignedReport)>) -> Result<(), OutboxError> {
+    pub fn sign_drafts(
+        &self,
+        signed: Vec<(ReportId, pb::SignedReport)>,
+    ) -> Result<(), OutboxError> {
         let mut b = sled::Batch::default();
         for (id, sr) in signed {
             b.remove(&key(DRAFT, &id)[..]);
@@ -109,7 +112,11 @@ impl Outbox {
     /// Records the hub's answers: receipts replace outbox entries; final
     /// refusals move them aside (the report stays, with the reason). One
     /// atomic batch, flushed.
-    pub fn settle(&self, receipts: Vec<(ReportId, pb::Receipt)>, refused: Vec<(ReportId, pb::Refusal)>) -> Result<(), OutboxError> {
+    pub fn settle(
+        &self,
+        receipts: Vec<(ReportId, pb::Receipt)>,
+        refused: Vec<(ReportId, pb::Refusal)>,
+    ) -> Result<(), OutboxError> {
         let mut b = sled::Batch::default();
         for (id, r) in receipts {
             b.remove(&key(OUTBOX, &id)[..]);

@@ -39,15 +39,21 @@ pub enum SubmitError {
 }
 
 /// Sends every outbox entry and settles the answers.
-pub async fn submit_outbox(outbox: &Outbox, channel: Channel, keyring: &Keyring) -> Result<SubmitSummary, SubmitError> {
+pub async fn submit_outbox(
+    outbox: &Outbox,
+    channel: Channel,
+    keyring: &Keyring,
+) -> Result<SubmitSummary, SubmitError> {
     let pending = outbox.outbox()?;
     let mut summary = SubmitSummary::default();
     if pending.is_empty() {
         return Ok(summary);
     }
     let mut client = SubmissionClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let batches: Vec<Vec<(ReportId, pb::SignedReport)>> = pending.chunks(BATCH).map(|c| c.to_vec()).collect();
-    let mut in_flight: VecDeque<Vec<(ReportId, pb::SignedReport)>> = batches.iter().cloned().collect();
+    let batches: Vec<Vec<(ReportId, pb::SignedReport)>> =
+        pending.chunks(BATCH).map(|c| c.to_vec()).collect();
+    let mut in_flight: VecDeque<Vec<(ReportId, pb::SignedReport)>> =
+        batches.iter().cloned().collect();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::spawn(async move {
         for b in batches {
@@ -74,16 +80,18 @@ pub async fn submit_outbox(outbox: &Outbox, channel: Channel, keyring: &Keyring)
                 continue;
             };
             match r.outcome {
-                Some(pb::submit_result::Outcome::Receipt(receipt)) => match verify_receipt(&receipt, sr, keyring) {
-                    Ok(decision) => {
-                        summary.accepted.push((*id, decision));
-                        receipts.push((*id, receipt));
+                Some(pb::submit_result::Outcome::Receipt(receipt)) => {
+                    match verify_receipt(&receipt, sr, keyring) {
+                        Ok(decision) => {
+                            summary.accepted.push((*id, decision));
+                            receipts.push((*id, receipt));
+                        }
+                        Err(e) => {
+                            tracing::error!(report = %id, error = %e, "receipt does not verify; report stays in the outbox");
+                            summary.retry += 1;
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(report = %id, error = %e, "receipt does not verify; report stays in the outbox");
-                        summary.retry += 1;
-                    }
-                },
+                }
                 Some(pb::submit_result::Outcome::Refusal(refusal)) => {
                     if refusal.code == tonic::Code::Unavailable as i32 {
                         summary.retry += 1;

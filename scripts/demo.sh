@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# A local federation on loopback, on the embedded defaults: certificates made,
+# the hub started, three nodes (NL, DE, FR) and three agencies (police DE,
+# police NL, Europol) run as processes, a few reports routed, and what was
+# delivered to whom shown. Everything lives in ./demo-federation (removed
+# first). No imagery: the "files" are generated random bytes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --workspace --bins --quiet
+BIN=target/debug
+DIR=demo-federation
+PORT=${MELDNET_DEMO_PORT:-7443}
+rm -rf "$DIR"
+mkdir -p "$DIR/files"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "1. meldnet-certs init: CA, certificates with SPIFFE ids, signing keys, configs"
+$BIN/meldnet-certs init --dir "$DIR/fed" --federation eu.meldnet.test \
+  --nodes NL,DE,FR --agencies DE/bka,NL/politie,EU/europol --hub-addr "127.0.0.1:$PORT"
+
+say "2. meldnet-hub serve (mTLS, TLS 1.3, client certificates required)"
+$BIN/meldnet-hub serve --config "$DIR/fed/hub/hub.toml" --ready-file "$DIR/hub.ready" 2> "$DIR/hub.log" &
+HUB=$!
+trap 'kill $HUB 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do [ -f "$DIR/hub.ready" ] && break; sleep 0.05; done
+[ -f "$DIR/hub.ready" ] || { cat "$DIR/hub.log"; exit 1; }
+echo "hub listening on $(cat "$DIR/hub.ready"), log in $DIR/hub.log"
+
+for i in 1 2 3 4; do head -c 20000 /dev/urandom > "$DIR/files/item$i.jpg"; done
+head -c 50000 /dev/urandom > "$DIR/files/clip.mp4"
+
+say "3. Hotlines report (files are hashed locally; only hashes and metadata leave)"
+echo "-- NL: material hosted in DE"
+$BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https://img.example.de/a/1 \
+  --hosting DE --classification baseline --age-group prepubescent --submit "$DIR/files/item1.jpg" "$DIR/files/item2.jpg"
+echo "-- FR: material hosted in NL, suspect in DE"
+$BIN/meldnet-node report new --config "$DIR/fed/nodes/FR/node.toml" --url https://cdn.example.nl/v/9 \
+  --hosting NL --suspect DE --classification baseline --age-group pubescent --submit "$DIR/files/clip.mp4"
+echo "-- DE: material hosted in the US, no other EU link"
+$BIN/meldnet-node report new --config "$DIR/fed/nodes/DE/node.toml" --url https://files.example.com/x \
+  --hosting US --classification national --age-group unknown --submit "$DIR/files/item3.jpg"
+echo "-- NL: material hosted in the US, victim located in NL"
+$BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https://files.example.com/y \
+  --hosting US --victim NL --classification baseline --age-group infant-toddler --submit "$DIR/files/item4.jpg"
+
+say "4. Recipients receive their queues, verify both signatures, store, acknowledge"
+for a in DE-bka NL-politie EU-europol; do
+  echo "-- police $a"
+  $BIN/meldnet-agency pull --config "$DIR/fed/agencies/$a/agency.toml"
+done
+for n in NL DE FR; do
+  echo "-- node $n inbox"
+  $BIN/meldnet-node inbox --config "$DIR/fed/nodes/$n/node.toml"
+done
+
+say "5. What was delivered to whom"
+for d in "$DIR"/fed/agencies/*/deliveries "$DIR"/fed/nodes/*/inbox; do
+  [ -d "$d" ] || continue
+  who=${d#"$DIR"/fed/}
+  n=$(find "$d" -maxdepth 1 -name '*.json' | wc -l)
+  echo "$who: $n report(s)"
+  for f in "$d"/*.json; do
+    [ -f "$f" ] || continue
+    python3 - "$f" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"   {d['report_id']}  from {d['origin'].rsplit('/',1)[-1]}  {d['url']}")
+for r in d['decision']['recipients']:
+    print(f"      -> {r['identity']}: {r['reason']}")
+PY
+  done
+done
+
+say "6. Provenance, offline: meldnet-agency verify with public keys only"
+f=$(ls "$DIR"/fed/agencies/DE-bka/deliveries/*.json | head -1)
+$BIN/meldnet-agency verify --keyring "$DIR/fed/keyring.toml" "$f"
+
+say "7. The hub's audit chain"
+kill $HUB; wait $HUB 2>/dev/null || true
+trap - EXIT
+$BIN/meldnet-hub audit verify --config "$DIR/fed/hub/hub.toml"

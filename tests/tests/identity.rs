@@ -1,0 +1,197 @@
+//! Identity comes from certificates only: a node cannot speak for another
+//! country, an agency cannot submit, a recipient reads only its own queue,
+//! and foreign-CA, revoked and expired certificates get nothing.
+
+use meldnet_proto::v1 as pb;
+use meldnet_proto::v1::inbox_client::InboxClient;
+use meldnet_proto::v1::submission_client::SubmissionClient;
+use meldnet_tests::*;
+use std::process::Command;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_cannot_submit_a_report_of_another_country() {
+    let fed = Federation::start_default().unwrap();
+    let before = fed.state().await.unwrap();
+    let mut nl = SubmissionClient::new(fed.channel_as("nodes/NL/node").await.unwrap());
+    // Even signed with DE's own key, NL's certificate cannot submit DE's report.
+    let sr = sign_proto(&sample_report("DE", "FR").to_proto(), &fed.node_key("DE"));
+    let e = nl.submit(sr).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().starts_with("report.origin_country:"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(fed.state().await.unwrap().digest, before.digest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agencies_and_operators_cannot_submit() {
+    let fed = Federation::start_default().unwrap();
+    let before = fed.state().await.unwrap();
+    let sr = sign_proto(&sample_report("DE", "FR").to_proto(), &fed.node_key("DE"));
+    for stem in ["agencies/DE-bka/agency", "operators/admin/operator"] {
+        let mut c = SubmissionClient::new(fed.channel_as(stem).await.unwrap());
+        let e = c.submit(sr.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{stem}: {e:?}");
+        let batch = tokio_stream::iter(vec![pb::SubmitBatch {
+            reports: vec![sr.clone()],
+        }]);
+        let e = c.submit_stream(batch).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{stem} stream: {e:?}");
+    }
+    assert_eq!(fed.state().await.unwrap().digest, before.digest);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn police_read_only_their_own_queue() {
+    let fed = Federation::start_default().unwrap();
+    let files = fed.scratch("f");
+    let a = synthetic_file(&files, "a.png", 5);
+    let (de_id, _) = fed
+        .report("NL", "https://h.example.de/1", &["--hosting", "DE"], &[&a])
+        .unwrap();
+    let (fr_id, _) = fed
+        .report("NL", "https://h.example.fr/2", &["--hosting", "FR"], &[&a])
+        .unwrap();
+
+    // Police DE tries to acknowledge every sequence number there could be:
+    // acknowledgements only ever touch the caller's own queue.
+    let mut de = InboxClient::new(fed.channel_as("agencies/DE-bka/agency").await.unwrap());
+    let acks = tokio_stream::iter(vec![pb::DeliveryAck {
+        seqs: (0..64).collect(),
+    }]);
+    let mut stream = de.receive(acks).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    while let Ok(Some(batch)) = stream.message().await {
+        for d in &batch.deliveries {
+            let r =
+                meldnet_core::report::Report::decode(&d.report.as_ref().unwrap().report).unwrap();
+            seen.push(r.id.to_string());
+        }
+        if batch.caught_up && !batch.acked.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [de_id.clone()],
+        "police DE sees only the report hosted in DE"
+    );
+
+    // Police FR still gets its report: DE's acknowledgements did not touch it.
+    let o = fed.pull("FR-police", &["--out", fed.scratch("fr").to_str().unwrap()]);
+    let got: Vec<String> = json_lines(&o)
+        .iter()
+        .filter_map(|l| l["report_id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(got, [fr_id]);
+}
+
+async fn refused_at_handshake(
+    fed: &Federation,
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) {
+    let ch = fed.channel_with(ca, cert, key).await.unwrap();
+    let sr = sign_proto(&sample_report("NL", "DE").to_proto(), &fed.node_key("NL"));
+    let e = SubmissionClient::new(ch.clone())
+        .submit(sr)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Internal),
+        "expected a transport failure, got {e:?}"
+    );
+    let e = InboxClient::new(ch)
+        .receive(tokio_stream::iter(Vec::<pb::DeliveryAck>::new()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Internal),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_revoked_and_expired_certificates_get_nothing() {
+    let fed = Federation::start_default().unwrap();
+    let files = fed.scratch("f");
+    let a = synthetic_file(&files, "a.png", 9);
+    fed.report("NL", "https://h.example.de/q", &["--hosting", "DE"], &[&a])
+        .unwrap();
+    let before = fed.state().await.unwrap();
+    let root = fed.root();
+
+    // A certificate of another CA, with an identity that looks right.
+    let foreign = fed.scratch("foreign");
+    let o = run(Command::new(bin("meldnet-certs"))
+        .args(["init", "--dir"])
+        .arg(foreign.join("fed"))
+        .args([
+            "--federation",
+            FEDERATION,
+            "--nodes",
+            "NL",
+            "--agencies",
+            "DE/bka",
+        ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    refused_at_handshake(
+        &fed,
+        &root.join("ca.pem"),
+        &foreign.join("fed/agencies/DE-bka/agency.pem"),
+        &foreign.join("fed/agencies/DE-bka/agency.key"),
+    )
+    .await;
+
+    // An expired certificate from the right CA.
+    let exp = fed.scratch("expired").join("bka");
+    let o = run(Command::new(bin("meldnet-certs"))
+        .args(["issue", "--dir"])
+        .arg(&root)
+        .args([
+            "--identity",
+            "spiffe://eu.meldnet.test/agency/DE/bka",
+            "--expired",
+            "--out",
+        ])
+        .arg(&exp));
+    assert!(o.status.success(), "{}", stderr(&o));
+    refused_at_handshake(
+        &fed,
+        &root.join("ca.pem"),
+        &exp.with_extension("pem"),
+        &exp.with_extension("key"),
+    )
+    .await;
+
+    // A revoked certificate: the hub picks up the new CRL without a restart.
+    let o = run(Command::new(bin("meldnet-certs"))
+        .args(["revoke", "--dir"])
+        .arg(&root)
+        .args(["--identity", "spiffe://eu.meldnet.test/agency/DE/bka"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    refused_at_handshake(
+        &fed,
+        &root.join("ca.pem"),
+        &root.join("agencies/DE-bka/agency.pem"),
+        &root.join("agencies/DE-bka/agency.key"),
+    )
+    .await;
+    let o = fed.pull("DE-bka", &["--out", fed.scratch("bka").to_str().unwrap()]);
+    assert!(!o.status.success(), "a revoked agency must not pull");
+    assert!(json_lines(&o).is_empty());
+
+    // Nothing was delivered or changed, and the hub says why it refused.
+    assert_eq!(fed.state().await.unwrap().digest, before.digest);
+    assert!(
+        fed.hub_log().contains("TLS handshake refused"),
+        "{}",
+        fed.hub_log()
+    );
+    // Police DE's report is still queued for it.
+    assert!(before.queued >= 2);
+}
