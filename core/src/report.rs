@@ -420,7 +420,7 @@ mod tests {
             "report.eu_link.hosting_country"
         );
         let mut p = sample().to_proto();
-        p.id = uuid::Uuid::new_v4().to_string();
+        p.id = "6ba7b810-9dad-41d1-80b4-00c04fd430c8".into();
         assert_eq!(
             Report::decode(&p.encode_to_vec()).unwrap_err().field,
             "report.id"
