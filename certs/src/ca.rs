@@ -10,8 +10,9 @@ use crate::error::{CertsError, Result};
 use crate::ledger::Serial;
 use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -96,7 +97,11 @@ fn ia5(what: &str, s: String) -> Result<rcgen::string::Ia5String> {
 impl Ca {
     /// Makes a new self-signed CA for `federation`; returns it with its
     /// certificate and key.
-    pub fn create(federation: &TrustDomain, serial: Serial, validity: Validity) -> Result<(Self, Issued)> {
+    pub fn create(
+        federation: &TrustDomain,
+        serial: Serial,
+        validity: Validity,
+    ) -> Result<(Self, Issued)> {
         let what = "CA certificate";
         let key = KeyPair::generate().map_err(|e| CertsError::crypto(what, e))?;
         let mut params = CertificateParams::default();
@@ -113,7 +118,9 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
         ];
         params.key_identifier_method = KeyIdMethod::Sha256;
-        let cert = params.self_signed(&key).map_err(|e| CertsError::crypto(what, e))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CertsError::crypto(what, e))?;
         let issued = Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -131,17 +138,22 @@ impl Ca {
         let key_pem = crate::fsutil::read_to_string(key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| CertsError::parse(key_path, e))?;
         let der = crate::x509::pem_to_der(cert_path, &cert_pem, "CERTIFICATE")?;
-        let (_, x509) = x509_parser::parse_x509_certificate(&der).map_err(|e| CertsError::parse(cert_path, e))?;
+        let (_, x509) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| CertsError::parse(cert_path, e))?;
         if !x509.is_ca() {
             return Err(CertsError::parse(cert_path, "not a CA certificate"));
         }
         let spki = x509.public_key().raw;
         if spki != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
-            return Err(CertsError::parse(key_path, "this key does not belong to the CA certificate"));
+            return Err(CertsError::parse(
+                key_path,
+                "this key does not belong to the CA certificate",
+            ));
         }
         let not_after = OffsetDateTime::from_unix_timestamp(x509.validity().not_after.timestamp())
             .map_err(|e| CertsError::parse(cert_path, e))?;
-        let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key).map_err(|e| CertsError::parse(cert_path, e))?;
+        let issuer = Issuer::from_ca_cert_der(&der.clone().into(), key)
+            .map_err(|e| CertsError::parse(cert_path, e))?;
         Ok(Ca { issuer, not_after })
     }
 
@@ -180,10 +192,16 @@ impl Ca {
         params.key_identifier_method = KeyIdMethod::Sha256;
         let mut sans = vec![SanType::URI(ia5(&what, identity.to_string())?)];
         if matches!(identity.role(), Role::Hub) {
-            sans.push(SanType::DnsName(ia5(&what, hub_server_name(identity.trust_domain()))?));
+            sans.push(SanType::DnsName(ia5(
+                &what,
+                hub_server_name(identity.trust_domain()),
+            )?));
             sans.push(SanType::DnsName(ia5(&what, "localhost".to_string())?));
             sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
         } else {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         }
@@ -223,7 +241,9 @@ impl Ca {
                 .collect(),
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        let crl = params.signed_by(&self.issuer).map_err(|e| CertsError::crypto(what, e))?;
+        let crl = params
+            .signed_by(&self.issuer)
+            .map_err(|e| CertsError::crypto(what, e))?;
         crl.pem().map_err(|e| CertsError::crypto(what, e))
     }
 }

@@ -32,7 +32,7 @@ pub enum CertsError {
         message: String,
     },
     /// An identity is malformed or of another federation.
-    #[error("identity: {0}")]
+    #[error(transparent)]
     Identity(#[from] IdentityError),
     /// The certificate library refused the parameters or a key.
     #[error("{what}: {message}")]

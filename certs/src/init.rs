@@ -82,7 +82,12 @@ pub struct InitSummary {
 
 impl fmt::Display for InitSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "federation {} in {}", self.federation, self.dir.display())?;
+        writeln!(
+            f,
+            "federation {} in {}",
+            self.federation,
+            self.dir.display()
+        )?;
         writeln!(f, "  CA        {}", self.ca.display())?;
         for p in &self.parties {
             write!(f, "  {}\n    cert    {}", p.identity, p.cert.display())?;
@@ -134,11 +139,20 @@ fn check(opts: &InitOptions) -> Result<Checked> {
     spec::no_duplicates("--agencies", &agencies)?;
     spec::no_duplicates("--operators", &operators)?;
     let addr = |what: &'static str, s: &str| -> Result<SocketAddr> {
-        s.parse()
-            .map_err(|e| CertsError::invalid(what, s, format!("{e}; expected IP:port, e.g. 127.0.0.1:7443")))
+        s.parse().map_err(|e| {
+            CertsError::invalid(
+                what,
+                s,
+                format!("{e}; expected IP:port, e.g. 127.0.0.1:7443"),
+            )
+        })
     };
     let hub_addr = addr("--hub-addr", &opts.hub_addr)?;
-    let metrics_addr = opts.metrics_addr.as_deref().map(|m| addr("--metrics-addr", m)).transpose()?;
+    let metrics_addr = opts
+        .metrics_addr
+        .as_deref()
+        .map(|m| addr("--metrics-addr", m))
+        .transpose()?;
     check_days(opts.days)?;
     Ok(Checked {
         federation,
@@ -172,7 +186,8 @@ fn to_toml<T: serde::Serialize>(what: &Path, header: &str, value: &T) -> Result<
     Ok(format!("{header}{body}").into_bytes())
 }
 
-const CONFIG_HEADER: &str = "# Made by `meldnet-certs init`. Relative paths are relative to this file's folder.\n\n";
+const CONFIG_HEADER: &str =
+    "# Made by `meldnet-certs init`. Relative paths are relative to this file's folder.\n\n";
 
 /// Makes the federation described by `opts`. Refuses, writing nothing, if
 /// the folder already has a CA or any value is invalid.
@@ -217,42 +232,44 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
     };
 
     // Issues a certificate into `dir/<stem>.pem` and `.key`, records it.
-    let mut issue = |plan: &mut Vec<Planned>, id: &SpiffeId, dir: &Path, stem: &str| -> Result<PathBuf> {
-        let serial = ledger.take_serial()?;
-        let issued = ca.issue(id, serial, leaf_validity)?;
-        let cert = dir.join(format!("{stem}.pem"));
-        plan.push(Planned {
-            path: cert.clone(),
-            bytes: issued.cert_pem.into_bytes(),
-            mode: Mode::Public,
-        });
-        plan.push(Planned {
-            path: dir.join(format!("{stem}.key")),
-            bytes: issued.key_pem.into_bytes(),
-            mode: Mode::Private,
-        });
-        ledger.certs.push(IssuedEntry {
-            identity: id.clone(),
-            serial,
-            cert: layout.ledger_path(&cert),
-            not_after: format_time(leaf_validity.not_after)?,
-            revoked: false,
-            revoked_at: None,
-        });
-        Ok(cert)
-    };
-    let signing_key = |plan: &mut Vec<Planned>, keyring: &mut KeyringFile, id: &SpiffeId, dir: &Path| {
-        let key = SigningKey::generate();
-        keyring.keys.push(KeyEntry {
-            owner: id.clone(),
-            public_key: key.public().to_hex(),
-        });
-        plan.push(Planned {
-            path: dir.join("signing.key"),
-            bytes: key.to_file_text().into_bytes(),
-            mode: Mode::Private,
-        });
-    };
+    let mut issue =
+        |plan: &mut Vec<Planned>, id: &SpiffeId, dir: &Path, stem: &str| -> Result<PathBuf> {
+            let serial = ledger.take_serial()?;
+            let issued = ca.issue(id, serial, leaf_validity)?;
+            let cert = dir.join(format!("{stem}.pem"));
+            plan.push(Planned {
+                path: cert.clone(),
+                bytes: issued.cert_pem.into_bytes(),
+                mode: Mode::Public,
+            });
+            plan.push(Planned {
+                path: dir.join(format!("{stem}.key")),
+                bytes: issued.key_pem.into_bytes(),
+                mode: Mode::Private,
+            });
+            ledger.certs.push(IssuedEntry {
+                identity: id.clone(),
+                serial,
+                cert: layout.ledger_path(&cert),
+                not_after: format_time(leaf_validity.not_after)?,
+                revoked: false,
+                revoked_at: None,
+            });
+            Ok(cert)
+        };
+    let signing_key =
+        |plan: &mut Vec<Planned>, keyring: &mut KeyringFile, id: &SpiffeId, dir: &Path| {
+            let key = SigningKey::generate();
+            keyring.keys.push(KeyEntry {
+                owner: id.clone(),
+                public_key: key.public().to_hex(),
+            });
+            plan.push(Planned {
+                path: dir.join("signing.key"),
+                bytes: key.to_file_text().into_bytes(),
+                mode: Mode::Private,
+            });
+        };
 
     // The hub.
     let hub_id = SpiffeId::hub(fed);
@@ -275,7 +292,9 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         agencies: c
             .agencies
             .iter()
-            .map(|id| AgencyEntry { identity: id.clone() })
+            .map(|id| AgencyEntry {
+                identity: id.clone(),
+            })
             .collect(),
         routing: RoutingConfig::default(),
     };
@@ -352,7 +371,9 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
 
     // Operators.
     for id in &c.operators {
-        let Role::Operator(name) = id.role() else { continue };
+        let Role::Operator(name) = id.role() else {
+            continue;
+        };
         let dir = layout.operator_dir(name);
         let cert = issue(&mut plan, id, &dir, "operator")?;
         parties.push(MadeParty {
@@ -375,7 +396,9 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
     });
     plan.push(Planned {
         path: layout.crl(),
-        bytes: ca.crl(ledger.crl_number, &[], now, ledger.crl_days)?.into_bytes(),
+        bytes: ca
+            .crl(ledger.crl_number, &[], now, ledger.crl_days)?
+            .into_bytes(),
         mode: Mode::Public,
     });
     let ledger_text = toml::to_string(&ledger).map_err(|e| CertsError::Serialize {

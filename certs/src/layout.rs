@@ -70,7 +70,9 @@ impl Layout {
 
     /// `agencies/J-name/`.
     pub fn agency_dir(&self, jurisdiction: Jurisdiction, name: &str) -> PathBuf {
-        self.root.join("agencies").join(format!("{jurisdiction}-{name}"))
+        self.root
+            .join("agencies")
+            .join(format!("{jurisdiction}-{name}"))
     }
 
     /// `operators/NAME/`.
@@ -97,10 +99,22 @@ mod tests {
     #[test]
     fn ledger_paths_are_relative_inside_and_absolute_outside() {
         let l = Layout::new("/srv/fed");
-        assert_eq!(l.ledger_path(Path::new("/srv/fed/nodes/NL/node.pem")), PathBuf::from("nodes/NL/node.pem"));
-        assert_eq!(l.ledger_path(Path::new("/tmp/x.pem")), PathBuf::from("/tmp/x.pem"));
+        assert_eq!(
+            l.ledger_path(Path::new("/srv/fed/nodes/NL/node.pem")),
+            PathBuf::from("nodes/NL/node.pem")
+        );
+        assert_eq!(
+            l.ledger_path(Path::new("/tmp/x.pem")),
+            PathBuf::from("/tmp/x.pem")
+        );
         let de = CountryCode::parse("DE").unwrap();
-        assert_eq!(l.agency_dir(Jurisdiction::Country(de), "bka"), PathBuf::from("/srv/fed/agencies/DE-bka"));
-        assert_eq!(l.agency_dir(Jurisdiction::Eu, "europol"), PathBuf::from("/srv/fed/agencies/EU-europol"));
+        assert_eq!(
+            l.agency_dir(Jurisdiction::Country(de), "bka"),
+            PathBuf::from("/srv/fed/agencies/DE-bka")
+        );
+        assert_eq!(
+            l.agency_dir(Jurisdiction::Eu, "europol"),
+            PathBuf::from("/srv/fed/agencies/EU-europol")
+        );
     }
 }

@@ -14,7 +14,10 @@ use time::OffsetDateTime;
 /// A certificate serial number. Kept small and sequential because the
 /// ledger, not randomness, guarantees uniqueness within this CA.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Serial(pub u64);
+pub struct Serial(
+    /// The number; 0 is never issued.
+    pub u64,
+);
 
 impl Serial {
     /// Minimal big-endian bytes (at least one), as DER encodes the integer.
@@ -32,7 +35,11 @@ impl Serial {
         if digits.len() > 8 {
             return None;
         }
-        Some(Serial(digits.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))))
+        Some(Serial(
+            digits
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+        ))
     }
 
     /// Parses the ledger's hex form.
@@ -66,7 +73,9 @@ impl Serialize for Serial {
 impl<'de> Deserialize<'de> for Serial {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Serial::parse_hex(&s).ok_or_else(|| serde::de::Error::custom(format!("serial {s:?}: expected 1-16 hex digits")))
+        Serial::parse_hex(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("serial {s:?}: expected 1-16 hex digits"))
+        })
     }
 }
 
@@ -171,7 +180,10 @@ impl Ledger {
         }
         for c in &self.certs {
             if c.identity.trust_domain() != &self.federation {
-                return Err(format!("{} is not of federation {}", c.identity, self.federation));
+                return Err(format!(
+                    "{} is not of federation {}",
+                    c.identity, self.federation
+                ));
             }
         }
         Ok(())
@@ -204,10 +216,17 @@ impl Ledger {
             .iter()
             .filter(|c| c.revoked)
             .map(|c| {
-                let at = c.revoked_at.as_deref().and_then(parse_time).ok_or_else(|| CertsError::Ledger {
-                    path: "issued.toml".into(),
-                    message: format!("serial {} is revoked but has no valid revoked_at", c.serial),
-                })?;
+                let at = c
+                    .revoked_at
+                    .as_deref()
+                    .and_then(parse_time)
+                    .ok_or_else(|| CertsError::Ledger {
+                        path: "issued.toml".into(),
+                        message: format!(
+                            "serial {} is revoked but has no valid revoked_at",
+                            c.serial
+                        ),
+                    })?;
                 Ok((c.serial, at))
             })
             .collect()

@@ -7,6 +7,8 @@
 //! with `meldnet_core`'s own types, so the tool cannot make an identity the
 //! hub would refuse to parse.
 
+#![warn(missing_docs)]
+
 pub mod ca;
 pub mod error;
 pub mod fsutil;

@@ -1,10 +1,10 @@
 //! `meldnet-certs`: the federation CA on the command line. The work is done
 //! in the library; this file only parses arguments and prints summaries.
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 use meldnet_certs::{InitOptions, IssueOptions, RevokeTarget, DEFAULT_DAYS};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Makes a federation's CA, certificates, signing keys, configs and CRLs.
 #[derive(Parser, Debug)]
@@ -62,12 +62,13 @@ enum Command {
         expired: bool,
     },
     /// Revokes certificates and rewrites DIR/crl.pem.
+    #[command(group(ArgGroup::new("target").required(true).args(["identity", "cert"])))]
     Revoke {
         /// The federation folder.
         #[arg(long)]
         dir: PathBuf,
         /// Revoke every unrevoked certificate of this SPIFFE id.
-        #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+        #[arg(long)]
         identity: Option<String>,
         /// Revoke the certificate in this PEM file.
         #[arg(long)]
@@ -87,8 +88,20 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// Errors are printed with their own message only: each already names the
+/// file or identity and its cause.
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meldnet-certs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Init {
             dir,
             federation,
@@ -109,7 +122,7 @@ fn main() -> anyhow::Result<()> {
                 metrics_addr,
                 days,
             };
-            let summary = meldnet_certs::init(&opts).context("init")?;
+            let summary = meldnet_certs::init(&opts)?;
             println!("{summary}");
         }
         Command::Issue {
@@ -126,24 +139,28 @@ fn main() -> anyhow::Result<()> {
                 days,
                 expired,
             };
-            let summary = meldnet_certs::issue(&opts).context("issue")?;
+            let summary = meldnet_certs::issue(&opts)?;
             println!("{summary}");
         }
-        Command::Revoke { dir, identity, cert } => {
+        Command::Revoke {
+            dir,
+            identity,
+            cert,
+        } => {
             let target = match (identity, cert) {
                 (Some(id), _) => RevokeTarget::Identity(id),
                 (None, Some(path)) => RevokeTarget::Cert(path),
                 (None, None) => anyhow::bail!("revoke needs --identity or --cert"),
             };
-            let summary = meldnet_certs::revoke(&dir, &target).context("revoke")?;
+            let summary = meldnet_certs::revoke(&dir, &target)?;
             println!("{summary}");
         }
         Command::Crl { dir } => {
-            let summary = meldnet_certs::refresh_crl(&dir).context("crl")?;
+            let summary = meldnet_certs::refresh_crl(&dir)?;
             println!("{summary}");
         }
         Command::Show { dir } => {
-            let summary = meldnet_certs::show(&dir).context("show")?;
+            let summary = meldnet_certs::show(&dir)?;
             println!("{summary}");
         }
     }

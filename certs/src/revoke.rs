@@ -7,7 +7,7 @@ use crate::error::{CertsError, Result};
 use crate::fsutil::{self, Mode};
 use crate::issue::load_ledger;
 use crate::layout::Layout;
-use crate::ledger::{format_time, Ledger, Serial};
+use crate::ledger::{format_time, IssuedEntry, Ledger, Serial};
 use crate::x509;
 use meldnet_core::identity::SpiffeId;
 use std::fmt;
@@ -50,7 +50,13 @@ pub struct RevokeSummary {
 impl fmt::Display for RevokeSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for r in &self.revoked {
-            writeln!(f, "revoked {} serial {} ({})", r.identity, r.serial, r.cert.display())?;
+            writeln!(
+                f,
+                "revoked {} serial {} ({})",
+                r.identity,
+                r.serial,
+                r.cert.display()
+            )?;
         }
         write!(
             f,
@@ -74,15 +80,37 @@ fn write_crl(layout: &Layout, ca: &Ca, ledger: &Ledger, now: OffsetDateTime) -> 
 /// goes first: if the CRL write fails, `crl` can redo it from the ledger,
 /// and a CRL number is never used for two different lists.
 fn publish(layout: &Layout, ca: &Ca, ledger: &mut Ledger, now: OffsetDateTime) -> Result<usize> {
-    ledger.crl_number = ledger.crl_number.checked_add(1).ok_or_else(|| CertsError::Ledger {
-        path: layout.ledger().display().to_string(),
-        message: "CRL numbers exhausted".into(),
-    })?;
+    ledger.crl_number = ledger
+        .crl_number
+        .checked_add(1)
+        .ok_or_else(|| CertsError::Ledger {
+            path: layout.ledger().display().to_string(),
+            message: "CRL numbers exhausted".into(),
+        })?;
     ledger.save(&layout.ledger())?;
     write_crl(layout, ca, ledger, now).map_err(|e| CertsError::CrlNotWritten {
         path: layout.crl().display().to_string(),
         source: Box::new(e),
     })
+}
+
+/// Which ledger entries a revocation is about.
+enum Wanted {
+    /// Every certificate of this identity.
+    Identity(SpiffeId),
+    /// The certificate with this serial (and this identity, if it has one).
+    Serial(Serial, Option<SpiffeId>),
+}
+
+impl Wanted {
+    fn matches(&self, e: &IssuedEntry) -> bool {
+        match self {
+            Wanted::Identity(id) => e.identity == *id,
+            Wanted::Serial(serial, identity) => {
+                e.serial == *serial && identity.as_ref().is_none_or(|id| *id == e.identity)
+            }
+        }
+    }
 }
 
 /// Revokes every matching unrevoked certificate and rewrites `crl.pem`.
@@ -91,27 +119,22 @@ pub fn revoke(dir: &Path, target: &RevokeTarget) -> Result<RevokeSummary> {
     let layout = Layout::new(dir);
     let mut ledger = load_ledger(&layout)?;
     let ca = Ca::load(&layout.ca_pem(), &layout.ca_key())?;
-    let (what, matches): (String, Box<dyn Fn(&crate::ledger::IssuedEntry) -> bool>) = match target {
+    let (what, wanted) = match target {
         RevokeTarget::Identity(s) => {
             let id = SpiffeId::parse(s.trim())?.require_federation(&ledger.federation)?;
-            (id.to_string(), Box::new(move |e| e.identity == id))
+            (id.to_string(), Wanted::Identity(id))
         }
         RevokeTarget::Cert(path) => {
+            x509::check_issued_by(path, &layout.ca_pem())?;
             let info = x509::read_cert(path)?;
-            if info.issuer_der != x509::subject_der(&layout.ca_pem())? {
-                return Err(CertsError::parse(path, "not issued by the CA of this folder"));
-            }
             let what = format!("certificate {}", path.display());
             let Some(serial) = info.serial else {
                 return Err(CertsError::NothingToRevoke(what));
             };
-            let identity = info.identity;
-            (
-                what,
-                Box::new(move |e| e.serial == serial && identity.as_ref().is_none_or(|id| *id == e.identity)),
-            )
+            (what, Wanted::Serial(serial, info.identity))
         }
     };
+    let matches = |e: &IssuedEntry| wanted.matches(e);
     let now = OffsetDateTime::now_utc();
     let at = format_time(now.replace_nanosecond(0).unwrap_or(now))?;
     let mut revoked = Vec::new();
@@ -125,7 +148,11 @@ pub fn revoke(dir: &Path, target: &RevokeTarget) -> Result<RevokeSummary> {
         });
     }
     if revoked.is_empty() {
-        let already = ledger.certs.iter().filter(|e| e.revoked && matches(e)).count();
+        let already = ledger
+            .certs
+            .iter()
+            .filter(|e| e.revoked && matches(e))
+            .count();
         let detail = if already > 0 {
             format!("{what} ({already} already revoked)")
         } else {
@@ -159,7 +186,10 @@ pub fn refresh_crl(dir: &Path) -> Result<RevokeSummary> {
 
 /// The ledger, for `show`.
 #[derive(Debug, Clone)]
-pub struct ShowSummary(pub Ledger);
+pub struct ShowSummary(
+    /// The ledger as read.
+    pub Ledger,
+);
 
 impl fmt::Display for ShowSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -169,8 +199,18 @@ impl fmt::Display for ShowSummary {
             "federation {}  CA serial {} valid to {}  CRL number {}  next serial {}",
             l.federation, l.ca.serial, l.ca.not_after, l.crl_number, l.next_serial
         )?;
-        let width = l.certs.iter().map(|c| c.identity.to_string().len()).max().unwrap_or(8).max(8);
-        write!(f, "{:<width$}  {:>6}  {:<25}  revoked", "identity", "serial", "not_after")?;
+        let width = l
+            .certs
+            .iter()
+            .map(|c| c.identity.to_string().len())
+            .max()
+            .unwrap_or(8)
+            .max(8);
+        write!(
+            f,
+            "{:<width$}  {:>6}  {:<25}  revoked",
+            "identity", "serial", "not_after"
+        )?;
         for c in &l.certs {
             let revoked = match (&c.revoked, &c.revoked_at) {
                 (true, Some(at)) => format!("yes, {at}"),

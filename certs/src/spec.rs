@@ -24,9 +24,13 @@ pub fn agency(federation: &TrustDomain, spec: &str) -> Result<SpiffeId> {
         .split_once('/')
         .filter(|(_, name)| !name.contains('/'))
         .ok_or_else(|| bad("expected JURISDICTION/name, e.g. DE/bka or EU/europol".into()))?;
-    let jurisdiction: Jurisdiction = j.parse().map_err(|e| bad(format!("{e} (or EU for EU bodies)")))?;
-    let id = SpiffeId::parse(&format!("spiffe://{federation}/agency/{jurisdiction}/{name}"))
-        .map_err(|e| bad(e.to_string()))?;
+    let jurisdiction: Jurisdiction = j
+        .parse()
+        .map_err(|e| bad(format!("{e} (or EU for EU bodies)")))?;
+    let id = SpiffeId::parse(&format!(
+        "spiffe://{federation}/agency/{jurisdiction}/{name}"
+    ))
+    .map_err(|e| bad(e.to_string()))?;
     match id.role() {
         Role::Agency { .. } => Ok(id),
         _ => Err(bad("not an agency".into())),
@@ -39,7 +43,8 @@ pub fn operator(federation: &TrustDomain, name: &str) -> Result<SpiffeId> {
     if name.contains('/') {
         return Err(bad("a name has no '/'".into()));
     }
-    let id = SpiffeId::parse(&format!("spiffe://{federation}/operator/{name}")).map_err(|e| bad(e.to_string()))?;
+    let id = SpiffeId::parse(&format!("spiffe://{federation}/operator/{name}"))
+        .map_err(|e| bad(e.to_string()))?;
     match id.role() {
         Role::Operator(_) => Ok(id),
         _ => Err(bad("not an operator".into())),
@@ -67,7 +72,10 @@ mod tests {
 
     #[test]
     fn parses_the_documented_forms() {
-        assert_eq!(node(&fed(), "NL").unwrap().to_string(), "spiffe://eu.meldnet.test/node/NL");
+        assert_eq!(
+            node(&fed(), "NL").unwrap().to_string(),
+            "spiffe://eu.meldnet.test/node/NL"
+        );
         assert_eq!(
             agency(&fed(), "EU/europol").unwrap().to_string(),
             "spiffe://eu.meldnet.test/agency/EU/europol"
@@ -87,7 +95,9 @@ mod tests {
         for cc in ["XX", "nl", "EU", "NLD", ""] {
             assert!(node(&fed(), cc).is_err(), "{cc}");
         }
-        for spec in ["DE", "DE/BKA", "XX/bka", "DE/bka/x", "/bka", "DE/", "de/bka", "DE/b_ka"] {
+        for spec in [
+            "DE", "DE/BKA", "XX/bka", "DE/bka/x", "/bka", "DE/", "de/bka", "DE/b_ka",
+        ] {
             assert!(agency(&fed(), spec).is_err(), "{spec}");
         }
         for name in ["Admin", "a/b", "", "x y"] {
@@ -99,7 +109,11 @@ mod tests {
 
     #[test]
     fn refuses_duplicates() {
-        let ids = vec![node(&fed(), "NL").unwrap(), node(&fed(), "DE").unwrap(), node(&fed(), "NL").unwrap()];
+        let ids = vec![
+            node(&fed(), "NL").unwrap(),
+            node(&fed(), "DE").unwrap(),
+            node(&fed(), "NL").unwrap(),
+        ];
         let e = no_duplicates("--nodes", &ids).unwrap_err().to_string();
         assert!(e.contains("node/NL") && e.contains("twice"), "{e}");
         assert!(no_duplicates("--nodes", &ids[..2]).is_ok());
