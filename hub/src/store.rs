@@ -606,7 +606,13 @@ mod tests {
         let de = id("spiffe://t.test/agency/DE/bka");
         let fr = id("spiffe://t.test/agency/FR/police");
         let a = new_report(b"a", &["spiffe://t.test/agency/DE/bka"]);
-        let b = new_report(b"b", &["spiffe://t.test/agency/FR/police", "spiffe://t.test/agency/DE/bka"]);
+        let b = new_report(
+            b"b",
+            &[
+                "spiffe://t.test/agency/FR/police",
+                "spiffe://t.test/agency/DE/bka",
+            ],
+        );
         store.commit_reports(vec![a, b]).await.unwrap();
         let (de_q, more) = store.queue_after(&de, 0, 10).unwrap();
         assert_eq!(de_q.len(), 2);
@@ -634,7 +640,10 @@ mod tests {
                 .commit_reports(vec![new_report(b"x", &["spiffe://t.test/node/DE"])])
                 .await
                 .unwrap();
-            store.ack(&id("spiffe://t.test/node/DE"), vec![1]).await.unwrap();
+            store
+                .ack(&id("spiffe://t.test/node/DE"), vec![1])
+                .await
+                .unwrap();
             assert_eq!(store.verify_audit().unwrap().next_seq, 2);
         }
         // sled releases its lock when the last handle (the writer thread's) drops.
@@ -647,7 +656,10 @@ mod tests {
             reopened = Store::open(dir.path());
         }
         let store = reopened.unwrap();
-        store.commit_reports(vec![new_report(b"y", &[])]).await.unwrap();
+        store
+            .commit_reports(vec![new_report(b"y", &[])])
+            .await
+            .unwrap();
         assert_eq!(store.verify_audit().unwrap().next_seq, 3);
     }
 }

@@ -99,13 +99,7 @@ async fn each_bad_input_is_refused_naming_the_field_and_changes_nothing() {
         report: vec![0xff, 0xff, 0xff],
         ..sign_proto(&good, &key)
     };
-    refused(
-        &mut nl,
-        sr,
-        Code::InvalidArgument,
-        "signed_report.signature",
-    )
-    .await;
+    refused(&mut nl, sr, Code::InvalidArgument, "report").await;
     // Oversized: a report larger than the bound, and a URL too long.
     let sr = pb::SignedReport {
         report: vec![0x0a; 300 * 1024],
@@ -139,7 +133,12 @@ async fn each_bad_input_is_refused_naming_the_field_and_changes_nothing() {
         key_id: String::new(),
     };
     let e = nl.submit(sr).await.unwrap_err();
-    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // tonic answers OUT_OF_RANGE for a frame over max_decoding_message_size.
+    assert!(
+        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{e:?}"
+    );
+    assert!(e.message().contains("too large"), "{e:?}");
     // Replayed id with different content.
     let mut replay = good.clone();
     replay.url = "https://other.example.test/".into();

@@ -111,3 +111,93 @@ fn the_outbox_keeps_reports_until_the_hub_receipts_them() {
     assert!(list.starts_with("receipt "), "{list}");
     assert!(!list.contains("outbox"), "{list}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_in_the_middle_of_a_burst_loses_no_receipted_report() {
+    use meldnet_proto::v1 as pb;
+    use meldnet_proto::v1::submission_client::SubmissionClient;
+    use std::collections::HashSet;
+
+    let mut fed = Federation::start_default().unwrap();
+    let key = fed.node_key("NL");
+    let reports: Vec<pb::SignedReport> = (0..3000)
+        .map(|_| sign_proto(&sample_report("NL", "DE").to_proto(), &key))
+        .collect();
+    let id_of = |sr: &pb::SignedReport| {
+        meldnet_core::report::Report::decode(&sr.report)
+            .unwrap()
+            .id
+            .to_string()
+    };
+    let batches: Vec<pb::SubmitBatch> = reports
+        .chunks(100)
+        .map(|c| pb::SubmitBatch {
+            reports: c.to_vec(),
+        })
+        .collect();
+
+    // Stream all batches; kill -9 the hub after the third answer.
+    let mut client = SubmissionClient::new(fed.channel_as("nodes/NL/node").await.unwrap());
+    let mut results = client
+        .submit_stream(tokio_stream::iter(batches.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut receipted = HashSet::new();
+    let mut answers = 0;
+    while let Ok(Some(res)) = results.message().await {
+        for r in res.results {
+            if let Some(pb::submit_result::Outcome::Receipt(receipt)) = r.outcome {
+                receipted.insert(receipt.report_id);
+            }
+        }
+        answers += 1;
+        if answers == 3 {
+            fed.kill_hub();
+        }
+    }
+    assert!(
+        receipted.len() >= 300 && receipted.len() < 3000,
+        "{}",
+        receipted.len()
+    );
+
+    // Every receipted report is there after the restart.
+    fed.start_hub().unwrap();
+    let out = fed.scratch("bka");
+    let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: Vec<String> = ids(&o);
+    let first_set: HashSet<String> = first.iter().cloned().collect();
+    assert_eq!(first.len(), first_set.len(), "no report delivered twice");
+    assert!(
+        receipted.is_subset(&first_set),
+        "a receipted report was lost"
+    );
+
+    // The node re-sends everything (safe: idempotent by id); the rest arrives, nothing twice.
+    let mut client = SubmissionClient::new(fed.channel_as("nodes/NL/node").await.unwrap());
+    let mut results = client
+        .submit_stream(tokio_stream::iter(batches))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ok = 0;
+    while let Some(res) = results.message().await.unwrap() {
+        ok += res
+            .results
+            .iter()
+            .filter(|r| matches!(r.outcome, Some(pb::submit_result::Outcome::Receipt(_))))
+            .count();
+    }
+    assert_eq!(ok, 3000);
+    let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
+    let second: HashSet<String> = ids(&o).into_iter().collect();
+    assert!(
+        second.is_disjoint(&first_set),
+        "an acknowledged report came again"
+    );
+    let all: HashSet<String> = first_set.union(&second).cloned().collect();
+    let expected: HashSet<String> = reports.iter().map(id_of).collect();
+    assert_eq!(all, expected);
+}

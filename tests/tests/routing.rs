@@ -47,7 +47,7 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
         .iter()
         .filter_map(|l| l["report_id"].as_str().map(String::from))
         .collect();
-    assert_eq!(got, [id.clone()]);
+    assert_eq!(got, std::slice::from_ref(&id));
     let json_file = out_bka.join(format!("{id}.json"));
     let pb_file = out_bka.join(format!("{id}.pb"));
     let stored: serde_json::Value =
@@ -98,7 +98,7 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
         .iter()
         .filter_map(|l| l["report_id"].as_str().map(String::from))
         .collect();
-    assert_eq!(got, [id.clone()]);
+    assert_eq!(got, std::slice::from_ref(&id));
 
     // Exactly once: acknowledged deliveries never come again.
     for (o, what) in [
