@@ -5,11 +5,11 @@
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use meldnet_agency::config::AgencyConfig;
+use meldnet_core::cli::{receive_and_print, ReceiveArgs};
 use meldnet_core::identity::Role;
-use meldnet_core::inbox::{load_stored, receive, InboxOptions};
+use meldnet_core::inbox::load_stored;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::provenance::verify_routed;
-use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -26,19 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Receive this agency's queue: verify, store (JSON + raw signed bytes), acknowledge.
-    Pull {
-        #[arg(long)]
-        config: PathBuf,
-        /// Where to store deliveries (default: out_dir of the config).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Stop after this many deliveries.
-        #[arg(long)]
-        max: Option<usize>,
-        /// Keep receiving as new reports are routed.
-        #[arg(long)]
-        follow: bool,
-    },
+    Pull(ReceiveArgs),
     /// Re-verify stored deliveries (.json or .pb) offline, with public keys only.
     Verify {
         /// The keyring with the hub's and the nodes' public keys.
@@ -55,46 +43,24 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    meldnet_core::cli::init_logging("warn");
     match Cli::parse().command {
-        Command::Pull {
-            config,
-            out,
-            max,
-            follow,
-        } => {
-            let cfg = AgencyConfig::load(&config)?;
+        Command::Pull(args) => {
+            let cfg = AgencyConfig::load(&args.config)?;
             let me = cfg.tls.identity()?;
             if !matches!(me.role(), Role::Agency { .. }) {
                 bail!("tls.cert: {me} is not an agency identity");
             }
-            let keyring = Keyring::load(&cfg.keyring)?;
-            let opts = InboxOptions {
-                out_dir: out.unwrap_or(cfg.out_dir.clone()),
-                max,
-                follow,
-            };
             let rt = tokio::runtime::Runtime::new()?;
-            let s = rt.block_on(async {
-                let channel = meldnet_core::client::connect(&cfg.hub, &cfg.tls).await?;
-                anyhow::Ok(receive(channel, &keyring, &me, &opts).await?)
-            })?;
-            for id in &s.report_ids {
-                println!(
-                    "{}",
-                    json!({"report_id": id, "status": "stored", "dir": opts.out_dir.display().to_string()})
-                );
-            }
-            eprintln!(
-                "pull: {} stored, {} already stored, {} rejected, {} acknowledged",
-                s.stored, s.already_stored, s.rejected, s.acked
-            );
-            if s.rejected > 0 {
+            let ok = rt.block_on(receive_and_print(
+                &cfg.hub,
+                &cfg.tls,
+                &cfg.keyring,
+                &cfg.out_dir,
+                &args,
+                "pull",
+            ))?;
+            if !ok {
                 std::process::exit(1);
             }
             Ok(())

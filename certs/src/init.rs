@@ -34,23 +34,31 @@ pub const DEFAULT_DAYS: u32 = 825;
 pub const MAX_DAYS: u32 = 36_500;
 
 /// What `init` is asked to make, as given on the command line.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct InitOptions {
-    /// The federation folder.
+    /// The federation folder; refused if it already holds ca.pem.
+    #[arg(long)]
     pub dir: PathBuf,
-    /// The trust domain, e.g. `eu.meldnet.test`.
+    /// The federation's trust domain, e.g. eu.meldnet.test.
+    #[arg(long)]
     pub federation: String,
-    /// Country codes of the nodes.
+    /// Country codes of the hotline nodes, e.g. NL,DE,FR.
+    #[arg(long, value_delimiter = ',', required = true)]
     pub nodes: Vec<String>,
-    /// Agencies as `JURISDICTION/name`.
+    /// Agencies as JURISDICTION/name, e.g. DE/bka,NL/politie,EU/europol.
+    #[arg(long, value_delimiter = ',')]
     pub agencies: Vec<String>,
-    /// Operator names.
+    /// Hub operator names.
+    #[arg(long, value_delimiter = ',', default_value = "admin")]
     pub operators: Vec<String>,
-    /// `host:port` the hub listens on and clients connect to.
+    /// IP:port the hub listens on and clients connect to.
+    #[arg(long, default_value = "127.0.0.1:7443")]
     pub hub_addr: String,
-    /// Where the hub serves metrics, if at all.
+    /// IP:port where the hub serves Prometheus metrics (none if absent).
+    #[arg(long)]
     pub metrics_addr: Option<String>,
-    /// Validity of the leaf certificates and the CRL.
+    /// Validity of certificates and the CRL, in days (the CA gets twice this).
+    #[arg(long, default_value_t = crate::DEFAULT_DAYS)]
     pub days: u32,
 }
 
@@ -299,16 +307,14 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         routing: RoutingConfig::default(),
     };
     let hub_toml = hub_dir.join("hub.toml");
-    plan.push(Planned {
-        bytes: to_toml(&hub_toml, CONFIG_HEADER, &hub_config)?,
-        path: hub_toml.clone(),
-        mode: Mode::Public,
-    });
-    parties.push(MadeParty {
-        identity: hub_id,
-        cert: hub_cert,
-        config: Some(hub_toml),
-    });
+    add_config(
+        &mut plan,
+        &mut parties,
+        hub_id,
+        hub_cert,
+        hub_toml,
+        &hub_config,
+    )?;
 
     let client_tls = |stem: &str| ClientTlsFiles {
         ca: "../../ca.pem".into(),
@@ -331,16 +337,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
             tls: client_tls("node"),
         };
         let path = dir.join("node.toml");
-        plan.push(Planned {
-            bytes: to_toml(&path, CONFIG_HEADER, &config)?,
-            path: path.clone(),
-            mode: Mode::Public,
-        });
-        parties.push(MadeParty {
-            identity: id.clone(),
-            cert,
-            config: Some(path),
-        });
+        add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;
     }
 
     // Agencies.
@@ -357,16 +354,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
             tls: client_tls("agency"),
         };
         let path = dir.join("agency.toml");
-        plan.push(Planned {
-            bytes: to_toml(&path, CONFIG_HEADER, &config)?,
-            path: path.clone(),
-            mode: Mode::Public,
-        });
-        parties.push(MadeParty {
-            identity: id.clone(),
-            cert,
-            config: Some(path),
-        });
+        add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;
     }
 
     // Operators.
@@ -436,4 +424,26 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         parties,
         files,
     })
+}
+
+/// Plans one party's config file and records the party with it.
+fn add_config<T: serde::Serialize>(
+    plan: &mut Vec<Planned>,
+    parties: &mut Vec<MadeParty>,
+    identity: SpiffeId,
+    cert: PathBuf,
+    path: PathBuf,
+    config: &T,
+) -> Result<()> {
+    plan.push(Planned {
+        bytes: to_toml(&path, CONFIG_HEADER, config)?,
+        path: path.clone(),
+        mode: Mode::Public,
+    });
+    parties.push(MadeParty {
+        identity,
+        cert,
+        config: Some(path),
+    });
+    Ok(())
 }

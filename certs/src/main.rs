@@ -17,32 +17,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Makes a new federation in DIR: CA, CRL, certificates, keys, keyring and configs.
-    Init {
-        /// The federation folder; refused if it already holds ca.pem.
-        #[arg(long)]
-        dir: PathBuf,
-        /// The federation's trust domain, e.g. eu.meldnet.test.
-        #[arg(long)]
-        federation: String,
-        /// Country codes of the hotline nodes, e.g. NL,DE,FR.
-        #[arg(long, value_delimiter = ',', required = true)]
-        nodes: Vec<String>,
-        /// Agencies as JURISDICTION/name, e.g. DE/bka,NL/politie,EU/europol.
-        #[arg(long, value_delimiter = ',')]
-        agencies: Vec<String>,
-        /// Hub operator names.
-        #[arg(long, value_delimiter = ',', default_value = "admin")]
-        operators: Vec<String>,
-        /// IP:port the hub listens on and clients connect to.
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        hub_addr: String,
-        /// IP:port where the hub serves Prometheus metrics (none if absent).
-        #[arg(long)]
-        metrics_addr: Option<String>,
-        /// Validity of certificates and the CRL, in days (the CA gets twice this).
-        #[arg(long, default_value_t = DEFAULT_DAYS)]
-        days: u32,
-    },
+    Init(InitOptions),
     /// Issues one more certificate from the CA in DIR.
     Issue {
         /// The federation folder.
@@ -102,26 +77,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init {
-            dir,
-            federation,
-            nodes,
-            agencies,
-            operators,
-            hub_addr,
-            metrics_addr,
-            days,
-        } => {
-            let opts = InitOptions {
-                dir,
-                federation,
-                nodes,
-                agencies,
-                operators,
-                hub_addr,
-                metrics_addr,
-                days,
-            };
+        Command::Init(opts) => {
             let summary = meldnet_certs::init(&opts)?;
             println!("{summary}");
         }

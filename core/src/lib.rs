@@ -6,6 +6,7 @@
 //! This crate never stores reports and never routes: that is the hub's job.
 
 pub mod audit;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod country;

@@ -48,12 +48,7 @@ enum AuditCommand {
 
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    meldnet_core::cli::init_logging("info");
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, ready_file } => {

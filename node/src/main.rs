@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use meldnet_core::cli::{receive_and_print, ReceiveArgs};
 use meldnet_core::country::CountryCode;
 use meldnet_core::identity::Role;
-use meldnet_core::inbox::{receive, InboxOptions};
 use meldnet_core::keyring::Keyring;
 use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
 use meldnet_core::signing::SigningKey;
@@ -40,19 +40,7 @@ enum Command {
         config: PathBuf,
     },
     /// Receive the reports routed to this node, verify, store, acknowledge.
-    Inbox {
-        #[arg(long)]
-        config: PathBuf,
-        /// Where to store deliveries (default: inbox_dir of the config).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Stop after this many deliveries.
-        #[arg(long)]
-        max: Option<usize>,
-        /// Keep receiving as new reports are routed.
-        #[arg(long)]
-        follow: bool,
-    },
+    Inbox(ReceiveArgs),
 }
 
 #[derive(Subcommand)]
@@ -168,12 +156,7 @@ async fn submit(node: &Node) -> anyhow::Result<bool> {
 
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    meldnet_core::cli::init_logging("warn");
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     let ok = rt.block_on(async move {
@@ -233,25 +216,10 @@ fn main() -> anyhow::Result<()> {
                 Ok(true)
             }
             Command::Submit { config } => submit(&Node::load(&config)?).await,
-            Command::Inbox { config, out, max, follow } => {
-                let node = Node::load(&config)?;
-                let keyring = Keyring::load(&node.cfg.keyring)?;
-                let me = node.cfg.tls.identity()?;
-                let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
-                let opts = InboxOptions {
-                    out_dir: out.unwrap_or(node.cfg.inbox_dir.clone()),
-                    max,
-                    follow,
-                };
-                let s = receive(channel, &keyring, &me, &opts).await?;
-                for id in &s.report_ids {
-                    println!("{}", json!({"report_id": id, "status": "stored", "dir": opts.out_dir.display().to_string()}));
-                }
-                eprintln!(
-                    "inbox: {} stored, {} already stored, {} rejected, {} acknowledged",
-                    s.stored, s.already_stored, s.rejected, s.acked
-                );
-                Ok(s.rejected == 0)
+            Command::Inbox(args) => {
+                let node = Node::load(&args.config)?;
+                let c = &node.cfg;
+                Ok(receive_and_print(&c.hub, &c.tls, &c.keyring, &c.inbox_dir, &args, "inbox").await?)
             }
         }
     })?;

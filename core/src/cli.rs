@@ -1,0 +1,91 @@
+//! Command-line pieces that the node and agency binaries share: receiving a
+//! queue is the same job for a hotline and for the police, so it is one
+//! command shape, one loop and one printout.
+
+use crate::client::{connect, ConnectError, HubEndpoint};
+use crate::inbox::{receive, InboxError, InboxOptions};
+use crate::keyring::{Keyring, KeyringError};
+use crate::tls::{ClientTlsFiles, TlsError};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `meldnet-node inbox` and `meldnet-agency pull`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReceiveArgs {
+    /// The party's TOML configuration.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Where to store deliveries (default: from the config).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Stop after this many deliveries.
+    #[arg(long)]
+    pub max: Option<usize>,
+    /// Keep receiving as new reports are routed.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+/// Why receiving failed before or during the stream.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    /// The keyring is unusable.
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+    /// The party's own certificate is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The hub could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The stream or the local store failed.
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+}
+
+/// Logs to stderr, `RUST_LOG` or `default` as the filter.
+pub fn init_logging(default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Receives this party's queue into `args.out` (or `default_out`), prints a
+/// JSON line per stored report and a summary on stderr. Returns whether
+/// every delivery verified.
+pub async fn receive_and_print(
+    hub: &HubEndpoint,
+    tls: &ClientTlsFiles,
+    keyring: &Path,
+    default_out: &Path,
+    args: &ReceiveArgs,
+    label: &str,
+) -> Result<bool, ReceiveError> {
+    let keyring = Keyring::load(keyring)?;
+    let me = tls.identity()?;
+    let channel = connect(hub, tls).await?;
+    let opts = InboxOptions {
+        out_dir: args
+            .out
+            .clone()
+            .unwrap_or_else(|| default_out.to_path_buf()),
+        max: args.max,
+        follow: args.follow,
+    };
+    let s = receive(channel, &keyring, &me, &opts).await?;
+    let dir = opts.out_dir.display().to_string();
+    for id in &s.report_ids {
+        println!(
+            "{}",
+            json!({"report_id": id, "status": "stored", "dir": dir})
+        );
+    }
+    eprintln!(
+        "{label}: {} stored, {} already stored, {} rejected, {} acknowledged",
+        s.stored, s.already_stored, s.rejected, s.acked
+    );
+    Ok(s.rejected == 0)
+}
