@@ -41,7 +41,18 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed once, with their causes, and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meldnet-agency: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     meldnet_core::cli::init_logging("warn");
     match Cli::parse().command {

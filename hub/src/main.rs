@@ -46,7 +46,18 @@ enum AuditCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed once, with their causes, and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meldnet-hub: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     meldnet_core::cli::init_logging("info");
     let cli = Cli::parse();

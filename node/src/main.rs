@@ -154,7 +154,18 @@ async fn submit(node: &Node) -> anyhow::Result<bool> {
     Ok(s.refused.is_empty() && s.retry == 0)
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed once, with their causes, and exit status 1.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meldnet-node: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     meldnet_core::cli::init_logging("warn");
     let cli = Cli::parse();

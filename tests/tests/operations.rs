@@ -1,0 +1,142 @@
+//! What an operator relies on: gRPC health and reflection over mTLS, the
+//! audit chain verifiable while the hub runs and offline, and configuration
+//! errors that name the key.
+
+use meldnet_proto::v1 as pb;
+use meldnet_tests::*;
+use std::process::Command;
+use tokio_stream::StreamExt;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_reflection_are_served_over_mtls() {
+    let fed = Federation::start_default().unwrap();
+    let ch = fed.channel_as("nodes/NL/node").await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    for service in ["", "meldnet.v1.Submission", "meldnet.v1.Inbox"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut refl = ServerReflectionClient::new(ch);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = resp.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = first.message_response else {
+        panic!("unexpected reflection answer {first:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in [
+        "meldnet.v1.Submission",
+        "meldnet.v1.Inbox",
+        "meldnet.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == s), "{s} not in {names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_chain_records_the_flow_and_verifies_live_and_offline() {
+    let mut fed = Federation::start_default().unwrap();
+    let files = fed.scratch("f");
+    let a = synthetic_file(&files, "a.png", 21);
+    fed.report("NL", "https://h.example.de/a", &["--hosting", "DE"], &[&a])
+        .unwrap();
+    let o = fed.pull("DE-bka", &["--out", fed.scratch("bka").to_str().unwrap()]);
+    assert!(o.status.success());
+    let ch = fed.channel_as("operators/admin/operator").await.unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(ch);
+    let v = admin
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    // submitted, delivered (to police DE), acknowledged.
+    assert!(v.records >= 3, "{v:?}");
+    // Only operators may use the admin API.
+    let mut as_node =
+        pb::admin_client::AdminClient::new(fed.channel_as("nodes/NL/node").await.unwrap());
+    let e = as_node
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let e = as_node
+        .state_digest(pb::StateDigestRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+
+    fed.stop_hub();
+    let o = run(Command::new(bin("meldnet-hub"))
+        .args(["audit", "verify", "--config"])
+        .arg(fed.hub_config()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("audit chain intact: {} records", v.records)),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let fed = Federation::init("NL,DE", "DE/bka").unwrap();
+    let original = std::fs::read_to_string(fed.hub_config()).unwrap();
+    let cases = [
+        (
+            original.replace("listen = ", "listen = \"nowhere\"\nx_listen = "),
+            "listen",
+        ),
+        (
+            original.replace("agency/DE/bka", "node/DE"),
+            "agencies[0].identity",
+        ),
+        (format!("{original}\nunknown_key = 1\n"), "unknown_key"),
+        (
+            original.replace(
+                "federation = \"eu.meldnet.test\"",
+                "federation = \"EU TEST\"",
+            ),
+            "federation",
+        ),
+    ];
+    for (text, key) in cases {
+        std::fs::write(fed.hub_config(), &text).unwrap();
+        let o = run(Command::new(bin("meldnet-hub"))
+            .args(["check-config", "--config"])
+            .arg(fed.hub_config()));
+        assert!(!o.status.success(), "accepted a bad config for {key}");
+        assert!(
+            stderr(&o).contains(key),
+            "error should name {key}: {}",
+            stderr(&o)
+        );
+    }
+    std::fs::write(fed.hub_config(), &original).unwrap();
+    let o = run(Command::new(bin("meldnet-hub"))
+        .args(["check-config", "--config"])
+        .arg(fed.hub_config()));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
