@@ -195,10 +195,11 @@ pub fn verify_routed(
 }
 
 /// Verifies the hub's receipt for a report this node sent: the hub's
-/// signature on the decision and its binding to the exact bytes sent.
+/// signature on the decision and its binding to the exact bytes sent
+/// (`sent_digest`, the SHA-256 of `SignedReport.report`).
 pub fn verify_receipt(
     receipt: &pb::Receipt,
-    sent: &pb::SignedReport,
+    sent_digest: &Sha256,
     keyring: &Keyring,
 ) -> Result<pb::Decision, Refusal> {
     let sd = receipt
@@ -218,8 +219,7 @@ pub fn verify_receipt(
             format!("malformed protobuf: {e}"),
         )
     })?;
-    let digest = Sha256::of(&sent.report);
-    if decision.report_digest != digest.0 || receipt.report_digest != digest.0 {
+    if decision.report_digest != sent_digest.0 || receipt.report_digest != sent_digest.0 {
         return Err(Refusal::invalid(
             "receipt.report_digest",
             "does not match the report sent",

@@ -1,20 +1,64 @@
-//! Sending the outbox to the hub as a stream of batches. A report leaves the
-//! outbox only when its receipt has come back and its decision signature
-//! verified; a report the hub could not store (UNAVAILABLE) stays for the
-//! next run. Re-sending is always safe: the hub is idempotent by report id.
+//! Sending signed reports to the hub as a stream of batches.
+//!
+//! `stream_batches` is the one sender: the outbox submit below and the
+//! ingest benchmark's node workers both use it. A report leaves the outbox
+//! only when its receipt has come back and its decision signature verified;
+//! a report the hub could not store (UNAVAILABLE) stays for the next run.
+//! Re-sending is always safe: the hub is idempotent by report id.
 
 use crate::outbox::{Outbox, OutboxError};
+use meldnet_core::hash::Sha256;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use meldnet_core::provenance::verify_receipt;
 use meldnet_core::report::ReportId;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::submission_client::SubmissionClient;
-use std::collections::VecDeque;
+use std::time::Instant;
 use tonic::transport::Channel;
 
 /// Reports per `SubmitBatch`.
 pub const BATCH: usize = 256;
+/// Batches sent ahead of their answers.
+pub const IN_FLIGHT: usize = 8;
+
+/// Streams `batches` to the hub in order, as fast as the hub answers, and
+/// calls `on_answer(batch index, answer, when the batch was sent)` for each
+/// answer, in order. Returns how many batches were answered.
+pub async fn stream_batches<F>(
+    channel: Channel,
+    batches: impl IntoIterator<Item = pb::SubmitBatch> + Send + 'static,
+    mut on_answer: F,
+) -> Result<usize, tonic::Status>
+where
+    F: FnMut(usize, pb::SubmitResults, Instant),
+{
+    let mut client = SubmissionClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    let batches: Vec<pb::SubmitBatch> = batches.into_iter().collect();
+    tokio::spawn(async move {
+        for b in batches {
+            if tx.send(b).await.is_err() {
+                return;
+            }
+            if sent_tx.send(Instant::now()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut results = client
+        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut answered = 0;
+    while let Some(res) = results.message().await? {
+        let sent_at = sent_rx.recv().await.unwrap_or_else(Instant::now);
+        on_answer(answered, res, sent_at);
+        answered += 1;
+    }
+    Ok(answered)
+}
 
 /// What a submit run did.
 #[derive(Debug, Default)]
@@ -45,69 +89,64 @@ pub async fn submit_outbox(
     keyring: &Keyring,
 ) -> Result<SubmitSummary, SubmitError> {
     let pending = outbox.outbox()?;
+    let total = pending.len();
     let mut summary = SubmitSummary::default();
-    if pending.is_empty() {
-        return Ok(summary);
+    // What each batch held: ids and the digests the receipts must match.
+    let mut sent: Vec<Vec<(ReportId, Sha256)>> = Vec::new();
+    let mut batches = Vec::new();
+    for chunk in pending.chunks(BATCH) {
+        sent.push(
+            chunk
+                .iter()
+                .map(|(id, sr)| (*id, Sha256::of(&sr.report)))
+                .collect(),
+        );
+        batches.push(pb::SubmitBatch {
+            reports: chunk.iter().map(|(_, sr)| sr.clone()).collect(),
+        });
     }
-    let mut client = SubmissionClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let batches: Vec<Vec<(ReportId, pb::SignedReport)>> =
-        pending.chunks(BATCH).map(|c| c.to_vec()).collect();
-    let mut in_flight: VecDeque<Vec<(ReportId, pb::SignedReport)>> =
-        batches.iter().cloned().collect();
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move {
-        for b in batches {
-            let msg = pb::SubmitBatch {
-                reports: b.into_iter().map(|(_, sr)| sr).collect(),
-            };
-            if tx.send(msg).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut results = client
-        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    while let Some(res) = results.message().await? {
-        let Some(sent) = in_flight.pop_front() else {
-            break;
-        };
+    let mut settle_error = None;
+    let mut settled = 0;
+    let stream = stream_batches(channel, batches, |i, res, _| {
         let mut receipts = Vec::new();
         let mut refused = Vec::new();
         for r in res.results {
-            let Some((id, sr)) = sent.get(r.index as usize) else {
+            let Some((id, digest)) = sent.get(i).and_then(|b| b.get(r.index as usize)) else {
                 continue;
             };
             match r.outcome {
                 Some(pb::submit_result::Outcome::Receipt(receipt)) => {
-                    match verify_receipt(&receipt, sr, keyring) {
+                    match verify_receipt(&receipt, digest, keyring) {
                         Ok(decision) => {
                             summary.accepted.push((*id, decision));
                             receipts.push((*id, receipt));
                         }
                         Err(e) => {
                             tracing::error!(report = %id, error = %e, "receipt does not verify; report stays in the outbox");
-                            summary.retry += 1;
                         }
                     }
                 }
                 Some(pb::submit_result::Outcome::Refusal(refusal)) => {
-                    if refusal.code == tonic::Code::Unavailable as i32 {
-                        summary.retry += 1;
-                    } else {
+                    if refusal.code != tonic::Code::Unavailable as i32 {
                         summary.refused.push((*id, refusal.clone()));
                         refused.push((*id, refusal));
                     }
                 }
-                None => summary.retry += 1,
+                None => {}
             }
         }
-        outbox.settle(receipts, refused)?;
-        if in_flight.is_empty() {
-            break;
+        settled += receipts.len() + refused.len();
+        if settle_error.is_none() {
+            if let Err(e) = outbox.settle(receipts, refused) {
+                settle_error = Some(e);
+            }
         }
+    })
+    .await;
+    if let Some(e) = settle_error {
+        return Err(e.into());
     }
-    summary.retry += in_flight.iter().map(Vec::len).sum::<usize>();
+    stream?;
+    summary.retry = total - settled;
     Ok(summary)
 }
