@@ -2,14 +2,13 @@
 //! agency over mTLS, verifies both signatures, stores and acknowledges them;
 //! re-verifies a stored delivery offline with public keys only.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use meldnet_agency::config::AgencyConfig;
 use meldnet_core::cli::{receive_and_print, ReceiveArgs};
 use meldnet_core::identity::Role;
-use meldnet_core::inbox::load_stored;
+use meldnet_core::inbox::verify_stored;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::provenance::verify_routed;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -89,11 +88,7 @@ fn run() -> anyhow::Result<()> {
             let keyring = Keyring::load(&keyring_path)?;
             let mut failed = 0;
             for f in &files {
-                let result = load_stored(f)
-                    .with_context(|| f.display().to_string())
-                    .and_then(|(sr, sd)| {
-                        verify_routed(sr, sd, &keyring).map_err(anyhow::Error::from)
-                    });
+                let result = verify_stored(f, &keyring);
                 match result {
                     Ok(v) => println!(
                         "{}: OK report {} from {} (key {}), decision by the hub (key {}), sha256 {}",

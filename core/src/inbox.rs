@@ -179,6 +179,32 @@ pub fn load_stored(path: &Path) -> Result<(pb::SignedReport, pb::SignedDecision)
     }
 }
 
+/// Verifies a stored delivery offline: both signatures and the binding from
+/// the signed bytes; for a JSON file also that every readable field says what
+/// the signed bytes say (an edited URL or item would otherwise pass).
+pub fn verify_stored(path: &Path, keyring: &Keyring) -> Result<Verified, String> {
+    let (sr, sd) = load_stored(path).map_err(|e| e.to_string())?;
+    let verified = verify_routed(sr.clone(), sd.clone(), keyring).map_err(|e| e.to_string())?;
+    if path.extension().and_then(|e| e.to_str()) == Some("json") {
+        let text = std::fs::read(path).map_err(|e| e.to_string())?;
+        let on_disk: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+        let seq = on_disk["delivery_seq"].as_u64().unwrap_or_default();
+        let expected = describe(&verified, &sr, &sd, seq);
+        if let (Some(got), Some(want)) = (on_disk.as_object(), expected.as_object()) {
+            let mut keys: Vec<&String> = got.keys().chain(want.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            if let Some(k) = keys.into_iter().find(|k| got.get(*k) != want.get(*k)) {
+                return Err(format!(
+                    "{k}: the readable field differs from what the signed bytes say"
+                ));
+            }
+        }
+    }
+    Ok(verified)
+}
+
 enum Outcome {
     Stored(String),
     AlreadyStored,
@@ -188,12 +214,22 @@ enum Outcome {
 /// Writes `bytes` to `path` through a temporary file and a rename, without
 /// fsync: `store_batch` makes a whole batch durable with one `syncfs`.
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
+    // Unique per process and write: two writers never share a temporary file.
     let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+        ".{}.{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    std::fs::write(&tmp, bytes)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
     std::fs::rename(&tmp, path)
 }
 
@@ -250,13 +286,15 @@ fn store_one(
     let pb_path = out.join(format!("{id}.pb"));
     let json_path = out.join(format!("{id}.json"));
     // Stored before (the hub did not record our acknowledgement)? Only if the
-    // bytes on disk are exactly these: a file cut short by a crash is rewritten.
-    if json_path.exists() && std::fs::read(&pb_path).is_ok_and(|b| b == raw) {
-        return Ok(Outcome::AlreadyStored);
-    }
+    // raw bytes on disk are exactly these. The JSON is written again either
+    // way: after a crash before the sync it may be cut short.
+    let before = std::fs::read(&pb_path).is_ok_and(|b| b == raw);
     let json = describe(&verified, &sr, &sd, seq);
     let text = serde_json::to_vec_pretty(&json).unwrap_or_default();
     write_file(&json_path, &text).map_err(io_err(&json_path))?;
+    if before {
+        return Ok(Outcome::AlreadyStored);
+    }
     // The .pb goes last: its presence marks the delivery as completely stored.
     write_file(&pb_path, &raw).map_err(io_err(&pb_path))?;
     Ok(Outcome::Stored(id))

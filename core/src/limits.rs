@@ -10,9 +10,14 @@ pub const MAX_URL_BYTES: usize = 2048;
 /// Largest number of reports in one `SubmitBatch`.
 pub const MAX_BATCH_REPORTS: usize = 1024;
 /// Largest gRPC message a server or client decodes (tonic's
-/// `max_decoding_message_size`). A full batch of large reports is refused by
-/// `MAX_BATCH_REPORTS`/`MAX_REPORT_BYTES` long before it could be this large
-/// in practice; this stops a malformed or hostile frame at the transport.
+/// `max_decoding_message_size`); a larger frame is refused by the transport.
+/// Senders keep below it by size, not only by count: nodes cut submission
+/// batches at `MAX_SUBMIT_BATCH_BYTES`, the hub cuts delivery batches at
+/// `MAX_DELIVERY_BATCH_BYTES` (one report plus its decision always fits).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Encoded reports a node puts in one `SubmitBatch`, at most.
+pub const MAX_SUBMIT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Largest number of deliveries the hub puts in one `DeliveryBatch`.
 pub const MAX_DELIVERY_BATCH: usize = 256;
+/// Stored records the hub puts in one `DeliveryBatch`, at most (past the first).
+pub const MAX_DELIVERY_BATCH_BYTES: usize = 4 * 1024 * 1024;

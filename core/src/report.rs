@@ -194,7 +194,11 @@ pub struct EuLinkFacts {
     pub provider: Option<CountryCode>,
 }
 
-/// A URL as reported: bounded, printable, with a scheme.
+/// Schemes a reported location may have: where material is found online.
+/// (Not `data:` and the like, which would carry content instead of a place.)
+pub const URL_SCHEMES: &[&str] = &["http", "https", "ftp", "ftps", "sftp", "ipfs"];
+
+/// A URL as reported: bounded, printable, with a known scheme.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ReportUrl(String);
 
@@ -211,16 +215,13 @@ impl ReportUrl {
             return Err("contains white space or control characters".into());
         }
         match s.split_once("://") {
-            Some((scheme, rest))
-                if !scheme.is_empty()
-                    && !rest.is_empty()
-                    && scheme
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
-            {
+            Some((scheme, rest)) if URL_SCHEMES.contains(&scheme) && !rest.is_empty() => {
                 Ok(ReportUrl(s.to_string()))
             }
-            _ => Err("expected an absolute URL with a scheme".into()),
+            _ => Err(format!(
+                "expected an absolute URL with one of the schemes {}",
+                URL_SCHEMES.join(", ")
+            )),
         }
     }
 
@@ -262,9 +263,21 @@ fn optional_country(s: &str, field: &str) -> Result<Option<CountryCode>, Refusal
 impl Report {
     /// Decodes the exact signed bytes and validates every field. Errors name
     /// the field under `report.`.
+    ///
+    /// The bytes must be the canonical encoding of what they decode to: an
+    /// unknown field, a repeated scalar or any other byte that would not
+    /// survive re-encoding is refused, so that no field outside the schema
+    /// can carry anything (media least of all) and every report has exactly
+    /// one signed form.
     pub fn decode(bytes: &[u8]) -> Result<Report, Refusal> {
         let raw = pb::Report::decode(bytes)
             .map_err(|e| Refusal::invalid("report", format!("malformed protobuf: {e}")))?;
+        if raw.encoded_len() != bytes.len() || raw.encode_to_vec() != bytes {
+            return Err(Refusal::invalid(
+                "report",
+                "not the canonical encoding of a meldnet.v1.Report (unknown or repeated fields)",
+            ));
+        }
         Self::from_proto(&raw).map_err(|r| r.under("report"))
     }
 
@@ -432,6 +445,23 @@ mod tests {
             "report.items[0].classification: must be set"
         );
         assert_eq!(Report::decode(b"\xff\xff").unwrap_err().field, "report");
+    }
+
+    #[test]
+    fn only_canonical_bytes_are_accepted() {
+        let bytes = sample().to_proto().encode_to_vec();
+        // An unknown field (99, bytes) appended: it could carry anything.
+        let mut extra = bytes.clone();
+        extra.extend_from_slice(&[0x9a, 0x06, 0x03, b'a', b'b', b'c']);
+        let e = Report::decode(&extra).unwrap_err();
+        assert_eq!(e.field, "report");
+        assert!(e.reason.contains("canonical"), "{e}");
+        // A scalar field given twice (the last one wins when decoding).
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&[0x18, 0x01]);
+        assert!(Report::decode(&twice).is_err());
+        assert!(ReportUrl::parse("data://text/plain;base64,AAAA").is_err());
+        assert!(ReportUrl::parse("https://x.test/").is_ok());
     }
 
     #[test]

@@ -140,14 +140,24 @@ pub struct ReloadingVerifier {
     roots: Arc<RootCertStore>,
     crl_paths: Vec<PathBuf>,
     hints: Vec<DistinguishedName>,
-    state: RwLock<(Option<SystemTime>, Arc<dyn ClientCertVerifier>)>,
+    state: RwLock<(CrlStamp, Arc<dyn ClientCertVerifier>)>,
 }
 
-fn newest_mtime(paths: &[PathBuf]) -> Option<SystemTime> {
+/// What identifies the current content of the CRL files cheaply: for each
+/// file its modification time, length and inode (a rename-into-place changes
+/// the inode even within one mtime tick).
+type CrlStamp = Vec<Option<(SystemTime, u64, u64)>>;
+
+fn crl_stamp(paths: &[PathBuf]) -> CrlStamp {
+    use std::os::unix::fs::MetadataExt;
     paths
         .iter()
-        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .max()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len(), m.ino())))
+        })
+        .collect()
 }
 
 fn build_verifier(
@@ -170,24 +180,36 @@ impl ReloadingVerifier {
         let inner = build_verifier(&roots, &crl_paths)?;
         let hints = inner.root_hint_subjects().to_vec();
         Ok(Arc::new(ReloadingVerifier {
-            state: RwLock::new((newest_mtime(&crl_paths), inner)),
+            state: RwLock::new((crl_stamp(&crl_paths), inner)),
             roots,
             crl_paths,
             hints,
         }))
     }
 
+    /// Checks a peer's certificate chain again, against the CRLs and the clock
+    /// of now: a connection opened before a revocation or an expiry does not
+    /// keep its rights.
+    pub fn recheck(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return Err("no client certificate".into());
+        };
+        self.verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Re-reads the CRLs if a file changed since the last read. A CRL that
     /// fails to parse keeps the previous one in force and is reported.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let mtime = newest_mtime(&self.crl_paths);
-        let current = self.state.read().map(|s| s.0).unwrap_or(None);
-        if mtime == current {
+        let stamp = crl_stamp(&self.crl_paths);
+        let unchanged = self.state.read().map(|s| s.0 == stamp).unwrap_or(false);
+        if unchanged {
             return Ok(false);
         }
         let inner = build_verifier(&self.roots, &self.crl_paths)?;
         if let Ok(mut s) = self.state.write() {
-            *s = (mtime, inner);
+            *s = (stamp, inner);
         }
         Ok(true)
     }
@@ -246,7 +268,9 @@ impl ClientCertVerifier for ReloadingVerifier {
 
 /// A rustls server configuration: TLS 1.3 only, HTTP/2, client certificate
 /// required from the federation CA and not revoked.
-pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(
+    files: &ServerTlsFiles,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ReloadingVerifier>), TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(&files.ca, "tls.ca")? {
         roots.add(c).map_err(|e| file_err("tls.ca", &files.ca, e))?;
@@ -256,11 +280,11 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(load_certs(&files.cert, "tls.cert")?, load_key(&files.key)?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), verifier))
 }
 
 /// What a server knows of the peer of a connection; tonic puts it in every
@@ -269,6 +293,8 @@ pub fn server_config(files: &ServerTlsFiles) -> Result<Arc<rustls::ServerConfig>
 pub struct PeerInfo {
     /// The peer's identity from its certificate, or why there is none.
     pub identity: Result<SpiffeId, String>,
+    /// The certificate chain it presented, to check again later.
+    pub chain: Vec<CertificateDer<'static>>,
     /// The peer's address.
     pub remote: Option<SocketAddr>,
 }
@@ -361,11 +387,14 @@ pub fn incoming(
                         return;
                     }
                 };
-                let identity = tls
+                let chain: Vec<CertificateDer<'static>> = tls
                     .get_ref()
                     .1
                     .peer_certificates()
-                    .and_then(|c| c.first())
+                    .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+                    .unwrap_or_default();
+                let identity = chain
+                    .first()
                     .ok_or_else(|| "no client certificate".to_string())
                     .and_then(|c| SpiffeId::from_certificate(c).map_err(|e| e.to_string()))
                     .and_then(|id| {
@@ -377,6 +406,7 @@ pub fn incoming(
                 }
                 let peer = PeerInfo {
                     identity,
+                    chain,
                     remote: Some(remote),
                 };
                 let _ = tx.send(Ok(AuthedStream { inner: tls, peer })).await;

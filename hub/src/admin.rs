@@ -1,7 +1,7 @@
 //! The `Admin` gRPC service, for operators only: state digests and audit
 //! verification while the hub runs.
 
-use crate::auth;
+use crate::auth::Auth;
 use crate::store::Store;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::admin_server::Admin;
@@ -11,12 +11,13 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct AdminService {
     store: Store,
+    auth: Auth,
 }
 
 impl AdminService {
     /// Serves operators over `store`.
-    pub fn new(store: Store) -> Self {
-        AdminService { store }
+    pub fn new(store: Store, auth: Auth) -> Self {
+        AdminService { store, auth }
     }
 }
 
@@ -26,7 +27,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::StateDigestRequest>,
     ) -> Result<Response<pb::StateDigestResponse>, Status> {
-        auth::operator(&request)?;
+        self.auth.operator(&request)?;
         let store = self.store.clone();
         let d = tokio::task::spawn_blocking(move || store.state_digest())
             .await
@@ -45,7 +46,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::VerifyAuditRequest>,
     ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
-        auth::operator(&request)?;
+        self.auth.operator(&request)?;
         let store = self.store.clone();
         let head = tokio::task::spawn_blocking(move || store.verify_audit())
             .await

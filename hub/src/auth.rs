@@ -1,54 +1,129 @@
 //! Who is calling, from the certificate read at the TLS handshake (see
-//! `meldnet_core::tls::incoming`). No request field is ever consulted.
+//! `meldnet_core::tls::incoming`), checked again at every call against the
+//! current CRLs and clock: a connection opened before a revocation or an
+//! expiry keeps no rights. No request field is ever consulted. Every refusal
+//! here is logged.
 
 use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::tls::PeerInfo;
+use meldnet_core::tls::{PeerInfo, ReloadingVerifier};
+use std::sync::Arc;
 use tonic::{Request, Status};
 
-/// The caller's identity, or `UNAUTHENTICATED`.
-pub fn caller<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
-    match req.extensions().get::<PeerInfo>() {
-        Some(PeerInfo {
-            identity: Ok(id), ..
-        }) => Ok(id.clone()),
-        Some(PeerInfo {
-            identity: Err(e), ..
-        }) => Err(Status::unauthenticated(format!("client certificate: {e}"))),
-        None => Err(Status::unauthenticated(
-            "client certificate: none presented",
-        )),
-    }
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// Its identity, from its certificate.
+    pub id: SpiffeId,
+    /// Its connection, to check again during long streams.
+    pub peer: PeerInfo,
 }
 
-/// The caller, if it is a node; else `PERMISSION_DENIED`.
-pub fn node<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
-    let id = caller(req)?;
-    match id.role() {
-        Role::Node(_) => Ok(id),
-        _ => Err(Status::permission_denied(format!(
-            "caller: {id} is not a node; only nodes submit reports"
-        ))),
-    }
+/// The hub's authentication: the verifier that also checks each handshake.
+#[derive(Clone)]
+pub struct Auth {
+    verifier: Arc<ReloadingVerifier>,
 }
 
-/// The caller, if it has a delivery queue (a node or an agency).
-pub fn recipient<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
-    let id = caller(req)?;
-    match id.role() {
-        Role::Node(_) | Role::Agency { .. } => Ok(id),
-        _ => Err(Status::permission_denied(format!(
-            "caller: {id} has no delivery queue"
-        ))),
-    }
+fn refuse(peer: Option<&PeerInfo>, status: Status) -> Status {
+    let remote = peer
+        .and_then(|p| p.remote)
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    let who = peer
+        .and_then(|p| p.identity.as_ref().ok())
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    tracing::warn!(caller = %who, %remote, code = ?status.code(), "refused: {}", status.message());
+    status
 }
 
-/// The caller, if it is an operator.
-pub fn operator<T>(req: &Request<T>) -> Result<SpiffeId, Status> {
-    let id = caller(req)?;
-    match id.role() {
-        Role::Operator(_) => Ok(id),
-        _ => Err(Status::permission_denied(format!(
-            "caller: {id} is not an operator"
-        ))),
+impl Auth {
+    /// Authentication with `verifier` (the one the TLS server uses).
+    pub fn new(verifier: Arc<ReloadingVerifier>) -> Self {
+        Auth { verifier }
+    }
+
+    /// Checks that a connection's certificate is still valid now.
+    pub fn still_valid(&self, peer: &PeerInfo) -> Result<(), Status> {
+        self.verifier.recheck(&peer.chain).map_err(|e| {
+            refuse(
+                Some(peer),
+                Status::unauthenticated(format!("client certificate: no longer valid: {e}")),
+            )
+        })
+    }
+
+    /// The caller, or `UNAUTHENTICATED`.
+    pub fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let peer = req.extensions().get::<PeerInfo>();
+        match peer {
+            Some(
+                p @ PeerInfo {
+                    identity: Ok(id), ..
+                },
+            ) => {
+                self.still_valid(p)?;
+                Ok(Caller {
+                    id: id.clone(),
+                    peer: p.clone(),
+                })
+            }
+            Some(
+                p @ PeerInfo {
+                    identity: Err(e), ..
+                },
+            ) => Err(refuse(
+                Some(p),
+                Status::unauthenticated(format!("client certificate: {e}")),
+            )),
+            None => Err(refuse(
+                None,
+                Status::unauthenticated("client certificate: none presented"),
+            )),
+        }
+    }
+
+    fn with_role<T>(
+        &self,
+        req: &Request<T>,
+        allowed: impl Fn(&Role) -> bool,
+        why: &str,
+    ) -> Result<Caller, Status> {
+        let c = self.caller(req)?;
+        if allowed(c.id.role()) {
+            Ok(c)
+        } else {
+            Err(refuse(
+                Some(&c.peer),
+                Status::permission_denied(format!("caller: {} {why}", c.id)),
+            ))
+        }
+    }
+
+    /// The caller, if it is a node; else `PERMISSION_DENIED`.
+    pub fn node<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.with_role(
+            req,
+            |r| matches!(r, Role::Node(_)),
+            "is not a node; only nodes submit reports",
+        )
+    }
+
+    /// The caller, if it has a delivery queue (a node or an agency).
+    pub fn recipient<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.with_role(
+            req,
+            |r| matches!(r, Role::Node(_) | Role::Agency { .. }),
+            "has no delivery queue",
+        )
+    }
+
+    /// The caller, if it is an operator.
+    pub fn operator<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.with_role(
+            req,
+            |r| matches!(r, Role::Operator(_)),
+            "is not an operator",
+        )
     }
 }

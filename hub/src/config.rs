@@ -93,6 +93,13 @@ impl HubConfig {
                 ));
             }
         }
+        if c.tls.crls.is_empty() {
+            return Err(invalid(
+                path,
+                "tls.crls",
+                "at least one CRL file is required: without one no revocation would be checked",
+            ));
+        }
         if c.routing.member_states.is_empty() {
             return Err(invalid(path, "routing.member_states", "must not be empty"));
         }

@@ -2,32 +2,70 @@
 //! by its certificate alone, as a push stream, and acknowledges on the same
 //! stream. Unacknowledged entries are sent again on the next stream;
 //! acknowledged ones are gone from the queue and are never sent again.
+//!
+//! A session sends while the recipient has fewer than `MAX_UNACKED`
+//! deliveries outstanding and reads acknowledgements all the while, so a
+//! backlog of millions flows with bounded memory on both sides. One session
+//! per recipient: a new stream ends the previous one (two readers of one
+//! queue would each get everything). Sessions end when the hub shuts down
+//! and when the recipient's certificate stops being valid.
 
-use crate::auth;
+use crate::auth::{Auth, Caller};
 use crate::store::{Store, StoreError};
 use meldnet_core::identity::SpiffeId;
-use meldnet_core::limits::MAX_DELIVERY_BATCH;
-use meldnet_core::report::Report;
+use meldnet_core::limits::{MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_server::Inbox;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Most sequence numbers in one acknowledgement message.
 const MAX_ACKS: usize = 4096;
+/// Most deliveries sent and not yet acknowledged, per session.
+pub const MAX_UNACKED: usize = 2048;
+
+/// The current session of each recipient.
+#[derive(Default)]
+struct Sessions {
+    next: AtomicU64,
+    current: Mutex<HashMap<SpiffeId, watch::Sender<u64>>>,
+}
+
+impl Sessions {
+    /// Registers a new session for `me`, ending any previous one; returns its
+    /// id and a receiver that changes when a newer session replaces it.
+    fn register(&self, me: &SpiffeId) -> (u64, watch::Receiver<u64>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut map = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = map.entry(me.clone()).or_insert_with(|| watch::channel(0).0);
+        tx.send_replace(id);
+        (id, tx.subscribe())
+    }
+}
 
 /// The service; cheap to clone.
 #[derive(Clone)]
 pub struct InboxService {
     store: Store,
+    auth: Auth,
+    sessions: Arc<Sessions>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl InboxService {
-    /// Serves the queues kept in `store`.
-    pub fn new(store: Store) -> Self {
-        InboxService { store }
+    /// Serves the queues kept in `store`; sessions end when `stopping` turns true.
+    pub fn new(store: Store, auth: Auth, stopping: watch::Receiver<bool>) -> Self {
+        InboxService {
+            store,
+            auth,
+            sessions: Arc::default(),
+            stopping,
+        }
     }
 }
 
@@ -35,10 +73,15 @@ type Out = mpsc::Sender<Result<pb::DeliveryBatch, Status>>;
 
 struct Session {
     store: Store,
-    me: SpiffeId,
+    auth: Auth,
+    caller: Caller,
     tx: Out,
     cursor: u64,
+    /// More may be queued after the cursor.
+    pending: bool,
+    /// The last batch sent said `caught_up` and nothing was sent since.
     announced_caught_up: bool,
+    unacked: HashSet<u64>,
 }
 
 fn storage(e: StoreError) -> Status {
@@ -46,109 +89,138 @@ fn storage(e: StoreError) -> Status {
 }
 
 impl Session {
-    /// Sends everything queued after the cursor. Returns false when the client is gone.
-    async fn fill(&mut self) -> Result<bool, Status> {
-        loop {
-            let (store, me, cursor) = (self.store.clone(), self.me.clone(), self.cursor);
-            let (entries, more) = tokio::task::spawn_blocking(move || {
-                store.queue_after(&me, cursor, MAX_DELIVERY_BATCH)
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(storage)?;
-            if entries.is_empty() {
-                if !self.announced_caught_up {
-                    self.announced_caught_up = true;
-                    let batch = pb::DeliveryBatch {
-                        deliveries: vec![],
-                        caught_up: true,
-                        acked: vec![],
-                    };
-                    return Ok(self.tx.send(Ok(batch)).await.is_ok());
-                }
+    async fn send(&self, batch: pb::DeliveryBatch) -> bool {
+        self.tx.send(Ok(batch)).await.is_ok()
+    }
+
+    /// Sends the next batch (at most `room` deliveries). False: client gone.
+    async fn send_next(&mut self, room: usize) -> Result<bool, Status> {
+        self.auth.still_valid(&self.caller.peer)?;
+        let (store, me, cursor) = (self.store.clone(), self.caller.id.clone(), self.cursor);
+        let limit = room.min(MAX_DELIVERY_BATCH);
+        let (entries, more) = tokio::task::spawn_blocking(move || {
+            store.queue_after(&me, cursor, limit, MAX_DELIVERY_BATCH_BYTES)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(storage)?;
+        self.pending = more;
+        if entries.is_empty() {
+            if self.announced_caught_up {
                 return Ok(true);
             }
-            let mut audit = Vec::with_capacity(entries.len());
-            let deliveries: Vec<pb::Delivery> = entries
-                .into_iter()
-                .map(|(seq, stored)| {
-                    if let Some(id) = stored
-                        .report
-                        .as_ref()
-                        .and_then(|r| Report::decode(&r.report).ok())
-                        .map(|r| r.id)
-                    {
-                        audit.push((seq, id));
-                    }
-                    pb::Delivery {
-                        seq,
-                        report: stored.report,
-                        decision: stored.decision,
-                    }
+            self.announced_caught_up = true;
+            return Ok(self
+                .send(pb::DeliveryBatch {
+                    deliveries: vec![],
+                    caught_up: true,
+                    acked: vec![],
                 })
-                .collect();
-            self.cursor = deliveries.last().map(|d| d.seq).unwrap_or(self.cursor);
-            let n = deliveries.len();
-            self.store.record_delivered(&self.me, audit);
-            self.announced_caught_up = !more;
-            let batch = pb::DeliveryBatch {
+                .await);
+        }
+        let audit: Vec<_> = entries.iter().map(|e| (e.seq, e.report_id)).collect();
+        let n = entries.len();
+        let deliveries: Vec<pb::Delivery> = entries
+            .into_iter()
+            .map(|e| pb::Delivery {
+                seq: e.seq,
+                report: e.stored.report,
+                decision: e.stored.decision,
+            })
+            .collect();
+        self.cursor = deliveries.last().map_or(self.cursor, |d| d.seq);
+        self.unacked.extend(deliveries.iter().map(|d| d.seq));
+        self.announced_caught_up = !more;
+        let sent = self
+            .send(pb::DeliveryBatch {
                 deliveries,
                 caught_up: !more,
                 acked: vec![],
-            };
-            if self.tx.send(Ok(batch)).await.is_err() {
-                return Ok(false);
-            }
+            })
+            .await;
+        if sent {
+            self.store.record_delivered(&self.caller.id, audit);
             metrics::counter!("meldnet_deliveries_sent_total").increment(n as u64);
-            if !more {
-                return Ok(true);
-            }
         }
+        Ok(sent)
     }
 
-    async fn run(mut self, mut acks: Streaming<pb::DeliveryAck>) -> Result<(), Status> {
+    async fn apply_ack(&mut self, ack: pb::DeliveryAck) -> Result<bool, Status> {
+        if ack.seqs.len() > MAX_ACKS {
+            let status = Status::invalid_argument(format!(
+                "delivery_ack.seqs: {} entries, at most {MAX_ACKS}",
+                ack.seqs.len()
+            ));
+            tracing::warn!(recipient = %self.caller.id, "refused: {}", status.message());
+            return Err(status);
+        }
+        let applied = self
+            .store
+            .ack(&self.caller.id, ack.seqs)
+            .await
+            .map_err(storage)?;
+        for s in &applied {
+            self.unacked.remove(s);
+        }
+        metrics::counter!("meldnet_deliveries_acked_total").increment(applied.len() as u64);
+        Ok(self
+            .send(pb::DeliveryBatch {
+                deliveries: vec![],
+                caught_up: self.announced_caught_up && !self.pending,
+                acked: applied,
+            })
+            .await)
+    }
+
+    async fn run(
+        mut self,
+        mut acks: Streaming<pb::DeliveryAck>,
+        session_id: u64,
+        mut superseded: watch::Receiver<u64>,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<(), Status> {
         let mut generation = self.store.subscribe();
         generation.borrow_and_update();
-        if !self.fill().await? {
-            return Ok(());
-        }
         loop {
+            let room = MAX_UNACKED.saturating_sub(self.unacked.len());
+            let can_send = self.pending && room > 0;
             tokio::select! {
-                changed = generation.changed() => {
+                biased;
+                _ = stopping.changed() => {
+                    return Err(Status::unavailable("the hub is shutting down; reconnect later"));
+                }
+                _ = superseded.changed() => {
+                    if *superseded.borrow() != session_id {
+                        return Err(Status::aborted(
+                            "superseded: a newer delivery stream of the same recipient took over",
+                        ));
+                    }
+                }
+                ack = acks.next() => match ack {
+                    Some(Ok(a)) => {
+                        if !self.apply_ack(a).await? {
+                            return Ok(());
+                        }
+                    }
+                    Some(Err(status)) => {
+                        tracing::debug!(recipient = %self.caller.id, %status, "delivery stream closed by client");
+                        return Ok(());
+                    }
+                    None => return Ok(()),
+                },
+                changed = generation.changed(), if !self.pending => {
                     if changed.is_err() {
                         return Ok(());
                     }
                     generation.borrow_and_update();
-                    if !self.fill().await? {
-                        return Ok(());
-                    }
-                }
-                ack = acks.next() => {
-                    let ack = match ack {
-                        Some(Ok(a)) => a,
-                        Some(Err(status)) => {
-                            tracing::debug!(recipient = %self.me, %status, "delivery stream closed by client");
-                            return Ok(());
-                        }
-                        None => return Ok(()),
-                    };
-                    if ack.seqs.len() > MAX_ACKS {
-                        return Err(Status::invalid_argument(format!(
-                            "delivery_ack.seqs: {} entries, at most {MAX_ACKS}", ack.seqs.len()
-                        )));
-                    }
-                    let applied = self.store.ack(&self.me, ack.seqs).await.map_err(storage)?;
-                    metrics::counter!("meldnet_deliveries_acked_total").increment(applied.len() as u64);
-                    let batch = pb::DeliveryBatch {
-                        deliveries: vec![],
-                        caught_up: self.announced_caught_up,
-                        acked: applied,
-                    };
-                    if self.tx.send(Ok(batch)).await.is_err() {
-                        return Ok(());
-                    }
+                    self.pending = true;
                 }
                 _ = self.tx.closed() => return Ok(()),
+                _ = std::future::ready(()), if can_send => {
+                    if !self.send_next(room).await? {
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -163,19 +235,24 @@ impl Inbox for InboxService {
         &self,
         request: Request<Streaming<pb::DeliveryAck>>,
     ) -> Result<Response<Self::ReceiveStream>, Status> {
-        let me = auth::recipient(&request)?;
-        tracing::info!(recipient = %me, "delivery stream opened");
+        let caller = self.auth.recipient(&request)?;
+        tracing::info!(recipient = %caller.id, "delivery stream opened");
+        let (session_id, superseded) = self.sessions.register(&caller.id);
         let (tx, rx) = mpsc::channel(4);
         let session = Session {
             store: self.store.clone(),
-            me,
+            auth: self.auth.clone(),
+            caller,
             tx: tx.clone(),
             cursor: 0,
+            pending: true,
             announced_caught_up: false,
+            unacked: HashSet::new(),
         };
         let acks = request.into_inner();
+        let stopping = self.stopping.clone();
         tokio::spawn(async move {
-            if let Err(status) = session.run(acks).await {
+            if let Err(status) = session.run(acks, session_id, superseded, stopping).await {
                 let _ = tx.send(Err(status)).await;
             }
         });

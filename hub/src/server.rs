@@ -2,6 +2,7 @@
 //! gRPC services (plus health and reflection) over mTLS.
 
 use crate::admin::AdminService;
+use crate::auth::Auth;
 use crate::config::HubConfig;
 use crate::delivery::InboxService;
 use crate::ingest::Ingest;
@@ -94,7 +95,8 @@ pub async fn run(
     ));
     let store = Store::open(&cfg.data_dir)?;
     let ingest = Ingest::new(keyring, router, signer, store.clone());
-    let tls = server_config(&cfg.tls)?;
+    let (tls, verifier) = server_config(&cfg.tls)?;
+    let auth = Auth::new(verifier);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, federation = %cfg.federation, "hub listening (mTLS, TLS 1.3)");
@@ -117,18 +119,24 @@ pub async fn run(
         })?;
 
     let incoming = incoming(listener, tls, cfg.federation.clone());
+    // Delivery streams never end by themselves: tell them when to.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            SubmissionServer::new(SubmissionService::new(ingest))
+            SubmissionServer::new(SubmissionService::new(ingest, auth.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            InboxServer::new(InboxService::new(store.clone()))
+            InboxServer::new(InboxService::new(store.clone(), auth.clone(), stopping))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(AdminServer::new(AdminService::new(store.clone())))
+        .add_service(AdminServer::new(AdminService::new(store.clone(), auth)))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     store.flush()?;

@@ -93,6 +93,17 @@ enum WriteOp {
     Delivered(SpiffeId, Vec<(u64, ReportId)>),
 }
 
+/// One entry of a recipient's queue, with the stored report it points to.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    /// Position in the queue; what the recipient acknowledges.
+    pub seq: u64,
+    /// The report.
+    pub report_id: ReportId,
+    /// The signed report and signed decision, as stored.
+    pub stored: pb::StoredReport,
+}
+
 /// Counts and a digest over everything stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateDigest {
@@ -242,14 +253,16 @@ impl Store {
         self.generation.clone()
     }
 
-    /// Up to `limit` queue entries of `recipient` after `after` (exclusive),
-    /// with their stored reports, in queue order.
+    /// Queue entries of `recipient` after `after` (exclusive), in queue
+    /// order: at most `limit` entries and, past the first, at most
+    /// `max_bytes` of stored records. Also says whether more entries follow.
     pub fn queue_after(
         &self,
         recipient: &SpiffeId,
         after: u64,
         limit: usize,
-    ) -> Result<(Vec<(u64, pb::StoredReport)>, bool), StoreError> {
+        max_bytes: usize,
+    ) -> Result<(Vec<QueueEntry>, bool), StoreError> {
         let prefix = queue_prefix(recipient);
         let start = queue_key(&prefix, after.saturating_add(1));
         let mut end = prefix.clone();
@@ -257,12 +270,11 @@ impl Store {
             *last = 1;
         }
         let mut out = Vec::new();
-        let mut more = false;
+        let mut bytes = 0usize;
         for kv in self.tree.range(start..end) {
             let (k, v) = kv?;
             if out.len() == limit {
-                more = true;
-                break;
+                return Ok((out, true));
             }
             let seq_bytes: [u8; 8] = k[prefix.len()..]
                 .try_into()
@@ -271,16 +283,21 @@ impl Store {
                 .as_ref()
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("queue entry".into()))?;
-            let rid = ReportId::from_bytes(id);
-            let stored = self.tree.get(report_key(&rid))?.ok_or_else(|| {
-                StoreError::Corrupt(format!("queue entry for missing report {rid}"))
+            let report_id = ReportId::from_bytes(id);
+            let stored = self.tree.get(report_key(&report_id))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("queue entry for missing report {report_id}"))
             })?;
-            out.push((
-                u64::from_be_bytes(seq_bytes),
-                decode_report(&stored, "report")?,
-            ));
+            if !out.is_empty() && bytes + stored.len() > max_bytes {
+                return Ok((out, true));
+            }
+            bytes += stored.len();
+            out.push(QueueEntry {
+                seq: u64::from_be_bytes(seq_bytes),
+                report_id,
+                stored: decode_report(&stored, "report")?,
+            });
         }
-        Ok((out, more))
+        Ok((out, false))
     }
 
     /// A stored report by id.
@@ -416,17 +433,25 @@ impl Writer {
                 }
             }
         }
-        let result = if failure.is_some() {
-            Err(failure.unwrap_or(StoreError::WriterGone))
-        } else {
-            self.stage_meta(&mut batch);
-            self.tree
-                .apply_batch(batch)
-                .and_then(|_| self.db.flush().map(|_| ()))
-                .map_err(StoreError::from)
+        let result = match failure {
+            Some(e) => Err(e),
+            None => {
+                self.stage_meta(&mut batch);
+                self.tree.apply_batch(batch).map_err(StoreError::from)
+            }
         };
+        if result.is_ok() && !replies.is_empty() {
+            // The durability point. Once the batch is applied its sequence
+            // numbers are taken; if it cannot be made durable the hub must not
+            // go on (it could reuse them) nor answer: it stops, and on restart
+            // sled recovers a consistent prefix, which clients re-send into.
+            if let Err(e) = self.db.flush() {
+                tracing::error!(error = %e, "flush failed after apply: stopping the hub to keep the store consistent");
+                std::process::abort();
+            }
+        }
         if let Err(e) = result {
-            // Nothing of this group is acknowledged; the counters go back.
+            // Nothing of this group was applied or acknowledged; the counters go back.
             tracing::error!(error = %e, "commit failed");
             (self.head, self.next_queue_seq) = saved;
             for r in replies {
@@ -614,20 +639,31 @@ mod tests {
             ],
         );
         store.commit_reports(vec![a, b]).await.unwrap();
-        let (de_q, more) = store.queue_after(&de, 0, 10).unwrap();
+        let (de_q, more) = store.queue_after(&de, 0, 10, usize::MAX).unwrap();
         assert_eq!(de_q.len(), 2);
         assert!(!more);
-        let (fr_q, _) = store.queue_after(&fr, 0, 10).unwrap();
+        // A byte budget smaller than one record still lets one entry through.
+        let (page, more) = store.queue_after(&de, 0, 10, 1).unwrap();
+        assert_eq!(page.len(), 1);
+        assert!(more);
+        let (fr_q, _) = store.queue_after(&fr, 0, 10, usize::MAX).unwrap();
         assert_eq!(fr_q.len(), 1);
-        let fr_seq = fr_q[0].0;
+        let fr_seq = fr_q[0].seq;
         // DE acknowledging FR's sequence number changes nothing of FR's queue.
         store.ack(&de, vec![fr_seq]).await.unwrap();
-        assert_eq!(store.queue_after(&fr, 0, 10).unwrap().0.len(), 1);
-        let de_seqs: Vec<u64> = de_q.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            store.queue_after(&fr, 0, 10, usize::MAX).unwrap().0.len(),
+            1
+        );
+        let de_seqs: Vec<u64> = de_q.iter().map(|e| e.seq).collect();
         store.ack(&de, de_seqs).await.unwrap();
-        assert!(store.queue_after(&de, 0, 10).unwrap().0.is_empty());
+        assert!(store
+            .queue_after(&de, 0, 10, usize::MAX)
+            .unwrap()
+            .0
+            .is_empty());
         // Paging: limit and "more".
-        let (page, more) = store.queue_after(&fr, 0, 0).unwrap();
+        let (page, more) = store.queue_after(&fr, 0, 0, usize::MAX).unwrap();
         assert!(page.is_empty() && more);
     }
 

@@ -1,7 +1,7 @@
 //! The `Submission` gRPC service: nodes hand in signed reports, one at a
 //! time or as a stream of batches.
 
-use crate::auth;
+use crate::auth::Auth;
 use crate::ingest::Ingest;
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::limits::MAX_BATCH_REPORTS;
@@ -15,12 +15,13 @@ use tonic::{Request, Response, Status, Streaming};
 #[derive(Clone)]
 pub struct SubmissionService {
     ingest: Ingest,
+    auth: Auth,
 }
 
 impl SubmissionService {
     /// Serves submissions into `ingest`.
-    pub fn new(ingest: Ingest) -> Self {
-        SubmissionService { ingest }
+    pub fn new(ingest: Ingest, auth: Auth) -> Self {
+        SubmissionService { ingest, auth }
     }
 }
 
@@ -36,7 +37,7 @@ impl Submission for SubmissionService {
         &self,
         request: Request<pb::SignedReport>,
     ) -> Result<Response<pb::Receipt>, Status> {
-        let caller = auth::node(&request)?;
+        let caller = self.auth.node(&request)?.id;
         let mut results = self
             .ingest
             .submit(&caller, vec![request.into_inner()])
@@ -56,7 +57,7 @@ impl Submission for SubmissionService {
         &self,
         request: Request<Streaming<pb::SubmitBatch>>,
     ) -> Result<Response<Self::SubmitStreamStream>, Status> {
-        let caller = auth::node(&request)?;
+        let caller = self.auth.node(&request)?.id;
         let mut inbound = request.into_inner();
         let ingest = self.ingest.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);

@@ -9,7 +9,7 @@
 use crate::outbox::{Outbox, OutboxError};
 use meldnet_core::hash::Sha256;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::limits::MAX_MESSAGE_BYTES;
+use meldnet_core::limits::{MAX_MESSAGE_BYTES, MAX_SUBMIT_BATCH_BYTES};
 use meldnet_core::provenance::verify_receipt;
 use meldnet_core::report::ReportId;
 use meldnet_proto::v1 as pb;
@@ -17,8 +17,44 @@ use meldnet_proto::v1::submission_client::SubmissionClient;
 use std::time::Instant;
 use tonic::transport::Channel;
 
-/// Reports per `SubmitBatch`.
+/// Reports per `SubmitBatch`, at most (and `MAX_SUBMIT_BATCH_BYTES`).
 pub const BATCH: usize = 256;
+
+/// Cuts signed reports into batches of at most `BATCH` reports and
+/// `MAX_SUBMIT_BATCH_BYTES` of report bytes, so that no batch can exceed what
+/// the hub decodes. `size` says how large an item is.
+pub fn cut_batches<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for it in items {
+        let n = size(&it);
+        if !cur.is_empty() && (cur.len() == BATCH || bytes + n > MAX_SUBMIT_BATCH_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += n;
+        cur.push(it);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Whether a refusal is final: the report itself is wrong, and sending it
+/// again cannot help. Anything else (the hub could not store, a key not yet
+/// registered, a limit) leaves the report in the outbox.
+pub fn is_final(refusal: &pb::Refusal) -> bool {
+    use tonic::Code;
+    [
+        Code::InvalidArgument,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+    ]
+    .iter()
+    .any(|c| *c as i32 == refusal.code)
+}
 /// Batches sent ahead of their answers.
 pub const IN_FLIGHT: usize = 8;
 
@@ -94,7 +130,7 @@ pub async fn submit_outbox(
     // What each batch held: ids and the digests the receipts must match.
     let mut sent: Vec<Vec<(ReportId, Sha256)>> = Vec::new();
     let mut batches = Vec::new();
-    for chunk in pending.chunks(BATCH) {
+    for chunk in cut_batches(pending, |(_, sr)| sr.report.len()) {
         sent.push(
             chunk
                 .iter()
@@ -102,7 +138,7 @@ pub async fn submit_outbox(
                 .collect(),
         );
         batches.push(pb::SubmitBatch {
-            reports: chunk.iter().map(|(_, sr)| sr.clone()).collect(),
+            reports: chunk.into_iter().map(|(_, sr)| sr).collect(),
         });
     }
     let mut settle_error = None;
@@ -126,13 +162,12 @@ pub async fn submit_outbox(
                         }
                     }
                 }
-                Some(pb::submit_result::Outcome::Refusal(refusal)) => {
-                    if refusal.code != tonic::Code::Unavailable as i32 {
-                        summary.refused.push((*id, refusal.clone()));
-                        refused.push((*id, refusal));
-                    }
+                Some(pb::submit_result::Outcome::Refusal(refusal)) if is_final(&refusal) => {
+                    summary.refused.push((*id, refusal.clone()));
+                    refused.push((*id, refusal));
                 }
-                None => {}
+                // Not final: the report stays in the outbox.
+                Some(pb::submit_result::Outcome::Refusal(_)) | None => {}
             }
         }
         settled += receipts.len() + refused.len();
@@ -149,4 +184,25 @@ pub async fn submit_outbox(
     stream?;
     summary.retry = total - settled;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_by_count_and_bytes() {
+        let small: Vec<usize> = vec![10; 600];
+        let b = cut_batches(small, |n| *n);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [256, 256, 88]);
+        let big: Vec<usize> = vec![3 * 1024 * 1024; 5];
+        let b = cut_batches(big, |n| *n);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        assert!(b
+            .iter()
+            .all(|c| c.iter().sum::<usize>() <= MAX_SUBMIT_BATCH_BYTES));
+        // One item larger than the budget still travels, alone.
+        let b = cut_batches(vec![MAX_SUBMIT_BATCH_BYTES + 1, 1], |n| *n);
+        assert_eq!(b.len(), 2);
+    }
 }

@@ -70,6 +70,41 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Report ids a `pull`/`inbox` run stored, from its JSON lines.
+pub fn stored_ids(o: &Output) -> Vec<String> {
+    json_lines(o)
+        .iter()
+        .filter_map(|l| l["report_id"].as_str().map(String::from))
+        .collect()
+}
+
+/// How many deliveries a `pull`/`inbox` run received that it had already
+/// stored: anything but 0 means the hub delivered an acknowledged report again.
+pub fn already_stored(o: &Output) -> usize {
+    let err = stderr(o);
+    err.split(", ")
+        .find_map(|part| part.strip_suffix(" already stored"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no summary in: {err}"))
+}
+
+/// Asserts that a receive run got exactly `expected` (in any order) and
+/// nothing it had before.
+pub fn assert_received(o: &Output, expected: &[String]) {
+    assert!(o.status.success(), "receive failed: {}", stderr(o));
+    let mut got = stored_ids(o);
+    got.sort();
+    let mut want = expected.to_vec();
+    want.sort();
+    assert_eq!(got, want, "{}", stderr(o));
+    assert_eq!(
+        already_stored(o),
+        0,
+        "an acknowledged delivery came again: {}",
+        stderr(o)
+    );
+}
+
 /// A federation in a temporary folder, with the hub as a child process.
 pub struct Federation {
     dir: tempfile::TempDir,

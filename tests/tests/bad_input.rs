@@ -139,6 +139,27 @@ async fn each_bad_input_is_refused_naming_the_field_and_changes_nothing() {
         "{e:?}"
     );
     assert!(e.message().contains("too large"), "{e:?}");
+    // Bytes outside the schema: an unknown field could carry anything.
+    let mut bytes = prost::Message::encode_to_vec(&sample_report("NL", "DE").to_proto());
+    bytes.extend_from_slice(&[0x9a, 0x06, 0x04, 0xff, 0xd8, 0xff, 0xe0]);
+    let sr = pb::SignedReport {
+        signature: key
+            .sign(meldnet_core::signing::Context::Report, &bytes)
+            .to_vec(),
+        key_id: key.public().id().to_string(),
+        report: bytes,
+    };
+    refused(&mut nl, sr, Code::InvalidArgument, "report").await;
+    // A URL scheme that carries content instead of a place.
+    let mut r = sample_report("NL", "DE").to_proto();
+    r.url = "data://image/jpeg;base64,AAAA".into();
+    refused(
+        &mut nl,
+        sign_proto(&r, &key),
+        Code::InvalidArgument,
+        "report.url",
+    )
+    .await;
     // Replayed id with different content.
     let mut replay = good.clone();
     replay.url = "https://other.example.test/".into();

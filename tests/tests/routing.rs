@@ -42,12 +42,7 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
     // Police DE.
     let out_bka = fed.scratch("bka");
     let o = fed.pull("DE-bka", &["--out", out_bka.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let got: Vec<String> = json_lines(&o)
-        .iter()
-        .filter_map(|l| l["report_id"].as_str().map(String::from))
-        .collect();
-    assert_eq!(got, std::slice::from_ref(&id));
+    assert_received(&o, std::slice::from_ref(&id));
     let json_file = out_bka.join(format!("{id}.json"));
     let pb_file = out_bka.join(format!("{id}.pb"));
     let stored: serde_json::Value =
@@ -90,15 +85,25 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
         stdout(&v)
     );
 
+    // A copy whose readable URL was edited does not verify either.
+    let mut doc = stored.clone();
+    doc["url"] = "https://innocent.example.test/".into();
+    let edited = fed.scratch("tampered").join("edited.json");
+    std::fs::write(&edited, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let v = run(Command::new(bin("meldnet-agency"))
+        .args(["verify", "--keyring"])
+        .arg(&keyring)
+        .arg(&edited));
+    assert!(
+        !v.status.success(),
+        "an edited readable field must not verify"
+    );
+    assert!(stdout(&v).contains("url:"), "{}", stdout(&v));
+
     // Node DE (hosting country's hotline).
     let out_de = fed.scratch("de-inbox");
     let o = fed.node("DE", &["inbox", "--out", out_de.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let got: Vec<String> = json_lines(&o)
-        .iter()
-        .filter_map(|l| l["report_id"].as_str().map(String::from))
-        .collect();
-    assert_eq!(got, std::slice::from_ref(&id));
+    assert_received(&o, std::slice::from_ref(&id));
 
     // Exactly once: acknowledged deliveries never come again.
     for (o, what) in [
@@ -112,10 +117,11 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
         ),
     ] {
         assert!(o.status.success(), "{what}: {}", stderr(&o));
+        assert_received(&o, &[]);
         assert!(
-            json_lines(&o).is_empty(),
-            "{what} received again: {}",
-            stdout(&o)
+            stderr(&o).contains(": 0 stored, 0 already stored"),
+            "{what}: {}",
+            stderr(&o)
         );
     }
     // Nobody else received it.

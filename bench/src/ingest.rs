@@ -1,0 +1,351 @@
+//! `meldnet-bench ingest`: a real hub and several node processes over mTLS on
+//! loopback. Phase 1: the nodes (having signed before the clock starts) push
+//! N reports as fast as the protocol allows; the clock stops at the last
+//! receipt, and a receipt is only sent after its report, decision and queue
+//! entries are flushed. Phase 2: police DE and node DE drain their queues.
+//! Peer, in the same run: Ed25519 `verify_strict` in a plain loop on the same
+//! cores. Last line: one JSON object with the figures.
+
+use crate::stats::{peak_rss_mb, percentile, unix_us};
+use crate::verify_limit;
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Arguments of `meldnet-bench ingest`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngestArgs {
+    /// Reports to submit.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub reports: usize,
+    /// Node processes submitting at once.
+    #[arg(long, default_value_t = 4)]
+    pub nodes: usize,
+    /// Items (files) per report.
+    #[arg(long, default_value_t = 4)]
+    pub items: usize,
+    /// Keep the federation here instead of a temporary folder.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Seconds of the plain-verify peer measurement.
+    #[arg(long, default_value_t = 3.0)]
+    pub verify_secs: f64,
+    /// Check that every report reached both recipients exactly once (reads every delivered file name).
+    #[arg(long)]
+    pub check: bool,
+}
+
+const ORIGINS: [&str; 8] = ["NL", "FR", "BE", "AT", "IT", "ES", "PL", "SE"];
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let p = exe.parent().map(|d| d.join(name)).unwrap_or_default();
+    if !p.exists() {
+        bail!(
+            "{} not found next to meldnet-bench: build the workspace's binaries first",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    ids: PathBuf,
+}
+
+impl Worker {
+    fn event(&mut self, want: &str) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stdout.read_line(&mut line)? == 0 {
+                let status = self.child.wait()?;
+                bail!("node worker ended ({status}) before '{want}'");
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["event"] == want {
+                    return Ok(v);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a receive command to the end; returns (stored, already stored, seconds).
+fn drain(mut cmd: Command) -> anyhow::Result<Child> {
+    Ok(cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?)
+}
+
+fn summary_counts(stderr: &str) -> (usize, usize) {
+    let num = |suffix: &str| -> usize {
+        stderr
+            .split([',', ':'])
+            .find_map(|p| p.trim().strip_suffix(suffix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (num(" stored"), num(" already stored"))
+}
+
+fn delivered_ids(dir: &Path) -> anyhow::Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name();
+        if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pb")) {
+            out.insert(id.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the benchmark and prints the figures.
+pub fn run(a: IngestArgs) -> anyhow::Result<()> {
+    if a.nodes == 0 || a.nodes > ORIGINS.len() {
+        bail!("--nodes must be 1..={}", ORIGINS.len());
+    }
+    let tmp = tempfile::tempdir()?;
+    let root = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let fed = root.join("fed");
+    let hub_addr = format!("127.0.0.1:{}", free_port()?);
+    let origins = &ORIGINS[..a.nodes];
+    let mut nodes: Vec<&str> = origins.to_vec();
+    nodes.push("DE");
+    let st = Command::new(sibling("meldnet-certs")?)
+        .args(["init", "--dir"])
+        .arg(&fed)
+        .args([
+            "--federation",
+            "bench.meldnet.test",
+            "--nodes",
+            &nodes.join(","),
+            "--agencies",
+            "DE/bka",
+            "--hub-addr",
+            &hub_addr,
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("meldnet-certs init failed");
+    }
+
+    // The hub.
+    let ready = root.join("hub.ready");
+    let hub_log = std::fs::File::create(root.join("hub.log"))?;
+    let mut hub = Command::new(sibling("meldnet-hub")?)
+        .args(["serve", "--config"])
+        .arg(fed.join("hub/hub.toml"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(hub_log)
+        .spawn()?;
+    let hub_pid = hub.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        if Instant::now() > deadline || hub.try_wait()?.is_some() {
+            bail!("hub did not start; see {}", root.join("hub.log").display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The node workers sign their share before the clock starts.
+    eprintln!(
+        "ingest: {} reports of {} items from {} node processes",
+        a.reports, a.items, a.nodes
+    );
+    let bench = std::env::current_exe()?;
+    let mut workers = Vec::new();
+    for (i, cc) in origins.iter().enumerate() {
+        let share = a.reports / a.nodes + usize::from(i < a.reports % a.nodes);
+        let ids = root.join(format!("ids-{cc}.txt"));
+        let mut child = Command::new(&bench)
+            .args(["node-worker", "--config"])
+            .arg(fed.join(format!("nodes/{cc}/node.toml")))
+            .args([
+                "--reports",
+                &share.to_string(),
+                "--items",
+                &a.items.to_string(),
+                "--ids-out",
+            ])
+            .arg(&ids)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
+        workers.push(Worker {
+            child,
+            stdin,
+            stdout,
+            ids,
+        });
+    }
+    let mut sign_start = u64::MAX;
+    let mut sign_end = 0u64;
+    let mut report_bytes = 0u64;
+    for w in &mut workers {
+        let v = w.event("ready")?;
+        sign_start = sign_start.min(v["sign_start_us"].as_u64().unwrap_or(0));
+        sign_end = sign_end.max(v["sign_end_us"].as_u64().unwrap_or(0));
+        report_bytes = report_bytes.max(v["avg_report_bytes"].as_u64().unwrap_or(0));
+    }
+    let signing_per_s = a.reports as f64 / ((sign_end.saturating_sub(sign_start)) as f64 / 1e6);
+    eprintln!(
+        "signed {} reports at {signing_per_s:.0}/s (before the clock), {report_bytes} bytes each",
+        a.reports
+    );
+
+    // Phase 1: go.
+    let start = unix_us();
+    for w in &mut workers {
+        writeln!(w.stdin, "go")?;
+        w.stdin.flush()?;
+    }
+    let mut receipted = 0usize;
+    let mut refused = 0usize;
+    let mut last = start;
+    let mut lat_ms: Vec<f64> = Vec::with_capacity(a.reports);
+    for w in &mut workers {
+        let v = w.event("done")?;
+        receipted += v["receipted"].as_u64().unwrap_or(0) as usize;
+        refused += v["refused"].as_u64().unwrap_or(0) as usize;
+        if let Some(msg) = v["first_refusal"].as_str() {
+            eprintln!("a refusal: {msg}");
+        }
+        last = last.max(v["last_receipt_us"].as_u64().unwrap_or(0));
+        for pair in v["batch_latencies_us"].as_array().into_iter().flatten() {
+            let us = pair[0].as_f64().unwrap_or(0.0);
+            let n = pair[1].as_u64().unwrap_or(0) as usize;
+            lat_ms.extend(std::iter::repeat_n(us / 1000.0, n));
+        }
+        w.child.wait()?;
+    }
+    let ingest_secs = (last.saturating_sub(start)) as f64 / 1e6;
+    let ingest_per_s = receipted as f64 / ingest_secs;
+    let p50 = percentile(&mut lat_ms, 50.0);
+    let p99 = percentile(&mut lat_ms, 99.0);
+    let rss_after_ingest = peak_rss_mb(hub_pid).unwrap_or(0.0);
+    eprintln!("phase 1: {receipted} receipted, {refused} refused in {ingest_secs:.2} s: {ingest_per_s:.0} reports/s; receipt p50 {p50:.1} ms, p99 {p99:.1} ms; hub peak RSS {rss_after_ingest:.0} MiB");
+
+    // The peer: plain single verification on the same cores, hub idle.
+    let verify_limit = verify_limit::measure(report_bytes as usize, a.verify_secs);
+    let ratio = ingest_per_s / verify_limit;
+    eprintln!("peer: verify_strict in a plain loop on all cores: {verify_limit:.0}/s; ingest/limit = {ratio:.3}");
+
+    // Phase 2: drain both queues at once.
+    let out_bka = root.join("deliveries-bka");
+    let out_de = root.join("deliveries-node-de");
+    let t = Instant::now();
+    let agency = drain({
+        let mut c = Command::new(sibling("meldnet-agency")?);
+        c.args(["pull", "--config"])
+            .arg(fed.join("agencies/DE-bka/agency.toml"))
+            .arg("--out")
+            .arg(&out_bka);
+        c
+    })?;
+    let node = drain({
+        let mut c = Command::new(sibling("meldnet-node")?);
+        c.args(["inbox", "--config"])
+            .arg(fed.join("nodes/DE/node.toml"))
+            .arg("--out")
+            .arg(&out_de);
+        c
+    })?;
+    let mut stored_total = 0;
+    let mut again_total = 0;
+    let mut counts = Vec::new();
+    for (what, child) in [("police DE", agency), ("node DE", node)] {
+        let out = child.wait_with_output()?;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!("{what} failed: {err}");
+        }
+        let (stored, again) = summary_counts(&err);
+        counts.push((what, stored, again));
+        stored_total += stored;
+        again_total += again;
+    }
+    let drain_secs = t.elapsed().as_secs_f64();
+    let deliveries_per_s = stored_total as f64 / drain_secs;
+    let hub_peak_rss_mb = peak_rss_mb(hub_pid).unwrap_or(rss_after_ingest);
+    eprintln!("phase 2: {stored_total} deliveries stored and acknowledged in {drain_secs:.2} s: {deliveries_per_s:.0}/s ({counts:?})");
+
+    let mut exactly_once = counts
+        .iter()
+        .all(|(_, stored, again)| *stored == receipted && *again == 0)
+        && again_total == 0
+        && receipted == a.reports;
+    if a.check {
+        let mut submitted = HashSet::new();
+        for w in &workers {
+            for line in std::fs::read_to_string(&w.ids)?.lines() {
+                submitted.insert(line.to_string());
+            }
+        }
+        for dir in [&out_bka, &out_de] {
+            let got = delivered_ids(dir)?;
+            if got != submitted {
+                eprintln!(
+                    "{}: {} delivered, {} submitted, sets differ",
+                    dir.display(),
+                    got.len(),
+                    submitted.len()
+                );
+                exactly_once = false;
+            }
+        }
+    }
+    // Stop the hub (SIGTERM), then the figures.
+    // SAFETY: kill only sends a signal to the process we started.
+    unsafe {
+        libc::kill(hub_pid as i32, libc::SIGTERM);
+    }
+    let _ = hub.wait();
+    let figures = json!({
+        "reports": a.reports,
+        "nodes": a.nodes,
+        "items_per_report": a.items,
+        "report_bytes": report_bytes,
+        "receipted": receipted,
+        "refused": refused,
+        "ingest_seconds": ingest_secs,
+        "ingest_reports_per_s": ingest_per_s,
+        "verify_limit_per_s": verify_limit,
+        "ratio": ratio,
+        "receipt_p50_ms": p50,
+        "receipt_p99_ms": p99,
+        "hub_peak_rss_mb": hub_peak_rss_mb,
+        "deliveries": stored_total,
+        "drain_seconds": drain_secs,
+        "deliveries_per_s": deliveries_per_s,
+        "signing_per_s": signing_per_s,
+        "exactly_once": exactly_once,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+    });
+    println!("{figures}");
+    if !exactly_once {
+        bail!("not every report arrived exactly once");
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! `meldnet-bench`: benchmarks as commands. Each starts real processes over
+//! mTLS on loopback and measures its peer in the same run; the last line of
+//! output is one JSON object with the figures.
+
+mod ingest;
+mod stats;
+mod verify_limit;
+mod worker;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "meldnet-bench",
+    version,
+    about = "Benchmarks of the federation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A hub and node processes: N signed reports submitted, then drained to recipients.
+    Ingest(ingest::IngestArgs),
+    /// One node process of `ingest` (started by it, not by hand).
+    #[command(hide = true)]
+    NodeWorker(worker::WorkerArgs),
+}
+
+/// Errors are printed once, with their causes, and exit status 1.
+fn main() -> std::process::ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    meldnet_core::cli::init_logging("warn");
+    let result = match Cli::parse().command {
+        Command::Ingest(a) => ingest::run(a),
+        Command::NodeWorker(a) => worker::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meldnet-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
