@@ -42,7 +42,7 @@ impl CountryCode {
         if b.len() != 2 || !b.iter().all(u8::is_ascii_uppercase) {
             return Err(CountryError::Shape(truncate(s)));
         }
-        if !ASSIGNED.split_ascii_whitespace().any(|c| c == s) {
+        if !assigned_table()[table_index(b[0], b[1])] {
             return Err(CountryError::Unassigned(s.to_string()));
         }
         Ok(CountryCode([b[0], b[1]]))
@@ -58,6 +58,24 @@ impl CountryCode {
     pub fn is_eu_member(&self) -> bool {
         EU_MEMBER_STATES.contains(&self.as_str())
     }
+}
+
+fn table_index(a: u8, b: u8) -> usize {
+    usize::from(a - b'A') * 26 + usize::from(b - b'A')
+}
+
+/// One flag per two-letter combination: parsing is a lookup, not a scan
+/// (the hub parses several codes per report, millions of reports a minute).
+fn assigned_table() -> &'static [bool; 676] {
+    static TABLE: std::sync::OnceLock<[bool; 676]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [false; 676];
+        for c in ASSIGNED.split_ascii_whitespace() {
+            let b = c.as_bytes();
+            t[table_index(b[0], b[1])] = true;
+        }
+        t
+    })
 }
 
 fn truncate(s: &str) -> String {

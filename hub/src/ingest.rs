@@ -10,7 +10,7 @@ use meldnet_core::hash::Sha256;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
 use meldnet_core::provenance::{lookup_key, Envelope};
-use meldnet_core::report::Report;
+use meldnet_core::report::{Report, ReportId};
 use meldnet_core::signing::{Context, SigningKey};
 use meldnet_core::time::now_ms;
 use meldnet_proto::v1 as pb;
@@ -27,17 +27,14 @@ pub struct Ingest {
 }
 
 /// The receipt for a stored report: the same bytes every time it is asked for.
-pub fn receipt(stored: &pb::StoredReport) -> pb::Receipt {
+pub fn receipt(id: &ReportId, stored: &pb::StoredReport) -> pb::Receipt {
     let bytes = stored
         .report
         .as_ref()
         .map(|r| r.report.as_slice())
         .unwrap_or_default();
-    let id = Report::decode(bytes)
-        .map(|r| r.id.to_string())
-        .unwrap_or_default();
     pb::Receipt {
-        report_id: id,
+        report_id: id.to_string(),
         report_digest: Sha256::of(bytes).0.to_vec(),
         decision: stored.decision.clone(),
     }
@@ -108,7 +105,17 @@ impl Ingest {
         };
         let decision_bytes = decision.encode_to_vec();
         let signature = self.signer.sign(Context::Decision, &decision_bytes);
-        let summary = format!("sha256 {digest}; {}", route.reasons.join("; "));
+        // The audit record: short, the decision itself is stored and signed.
+        let summary = if route.recipients.is_empty() {
+            format!("sha256 {digest}; routed to nobody")
+        } else {
+            let to: Vec<String> = route
+                .recipients
+                .iter()
+                .map(|r| r.identity.to_string())
+                .collect();
+            format!("sha256 {digest}; routed to {}", to.join(" "))
+        };
         Ok(NewReport {
             id: report.id,
             stored: pb::StoredReport {
@@ -158,11 +165,11 @@ impl Ingest {
                 results[i] = Some(match c {
                     Committed::New(s) => {
                         metrics::counter!("meldnet_reports_accepted_total").increment(1);
-                        Ok(receipt(&s))
+                        Ok(receipt(&id, &s))
                     }
                     Committed::Duplicate(s) => {
                         metrics::counter!("meldnet_reports_duplicate_total").increment(1);
-                        Ok(receipt(&s))
+                        Ok(receipt(&id, &s))
                     }
                     Committed::Conflict => {
                         let r = Refusal::new(

@@ -3,12 +3,14 @@
 
 use crate::auth::Auth;
 use crate::ingest::Ingest;
+use futures::StreamExt;
 use meldnet_core::error::{Refusal, RefusalKind};
+use meldnet_core::identity::SpiffeId;
 use meldnet_core::limits::MAX_BATCH_REPORTS;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::submission_server::Submission;
 use std::pin::Pin;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The service; cheap to clone.
@@ -29,6 +31,49 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!(
         "storage: {e}; nothing was acknowledged, retrying is safe"
     ))
+}
+
+/// Batches of one stream in progress at once.
+const PIPELINE: usize = 4;
+
+/// The answer to one batch of a stream.
+async fn answer(
+    ingest: &Ingest,
+    caller: &SpiffeId,
+    batch: Result<pb::SubmitBatch, Status>,
+) -> Result<pb::SubmitResults, Status> {
+    let batch = batch.inspect_err(|status| {
+        tracing::warn!(caller = %caller, %status, "submission stream broke");
+    })?;
+    if batch.reports.len() > MAX_BATCH_REPORTS {
+        let r = Refusal::new(
+            RefusalKind::InvalidArgument,
+            "submit_batch.reports",
+            format!(
+                "{} reports, at most {MAX_BATCH_REPORTS}",
+                batch.reports.len()
+            ),
+        );
+        tracing::warn!(caller = %caller, "refused: {r}");
+        return Err(Status::from(r));
+    }
+    let results = ingest
+        .submit(caller, batch.reports)
+        .await
+        .map_err(unavailable)?;
+    Ok(pb::SubmitResults {
+        results: results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| pb::SubmitResult {
+                index: i as u32,
+                outcome: Some(match r {
+                    Ok(receipt) => pb::submit_result::Outcome::Receipt(receipt),
+                    Err(refusal) => pb::submit_result::Outcome::Refusal(refusal.to_proto()),
+                }),
+            })
+            .collect(),
+    })
 }
 
 #[tonic::async_trait]
@@ -58,50 +103,20 @@ impl Submission for SubmissionService {
         request: Request<Streaming<pb::SubmitBatch>>,
     ) -> Result<Response<Self::SubmitStreamStream>, Status> {
         let caller = self.auth.node(&request)?.id;
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let ingest = self.ingest.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
-            while let Some(batch) = inbound.next().await {
-                let batch = match batch {
-                    Ok(b) => b,
-                    Err(status) => {
-                        tracing::warn!(caller = %caller, %status, "submission stream broke");
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                };
-                let out = if batch.reports.len() > MAX_BATCH_REPORTS {
-                    let r = Refusal::new(
-                        RefusalKind::InvalidArgument,
-                        "submit_batch.reports",
-                        format!(
-                            "{} reports, at most {MAX_BATCH_REPORTS}",
-                            batch.reports.len()
-                        ),
-                    );
-                    tracing::warn!(caller = %caller, "refused: {r}");
-                    Err(Status::from(r))
-                } else {
-                    match ingest.submit(&caller, batch.reports).await {
-                        Ok(results) => Ok(pb::SubmitResults {
-                            results: results
-                                .into_iter()
-                                .enumerate()
-                                .map(|(i, r)| pb::SubmitResult {
-                                    index: i as u32,
-                                    outcome: Some(match r {
-                                        Ok(receipt) => pb::submit_result::Outcome::Receipt(receipt),
-                                        Err(refusal) => {
-                                            pb::submit_result::Outcome::Refusal(refusal.to_proto())
-                                        }
-                                    }),
-                                })
-                                .collect(),
-                        }),
-                        Err(e) => Err(unavailable(e)),
-                    }
-                };
+            // Up to PIPELINE batches of one stream are verified and committed
+            // at once (group commit joins them); answers keep the stream's order.
+            let mut answers = inbound
+                .map(move |batch| {
+                    let ingest = ingest.clone();
+                    let caller = caller.clone();
+                    async move { answer(&ingest, &caller, batch).await }
+                })
+                .buffered(PIPELINE);
+            while let Some(out) = answers.next().await {
                 let stop = out.is_err();
                 if tx.send(out).await.is_err() || stop {
                     return;
