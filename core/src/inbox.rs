@@ -123,6 +123,9 @@ pub fn describe(
             "decision": b64(&sd.decision),
             "decision_signature": b64(&sd.signature),
             "decision_key_id": sd.key_id,
+            "decision_tree_size": sd.tree_size,
+            "decision_leaf_index": sd.leaf_index,
+            "decision_audit_path": sd.audit_path.iter().map(|p| b64(p)).collect::<Vec<_>>(),
         },
     })
 }
@@ -165,6 +168,21 @@ pub fn load_stored(path: &Path) -> Result<(pb::SignedReport, pb::SignedDecision)
                 decision: field("decision")?,
                 signature: field("decision_signature")?,
                 key_id: text("decision_key_id"),
+                tree_size: s["decision_tree_size"].as_u64().unwrap_or_default(),
+                leaf_index: s["decision_leaf_index"].as_u64().unwrap_or_default(),
+                audit_path: s["decision_audit_path"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| {
+                        base64::engine::general_purpose::STANDARD
+                            .decode(p.as_str().unwrap_or_default())
+                            .map_err(|e| {
+                                StoredFileError::Format(format!("signed.decision_audit_path: {e}"))
+                            })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
             },
         ))
     } else {

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inbox;
 pub mod keyring;
 pub mod limits;
+pub mod merkle;
 pub mod provenance;
 pub mod report;
 pub mod signing;

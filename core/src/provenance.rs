@@ -74,17 +74,6 @@ impl Envelope {
         )
     }
 
-    /// Checks the envelope of a signed decision (fields `signed_decision.*`).
-    pub fn from_signed_decision(sd: pb::SignedDecision) -> Result<Self, Refusal> {
-        Self::parse(
-            sd.decision,
-            &sd.signature,
-            &sd.key_id,
-            "signed_decision",
-            "decision",
-        )
-    }
-
     /// SHA-256 of the signed bytes.
     pub fn digest(&self) -> Sha256 {
         Sha256::of(&self.bytes)
@@ -128,6 +117,85 @@ pub fn lookup_key<'k>(
     })
 }
 
+/// The bytes the hub signs for a tree of decisions.
+pub fn tree_head(size: u64, root: &[u8; 32]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(40);
+    v.extend_from_slice(&size.to_be_bytes());
+    v.extend_from_slice(root);
+    v
+}
+
+/// A decision whose hub signature (through its tree path) has been verified.
+#[derive(Clone, Debug)]
+pub struct VerifiedDecision {
+    /// The decision.
+    pub decision: pb::Decision,
+    /// The hub key that signed it.
+    pub key_id: KeyId,
+}
+
+/// Verifies the hub's signature on a decision: the decision is a leaf of a
+/// tree whose head the hub signed; the path leads from the leaf to the root.
+pub fn verify_decision(
+    sd: &pb::SignedDecision,
+    keyring: &Keyring,
+) -> Result<VerifiedDecision, Refusal> {
+    let field = "signed_decision";
+    if sd.decision.len() > MAX_REPORT_BYTES {
+        return Err(Refusal::invalid(format!("{field}.decision"), "too large"));
+    }
+    let signature: &[u8; 64] = sd.signature.as_slice().try_into().map_err(|_| {
+        Refusal::invalid(
+            format!("{field}.signature"),
+            format!("expected 64 bytes, got {}", sd.signature.len()),
+        )
+    })?;
+    let key_id = KeyId::parse(&sd.key_id).ok_or_else(|| {
+        Refusal::invalid(
+            format!("{field}.key_id"),
+            "expected 16 lower-case hex digits",
+        )
+    })?;
+    if sd.audit_path.len() > crate::merkle::MAX_PATH {
+        return Err(Refusal::invalid(format!("{field}.audit_path"), "too long"));
+    }
+    let path = sd
+        .audit_path
+        .iter()
+        .map(|p| <[u8; 32]>::try_from(p.as_slice()))
+        .collect::<Result<Vec<[u8; 32]>, _>>()
+        .map_err(|_| Refusal::invalid(format!("{field}.audit_path"), "expected 32-byte hashes"))?;
+    let leaf = crate::merkle::leaf_hash(&sd.decision);
+    let root = crate::merkle::root_from_path(leaf, sd.leaf_index, sd.tree_size, &path).ok_or_else(
+        || {
+            Refusal::invalid(
+                format!("{field}.audit_path"),
+                "does not fit leaf_index and tree_size",
+            )
+        },
+    )?;
+    let hub = SpiffeId::hub(keyring.federation());
+    let key = lookup_key(keyring, &hub, key_id, field)?;
+    key.verify(
+        Context::DecisionTree,
+        &tree_head(sd.tree_size, &root),
+        signature,
+    )
+    .map_err(|_| {
+        Refusal::invalid(
+            format!("{field}.signature"),
+            format!("does not verify with key {key_id}"),
+        )
+    })?;
+    let decision = pb::Decision::decode(sd.decision.as_slice()).map_err(|e| {
+        Refusal::invalid(
+            format!("{field}.decision"),
+            format!("malformed protobuf: {e}"),
+        )
+    })?;
+    Ok(VerifiedDecision { decision, key_id })
+}
+
 /// A delivery whose two signatures and binding have been verified.
 #[derive(Clone, Debug)]
 pub struct Verified {
@@ -152,16 +220,10 @@ pub fn verify_routed(
     keyring: &Keyring,
 ) -> Result<Verified, Refusal> {
     let report_env = Envelope::from_signed_report(sr)?;
-    let decision_env = Envelope::from_signed_decision(sd)?;
-    let hub = SpiffeId::hub(keyring.federation());
-    let hub_key = lookup_key(keyring, &hub, decision_env.key_id, "signed_decision")?;
-    decision_env.verify(hub_key, Context::Decision, "signed_decision")?;
-    let decision = pb::Decision::decode(decision_env.bytes.as_slice()).map_err(|e| {
-        Refusal::invalid(
-            "signed_decision.decision",
-            format!("malformed protobuf: {e}"),
-        )
-    })?;
+    let VerifiedDecision {
+        decision,
+        key_id: decision_key,
+    } = verify_decision(&sd, keyring)?;
     let report_digest = report_env.digest();
     if decision.report_digest != report_digest.0 {
         return Err(Refusal::invalid(
@@ -190,7 +252,7 @@ pub fn verify_routed(
         decision,
         report_digest,
         report_key: report_env.key_id,
-        decision_key: decision_env.key_id,
+        decision_key,
     })
 }
 
@@ -204,21 +266,9 @@ pub fn verify_receipt(
 ) -> Result<pb::Decision, Refusal> {
     let sd = receipt
         .decision
-        .clone()
+        .as_ref()
         .ok_or_else(|| Refusal::invalid("receipt.decision", "missing"))?;
-    let env = Envelope::from_signed_decision(sd)?;
-    let hub = SpiffeId::hub(keyring.federation());
-    env.verify(
-        lookup_key(keyring, &hub, env.key_id, "signed_decision")?,
-        Context::Decision,
-        "signed_decision",
-    )?;
-    let decision = pb::Decision::decode(env.bytes.as_slice()).map_err(|e| {
-        Refusal::invalid(
-            "signed_decision.decision",
-            format!("malformed protobuf: {e}"),
-        )
-    })?;
+    let decision = verify_decision(sd, keyring)?.decision;
     if decision.report_digest != sent_digest.0 || receipt.report_digest != sent_digest.0 {
         return Err(Refusal::invalid(
             "receipt.report_digest",
@@ -226,4 +276,72 @@ pub fn verify_receipt(
         ));
     }
     Ok(decision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::TrustDomain;
+    use crate::keyring::{KeyEntry, KeyringFile};
+    use crate::merkle::{leaf_hash, Tree};
+    use crate::signing::SigningKey;
+
+    fn signed_tree(hub: &SigningKey, decisions: &[pb::Decision]) -> Vec<pb::SignedDecision> {
+        let bytes: Vec<Vec<u8>> = decisions.iter().map(|d| d.encode_to_vec()).collect();
+        let tree = Tree::new(bytes.iter().map(|b| leaf_hash(b)).collect());
+        let size = tree.size() as u64;
+        let sig = hub.sign(Context::DecisionTree, &tree_head(size, &tree.root()));
+        bytes
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| pb::SignedDecision {
+                decision: b,
+                signature: sig.to_vec(),
+                key_id: hub.public().id().to_string(),
+                tree_size: size,
+                leaf_index: i as u64,
+                audit_path: tree.path(i).iter().map(|h| h.to_vec()).collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_decision_of_a_signed_tree_verifies_alone_and_tampering_fails() {
+        let fed = TrustDomain::parse("t.test").unwrap();
+        let hub = SigningKey::generate();
+        let keyring = Keyring::from_file(
+            KeyringFile {
+                federation: fed.clone(),
+                keys: vec![KeyEntry {
+                    owner: SpiffeId::hub(&fed),
+                    public_key: hub.public().to_hex(),
+                }],
+            },
+            "test",
+        )
+        .unwrap();
+        let decisions: Vec<pb::Decision> = (0..5)
+            .map(|i| pb::Decision {
+                report_id: format!("r{i}"),
+                ..Default::default()
+            })
+            .collect();
+        let signed = signed_tree(&hub, &decisions);
+        for (sd, d) in signed.iter().zip(&decisions) {
+            assert_eq!(&verify_decision(sd, &keyring).unwrap().decision, d);
+        }
+        let mut moved = signed[1].clone();
+        moved.leaf_index = 2;
+        assert!(verify_decision(&moved, &keyring).is_err());
+        let mut edited = signed[3].clone();
+        edited.decision.push(0);
+        assert!(verify_decision(&edited, &keyring).is_err());
+        let mut cut = signed[4].clone();
+        cut.audit_path.pop();
+        assert!(verify_decision(&cut, &keyring).is_err());
+        let other = SigningKey::generate();
+        let forged = &signed_tree(&other, &decisions)[0];
+        let e = verify_decision(forged, &keyring).unwrap_err();
+        assert_eq!(e.field, "signed_decision.key_id");
+    }
 }

@@ -9,13 +9,23 @@ use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
+use meldnet_core::merkle::{leaf_hash, Tree};
+use meldnet_core::provenance::tree_head;
 use meldnet_core::provenance::{lookup_key, Envelope};
 use meldnet_core::report::{Report, ReportId};
-use meldnet_core::signing::{Context, SigningKey};
+use meldnet_core::signing::{verify_batch, BatchItem, Context, PublicKey, SigningKey};
 use meldnet_core::time::now_ms;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::sync::Arc;
+
+/// A report checked up to its signature.
+struct Checked {
+    env: Envelope,
+    report: Report,
+    origin: SpiffeId,
+    key: PublicKey,
+}
 
 /// Everything ingest needs; shared by the submission service's handlers.
 #[derive(Clone)]
@@ -56,8 +66,9 @@ impl Ingest {
         }
     }
 
-    /// Verifies, routes and signs one report; pure CPU, no storage.
-    fn prepare(&self, caller: &SpiffeId, sr: pb::SignedReport) -> Result<NewReport, Refusal> {
+    /// Checks one report up to (not including) its signature: envelope,
+    /// canonical bytes, every field, origin against the certificate, key.
+    fn check(&self, caller: &SpiffeId, sr: pb::SignedReport) -> Result<Checked, Refusal> {
         let env = Envelope::from_signed_report(sr)?;
         let report = Report::decode(&env.bytes)?;
         let caller_cc = match caller.role() {
@@ -81,8 +92,51 @@ impl Ingest {
             ));
         }
         let origin = SpiffeId::node(self.keyring.federation(), report.origin);
-        let key = lookup_key(&self.keyring, &origin, env.key_id, "signed_report")?;
-        env.verify(key, Context::Report, "signed_report")?;
+        let key = *lookup_key(&self.keyring, &origin, env.key_id, "signed_report")?;
+        Ok(Checked {
+            env,
+            report,
+            origin,
+            key,
+        })
+    }
+
+    /// Verifies the signatures of checked reports: one batch check, and
+    /// single checks only if the batch fails, to name the bad ones.
+    fn verify_all(checked: Vec<Result<Checked, Refusal>>) -> Vec<Result<Checked, Refusal>> {
+        let items: Vec<BatchItem<'_>> = checked
+            .iter()
+            .filter_map(|c| c.as_ref().ok())
+            .map(|c| BatchItem {
+                key: &c.key,
+                context: Context::Report,
+                message: &c.env.bytes,
+                signature: &c.env.signature,
+            })
+            .collect();
+        if verify_batch(&items) {
+            return checked;
+        }
+        drop(items);
+        checked
+            .into_iter()
+            .map(|c| {
+                let c = c?;
+                c.env.verify(&c.key, Context::Report, "signed_report")?;
+                Ok(c)
+            })
+            .collect()
+    }
+
+    /// Routes a verified report and writes its decision (signed later,
+    /// with the rest of the batch).
+    fn decide(&self, c: Checked) -> NewReport {
+        let Checked {
+            env,
+            report,
+            origin,
+            ..
+        } = c;
         let route = self.router.decide(&report);
         let digest = env.digest();
         let decision = pb::Decision {
@@ -91,7 +145,7 @@ impl Ingest {
             origin: origin.to_string(),
             decided_at_ms: now_ms(),
             eu_link: route.eu_link,
-            eu_link_facts: route.facts.clone(),
+            eu_link_facts: route.facts,
             recipients: route
                 .recipients
                 .iter()
@@ -101,10 +155,8 @@ impl Ingest {
                     reason: r.reason.clone(),
                 })
                 .collect(),
-            reasons: route.reasons.clone(),
+            reasons: route.reasons,
         };
-        let decision_bytes = decision.encode_to_vec();
-        let signature = self.signer.sign(Context::Decision, &decision_bytes);
         // The audit record: short, the decision itself is stored and signed.
         let summary = if route.recipients.is_empty() {
             format!("sha256 {digest}; routed to nobody")
@@ -116,21 +168,55 @@ impl Ingest {
                 .collect();
             format!("sha256 {digest}; routed to {}", to.join(" "))
         };
-        Ok(NewReport {
+        NewReport {
             id: report.id,
             stored: pb::StoredReport {
                 report: Some(env.into_signed_report()),
                 decision: Some(pb::SignedDecision {
-                    decision: decision_bytes,
-                    signature: signature.to_vec(),
-                    key_id: self.signer.public().id().to_string(),
+                    decision: decision.encode_to_vec(),
+                    ..Default::default()
                 }),
                 received_at_ms: now_ms(),
             },
             recipients: route.recipients.into_iter().map(|r| r.identity).collect(),
             origin,
             summary,
-        })
+        }
+    }
+
+    /// Signs the decisions of a batch with one signature over the head of
+    /// their Merkle tree; each decision gets its inclusion path.
+    fn sign_decisions(&self, reports: &mut [NewReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        let leaves: Vec<[u8; 32]> = reports
+            .iter()
+            .map(|r| {
+                leaf_hash(
+                    r.stored
+                        .decision
+                        .as_ref()
+                        .map(|d| d.decision.as_slice())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let tree = Tree::new(leaves);
+        let size = tree.size() as u64;
+        let signature = self
+            .signer
+            .sign(Context::DecisionTree, &tree_head(size, &tree.root()));
+        let key_id = self.signer.public().id().to_string();
+        for (i, r) in reports.iter_mut().enumerate() {
+            if let Some(d) = r.stored.decision.as_mut() {
+                d.signature = signature.to_vec();
+                d.key_id.clone_from(&key_id);
+                d.tree_size = size;
+                d.leaf_index = i as u64;
+                d.audit_path = tree.path(i).into_iter().map(|h| h.to_vec()).collect();
+            }
+        }
     }
 
     /// Ingests a batch from `caller`: one result per report, in order. A
@@ -159,6 +245,7 @@ impl Ingest {
             }
         }
         if !to_store.is_empty() {
+            self.sign_decisions(&mut to_store);
             let ids: Vec<_> = to_store.iter().map(|r| r.id).collect();
             let committed = self.store.commit_reports(to_store).await?;
             for ((i, c), id) in positions.into_iter().zip(committed).zip(ids) {
@@ -215,8 +302,10 @@ impl Ingest {
             let this = self.clone();
             let caller = caller.clone();
             let handle = tokio::task::spawn_blocking(move || {
-                part.into_iter()
-                    .map(|sr| this.prepare(&caller, sr))
+                let checked = part.into_iter().map(|sr| this.check(&caller, sr)).collect();
+                Self::verify_all(checked)
+                    .into_iter()
+                    .map(|c| c.map(|c| this.decide(c)))
                     .collect::<Vec<_>>()
             });
             handles.push((len, handle));
