@@ -14,16 +14,44 @@ pub struct HashError {
     pub got: String,
 }
 
+/// Value of a lower-case hex digit, or 0xff.
+const fn hex_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => 0xff,
+    }
+}
+
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = hex_value(i as u8);
+        i += 1;
+    }
+    t
+};
+
+/// One pass over the digits: the hub parses a dozen hashes per report.
 fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], HashError> {
     let err = |got: String| HashError { digits: N * 2, got };
-    if s.len() != N * 2 {
+    let b = s.as_bytes();
+    if b.len() != N * 2 {
         return Err(err(format!("{} characters", s.len())));
     }
-    if let Some(c) = s.chars().find(|c| !matches!(c, '0'..='9' | 'a'..='f')) {
-        return Err(err(format!("the character {c:?}")));
-    }
     let mut out = [0u8; N];
-    hex::decode_to_slice(s, &mut out).map_err(|e| err(e.to_string()))?;
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        if hi == 0xff || lo == 0xff {
+            let c = s[i * 2..]
+                .chars()
+                .find(|c| !matches!(c, '0'..='9' | 'a'..='f'))
+                .unwrap_or('?');
+            return Err(err(format!("the character {c:?}")));
+        }
+        out[i] = hi << 4 | lo;
+    }
     Ok(out)
 }
 

@@ -8,7 +8,7 @@
 
 use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
-use crate::provenance::{verify_routed, Verified};
+use crate::provenance::{verify_routed, verify_routed_many, Verified};
 use base64::Engine as _;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_client::InboxClient;
@@ -264,33 +264,60 @@ fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Verifies one delivery and writes its files (not yet synced).
-fn store_one(
-    d: pb::Delivery,
+/// Verifies a chunk of deliveries together and writes their files (not yet synced).
+fn store_chunk(
+    part: Vec<pb::Delivery>,
     keyring: &Keyring,
     me: &str,
     out: &Path,
+) -> Result<Vec<(u64, Outcome)>, InboxError> {
+    let mut results = Vec::with_capacity(part.len());
+    let mut complete = Vec::with_capacity(part.len());
+    for d in part {
+        let raw = d.encode_to_vec();
+        match (d.report, d.decision) {
+            (Some(r), Some(dec)) => complete.push((d.seq, raw, r, dec)),
+            _ => {
+                tracing::error!(
+                    seq = d.seq,
+                    "delivery lacks report or decision; not acknowledged"
+                );
+                results.push((d.seq, Outcome::Rejected));
+            }
+        }
+    }
+    let pairs = complete
+        .iter()
+        .map(|(_, _, r, d)| (r.clone(), d.clone()))
+        .collect();
+    let verified = verify_routed_many(pairs, keyring);
+    for ((seq, raw, sr, sd), v) in complete.into_iter().zip(verified) {
+        let outcome = match v {
+            Ok(v) => write_verified(seq, &raw, &sr, &sd, &v, me, out)?,
+            Err(e) => {
+                tracing::error!(seq, error = %e, "delivery failed verification; kept apart, not acknowledged");
+                let dir = out.join("rejected");
+                std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                let p = dir.join(format!("{seq}.pb"));
+                write_file(&p, &raw).map_err(io_err(&p))?;
+                Outcome::Rejected
+            }
+        };
+        results.push((seq, outcome));
+    }
+    Ok(results)
+}
+
+/// Writes the files of one verified delivery (not yet synced).
+fn write_verified(
+    seq: u64,
+    raw: &[u8],
+    sr: &pb::SignedReport,
+    sd: &pb::SignedDecision,
+    verified: &Verified,
+    me: &str,
+    out: &Path,
 ) -> Result<Outcome, InboxError> {
-    let raw = d.encode_to_vec();
-    let seq = d.seq;
-    let (sr, sd) = match (d.report, d.decision) {
-        (Some(r), Some(dec)) => (r, dec),
-        _ => {
-            tracing::error!(seq, "delivery lacks report or decision; not acknowledged");
-            return Ok(Outcome::Rejected);
-        }
-    };
-    let verified = match verify_routed(sr.clone(), sd.clone(), keyring) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(seq, error = %e, "delivery failed verification; kept apart, not acknowledged");
-            let dir = out.join("rejected");
-            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            let p = dir.join(format!("{seq}.pb"));
-            write_file(&p, &raw).map_err(io_err(&p))?;
-            return Ok(Outcome::Rejected);
-        }
-    };
     if !verified
         .decision
         .recipients
@@ -307,14 +334,14 @@ fn store_one(
     // raw bytes on disk are exactly these. The JSON is written again either
     // way: after a crash before the sync it may be cut short.
     let before = std::fs::read(&pb_path).is_ok_and(|b| b == raw);
-    let json = describe(&verified, &sr, &sd, seq);
+    let json = describe(verified, sr, sd, seq);
     let text = serde_json::to_vec_pretty(&json).unwrap_or_default();
     write_file(&json_path, &text).map_err(io_err(&json_path))?;
     if before {
         return Ok(Outcome::AlreadyStored);
     }
     // The .pb goes last: its presence marks the delivery as completely stored.
-    write_file(&pb_path, &raw).map_err(io_err(&pb_path))?;
+    write_file(&pb_path, raw).map_err(io_err(&pb_path))?;
     Ok(Outcome::Stored(id))
 }
 
@@ -339,14 +366,7 @@ fn store_batch(
             .into_iter()
             .map(|part| {
                 let me = &me;
-                s.spawn(move || {
-                    part.into_iter()
-                        .map(|d| {
-                            let seq = d.seq;
-                            store_one(d, keyring, me, out).map(|o| (seq, o))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })
+                s.spawn(move || store_chunk(part, keyring, me, out))
             })
             .collect();
         handles

@@ -9,7 +9,7 @@ use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
 use crate::limits::MAX_REPORT_BYTES;
 use crate::report::Report;
-use crate::signing::{Context, KeyId, PublicKey};
+use crate::signing::{verify_batch, BatchItem, Context, KeyId, PublicKey};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 
@@ -134,11 +134,27 @@ pub struct VerifiedDecision {
     pub key_id: KeyId,
 }
 
+/// Tree heads already verified: the decisions of one hub batch share one
+/// head, so a recipient checks its signature once, not once per decision.
+#[derive(Default)]
+pub struct HeadCache {
+    verified: std::collections::HashSet<(KeyId, u64, [u8; 32], [u8; 64])>,
+}
+
 /// Verifies the hub's signature on a decision: the decision is a leaf of a
 /// tree whose head the hub signed; the path leads from the leaf to the root.
 pub fn verify_decision(
     sd: &pb::SignedDecision,
     keyring: &Keyring,
+) -> Result<VerifiedDecision, Refusal> {
+    verify_decision_cached(sd, keyring, &mut HeadCache::default())
+}
+
+/// `verify_decision`, checking each distinct tree head's signature once.
+pub fn verify_decision_cached(
+    sd: &pb::SignedDecision,
+    keyring: &Keyring,
+    cache: &mut HeadCache,
 ) -> Result<VerifiedDecision, Refusal> {
     let field = "signed_decision";
     if sd.decision.len() > MAX_REPORT_BYTES {
@@ -176,17 +192,21 @@ pub fn verify_decision(
     )?;
     let hub = SpiffeId::hub(keyring.federation());
     let key = lookup_key(keyring, &hub, key_id, field)?;
-    key.verify(
-        Context::DecisionTree,
-        &tree_head(sd.tree_size, &root),
-        signature,
-    )
-    .map_err(|_| {
-        Refusal::invalid(
-            format!("{field}.signature"),
-            format!("does not verify with key {key_id}"),
+    let head = (key_id, sd.tree_size, root, *signature);
+    if !cache.verified.contains(&head) {
+        key.verify(
+            Context::DecisionTree,
+            &tree_head(sd.tree_size, &root),
+            signature,
         )
-    })?;
+        .map_err(|_| {
+            Refusal::invalid(
+                format!("{field}.signature"),
+                format!("does not verify with key {key_id}"),
+            )
+        })?;
+        cache.verified.insert(head);
+    }
     let decision = pb::Decision::decode(sd.decision.as_slice()).map_err(|e| {
         Refusal::invalid(
             format!("{field}.decision"),
@@ -219,11 +239,29 @@ pub fn verify_routed(
     sd: pb::SignedDecision,
     keyring: &Keyring,
 ) -> Result<Verified, Refusal> {
+    verify_routed_many(vec![(sr, sd)], keyring)
+        .pop()
+        .unwrap_or_else(|| Err(Refusal::invalid("delivery", "nothing to verify")))
+}
+
+/// A routed report checked but for the node's signature.
+struct Unsigned {
+    env: Envelope,
+    key: PublicKey,
+    verified: Verified,
+}
+
+fn check_routed(
+    sr: pb::SignedReport,
+    sd: &pb::SignedDecision,
+    keyring: &Keyring,
+    cache: &mut HeadCache,
+) -> Result<Unsigned, Refusal> {
     let report_env = Envelope::from_signed_report(sr)?;
     let VerifiedDecision {
         decision,
         key_id: decision_key,
-    } = verify_decision(&sd, keyring)?;
+    } = verify_decision_cached(sd, keyring, cache)?;
     let report_digest = report_env.digest();
     if decision.report_digest != report_digest.0 {
         return Err(Refusal::invalid(
@@ -245,15 +283,55 @@ pub fn verify_routed(
             "does not match report.origin_country",
         ));
     }
-    let node_key = lookup_key(keyring, &origin, report_env.key_id, "signed_report")?;
-    report_env.verify(node_key, Context::Report, "signed_report")?;
-    Ok(Verified {
-        report,
-        decision,
-        report_digest,
-        report_key: report_env.key_id,
-        decision_key,
+    let key = *lookup_key(keyring, &origin, report_env.key_id, "signed_report")?;
+    let report_key = report_env.key_id;
+    Ok(Unsigned {
+        env: report_env,
+        key,
+        verified: Verified {
+            report,
+            decision,
+            report_digest,
+            report_key,
+            decision_key,
+        },
     })
+}
+
+/// Verifies many routed reports, each as `verify_routed` does, with each
+/// distinct tree head checked once and the nodes' signatures in one batch
+/// (one by one only if the batch fails, to name the bad ones).
+pub fn verify_routed_many(
+    items: Vec<(pb::SignedReport, pb::SignedDecision)>,
+    keyring: &Keyring,
+) -> Vec<Result<Verified, Refusal>> {
+    let mut cache = HeadCache::default();
+    let checked: Vec<Result<Unsigned, Refusal>> = items
+        .into_iter()
+        .map(|(sr, sd)| check_routed(sr, &sd, keyring, &mut cache))
+        .collect();
+    let batch: Vec<BatchItem<'_>> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|u| BatchItem {
+            key: &u.key,
+            context: Context::Report,
+            message: &u.env.bytes,
+            signature: &u.env.signature,
+        })
+        .collect();
+    let all_good = verify_batch(&batch);
+    drop(batch);
+    checked
+        .into_iter()
+        .map(|c| {
+            let u = c?;
+            if !all_good {
+                u.env.verify(&u.key, Context::Report, "signed_report")?;
+            }
+            Ok(u.verified)
+        })
+        .collect()
 }
 
 /// Verifies the hub's receipt for a report this node sent: the hub's

@@ -246,13 +246,17 @@ impl Ingest {
         }
         if !to_store.is_empty() {
             self.sign_decisions(&mut to_store);
-            let ids: Vec<_> = to_store.iter().map(|r| r.id).collect();
+            // The receipts of new reports, made now: the store keeps the records.
+            let fresh: Vec<(ReportId, pb::Receipt)> = to_store
+                .iter()
+                .map(|r| (r.id, receipt(&r.id, &r.stored)))
+                .collect();
             let committed = self.store.commit_reports(to_store).await?;
-            for ((i, c), id) in positions.into_iter().zip(committed).zip(ids) {
+            for ((i, c), (id, fresh)) in positions.into_iter().zip(committed).zip(fresh) {
                 results[i] = Some(match c {
-                    Committed::New(s) => {
+                    Committed::New => {
                         metrics::counter!("meldnet_reports_accepted_total").increment(1);
-                        Ok(receipt(&id, &s))
+                        Ok(fresh)
                     }
                     Committed::Duplicate(s) => {
                         metrics::counter!("meldnet_reports_duplicate_total").increment(1);

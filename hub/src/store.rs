@@ -72,8 +72,8 @@ pub struct NewReport {
 /// What happened to a submitted report.
 #[derive(Debug, Clone)]
 pub enum Committed {
-    /// Stored now (and flushed).
-    New(pb::StoredReport),
+    /// Stored now (and flushed), as given.
+    New,
     /// The same id with the same bytes was stored before: the stored record.
     Duplicate(pb::StoredReport),
     /// The same id with other bytes was stored before: nothing changed.
@@ -396,8 +396,8 @@ impl Writer {
         let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(ops.len());
         let mut queued_any = false;
-        // Reports first stored in this group, so that a second copy in the
-        // same group is recognised as a duplicate.
+        // Reports first stored in this group (kept, not copied), so that a
+        // second copy in the same group is recognised as a duplicate.
         let mut in_group: HashMap<ReportId, pb::StoredReport> = HashMap::new();
         let mut failure: Option<StoreError> = None;
         for op in ops {
@@ -520,10 +520,10 @@ impl Writer {
             }
             self.stage_audit(
                 batch,
-                event("submitted", &r.origin, r.id.to_string(), r.summary.clone()),
+                event("submitted", &r.origin, r.id.to_string(), r.summary),
             );
-            in_group.insert(r.id, r.stored.clone());
-            out.push(Committed::New(r.stored));
+            in_group.insert(r.id, r.stored);
+            out.push(Committed::New);
         }
         Ok(out)
     }
@@ -607,7 +607,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let r = new_report(b"one", &["spiffe://t.test/agency/DE/bka"]);
         let out = store.commit_reports(vec![r.clone()]).await.unwrap();
-        assert!(matches!(out[0], Committed::New(_)));
+        assert!(matches!(out[0], Committed::New));
         let before = store.state_digest().unwrap();
         let out = store.commit_reports(vec![r.clone()]).await.unwrap();
         assert!(matches!(out[0], Committed::Duplicate(_)));
@@ -619,7 +619,7 @@ mod tests {
         // The same id twice in one batch: the second is a duplicate, stored once.
         let r2 = new_report(b"three", &[]);
         let out = store.commit_reports(vec![r2.clone(), r2]).await.unwrap();
-        assert!(matches!(out[0], Committed::New(_)));
+        assert!(matches!(out[0], Committed::New));
         assert!(matches!(out[1], Committed::Duplicate(_)));
         assert_eq!(store.state_digest().unwrap().reports, 2);
     }
