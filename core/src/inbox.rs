@@ -229,26 +229,13 @@ enum Outcome {
     Rejected,
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, without
-/// fsync: `store_batch` makes a whole batch durable with one `syncfs`.
+/// Writes `bytes` to `path` in place, without fsync: `store_batch` makes a
+/// whole batch durable with one `syncfs` before anything of it is
+/// acknowledged. A file cut short by a crash belongs to an unacknowledged
+/// delivery, which comes again and is rewritten (its bytes differ), so no
+/// temporary file and rename are needed.
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    // Unique per process and write: two writers never share a temporary file.
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    std::fs::write(path, bytes)
 }
 
 /// Flushes every written file and folder of the file system holding `dir`.

@@ -489,6 +489,10 @@ impl Writer {
         queued_any: &mut bool,
     ) -> Result<Vec<Committed>, StoreError> {
         let mut out = Vec::with_capacity(reports.len());
+        // One audit record per submitted batch: a line per new report.
+        let mut audit_lines = Vec::new();
+        let mut origin = None;
+        let mut prefixes: HashMap<SpiffeId, Vec<u8>> = HashMap::new();
         for r in reports {
             let existing = match in_group.get(&r.id) {
                 Some(s) => Some(s.clone()),
@@ -512,18 +516,23 @@ impl Writer {
             for recipient in &r.recipients {
                 let seq = self.next_queue_seq;
                 self.next_queue_seq += 1;
-                batch.insert(
-                    queue_key(&queue_prefix(recipient), seq),
-                    &r.id.as_bytes()[..],
-                );
+                let prefix = prefixes
+                    .entry(recipient.clone())
+                    .or_insert_with(|| queue_prefix(recipient));
+                batch.insert(queue_key(prefix, seq), &r.id.as_bytes()[..]);
                 *queued_any = true;
             }
-            self.stage_audit(
-                batch,
-                event("submitted", &r.origin, r.id.to_string(), r.summary),
-            );
+            audit_lines.push(format!("{} {}", r.id, r.summary));
+            origin.get_or_insert(r.origin);
             in_group.insert(r.id, r.stored);
             out.push(Committed::New);
+        }
+        if let Some(origin) = origin {
+            let subject = format!("{} reports", audit_lines.len());
+            self.stage_audit(
+                batch,
+                event("submitted", &origin, subject, audit_lines.join("\n")),
+            );
         }
         Ok(out)
     }
