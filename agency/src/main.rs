@@ -45,20 +45,12 @@ enum Command {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Errors are printed once, with their causes, and exit status 1.
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meldnet-agency: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    meldnet_core::cli::exit_code("meldnet-agency", run())
 }
 
 fn run() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    meldnet_core::cli::init_logging("warn");
+    meldnet_core::cli::init_process("warn");
     match Cli::parse().command {
         Command::Pull(args) => {
             let cfg = AgencyConfig::load(&args.config)?;

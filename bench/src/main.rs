@@ -34,19 +34,11 @@ enum Command {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Errors are printed once, with their causes, and exit status 1.
 fn main() -> std::process::ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    meldnet_core::cli::init_logging("warn");
+    meldnet_core::cli::init_process("warn");
     let result = match Cli::parse().command {
         Command::Ingest(a) => ingest::run(a),
         Command::NodeWorker(a) => worker::run(a),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meldnet-bench: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    meldnet_core::cli::exit_code("meldnet-bench", result)
 }

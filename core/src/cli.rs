@@ -89,3 +89,25 @@ pub async fn receive_and_print(
     );
     Ok(s.rejected == 0)
 }
+
+/// The end of every binary's `main`: an error is printed once, with its
+/// causes (`{:#}`), prefixed by the program's name, and gives exit status 1.
+pub fn exit_code<E: std::fmt::Display>(
+    program: &str,
+    result: Result<(), E>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The start of every binary's `main`: one TLS crypto provider (ring) for
+/// the process, and logs to stderr.
+pub fn init_process(default_log: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    init_logging(default_log);
+}

@@ -216,6 +216,41 @@ pub fn verify_decision_cached(
     Ok(VerifiedDecision { decision, key_id })
 }
 
+/// Verifies the node signatures of many signed reports, each item giving its
+/// envelope and the key to check it with: one batch check, and single checks
+/// only when the batch fails, to name the bad ones (`signed_report.signature`).
+pub fn verify_report_signatures<T>(
+    items: Vec<Result<T, Refusal>>,
+    signed: impl for<'a> Fn(&'a T) -> (&'a Envelope, &'a PublicKey),
+) -> Vec<Result<T, Refusal>> {
+    let batch: Vec<BatchItem<'_>> = items
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|t| {
+            let (env, key) = signed(t);
+            BatchItem {
+                key,
+                context: Context::Report,
+                message: &env.bytes,
+                signature: &env.signature,
+            }
+        })
+        .collect();
+    if verify_batch(&batch) {
+        return items;
+    }
+    drop(batch);
+    items
+        .into_iter()
+        .map(|c| {
+            let t = c?;
+            let (env, key) = signed(&t);
+            env.verify(key, Context::Report, "signed_report")?;
+            Ok(t)
+        })
+        .collect()
+}
+
 /// A delivery whose two signatures and binding have been verified.
 #[derive(Clone, Debug)]
 pub struct Verified {
@@ -310,27 +345,9 @@ pub fn verify_routed_many(
         .into_iter()
         .map(|(sr, sd)| check_routed(sr, &sd, keyring, &mut cache))
         .collect();
-    let batch: Vec<BatchItem<'_>> = checked
-        .iter()
-        .filter_map(|c| c.as_ref().ok())
-        .map(|u| BatchItem {
-            key: &u.key,
-            context: Context::Report,
-            message: &u.env.bytes,
-            signature: &u.env.signature,
-        })
-        .collect();
-    let all_good = verify_batch(&batch);
-    drop(batch);
-    checked
+    verify_report_signatures(checked, |u| (&u.env, &u.key))
         .into_iter()
-        .map(|c| {
-            let u = c?;
-            if !all_good {
-                u.env.verify(&u.key, Context::Report, "signed_report")?;
-            }
-            Ok(u.verified)
-        })
+        .map(|c| c.map(|u| u.verified))
         .collect()
 }
 

@@ -11,9 +11,9 @@ use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
 use meldnet_core::merkle::{leaf_hash, Tree};
 use meldnet_core::provenance::tree_head;
-use meldnet_core::provenance::{lookup_key, Envelope};
+use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
 use meldnet_core::report::{Report, ReportId};
-use meldnet_core::signing::{verify_batch, BatchItem, Context, PublicKey, SigningKey};
+use meldnet_core::signing::{Context, PublicKey, SigningKey};
 use meldnet_core::time::now_ms;
 use meldnet_proto::v1 as pb;
 use prost::Message;
@@ -99,33 +99,6 @@ impl Ingest {
             origin,
             key,
         })
-    }
-
-    /// Verifies the signatures of checked reports: one batch check, and
-    /// single checks only if the batch fails, to name the bad ones.
-    fn verify_all(checked: Vec<Result<Checked, Refusal>>) -> Vec<Result<Checked, Refusal>> {
-        let items: Vec<BatchItem<'_>> = checked
-            .iter()
-            .filter_map(|c| c.as_ref().ok())
-            .map(|c| BatchItem {
-                key: &c.key,
-                context: Context::Report,
-                message: &c.env.bytes,
-                signature: &c.env.signature,
-            })
-            .collect();
-        if verify_batch(&items) {
-            return checked;
-        }
-        drop(items);
-        checked
-            .into_iter()
-            .map(|c| {
-                let c = c?;
-                c.env.verify(&c.key, Context::Report, "signed_report")?;
-                Ok(c)
-            })
-            .collect()
     }
 
     /// Routes a verified report and writes its decision (signed later,
@@ -307,7 +280,7 @@ impl Ingest {
             let caller = caller.clone();
             let handle = tokio::task::spawn_blocking(move || {
                 let checked = part.into_iter().map(|sr| this.check(&caller, sr)).collect();
-                Self::verify_all(checked)
+                verify_report_signatures(checked, |c| (&c.env, &c.key))
                     .into_iter()
                     .map(|c| c.map(|c| this.decide(c)))
                     .collect::<Vec<_>>()

@@ -51,20 +51,12 @@ enum AuditCommand {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Errors are printed once, with their causes, and exit status 1.
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meldnet-hub: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    meldnet_core::cli::exit_code("meldnet-hub", run())
 }
 
 fn run() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    meldnet_core::cli::init_logging("info");
+    meldnet_core::cli::init_process("info");
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, ready_file } => {

@@ -159,20 +159,12 @@ async fn submit(node: &Node) -> anyhow::Result<bool> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Errors are printed once, with their causes, and exit status 1.
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meldnet-node: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    meldnet_core::cli::exit_code("meldnet-node", run())
 }
 
 fn run() -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    meldnet_core::cli::init_logging("warn");
+    meldnet_core::cli::init_process("warn");
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     let ok = rt.block_on(async move {
