@@ -4,13 +4,6 @@
 
 use meldnet_tests::*;
 
-fn ids(o: &std::process::Output) -> Vec<String> {
-    json_lines(o)
-        .iter()
-        .filter_map(|l| l["report_id"].as_str().map(String::from))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_loses_nothing_acknowledged_and_redelivers_only_the_unacknowledged() {
     let mut fed = Federation::start_default().unwrap();
@@ -39,7 +32,7 @@ async fn sigkill_loses_nothing_acknowledged_and_redelivers_only_the_unacknowledg
     }
     let o = fed.node("NL", &["submit"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let submitted = ids(&o);
+    let submitted = stored_ids(&o);
     assert_eq!(submitted.len(), 12);
 
     // Receipts are out: kill -9 the hub at once, then start it again.
@@ -52,14 +45,14 @@ async fn sigkill_loses_nothing_acknowledged_and_redelivers_only_the_unacknowledg
     let out = fed.scratch("bka");
     let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap(), "--max", "5"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let first = ids(&o);
+    let first = stored_ids(&o);
     assert_eq!(first.len(), 5);
     fed.kill_hub();
     fed.start_hub().unwrap();
 
     // The other seven come, and only they.
     let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
-    let rest = ids(&o);
+    let rest = stored_ids(&o);
     assert_eq!(rest.len(), 7, "{}", stderr(&o));
     assert_eq!(already_stored(&o), 0, "an acknowledged delivery came again");
     assert!(rest.iter().all(|id| !first.contains(id)));
@@ -69,7 +62,7 @@ async fn sigkill_loses_nothing_acknowledged_and_redelivers_only_the_unacknowledg
     expected.sort();
     assert_eq!(all, expected);
     let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
-    assert!(ids(&o).is_empty());
+    assert!(stored_ids(&o).is_empty());
     assert!(stderr(&o).contains("0 already stored"), "{}", stderr(&o));
 }
 
@@ -103,7 +96,7 @@ fn the_outbox_keeps_reports_until_the_hub_receipts_them() {
     fed.start_hub().unwrap();
     let o = fed.node("NL", &["submit"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(ids(&o).len(), 1);
+    assert_eq!(stored_ids(&o).len(), 1);
     let list = stdout(&fed.node("NL", &["report", "list"]));
     assert!(list.starts_with("receipt "), "{list}");
     assert!(!list.contains("outbox"), "{list}");
@@ -165,7 +158,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_receipted_report() {
     let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(already_stored(&o), 0);
-    let first: Vec<String> = ids(&o);
+    let first: Vec<String> = stored_ids(&o);
     let first_set: HashSet<String> = first.iter().cloned().collect();
     assert_eq!(first.len(), first_set.len(), "no report delivered twice");
     assert!(
@@ -191,7 +184,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_receipted_report() {
     assert_eq!(ok, 3000);
     let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
     assert_eq!(already_stored(&o), 0, "an acknowledged report came again");
-    let second: HashSet<String> = ids(&o).into_iter().collect();
+    let second: HashSet<String> = stored_ids(&o).into_iter().collect();
     assert!(
         second.is_disjoint(&first_set),
         "an acknowledged report came again"
