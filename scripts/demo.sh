@@ -45,7 +45,8 @@ $BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https:
   --hosting US --victim NL --classification baseline --age-group infant-toddler --submit "$DIR/files/item4.jpg"
 
 say "4. Recipients receive their queues, verify both signatures, store, acknowledge"
-for a in DE-bka NL-politie EU-europol; do
+AGENCIES="DE-bka NL-politie EU-europol"
+for a in $AGENCIES; do
   echo "-- police $a"
   $BIN/meldnet-agency pull --config "$DIR/fed/agencies/$a/agency.toml"
 done
@@ -54,27 +55,29 @@ for n in NL DE FR; do
   $BIN/meldnet-node inbox --config "$DIR/fed/nodes/$n/node.toml"
 done
 
-say "5. What was delivered to whom"
-for d in "$DIR"/fed/agencies/*/deliveries "$DIR"/fed/nodes/*/inbox; do
-  [ -d "$d" ] || continue
-  who=${d#"$DIR"/fed/}
-  n=$(find "$d" -maxdepth 1 -name '*.json' | wc -l)
-  echo "$who: $n report(s)"
-  for f in "$d"/*.json; do
-    [ -f "$f" ] || continue
-    python3 - "$f" <<'PY'
+say "5. What was delivered to whom (read back from each delivery log, verified again)"
+show() {
+  "$@" > "$DIR/shown.jsonl"
+  python3 - "$DIR/shown.jsonl" "${@: -1}" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1]))
-print(f"   {d['report_id']}  from {d['origin'].rsplit('/',1)[-1]}  {d['url']}")
-for r in d['decision']['recipients']:
-    print(f"      -> {r['identity']}: {r['reason']}")
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+who = sys.argv[2].split("/fed/", 1)[-1].rsplit("/", 1)[0]
+print(f"{who}: {len(lines)} report(s)")
+for d in lines:
+    print(f"   {d['report_id']}  from {d['origin'].rsplit('/', 1)[-1]}  {d['url']}")
+    for r in d['decision']['recipients']:
+        print(f"      -> {r['identity']}: {r['reason']}")
 PY
-  done
+}
+for a in $AGENCIES; do
+  show $BIN/meldnet-agency received --config "$DIR/fed/agencies/$a/agency.toml"
+done
+for n in NL DE FR; do
+  show $BIN/meldnet-node received --config "$DIR/fed/nodes/$n/node.toml"
 done
 
 say "6. Provenance, offline: meldnet-agency verify with public keys only"
-f=$(ls "$DIR"/fed/agencies/DE-bka/deliveries/*.json | head -1)
-$BIN/meldnet-agency verify --keyring "$DIR/fed/keyring.toml" "$f"
+$BIN/meldnet-agency verify --keyring "$DIR/fed/keyring.toml" "$DIR/fed/agencies/DE-bka/deliveries/deliveries.log"
 
 say "7. The hub's audit chain"
 kill $HUB; wait $HUB 2>/dev/null || true

@@ -5,9 +5,9 @@
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use meldnet_agency::config::AgencyConfig;
-use meldnet_core::cli::{receive_and_print, ReceiveArgs};
+use meldnet_core::cli::{receive_and_print, show_received, ReceiveArgs, ReceivedArgs};
 use meldnet_core::identity::Role;
-use meldnet_core::inbox::verify_stored;
+use meldnet_core::inbox::verify_any;
 use meldnet_core::keyring::Keyring;
 use std::path::PathBuf;
 
@@ -24,9 +24,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Receive this agency's queue: verify, store (JSON + raw signed bytes), acknowledge.
+    /// Receive this agency's queue: verify, store in the delivery log, acknowledge.
     Pull(ReceiveArgs),
-    /// Re-verify stored deliveries (.json or .pb) offline, with public keys only.
+    /// Show the reports received (verified again from the stored bytes); export them as files.
+    Received(ReceivedArgs),
+    /// Re-verify stored deliveries offline, with public keys only: a delivery
+    /// log (every record) or exported `.json`/`.pb` files.
     Verify {
         /// The keyring with the hub's and the nodes' public keys.
         #[arg(long, conflicts_with = "config")]
@@ -34,7 +37,7 @@ enum Command {
         /// Take the keyring from this agency config.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Stored delivery files.
+        /// Delivery logs (or their folders) and exported delivery files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -72,6 +75,13 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Received(args) => {
+            let cfg = AgencyConfig::load(&args.config)?;
+            if !show_received(&cfg.keyring, &cfg.out_dir, &args)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Verify {
             keyring,
             config,
@@ -84,12 +94,10 @@ fn run() -> anyhow::Result<()> {
             };
             let keyring = Keyring::load(&keyring_path)?;
             let mut failed = 0;
-            for f in &files {
-                let result = verify_stored(f, &keyring);
+            for (name, result) in files.iter().flat_map(|f| verify_any(f, &keyring)) {
                 match result {
                     Ok(v) => println!(
-                        "{}: OK report {} from {} (key {}), decision by the hub (key {}), sha256 {}",
-                        f.display(),
+                        "{name}: OK report {} from {} (key {}), decision by the hub (key {}), sha256 {}",
                         v.report.id,
                         v.decision.origin,
                         v.report_key,
@@ -98,7 +106,7 @@ fn run() -> anyhow::Result<()> {
                     ),
                     Err(e) => {
                         failed += 1;
-                        println!("{}: FAILED {e:#}", f.display());
+                        println!("{name}: FAILED {e:#}");
                     }
                 }
             }

@@ -35,7 +35,7 @@ pub struct IngestArgs {
     /// Seconds of the plain-verify peer measurement.
     #[arg(long, default_value_t = 3.0)]
     pub verify_secs: f64,
-    /// Check that every report reached both recipients exactly once (reads every delivered file name).
+    /// Check that every report reached both recipients exactly once (reads every delivery log).
     #[arg(long)]
     pub check: bool,
 }
@@ -105,15 +105,14 @@ fn summary_counts(stderr: &str) -> (usize, usize) {
     (num(" stored"), num(" already stored"))
 }
 
-fn delivered_ids(dir: &Path) -> anyhow::Result<HashSet<String>> {
-    let mut out = HashSet::new();
-    for e in std::fs::read_dir(dir)? {
-        let name = e?.file_name();
-        if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".pb")) {
-            out.insert(id.to_string());
-        }
+/// The report ids in a recipient's delivery log, and how many records it holds.
+fn delivered_ids(dir: &Path) -> anyhow::Result<(HashSet<String>, usize)> {
+    let (mut out, mut records) = (HashSet::new(), 0);
+    for record in meldnet_core::delivery_log::LogReader::open(dir)? {
+        out.insert(record?.report_id.to_string());
+        records += 1;
     }
-    Ok(out)
+    Ok((out, records))
 }
 
 /// Runs the benchmark and prints the figures.
@@ -310,10 +309,10 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
             }
         }
         for dir in [&out_bka, &out_de] {
-            let got = delivered_ids(dir)?;
-            if got != submitted {
+            let (got, records) = delivered_ids(dir)?;
+            if got != submitted || records != got.len() {
                 eprintln!(
-                    "{}: {} delivered, {} submitted, sets differ",
+                    "{}: {} delivered in {records} records, {} submitted, sets differ",
                     dir.display(),
                     got.len(),
                     submitted.len()

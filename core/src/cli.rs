@@ -3,10 +3,13 @@
 //! command shape, one loop and one printout.
 
 use crate::client::{connect, ConnectError, HubEndpoint};
-use crate::inbox::{receive, InboxError, InboxOptions};
+use crate::delivery_log::LogError;
+use crate::inbox::{check_log, export, receive, InboxError, InboxOptions};
 use crate::keyring::{Keyring, KeyringError};
+use crate::report::ReportId;
 use crate::tls::{ClientTlsFiles, TlsError};
 use serde_json::json;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `meldnet-node inbox` and `meldnet-agency pull`.
@@ -26,6 +29,22 @@ pub struct ReceiveArgs {
     pub follow: bool,
 }
 
+/// Arguments of `meldnet-node received` and `meldnet-agency received`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReceivedArgs {
+    /// The party's TOML configuration.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The folder deliveries were stored in (default: from the config).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also write each shown delivery as `<id>.json` and `<id>.pb` into this folder.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Only these reports (default: all).
+    pub report_ids: Vec<String>,
+}
+
 /// Why receiving failed before or during the stream.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiveError {
@@ -41,6 +60,12 @@ pub enum ReceiveError {
     /// The stream or the local store failed.
     #[error(transparent)]
     Inbox(#[from] InboxError),
+    /// The delivery log is unreadable.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A command-line argument is wrong.
+    #[error("{0}")]
+    Argument(String),
 }
 
 /// Logs to stderr, `RUST_LOG` or `default` as the filter.
@@ -88,6 +113,56 @@ pub async fn receive_and_print(
         s.stored, s.already_stored, s.rejected, s.acked
     );
     Ok(s.rejected == 0)
+}
+
+/// Prints the stored deliveries (all, or those asked for) as JSON lines,
+/// each verified again from its stored bytes, and exports them on request.
+/// Returns whether every shown delivery verified.
+pub fn show_received(
+    keyring: &Path,
+    default_out: &Path,
+    args: &ReceivedArgs,
+) -> Result<bool, ReceiveError> {
+    let keyring = Keyring::load(keyring)?;
+    let dir = args.out.as_deref().unwrap_or(default_out);
+    let only = args
+        .report_ids
+        .iter()
+        .map(|s| {
+            ReportId::parse(s).map_err(|e| ReceiveError::Argument(format!("REPORT_ID {s}: {e}")))
+        })
+        .collect::<Result<HashSet<_>, _>>()?;
+    let (mut shown, mut failed) = (HashSet::new(), 0usize);
+    check_log::<ReceiveError>(dir, &keyring, &only, |record| {
+        match record.describe() {
+            Some(json) => {
+                println!("{json}");
+                shown.insert(record.report_id);
+                if let Some(to) = &args.export {
+                    export(&record, to)?;
+                }
+            }
+            None => {
+                failed += 1;
+                let why = record.verdict.err().unwrap_or_default();
+                eprintln!(
+                    "{}@{}: report {} FAILED verification: {why}",
+                    dir.display(),
+                    record.offset,
+                    record.report_id
+                );
+            }
+        }
+        Ok(())
+    })?;
+    let missing: Vec<String> = only.difference(&shown).map(ToString::to_string).collect();
+    if !missing.is_empty() {
+        return Err(ReceiveError::Argument(format!(
+            "not received: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(failed == 0)
 }
 
 /// The end of every binary's `main`: an error is printed once, with its

@@ -1,14 +1,18 @@
 //! The recipient side of delivery, shared by hotline nodes (`meldnet-node
 //! inbox`) and police (`meldnet-agency pull`): receive the queue as a stream,
-//! verify both signatures, store each delivery durably (JSON for people and
-//! the raw signed bytes), and only then acknowledge it.
+//! verify both signatures, append each batch to the delivery log
+//! (`delivery_log`) and sync it, and only then acknowledge it. Reading the
+//! store back (`check_log`, `export`, `verify_any`) verifies each record again
+//! from the stored bytes, and renders it for people (`describe`).
 //!
 //! Storage is idempotent by report id, so a delivery that comes again (the
 //! hub crashed before it recorded our acknowledgement) is not stored twice.
 
+use crate::delivery_log::{DeliveryLog, LogError, LogReader, MAGIC};
 use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
 use crate::provenance::{verify_routed, verify_routed_many, Verified};
+use crate::report::ReportId;
 use base64::Engine as _;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_client::InboxClient;
@@ -50,6 +54,9 @@ pub enum InboxError {
     /// The hub refused or the stream broke.
     #[error("delivery stream: {0}")]
     Stream(#[from] tonic::Status),
+    /// The delivery log refused.
+    #[error("delivery log: {0}")]
+    Log(#[from] LogError),
     /// A file could not be written.
     #[error("storing {path}: {source}")]
     Io {
@@ -223,41 +230,153 @@ pub fn verify_stored(path: &Path, keyring: &Keyring) -> Result<Verified, String>
     Ok(verified)
 }
 
+/// One record of a delivery log, checked again from its stored bytes.
+pub struct CheckedRecord {
+    /// Where the record starts in the log.
+    pub offset: u64,
+    /// The report id the record is filed under.
+    pub report_id: ReportId,
+    /// The delivery as stored.
+    pub delivery: pb::Delivery,
+    /// The stored `Delivery` bytes.
+    pub raw: Vec<u8>,
+    /// Both signatures and the binding, or why not.
+    pub verdict: Result<Verified, String>,
+}
+
+impl CheckedRecord {
+    /// The human-readable record (see [`describe`]), when it verified.
+    pub fn describe(&self) -> Option<serde_json::Value> {
+        let v = self.verdict.as_ref().ok()?;
+        let (r, d) = (
+            self.delivery.report.as_ref()?,
+            self.delivery.decision.as_ref()?,
+        );
+        Some(describe(v, r, d, self.delivery.seq))
+    }
+}
+
+/// Reads the delivery log at `path` (file or folder) and checks every record
+/// (or those of `only`, when not empty) again from its stored bytes, a batch
+/// of signatures at a time; calls `each` in log order.
+pub fn check_log<E: From<LogError>>(
+    path: &Path,
+    keyring: &Keyring,
+    only: &HashSet<ReportId>,
+    mut each: impl FnMut(CheckedRecord) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut reader = LogReader::open(path)?;
+    loop {
+        let mut chunk = Vec::new();
+        for record in reader.by_ref() {
+            let r = record?;
+            if only.is_empty() || only.contains(&r.report_id) {
+                chunk.push(r);
+            }
+            if chunk.len() == crate::limits::MAX_DELIVERY_BATCH {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let decoded: Vec<Result<pb::Delivery, String>> = chunk
+            .iter()
+            .map(|r| pb::Delivery::decode(r.bytes.as_slice()).map_err(|e| format!("protobuf: {e}")))
+            .collect();
+        let pairs = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok())
+            .map(|d| {
+                (
+                    d.report.clone().unwrap_or_default(),
+                    d.decision.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let mut verified = verify_routed_many(pairs, keyring).into_iter();
+        for (record, delivery) in chunk.into_iter().zip(decoded) {
+            let (delivery, verdict) = match delivery {
+                Ok(d) => {
+                    let verdict = match verified.next() {
+                        Some(Ok(v)) if v.report.id == record.report_id => Ok(v),
+                        Some(Ok(v)) => Err(format!(
+                            "filed under report {} but the signed report is {}",
+                            record.report_id, v.report.id
+                        )),
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Err("not verified".to_string()),
+                    };
+                    (d, verdict)
+                }
+                Err(e) => (pb::Delivery::default(), Err(e)),
+            };
+            each(CheckedRecord {
+                offset: record.offset,
+                report_id: record.report_id,
+                delivery,
+                raw: record.bytes,
+                verdict,
+            })?;
+        }
+    }
+}
+
+/// Verifies what `path` holds, offline: a delivery log (every record), or
+/// one exported delivery (`.json` or `.pb`). One entry per delivery, named
+/// `path` or `path@offset`.
+pub fn verify_any(path: &Path, keyring: &Keyring) -> Vec<(String, Result<Verified, String>)> {
+    let name = path.display().to_string();
+    let mut head = [0u8; 8];
+    let is_log = path.is_dir()
+        || std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+            .is_ok_and(|()| &head == MAGIC);
+    if !is_log {
+        return vec![(name, verify_stored(path, keyring))];
+    }
+    let mut out = Vec::new();
+    let result = check_log::<LogError>(path, keyring, &HashSet::new(), |r| {
+        out.push((format!("{name}@{}", r.offset), r.verdict));
+        Ok(())
+    });
+    if let Err(e) = result {
+        out.push((name, Err(e.to_string())));
+    }
+    out
+}
+
+/// Writes one checked delivery as `<id>.json` (readable, re-verifiable on
+/// its own) and `<id>.pb` (the raw delivery) into `to`, for a case file or
+/// another tool.
+pub fn export(record: &CheckedRecord, to: &Path) -> Result<(), InboxError> {
+    let Some(json) = record.describe() else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(to).map_err(io_err(to))?;
+    let id = record.report_id.to_string();
+    let json_path = to.join(format!("{id}.json"));
+    let text = serde_json::to_vec_pretty(&json).unwrap_or_default();
+    std::fs::write(&json_path, text).map_err(io_err(&json_path))?;
+    let pb_path = to.join(format!("{id}.pb"));
+    std::fs::write(&pb_path, &record.raw).map_err(io_err(&pb_path))?;
+    Ok(())
+}
+
 enum Outcome {
     Stored(String),
     AlreadyStored,
     Rejected,
 }
 
-/// Writes `bytes` to `path` in place, without fsync: `store_batch` makes a
-/// whole batch durable with one `syncfs` before anything of it is
-/// acknowledged. A file cut short by a crash belongs to an unacknowledged
-/// delivery, which comes again and is rewritten (its bytes differ), so no
-/// temporary file and rename are needed.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
-}
+/// A delivery that verified and is addressed to us: its id and the bytes to store.
+type Accepted = (ReportId, Vec<u8>);
+/// What verifying a chunk gives: per sequence number, the accepted delivery or none.
+type Verdicts = Result<Vec<(u64, Option<Accepted>)>, InboxError>;
 
-/// Flushes every written file and folder of the file system holding `dir`.
-fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(dir)?;
-    // SAFETY: syncfs only reads the descriptor, which `f` keeps open.
-    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Verifies a chunk of deliveries together and writes their files (not yet synced).
-fn store_chunk(
-    part: Vec<pb::Delivery>,
-    keyring: &Keyring,
-    me: &str,
-    out: &Path,
-) -> Result<Vec<(u64, Outcome)>, InboxError> {
+/// Verifies a chunk of deliveries together. Those that fail are kept apart
+/// in `rejected/` for a person to look at, and never acknowledged.
+fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path) -> Verdicts {
     let mut results = Vec::with_capacity(part.len());
     let mut complete = Vec::with_capacity(part.len());
     for d in part {
@@ -269,7 +388,7 @@ fn store_chunk(
                     seq = d.seq,
                     "delivery lacks report or decision; not acknowledged"
                 );
-                results.push((d.seq, Outcome::Rejected));
+                results.push((d.seq, None));
             }
         }
     }
@@ -278,66 +397,36 @@ fn store_chunk(
         .map(|(_, _, r, d)| (r.clone(), d.clone()))
         .collect();
     let verified = verify_routed_many(pairs, keyring);
-    for ((seq, raw, sr, sd), v) in complete.into_iter().zip(verified) {
-        let outcome = match v {
-            Ok(v) => write_verified(seq, &raw, &sr, &sd, &v, me, out)?,
+    for ((seq, raw, _, _), v) in complete.into_iter().zip(verified) {
+        let accepted = match v {
+            Ok(v) if v.decision.recipients.iter().any(|r| r.identity == me) => {
+                Some((v.report.id, raw))
+            }
+            Ok(_) => {
+                tracing::error!(seq, "delivery is not addressed to {me}; not acknowledged");
+                None
+            }
             Err(e) => {
                 tracing::error!(seq, error = %e, "delivery failed verification; kept apart, not acknowledged");
                 let dir = out.join("rejected");
                 std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
                 let p = dir.join(format!("{seq}.pb"));
-                write_file(&p, &raw).map_err(io_err(&p))?;
-                Outcome::Rejected
+                std::fs::write(&p, &raw).map_err(io_err(&p))?;
+                None
             }
         };
-        results.push((seq, outcome));
+        results.push((seq, accepted));
     }
     Ok(results)
 }
 
-/// Writes the files of one verified delivery (not yet synced).
-fn write_verified(
-    seq: u64,
-    raw: &[u8],
-    sr: &pb::SignedReport,
-    sd: &pb::SignedDecision,
-    verified: &Verified,
-    me: &str,
-    out: &Path,
-) -> Result<Outcome, InboxError> {
-    if !verified
-        .decision
-        .recipients
-        .iter()
-        .any(|r| r.identity == me)
-    {
-        tracing::error!(seq, "delivery is not addressed to {me}; not acknowledged");
-        return Ok(Outcome::Rejected);
-    }
-    let id = verified.report.id.to_string();
-    let pb_path = out.join(format!("{id}.pb"));
-    let json_path = out.join(format!("{id}.json"));
-    // Stored before (the hub did not record our acknowledgement)? Only if the
-    // raw bytes on disk are exactly these. The JSON is written again either
-    // way: after a crash before the sync it may be cut short.
-    let before = std::fs::read(&pb_path).is_ok_and(|b| b == raw);
-    let json = describe(verified, sr, sd, seq);
-    let text = serde_json::to_vec_pretty(&json).unwrap_or_default();
-    write_file(&json_path, &text).map_err(io_err(&json_path))?;
-    if before {
-        return Ok(Outcome::AlreadyStored);
-    }
-    // The .pb goes last: its presence marks the delivery as completely stored.
-    write_file(&pb_path, raw).map_err(io_err(&pb_path))?;
-    Ok(Outcome::Stored(id))
-}
-
-/// Verifies and stores a batch on all cores, then makes it durable with one
-/// sync of the file system. Nothing of the batch is acknowledged before that.
+/// Verifies a batch on all cores, then appends what is new to the log and
+/// syncs it. Nothing of the batch is acknowledged before that.
 fn store_batch(
     deliveries: Vec<pb::Delivery>,
     keyring: &Keyring,
     me: &SpiffeId,
+    log: &mut DeliveryLog,
     out: &Path,
 ) -> Result<Vec<(u64, Outcome)>, InboxError> {
     let me = me.to_string();
@@ -348,12 +437,12 @@ fn store_batch(
     while it.peek().is_some() {
         parts.push(it.by_ref().take(chunk).collect());
     }
-    let results: Vec<Result<Vec<(u64, Outcome)>, InboxError>> = std::thread::scope(|s| {
+    let results: Vec<Verdicts> = std::thread::scope(|s| {
         let handles: Vec<_> = parts
             .into_iter()
             .map(|part| {
                 let me = &me;
-                s.spawn(move || store_chunk(part, keyring, me, out))
+                s.spawn(move || verify_chunk(part, keyring, me, out))
             })
             .collect();
         handles
@@ -362,18 +451,36 @@ fn store_batch(
                 h.join().unwrap_or_else(|_| {
                     Err(InboxError::Io {
                         path: out.display().to_string(),
-                        source: std::io::Error::other("storage worker panicked"),
+                        source: std::io::Error::other("verification worker panicked"),
                     })
                 })
             })
             .collect()
     });
-    let mut out_v = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut new: Vec<Accepted> = Vec::new();
+    let mut in_batch = HashSet::new();
     for r in results {
-        out_v.extend(r?);
+        for (seq, accepted) in r? {
+            let outcome = match accepted {
+                None => Outcome::Rejected,
+                Some((id, raw)) => {
+                    // Stored before (the hub did not record our acknowledgement)?
+                    // Only if the stored bytes are exactly these.
+                    if log.holds(&id, &raw)? || !in_batch.insert((id, raw.clone())) {
+                        Outcome::AlreadyStored
+                    } else {
+                        new.push((id, raw));
+                        Outcome::Stored(id.to_string())
+                    }
+                }
+            };
+            outcomes.push((seq, outcome));
+        }
     }
-    sync_filesystem(out).map_err(io_err(out))?;
-    Ok(out_v)
+    let records: Vec<(ReportId, &[u8])> = new.iter().map(|(id, b)| (*id, b.as_slice())).collect();
+    log.append(&records)?;
+    Ok(outcomes)
 }
 
 /// Receives this party's queue until it is drained (or `max` deliveries are
@@ -384,7 +491,7 @@ pub async fn receive(
     me: &SpiffeId,
     opts: &InboxOptions,
 ) -> Result<InboxSummary, InboxError> {
-    std::fs::create_dir_all(&opts.out_dir).map_err(io_err(&opts.out_dir))?;
+    let mut log = Some(DeliveryLog::open(&opts.out_dir)?);
     let mut client =
         InboxClient::new(channel).max_decoding_message_size(crate::limits::MAX_MESSAGE_BYTES);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(64);
@@ -410,13 +517,21 @@ pub async fn receive(
         if !deliveries.is_empty() {
             let out = opts.out_dir.clone();
             let (keyring, me) = (keyring.clone(), me.clone());
-            let outcomes =
-                tokio::task::spawn_blocking(move || store_batch(deliveries, &keyring, &me, &out))
-                    .await
-                    .map_err(|e| InboxError::Io {
-                        path: opts.out_dir.display().to_string(),
-                        source: std::io::Error::other(e.to_string()),
-                    })??;
+            let mut taken_log = log.take().ok_or_else(|| InboxError::Io {
+                path: opts.out_dir.display().to_string(),
+                source: std::io::Error::other("the delivery log was lost by a failed batch"),
+            })?;
+            let (back, outcomes) = tokio::task::spawn_blocking(move || {
+                let r = store_batch(deliveries, &keyring, &me, &mut taken_log, &out);
+                (taken_log, r)
+            })
+            .await
+            .map_err(|e| InboxError::Io {
+                path: opts.out_dir.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            log = Some(back);
+            let outcomes = outcomes?;
             for (seq, outcome) in outcomes {
                 match outcome {
                     Outcome::Stored(id) => {

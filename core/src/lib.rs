@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod country;
+pub mod delivery_log;
 pub mod error;
 pub mod hash;
 pub mod identity;

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use meldnet_core::cli::{receive_and_print, ReceiveArgs};
+use meldnet_core::cli::{receive_and_print, show_received, ReceiveArgs, ReceivedArgs};
 use meldnet_core::country::CountryCode;
 use meldnet_core::identity::Role;
 use meldnet_core::keyring::Keyring;
@@ -41,6 +41,8 @@ enum Command {
     },
     /// Receive the reports routed to this node, verify, store, acknowledge.
     Inbox(ReceiveArgs),
+    /// Show the reports received (verified again from the stored bytes); export them as files.
+    Received(ReceivedArgs),
 }
 
 #[derive(Subcommand)]
@@ -228,6 +230,10 @@ fn run() -> anyhow::Result<()> {
                 let node = Node::load(&args.config)?;
                 let c = &node.cfg;
                 Ok(receive_and_print(&c.hub, &c.tls, &c.keyring, &c.inbox_dir, &args, "inbox").await?)
+            }
+            Command::Received(args) => {
+                let c = NodeConfig::load(&args.config)?;
+                Ok(show_received(&c.keyring, &c.inbox_dir, &args)?)
             }
         }
     })?;

@@ -286,8 +286,13 @@ impl Federation {
 
     /// Runs `meldnet-agency pull --config <dir's config> ARGS`.
     pub fn pull(&self, agency_dir: &str, args: &[&str]) -> Output {
+        self.agency(agency_dir, "pull", args)
+    }
+
+    /// Runs `meldnet-agency COMMAND --config <dir's config> ARGS`.
+    pub fn agency(&self, agency_dir: &str, command: &str, args: &[&str]) -> Output {
         run(Command::new(bin("meldnet-agency"))
-            .args(["pull", "--config"])
+            .args([command, "--config"])
             .arg(self.agency_config(agency_dir))
             .args(args))
     }

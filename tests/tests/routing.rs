@@ -43,23 +43,59 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
     let out_bka = fed.scratch("bka");
     let o = fed.pull("DE-bka", &["--out", out_bka.to_str().unwrap()]);
     assert_received(&o, std::slice::from_ref(&id));
-    let json_file = out_bka.join(format!("{id}.json"));
-    let pb_file = out_bka.join(format!("{id}.pb"));
+    // What was stored, shown from the delivery log and exported as files.
+    let exported = fed.scratch("bka-export");
+    let o = fed.agency(
+        "DE-bka",
+        "received",
+        &[
+            "--out",
+            out_bka.to_str().unwrap(),
+            "--export",
+            exported.to_str().unwrap(),
+            &id,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = json_lines(&o);
+    assert_eq!(shown.len(), 1, "{}", stdout(&o));
+    let json_file = exported.join(format!("{id}.json"));
+    let pb_file = exported.join(format!("{id}.pb"));
     let stored: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json_file).unwrap()).unwrap();
+    assert_eq!(stored, shown[0]);
     assert_eq!(stored["origin"], "spiffe://eu.meldnet.test/node/NL");
     assert_eq!(stored["items"].as_array().unwrap().len(), 2);
     assert_eq!(stored["items"][1]["media_type"], "video");
 
-    // Offline verification with public keys only, from both stored forms.
+    // Offline verification with public keys only: the log and both exported forms.
     let keyring = fed.root().join("keyring.toml");
     let v = run(Command::new(bin("meldnet-agency"))
         .args(["verify", "--keyring"])
         .arg(&keyring)
+        .arg(out_bka.join("deliveries.log"))
         .arg(&json_file)
         .arg(&pb_file));
     assert!(v.status.success(), "{}", stdout(&v));
-    assert_eq!(stdout(&v).matches(": OK report").count(), 2);
+    assert_eq!(stdout(&v).matches(": OK report").count(), 3);
+
+    // A delivery log damaged before its end is refused, naming the offset.
+    let damaged = fed.scratch("damaged").join("deliveries.log");
+    let mut bytes = std::fs::read(out_bka.join("deliveries.log")).unwrap();
+    bytes[40] ^= 1;
+    let records = bytes[8..].to_vec();
+    bytes.extend_from_slice(&records);
+    std::fs::write(&damaged, bytes).unwrap();
+    let v = run(Command::new(bin("meldnet-agency"))
+        .args(["verify", "--keyring"])
+        .arg(&keyring)
+        .arg(&damaged));
+    assert!(!v.status.success(), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("offset 8: checksum mismatch"),
+        "{}",
+        stdout(&v)
+    );
 
     // A tampered copy does not verify.
     let mut doc = stored.clone();
