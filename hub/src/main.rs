@@ -61,7 +61,10 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config, ready_file } => {
             let cfg = HubConfig::load(&config)?;
-            let rt = tokio::runtime::Runtime::new()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .on_thread_start(meldnet_hub::store::yield_to_the_writer)
+                .build()?;
             rt.block_on(async move {
                 if let Some(addr) = cfg.metrics_listen {
                     metrics_exporter_prometheus::PrometheusBuilder::new()

@@ -34,7 +34,7 @@ fn unavailable(e: impl std::fmt::Display) -> Status {
 }
 
 /// Batches of one stream in progress at once.
-const PIPELINE: usize = 4;
+const PIPELINE: usize = 8;
 
 /// The answer to one batch of a stream.
 async fn answer(
