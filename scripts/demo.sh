@@ -27,22 +27,35 @@ for _ in $(seq 1 200); do [ -f "$DIR/hub.ready" ] && break; sleep 0.05; done
 [ -f "$DIR/hub.ready" ] || { cat "$DIR/hub.log"; exit 1; }
 echo "hub listening on $(cat "$DIR/hub.ready"), log in $DIR/hub.log"
 
-for i in 1 2 3 4; do head -c 20000 /dev/urandom > "$DIR/files/item$i.jpg"; done
+# Made-up pictures (coloured stripes, never real imagery), written as PNG by
+# the Python standard library, so that the nodes compute their PDQ hashes.
+python3 - "$DIR/files" <<'PY'
+import struct, sys, zlib
+def png(path, seed, w=160, h=120):
+    rows = b"".join(b"\0" + bytes(
+        v for x in range(w) for v in ((x * 255 // w), (y * 255 // h) ^ seed, ((x // (4 + seed)) % 2) * 255))
+        for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+for i in range(1, 5):
+    png(f"{sys.argv[1]}/item{i}.png", i * 3)
+PY
 head -c 50000 /dev/urandom > "$DIR/files/clip.mp4"
 
 say "3. Hotlines report (files are hashed locally; only hashes and metadata leave)"
 echo "-- NL: material hosted in DE"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https://img.example.de/a/1 \
-  --hosting DE --classification baseline --age-group prepubescent --submit "$DIR/files/item1.jpg" "$DIR/files/item2.jpg"
+  --hosting DE --classification baseline --age-group prepubescent --submit "$DIR/files/item1.png" "$DIR/files/item2.png"
 echo "-- FR: material hosted in NL, suspect in DE"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/FR/node.toml" --url https://cdn.example.nl/v/9 \
   --hosting NL --suspect DE --classification baseline --age-group pubescent --submit "$DIR/files/clip.mp4"
 echo "-- DE: material hosted in the US, no other EU link"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/DE/node.toml" --url https://files.example.com/x \
-  --hosting US --classification national --age-group unknown --submit "$DIR/files/item3.jpg"
+  --hosting US --classification national --age-group unknown --submit "$DIR/files/item3.png"
 echo "-- NL: material hosted in the US, victim located in NL"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https://files.example.com/y \
-  --hosting US --victim NL --classification baseline --age-group infant-toddler --submit "$DIR/files/item4.jpg"
+  --hosting US --victim NL --classification baseline --age-group infant-toddler --submit "$DIR/files/item4.png"
 
 say "4. Recipients receive their queues, verify both signatures, store, acknowledge"
 AGENCIES="DE-bka NL-politie EU-europol"

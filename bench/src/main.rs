@@ -3,6 +3,7 @@
 //! output is one JSON object with the figures.
 
 mod ingest;
+mod pdq;
 mod stats;
 mod verify_limit;
 mod worker;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// A hub and node processes: N signed reports submitted, then drained to recipients.
     Ingest(ingest::IngestArgs),
+    /// PDQ on a folder of images, ours and Meta's reference (PyPI `pdqhash`) on the same files.
+    Pdq(pdq::PdqArgs),
     /// One node process of `ingest` (started by it, not by hand).
     #[command(hide = true)]
     NodeWorker(worker::WorkerArgs),
@@ -38,6 +41,7 @@ fn main() -> std::process::ExitCode {
     meldnet_core::cli::init_process("warn");
     let result = match Cli::parse().command {
         Command::Ingest(a) => ingest::run(a),
+        Command::Pdq(a) => pdq::run(a),
         Command::NodeWorker(a) => worker::run(a),
     };
     meldnet_core::cli::exit_code("meldnet-bench", result)

@@ -18,6 +18,7 @@ pub mod inbox;
 pub mod keyring;
 pub mod limits;
 pub mod merkle;
+pub mod pdq;
 pub mod provenance;
 pub mod report;
 pub mod signing;

@@ -6,5 +6,6 @@
 pub mod config;
 pub mod hashing;
 pub mod outbox;
+pub mod picture;
 pub mod report;
 pub mod submit;

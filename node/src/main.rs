@@ -11,6 +11,7 @@ use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
 use meldnet_core::signing::SigningKey;
 use meldnet_node::config::NodeConfig;
 use meldnet_node::outbox::Outbox;
+use meldnet_node::picture::hash_many;
 use meldnet_node::report::{build, sign, ReportInput};
 use meldnet_node::submit::submit_outbox;
 use serde_json::json;
@@ -41,8 +42,81 @@ enum Command {
     },
     /// Receive the reports routed to this node, verify, store, acknowledge.
     Inbox(ReceiveArgs),
+    /// Hash files locally: SHA-256, MD5 and, for images, PDQ with its quality.
+    Hash(HashArgs),
     /// Show the reports received (verified again from the stored bytes); export them as files.
     Received(ReceivedArgs),
+}
+
+#[derive(Args)]
+struct HashArgs {
+    /// One JSON object per line: file, sha256, md5, pdq, pdq_quality, media_type (or error).
+    #[arg(long)]
+    json: bool,
+    /// Also the PDQ hashes of the eight rotations and mirrors.
+    #[arg(long)]
+    dihedral: bool,
+    /// Files hashed at once (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// The files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+/// `meldnet-node hash`: one line per file, in the order given; false when any failed.
+fn hash_command(a: &HashArgs) -> bool {
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut ok = true;
+    hash_many(&a.files, jobs, a.dihedral, |path, result| {
+        let file = path.display().to_string();
+        match result {
+            Ok(r) => {
+                let mut line = json!({
+                    "file": file,
+                    "sha256": r.exact.sha256.to_hex(),
+                    "md5": r.exact.md5.to_hex(),
+                    "media_type": r.media_type.name(),
+                });
+                if let Some((h, q)) = r.pdq {
+                    line["pdq"] = h.to_hex().into();
+                    line["pdq_quality"] = q.into();
+                }
+                if let Some(d) = &r.dihedral {
+                    line["dihedral"] = d
+                        .named()
+                        .iter()
+                        .map(|(n, h)| ((*n).to_string(), serde_json::Value::from(h.to_hex())))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
+                }
+                if a.json {
+                    println!("{line}");
+                } else {
+                    let pdq = r
+                        .pdq
+                        .map_or("-\t-".to_string(), |(h, q)| format!("{h}\t{q}"));
+                    println!(
+                        "{file}\t{}\t{}\t{pdq}\t{}",
+                        r.exact.sha256,
+                        r.exact.md5,
+                        r.media_type.name()
+                    );
+                }
+            }
+            Err(e) => {
+                ok = false;
+                if a.json {
+                    println!("{}", json!({"file": file, "error": e.to_string()}));
+                } else {
+                    println!("{file}\terror: {e}");
+                }
+            }
+        }
+    });
+    ok
 }
 
 #[derive(Subcommand)]
@@ -168,6 +242,12 @@ fn main() -> std::process::ExitCode {
 fn run() -> anyhow::Result<()> {
     meldnet_core::cli::init_process("warn");
     let cli = Cli::parse();
+    if let Command::Hash(a) = &cli.command {
+        if !hash_command(a) {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let rt = tokio::runtime::Runtime::new()?;
     let ok = rt.block_on(async move {
         match cli.command {
@@ -231,6 +311,7 @@ fn run() -> anyhow::Result<()> {
                 let c = &node.cfg;
                 Ok(receive_and_print(&c.hub, &c.tls, &c.keyring, &c.inbox_dir, &args, "inbox").await?)
             }
+            Command::Hash(_) => Ok(true),
             Command::Received(args) => {
                 let c = NodeConfig::load(&args.config)?;
                 Ok(show_received(&c.keyring, &c.inbox_dir, &args)?)

@@ -53,10 +53,17 @@ pub fn build(origin: CountryCode, input: &ReportInput) -> Result<Report, BuildEr
             path: f.display().to_string(),
             source,
         })?;
+        // An image that does not decode still has its exact hashes: the
+        // report goes out without a PDQ for it, and the analyst is told.
+        let pdq = crate::picture::pdq_if_image(f).unwrap_or_else(|e| {
+            tracing::warn!(file = %f.display(), error = %e, "no PDQ hash for this file");
+            eprintln!("warning: {}: no PDQ hash: {e}", f.display());
+            None
+        });
         items.push(Item {
             sha256: h.sha256,
             md5: h.md5,
-            pdq: None,
+            pdq,
             classification: input.classification,
             age_group: input.age_group,
             media_type: input.media_type.unwrap_or_else(|| media_type_of(f)),

@@ -380,11 +380,40 @@ pub fn sign_proto(report: &pb::Report, key: &SigningKey) -> pb::SignedReport {
     }
 }
 
-/// Writes a small generated PNG-like test file (synthetic bytes, never real imagery).
+/// Writes a small generated test file: a real picture (in the format its name
+/// says) for picture names, synthetic bytes otherwise; never real imagery.
 pub fn synthetic_file(dir: &Path, name: &str, seed: u8) -> PathBuf {
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    bytes.extend((0..4096u32).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
     let p = dir.join(name);
-    std::fs::write(&p, bytes).expect("write test file");
+    let is_picture = [
+        ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+    ]
+    .iter()
+    .any(|e| name.ends_with(e));
+    if is_picture {
+        synthetic_picture(seed)
+            .save(&p)
+            .expect("write test picture");
+    } else {
+        let bytes: Vec<u8> = (0..4096u32)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        std::fs::write(&p, bytes).expect("write test file");
+    }
     p
+}
+
+/// A made-up 96x64 picture, different for every seed: shapes and gradients,
+/// never real imagery.
+pub fn synthetic_picture(seed: u8) -> image::RgbImage {
+    let s = u32::from(seed);
+    image::RgbImage::from_fn(96, 64, |x, y| {
+        let band = ((x * (s % 7 + 1) + y * (s % 5 + 2)) / 9) % 2;
+        let v = (x * 255 / 96) as u8;
+        let w = (y * 255 / 64) as u8;
+        if band == 0 {
+            image::Rgb([v, w, seed])
+        } else {
+            image::Rgb([255 - w, seed.wrapping_mul(3), v])
+        }
+    })
 }

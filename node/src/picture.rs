@@ -1,0 +1,412 @@
+//! Image files to the hashes a node shares: decoding (JPEG, PNG, GIF first
+//! frame, BMP, WebP, TIFF) with the EXIF orientation applied, 8-bit RGB, then
+//! PDQ (`meldnet_core::pdq`); and the one function that hashes any file, the
+//! way `meldnet-node hash` and `report new` both do.
+//!
+//! Decoding is bounded: dimensions and allocations have limits, so a
+//! decompression bomb is an error, not an exhausted machine. A file that
+//! fails gives an error naming the reason; it never panics.
+
+use crate::hashing::{hash_file, media_type_of, FileHashes};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use meldnet_core::hash::PdqHash;
+use meldnet_core::pdq::{self, Dihedral};
+use meldnet_core::report::MediaType;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Largest width or height decoded (a 16,384-pixel side is far above any photo).
+pub const MAX_DIMENSION: u32 = 16_384;
+/// Most memory one decode may allocate.
+pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+/// Why a file could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum PictureError {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    /// Nothing to hash.
+    #[error("empty file (0 bytes)")]
+    Empty,
+    /// Named like an image but not one of the formats we decode.
+    #[error("not a supported image (JPEG, PNG, GIF, BMP, WebP, TIFF)")]
+    NotAnImage,
+    /// The image is larger than the decoder limits.
+    #[error("image too large to decode safely: {0}")]
+    TooLarge(String),
+    /// The decoder refused the content.
+    #[error("corrupt or truncated {format} image: {reason}")]
+    Corrupt {
+        /// What the content looked like.
+        format: String,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+/// A decoded picture: 8-bit RGB, row-major, orientation applied.
+pub struct Rgb {
+    /// Pixels, 3 bytes each.
+    pub pixels: Vec<u8>,
+    /// Width after orientation.
+    pub width: u32,
+    /// Height after orientation.
+    pub height: u32,
+}
+
+fn decode_error(format: Option<ImageFormat>, e: image::ImageError) -> PictureError {
+    let format = format.map_or("unknown".to_string(), |f| format!("{f:?}").to_uppercase());
+    // One line: the reason ends up in a JSON field or a line of text.
+    let one_line = |s: String| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match e {
+        image::ImageError::Limits(l) => PictureError::TooLarge(one_line(l.to_string())),
+        other => PictureError::Corrupt {
+            format,
+            reason: one_line(other.to_string()),
+        },
+    }
+}
+
+/// The image format of a file, from its first bytes (never its name); None
+/// when it is not one we decode.
+pub fn sniff(path: &Path) -> Result<Option<ImageFormat>, PictureError> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(32);
+    std::fs::File::open(path)?.take(32).read_to_end(&mut head)?;
+    Ok(image::guess_format(&head).ok().filter(|f| {
+        matches!(
+            f,
+            ImageFormat::Jpeg
+                | ImageFormat::Png
+                | ImageFormat::Gif
+                | ImageFormat::Bmp
+                | ImageFormat::WebP
+                | ImageFormat::Tiff
+        )
+    }))
+}
+
+/// Decodes an image file within the limits, EXIF orientation applied.
+pub fn decode_rgb(path: &Path) -> Result<Rgb, PictureError> {
+    let format = sniff(path)?.ok_or(PictureError::NotAnImage)?;
+    let bytes = std::fs::read(path)?;
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
+        return Err(PictureError::Corrupt {
+            format: "JPEG".into(),
+            reason: "truncated: no end-of-image marker after the last scan".into(),
+        });
+    }
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
+    reader.set_format(format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DIMENSION);
+    limits.max_image_height = Some(MAX_DIMENSION);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| decode_error(Some(format), e))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(Some(format), e))?;
+    img.apply_orientation(orientation);
+    let (width, height) = (img.width(), img.height());
+    let pixels = match img {
+        DynamicImage::ImageRgb8(buf) => buf.into_raw(),
+        other => other.to_rgb8().into_raw(),
+    };
+    Ok(Rgb {
+        pixels,
+        width,
+        height,
+    })
+}
+
+/// Whether a JPEG's last scan is followed by its end-of-image marker. The
+/// JPEG decoder fills a cut-off image with grey and says nothing; inside a
+/// scan every 0xFF byte is stuffed, so the marker cannot appear by chance,
+/// and a thumbnail's own marker comes before the main image's scans.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
+}
+
+/// PDQ of a decoded picture, with its eight variants when asked.
+pub fn pdq_of(rgb: &Rgb, dihedral: bool) -> (PdqHash, u8, Option<Dihedral>) {
+    let mut luma = pdq::luma_from_rgb8(&rgb.pixels);
+    let (rows, cols) = (rgb.height as usize, rgb.width as usize);
+    if dihedral {
+        let (d, q) = pdq::hash_luma_dihedral(&mut luma, rows, cols);
+        (d.original, q, Some(d))
+    } else {
+        let out = pdq::hash_luma(&mut luma, rows, cols);
+        (out.hash, out.quality, None)
+    }
+}
+
+/// Whether a file is to be treated as an image: by its content, or by its
+/// name (so that a damaged image is reported, not passed as "other").
+pub fn is_image(path: &Path) -> Result<bool, PictureError> {
+    Ok(sniff(path)?.is_some() || media_type_of(path) == MediaType::Image)
+}
+
+/// The PDQ hash and quality of a file when it is an image; None otherwise.
+pub fn pdq_if_image(path: &Path) -> Result<Option<(PdqHash, u8)>, PictureError> {
+    if !is_image(path)? {
+        return Ok(None);
+    }
+    let (hash, quality, _) = pdq_of(&decode_rgb(path)?, false);
+    Ok(Some((hash, quality)))
+}
+
+/// Everything a node knows about one file.
+pub struct FileReport {
+    /// SHA-256, MD5 and size.
+    pub exact: FileHashes,
+    /// Image, video or other.
+    pub media_type: MediaType,
+    /// PDQ and quality, for images.
+    pub pdq: Option<(PdqHash, u8)>,
+    /// The eight variants, when asked.
+    pub dihedral: Option<Dihedral>,
+    /// Time spent decoding (images only).
+    pub decode_time: Duration,
+    /// Time spent on PDQ itself (images only).
+    pub pdq_time: Duration,
+}
+
+/// Hashes one file: exact hashes always (one streaming pass), PDQ when the
+/// file is an image by its content or by its name. An image that cannot be
+/// decoded is an error, so that a damaged image never passes as "other".
+pub fn hash_any(path: &Path, dihedral: bool) -> Result<FileReport, PictureError> {
+    let exact = hash_file(path)?;
+    if exact.size == 0 {
+        return Err(PictureError::Empty);
+    }
+    if !is_image(path)? {
+        return Ok(FileReport {
+            exact,
+            media_type: media_type_of(path),
+            pdq: None,
+            dihedral: None,
+            decode_time: Duration::ZERO,
+            pdq_time: Duration::ZERO,
+        });
+    }
+    let t = Instant::now();
+    let rgb = decode_rgb(path)?;
+    let decode_time = t.elapsed();
+    let t = Instant::now();
+    let (hash, quality, dihedral) = pdq_of(&rgb, dihedral);
+    Ok(FileReport {
+        exact,
+        media_type: MediaType::Image,
+        pdq: Some((hash, quality)),
+        dihedral,
+        decode_time,
+        pdq_time: t.elapsed(),
+    })
+}
+
+/// Hashes `paths` on `jobs` threads and calls `each` for every file in the
+/// order given, as soon as it and all before it are done: output streams,
+/// and memory stays bounded by what finished out of order.
+pub fn hash_many(
+    paths: &[std::path::PathBuf],
+    jobs: usize,
+    dihedral: bool,
+    mut each: impl FnMut(&Path, Result<FileReport, PictureError>),
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            let tx = tx.clone();
+            let next = &next;
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(i) else { break };
+                if tx.send((i, hash_any(path, dihedral))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut want = 0;
+        for (i, r) in rx {
+            waiting.insert(i, r);
+            while let Some(r) = waiting.remove(&want) {
+                each(&paths[want], r);
+                want += 1;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// Meta's test images and the reference's output (`shared/data/pdq`
+    /// beside the repository, or `MELDNET_PDQ_DATA`).
+    pub(crate) fn pdq_data() -> PathBuf {
+        if let Ok(p) = std::env::var("MELDNET_PDQ_DATA") {
+            return PathBuf::from(p);
+        }
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        here.ancestors()
+            .map(|a| a.join("shared/data/pdq"))
+            .find(|p| p.join("expected.tsv").exists())
+            .expect("Meta's PDQ test data (shared/data/pdq/expected.tsv) not found beside the repository; set MELDNET_PDQ_DATA")
+    }
+
+    fn expected() -> Vec<(String, PdqHash, u8)> {
+        let text = std::fs::read_to_string(pdq_data().join("expected.tsv")).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (
+                    f[0].to_string(),
+                    PdqHash::parse_hex(f[1]).unwrap(),
+                    f[2].parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn is_jpeg(name: &str) -> bool {
+        let n = name.to_ascii_lowercase();
+        n.ends_with(".jpg") || n.ends_with(".jpeg")
+    }
+
+    /// Every image gives the reference's hash and quality. Lossless formats
+    /// must match exactly; JPEG pixels depend on the decoder (see `JPEG_SLACK`).
+    #[test]
+    fn every_reference_image_matches_metas_output() {
+        let data = pdq_data();
+        let mut failures = Vec::new();
+        let mut report = Vec::new();
+        for (file, want, want_q) in expected() {
+            let rgb = decode_rgb(&data.join(&file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let (got, q, _) = pdq_of(&rgb, false);
+            let d = got.distance(&want);
+            report.push(format!(
+                "{file}: distance {d}, quality {q} (reference {want_q})"
+            ));
+            let (slack, q_slack) =
+                if is_jpeg(&file) && JPEG_DECODER_DIFFERS.contains(&file.as_str()) {
+                    (JPEG_SLACK, 1)
+                } else {
+                    (0, 0)
+                };
+            if d > slack || q.abs_diff(want_q) > q_slack {
+                failures.push(format!(
+                    "{file}: got {got} q{q}, reference {want} q{want_q}: Hamming distance {d}"
+                ));
+            }
+        }
+        println!("{}", report.join("\n"));
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// The JPEG files whose pixels from the `image` crate's decoder
+    /// (zune-jpeg) differ from libjpeg-turbo's, which the reference hashed,
+    /// enough to move a few bits; every other file must match exactly.
+    const JPEG_DECODER_DIFFERS: [&str; 4] = [
+        "misc-images/wee.jpg",
+        "reg-test-input/labelme-subset/q0003.jpg",
+        "reg-test-input/labelme-subset/q0004.jpg",
+        "reg-test-input/labelme-subset/q0122.jpg",
+    ];
+    /// How far those may be: far below the match threshold of 31.
+    const JPEG_SLACK: u32 = 6;
+
+    #[test]
+    fn dihedral_hashes_match_the_rotated_and_mirrored_files() {
+        let dih = pdq_data().join("reg-test-input/dih");
+        let rgb = decode_rgb(&dih.join("bridge-1-original.jpg")).unwrap();
+        let (_, _, d) = pdq_of(&rgb, true);
+        let d = d.unwrap();
+        let files = [
+            ("original", "bridge-1-original.jpg"),
+            ("rotate90", "bridge-2-rotate-90.jpg"),
+            ("rotate180", "bridge-3-rotate-180.jpg"),
+            ("rotate270", "bridge-4-rotate-270.jpg"),
+            ("flip_x", "bridge-5-flipx.jpg"),
+            ("flip_y", "bridge-6-flipy.jpg"),
+            ("flip_plus1", "bridge-7-flip-plus-1.jpg"),
+            ("flip_minus1", "bridge-8-flip-minus-1.jpg"),
+        ];
+        for ((name, hash), (want_name, file)) in d.named().into_iter().zip(files) {
+            assert_eq!(name, want_name);
+            let rgb = decode_rgb(&dih.join(file)).unwrap();
+            let (other, _, _) = pdq_of(&rgb, false);
+            let dist = hash.distance(&other);
+            assert!(dist <= 16, "{name} vs {file}: distance {dist}");
+        }
+    }
+
+    fn scratch(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn bad_files_get_clear_errors_and_no_panic() {
+        let good = std::fs::read(pdq_data().join("reg-test-input/pen-and-coaster.png")).unwrap();
+        let (_d1, empty) = scratch("empty.jpg", b"");
+        assert!(matches!(hash_any(&empty, false), Err(PictureError::Empty)));
+        let (_d2, text) = scratch("notes.jpg", b"this is not a picture at all");
+        let e = hash_any(&text, false).err().unwrap().to_string();
+        assert!(e.contains("not a supported image"), "{e}");
+        let (_d3, cut) = scratch("cut.png", &good[..good.len() / 3]);
+        let e = hash_any(&cut, false).err().unwrap().to_string();
+        assert!(e.contains("corrupt or truncated PNG"), "{e}");
+        let jpeg = std::fs::read(pdq_data().join("bridge-mods/aaa-orig.jpg")).unwrap();
+        let (_d6, cut) = scratch("cut.jpg", &jpeg[..jpeg.len() / 2]);
+        let e = hash_any(&cut, false).err().unwrap().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        // A PNG header claiming 100,000 x 100,000 pixels.
+        let mut bomb = good[..33].to_vec();
+        bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32(&bomb[12..29]);
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
+        bomb.extend_from_slice(&good[33..]);
+        let (_d4, bomb) = scratch("bomb.png", &bomb);
+        let e = hash_any(&bomb, false).err().unwrap().to_string();
+        assert!(e.contains("too large"), "{e}");
+        // Not an image by name or content: exact hashes only.
+        let (_d5, video) = scratch("clip.mp4", b"\x00\x00\x00\x18ftypmp42 not really a video");
+        let r = hash_any(&video, false).unwrap();
+        assert_eq!(r.media_type, MediaType::Video);
+        assert!(r.pdq.is_none());
+    }
+
+    /// CRC-32 (PNG's) for the forged header above.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+}
