@@ -417,3 +417,32 @@ pub fn synthetic_picture(seed: u8) -> image::RgbImage {
         }
     })
 }
+
+/// Meta's PDQ test images and the reference's output: `shared/data/pdq`
+/// beside the repository (or `MELDNET_PDQ_DATA`).
+pub fn pdq_data() -> PathBuf {
+    if let Ok(p) = std::env::var("MELDNET_PDQ_DATA") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|a| a.join("shared/data/pdq"))
+        .find(|p| p.join("expected.tsv").exists())
+        .expect("Meta's PDQ test data (shared/data/pdq/expected.tsv) not found beside the repository; set MELDNET_PDQ_DATA")
+}
+
+/// The rows of `expected.tsv`: file (relative to `pdq_data()`), hash, quality.
+pub fn expected_pdq() -> Vec<(String, meldnet_core::hash::PdqHash, u8)> {
+    let text = std::fs::read_to_string(pdq_data().join("expected.tsv")).expect("expected.tsv");
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].to_string(),
+                meldnet_core::hash::PdqHash::parse_hex(f[1]).expect("hash in expected.tsv"),
+                f[2].parse().expect("quality in expected.tsv"),
+            )
+        })
+        .collect()
+}

@@ -67,6 +67,15 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
     assert_eq!(stored["origin"], "spiffe://eu.meldnet.test/node/NL");
     assert_eq!(stored["items"].as_array().unwrap().len(), 2);
     assert_eq!(stored["items"][1]["media_type"], "video");
+    // The picture carries the PDQ hash `meldnet-node hash` gives for it; the video none.
+    let h = run(Command::new(bin("meldnet-node"))
+        .args(["hash", "--json"])
+        .arg(&a));
+    let hashed = &json_lines(&h)[0];
+    assert_eq!(stored["items"][0]["pdq"], hashed["pdq"]);
+    assert_eq!(stored["items"][0]["pdq_quality"], hashed["pdq_quality"]);
+    assert_eq!(stored["items"][0]["sha256"], hashed["sha256"]);
+    assert!(stored["items"][1]["pdq"].is_null());
 
     // Offline verification with public keys only: the log and both exported forms.
     let keyring = fed.root().join("keyring.toml");
