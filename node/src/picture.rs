@@ -97,7 +97,7 @@ pub fn decode_rgb(path: &Path) -> Result<Rgb, PictureError> {
             reason: "truncated: no end-of-image marker after the last scan".into(),
         });
     }
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes));
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes.as_slice()));
     reader.set_format(format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_DIMENSION);
@@ -110,7 +110,14 @@ pub fn decode_rgb(path: &Path) -> Result<Rgb, PictureError> {
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(Some(format), e))?;
+    let jpeg = match format {
+        ImageFormat::Jpeg => decode_jpeg_like_the_reference(&bytes)?,
+        _ => None,
+    };
+    let mut img = match jpeg {
+        Some(rgb) => DynamicImage::ImageRgb8(rgb),
+        None => DynamicImage::from_decoder(decoder).map_err(|e| decode_error(Some(format), e))?,
+    };
     img.apply_orientation(orientation);
     let (width, height) = (img.width(), img.height());
     let pixels = match img {
@@ -122,6 +129,47 @@ pub fn decode_rgb(path: &Path) -> Result<Rgb, PictureError> {
         width,
         height,
     })
+}
+
+/// JPEG pixels as libjpeg-turbo gives them (the reference hashed those;
+/// the `image` crate's decoder rounds a few pixels differently and moved up
+/// to 6 bits of some hashes): the libjpeg-turbo decoder as built into
+/// mozjpeg, from source, with libjpeg's defaults (accurate integer IDCT,
+/// smooth chroma upsampling). None for CMYK/YCCK JPEGs, which libjpeg
+/// cannot turn into RGB; the `image` crate decodes those.
+fn decode_jpeg_like_the_reference(bytes: &[u8]) -> Result<Option<image::RgbImage>, PictureError> {
+    // libjpeg reports fatal errors by unwinding (without the panic hook).
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<image::RgbImage>> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        if matches!(
+            d.color_space(),
+            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+        ) {
+            return Ok(None);
+        }
+        let (w, h) = d.size();
+        if w > MAX_DIMENSION as usize || h > MAX_DIMENSION as usize {
+            return Err(std::io::Error::other(format!("{w}x{h} pixels")));
+        }
+        let mut started = d.rgb()?;
+        let pixels = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        Ok(image::RgbImage::from_raw(w as u32, h as u32, pixels))
+    });
+    match decoded {
+        Ok(Ok(img)) => Ok(img),
+        Ok(Err(e)) => Err(PictureError::Corrupt {
+            format: "JPEG".into(),
+            reason: e.to_string(),
+        }),
+        Err(payload) => Err(PictureError::Corrupt {
+            format: "JPEG".into(),
+            reason: payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "libjpeg failed".into()),
+        }),
+    }
 }
 
 /// Whether a JPEG's last scan is followed by its end-of-image marker. The
