@@ -17,9 +17,10 @@
 //! it when it opens the log. A bad record anywhere else is damage, and
 //! opening refuses to go on, naming the offset.
 
+use crate::append_file::{cut_back, open_rw, sync_dir};
 use crate::report::ReportId;
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -197,13 +198,7 @@ impl DeliveryLog {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let file = open_rw(&path).map_err(io)?;
         lock(&file).map_err(|e| match e.kind() {
             std::io::ErrorKind::WouldBlock => LogError::Locked {
                 path: path.display().to_string(),
@@ -214,7 +209,7 @@ impl DeliveryLog {
             file.write_all_at(MAGIC, 0).map_err(io)?;
             file.sync_all().map_err(io)?;
             // The new file's name must survive a crash too.
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            sync_dir(dir).map_err(io)?;
         }
         let mut index = HashMap::new();
         let mut reader = LogReader::open(&path)?;
@@ -223,16 +218,13 @@ impl DeliveryLog {
             index.insert(r.report_id, (r.offset, r.bytes.len() as u32));
         }
         let end = reader.offset();
-        let len = file.metadata().map_err(io)?.len();
-        if len > end {
-            tracing::warn!(
-                log = %path.display(),
-                dropped = len - end,
-                "dropping a record cut short by a crash (it was never acknowledged)"
-            );
-            file.set_len(end).map_err(io)?;
-            file.sync_all().map_err(io)?;
-        }
+        cut_back(
+            &file,
+            &path,
+            end,
+            "a record cut short by a crash (it was never acknowledged)",
+        )
+        .map_err(io)?;
         Ok(DeliveryLog {
             path,
             file,
@@ -379,7 +371,7 @@ mod tests {
         let path = log.path().to_path_buf();
         drop(log);
         let len = std::fs::metadata(&path).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
         drop(f);
         // Readers stop quietly before the torn record.

@@ -5,6 +5,7 @@
 //!
 //! This crate never stores reports and never routes: that is the hub's job.
 
+pub mod append_file;
 pub mod audit;
 pub mod cli;
 pub mod client;

@@ -13,7 +13,8 @@
 //! records the new end ([`BlobFile::open`] cuts the file back to the end the
 //! store last made durable, dropping bodies of a group that never committed).
 
-use std::fs::{File, OpenOptions};
+use meldnet_core::append_file::{cut_back, open_rw, sync_dir};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -87,13 +88,7 @@ impl BlobFile {
             path: path.display().to_string(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let file = open_rw(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len < durable_end {
             return Err(BlobError::Damaged {
@@ -102,17 +97,15 @@ impl BlobFile {
                 reason: "the file is shorter than the store says (bodies lost)",
             });
         }
-        if len > durable_end {
-            tracing::warn!(
-                file = %path.display(),
-                dropped = len - durable_end,
-                "dropping report bodies of a commit that never completed"
-            );
-            file.set_len(durable_end).map_err(io)?;
-            file.sync_all().map_err(io)?;
-        }
+        cut_back(
+            &file,
+            &path,
+            durable_end,
+            "report bodies of a commit that never completed",
+        )
+        .map_err(io)?;
         if durable_end == 0 {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+            sync_dir(dir).map_err(io)?;
         }
         Ok(BlobFile { path, file })
     }

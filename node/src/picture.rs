@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub const MAX_DIMENSION: u32 = 16_384;
 /// Most memory one decode may allocate.
 pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+/// Largest image file read into memory for decoding (exact hashes stream
+/// and have no limit).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
 
 /// Why a file could not be hashed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,12 @@ pub fn sniff(path: &Path) -> Result<Option<ImageFormat>, PictureError> {
 /// Decodes an image file within the limits, EXIF orientation applied.
 pub fn decode_rgb(path: &Path) -> Result<Rgb, PictureError> {
     let format = sniff(path)?.ok_or(PictureError::NotAnImage)?;
+    let size = std::fs::metadata(path)?.len();
+    if size > MAX_IMAGE_FILE_BYTES {
+        return Err(PictureError::TooLarge(format!(
+            "{size} bytes, at most {MAX_IMAGE_FILE_BYTES} are decoded"
+        )));
+    }
     let bytes = std::fs::read(path)?;
     if format == ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
         return Err(PictureError::Corrupt {
