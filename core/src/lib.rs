@@ -20,6 +20,7 @@ pub mod keyring;
 pub mod limits;
 pub mod merkle;
 pub mod pdq;
+pub mod pdq_index;
 pub mod provenance;
 pub mod report;
 pub mod signing;

@@ -195,3 +195,34 @@ fn every_lossless_format_gives_the_same_hash() {
         first.1
     );
 }
+
+/// Meta's haystack and needles: the index finds exactly what a brute-force
+/// scan finds, for every needle, at the federation's threshold.
+#[test]
+fn the_index_equals_brute_force_on_metas_haystack_and_needles() {
+    use meldnet_core::pdq::MATCH_THRESHOLD;
+    use meldnet_core::pdq_index::PdqIndex;
+    let read = |name: &str| -> Vec<PdqHash> {
+        std::fs::read_to_string(pdq_data().join("reg-test-input").join(name))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| PdqHash::parse_hex(l.split_whitespace().next().unwrap()).unwrap())
+            .collect()
+    };
+    let haystack = read("haystack.txt");
+    let needles = read("needles.txt");
+    let index = PdqIndex::build(&haystack);
+    let mut found = 0;
+    for n in &needles {
+        let got = index.search(n, MATCH_THRESHOLD);
+        assert_eq!(got, index.brute_force(n, MATCH_THRESHOLD), "needle {n}");
+        found += got.len();
+    }
+    println!(
+        "{} needles, {} haystack entries, {found} matches",
+        needles.len(),
+        haystack.len()
+    );
+    assert!(found > 0, "Meta's needles have matches in the haystack");
+}
