@@ -2,6 +2,7 @@
 //! mTLS on loopback and measures its peer in the same run; the last line of
 //! output is one JSON object with the figures.
 
+mod index;
 mod ingest;
 mod pdq;
 mod stats;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// A hub and node processes: N signed reports submitted, then drained to recipients.
     Ingest(ingest::IngestArgs),
+    /// The PDQ index at list scale, against brute force and faiss, on the same hashes.
+    Index(index::IndexArgs),
     /// PDQ on a folder of images, ours and Meta's reference (PyPI `pdqhash`) on the same files.
     Pdq(pdq::PdqArgs),
     /// One node process of `ingest` (started by it, not by hand).
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Ingest(a) => ingest::run(a),
         Command::Pdq(a) => pdq::run(a),
+        Command::Index(a) => index::run(a),
         Command::NodeWorker(a) => worker::run(a),
     };
     meldnet_core::cli::exit_code("meldnet-bench", result)
