@@ -97,6 +97,11 @@ fixed_hash!(
     16
 );
 fixed_hash!(
+    /// A SHA-1 digest: what Project VIC and many police lists key on.
+    Sha1,
+    20
+);
+fixed_hash!(
     /// A PDQ perceptual hash (256 bits), Meta's format.
     PdqHash,
     32

@@ -14,6 +14,7 @@ pub mod country;
 pub mod delivery_log;
 pub mod error;
 pub mod hash;
+pub mod hash_import;
 pub mod identity;
 pub mod inbox;
 pub mod keyring;
