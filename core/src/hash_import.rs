@@ -254,6 +254,168 @@ pub fn csv_rows<'m, R: Read + 'm>(
     }))
 }
 
+/// Project VIC category numbers and what they mean by default: 1 (child
+/// abuse material) is baseline, 2 (child exploitative, age-difficult) is
+/// national; 0 (uncategorised) and the rest are refused.
+pub fn vics_default_categories() -> BTreeMap<String, Classification> {
+    BTreeMap::from([
+        ("1".to_string(), Classification::Baseline),
+        ("2".to_string(), Classification::National),
+    ])
+}
+
+/// Reads a Project VIC VICS JSON export (`{"value": [case, ...]}`, each case
+/// with `"Media": [item, ...]`, OData v3 or v4) and calls `each` for every
+/// media item, in order, as soon as it is read: the file is never held
+/// whole, only one item at a time. Items are numbered from 1; a malformed
+/// item is a row error, a malformed file an `ImportError`.
+pub fn vics_rows<R: Read>(
+    input: R,
+    categories: &BTreeMap<String, Classification>,
+    each: impl FnMut(Result<ImportedEntry, RowError>),
+) -> Result<(), ImportError> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Ctx<'c, F> {
+        categories: &'c BTreeMap<String, Classification>,
+        each: F,
+        n: u64,
+    }
+
+    fn text(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    fn field<'v>(item: &'v serde_json::Value, name: &str) -> Option<&'v serde_json::Value> {
+        item.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    impl<F: FnMut(Result<ImportedEntry, RowError>)> Ctx<'_, F> {
+        fn item(&mut self, item: serde_json::Value) {
+            self.n += 1;
+            let get = |name: &str| field(&item, name).and_then(text);
+            let (md5, sha1, sha256, category, series) = (
+                get("MD5"),
+                get("SHA1"),
+                get("SHA256"),
+                get("Category"),
+                get("Series"),
+            );
+            let raw = Raw {
+                md5: md5.as_deref(),
+                sha1: sha1.as_deref(),
+                sha256: sha256.as_deref(),
+                pdq: None,
+                pdq_quality: None,
+                category: category.as_deref(),
+                series: series.as_deref(),
+            };
+            let row = if item.is_object() {
+                validate(self.n, raw, self.categories)
+            } else {
+                Err(RowError {
+                    line: self.n,
+                    reason: "a media item must be a JSON object".into(),
+                })
+            };
+            (self.each)(row);
+        }
+    }
+
+    /// Visits `{"value": [...]}` (top level) or `{"Media": [...]}` (a case).
+    struct Level<'a, 'c, F> {
+        ctx: &'a RefCell<Ctx<'c, F>>,
+        list_key: &'static str,
+        items_are_media: bool,
+    }
+
+    impl<'de, F: FnMut(Result<ImportedEntry, RowError>)> Visitor<'de> for Level<'_, '_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "an object with {:?}", self.list_key)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                if key.eq_ignore_ascii_case(self.list_key) {
+                    map.next_value_seed(List {
+                        ctx: self.ctx,
+                        items_are_media: self.items_are_media,
+                    })?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de, F: FnMut(Result<ImportedEntry, RowError>)> DeserializeSeed<'de> for Level<'_, '_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    struct List<'a, 'c, F> {
+        ctx: &'a RefCell<Ctx<'c, F>>,
+        items_are_media: bool,
+    }
+
+    impl<'de, F: FnMut(Result<ImportedEntry, RowError>)> Visitor<'de> for List<'_, '_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            if self.items_are_media {
+                while let Some(item) = seq.next_element::<serde_json::Value>()? {
+                    self.ctx.borrow_mut().item(item);
+                }
+            } else {
+                while seq
+                    .next_element_seed(Level {
+                        ctx: self.ctx,
+                        list_key: "Media",
+                        items_are_media: true,
+                    })?
+                    .is_some()
+                {}
+            }
+            Ok(())
+        }
+    }
+
+    impl<'de, F: FnMut(Result<ImportedEntry, RowError>)> DeserializeSeed<'de> for List<'_, '_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    let ctx = RefCell::new(Ctx {
+        categories,
+        each,
+        n: 0,
+    });
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(input));
+    Level {
+        ctx: &ctx,
+        list_key: "value",
+        items_are_media: false,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(|e| ImportError::Read(format!("VICS JSON: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +486,49 @@ mod tests {
             toml::from_str::<CsvMapping>("md6 = \"x\"").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn vics_items_of_every_case_come_out_in_order_with_their_errors() {
+        let json = format!(
+            r#"{{"odata.metadata":"http://example.test/vics#Cases","value":[
+                {{"CaseNumber":"A","Media":[
+                    {{"MediaID":1,"Category":1,"MD5":"{GOOD_MD5}","SHA1":"{GOOD_SHA1}","Series":"s1","Exifs":[{{"x":1}}]}},
+                    {{"MediaID":2,"Category":0,"MD5":"{GOOD_MD5}"}}
+                ]}},
+                {{"CaseNumber":"B","Media":[
+                    {{"MediaID":3,"Category":2,"SHA1":"zz"}},
+                    {{"MediaID":4,"Category":2,"sha1":"{GOOD_SHA1}"}},
+                    7
+                ]}}
+            ]}}"#
+        );
+        let mut got = Vec::new();
+        vics_rows(json.as_bytes(), &vics_default_categories(), |r| got.push(r)).unwrap();
+        assert_eq!(got.len(), 5);
+        let first = got[0].as_ref().unwrap();
+        assert_eq!(
+            (first.line, first.classification),
+            (1, Classification::Baseline)
+        );
+        assert_eq!(first.series.as_deref(), Some("s1"));
+        assert!(got[1]
+            .as_ref()
+            .unwrap_err()
+            .reason
+            .contains("category \"0\""));
+        assert!(got[2].as_ref().unwrap_err().reason.starts_with("sha1:"));
+        assert_eq!(
+            got[3].as_ref().unwrap().classification,
+            Classification::National
+        );
+        assert!(got[4].as_ref().unwrap_err().reason.contains("JSON object"));
+        let broken = vics_rows(
+            &b"{\"value\": [ {\"Media\": [ "[..],
+            &vics_default_categories(),
+            |_| {},
+        );
+        assert!(broken.unwrap_err().to_string().starts_with("VICS JSON:"));
     }
 
     #[test]
