@@ -125,6 +125,10 @@ pub fn show_received(
 ) -> Result<bool, ReceiveError> {
     let keyring = Keyring::load(keyring)?;
     let dir = args.out.as_deref().unwrap_or(default_out);
+    if !dir.join(crate::delivery_log::LOG_FILE).exists() && args.report_ids.is_empty() {
+        eprintln!("{}: nothing received yet", dir.display());
+        return Ok(true);
+    }
     let only = args
         .report_ids
         .iter()
@@ -166,18 +170,34 @@ pub fn show_received(
 }
 
 /// The end of every binary's `main`: an error is printed once, with its
-/// causes (`{:#}`), prefixed by the program's name, and gives exit status 1.
-pub fn exit_code<E: std::fmt::Display>(
-    program: &str,
-    result: Result<(), E>,
-) -> std::process::ExitCode {
+/// causes, prefixed by the program's name, and gives exit status 1.
+pub fn exit_code<E>(program: &str, result: Result<(), E>) -> std::process::ExitCode
+where
+    E: std::ops::Deref<Target = dyn std::error::Error + Send + Sync + 'static>,
+{
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{program}: {e:#}");
+            eprintln!("{program}: {}", with_causes(&*e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, joined by ": ", leaving out a cause whose text
+/// the message already carries (our error messages name their cause).
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(cause) = cur {
+        let t = cause.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cur = cause.source();
+    }
+    text
 }
 
 /// The start of every binary's `main`: one TLS crypto provider (ring) for

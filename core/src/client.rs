@@ -67,19 +67,8 @@ pub async fn connect(hub: &HubEndpoint, tls: &ClientTlsFiles) -> Result<Channel,
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| transport(format!("{e}: {}", source_chain(&e))))
-}
-
-/// The causes of an error, joined: tonic's transport errors hide the TLS
-/// alert that says why the hub refused.
-pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
+        // tonic's transport errors hide the TLS alert that says why the hub refused.
+        .map_err(|e| transport(crate::cli::with_causes(&e)))
 }
 
 /// The largest message a client decodes.

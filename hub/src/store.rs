@@ -143,7 +143,9 @@ const REQUEST_THREAD_NICE: libc::c_int = 5;
 /// while it had work: the whole hub then waited on it. Run at the start of
 /// every request and verification thread (tokio's `on_thread_start`).
 /// Lowering one's own priority needs no privilege; if it fails, nothing
-/// else changes.
+/// else changes. Threads inherit the priority of the thread that starts
+/// them, so the store must be opened outside the runtime's threads (the hub
+/// opens it in `main`'s `block_on`, on the main thread).
 pub fn yield_to_the_writer() {
     // SAFETY: setpriority with PRIO_PROCESS and the calling thread's id only
     // changes this thread's nice value.

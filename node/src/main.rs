@@ -199,15 +199,17 @@ impl Node {
     }
 }
 
-async fn submit(node: &Node) -> anyhow::Result<bool> {
-    let outbox = node.outbox()?;
+/// Signs the drafts and sends the outbox. Takes the open outbox: sled
+/// releases its lock only when its background thread lets go, so opening it
+/// again right after closing it can fail.
+async fn submit(node: &Node, outbox: &Outbox) -> anyhow::Result<bool> {
     let key = SigningKey::load(&node.cfg.signing_key)?;
     let drafts = outbox.drafts()?;
     let signed: Vec<_> = drafts.iter().map(|(id, r)| (*id, sign(r, &key))).collect();
     outbox.sign_drafts(signed)?;
     let keyring = Keyring::load(&node.cfg.keyring)?;
     let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
-    let s = submit_outbox(&outbox, channel, &keyring).await?;
+    let s = submit_outbox(outbox, channel, &keyring).await?;
     for (id, d) in &s.accepted {
         let to: Vec<&str> = d.recipients.iter().map(|r| r.identity.as_str()).collect();
         println!(
@@ -269,10 +271,8 @@ fn run() -> anyhow::Result<()> {
                     files: a.files.clone(),
                 };
                 let report = build(node.country, &input)?;
-                {
-                    let outbox = node.outbox()?;
-                    outbox.add_draft(&report.to_proto(), &report.id)?;
-                }
+                let outbox = node.outbox()?;
+                outbox.add_draft(&report.to_proto(), &report.id)?;
                 println!(
                     "{}",
                     json!({
@@ -282,7 +282,7 @@ fn run() -> anyhow::Result<()> {
                     })
                 );
                 if a.submit {
-                    return submit(&node).await;
+                    return submit(&node, &outbox).await;
                 }
                 Ok(true)
             }
@@ -305,7 +305,11 @@ fn run() -> anyhow::Result<()> {
                 }
                 Ok(true)
             }
-            Command::Submit { config } => submit(&Node::load(&config)?).await,
+            Command::Submit { config } => {
+                let node = Node::load(&config)?;
+                let outbox = node.outbox()?;
+                submit(&node, &outbox).await
+            }
             Command::Inbox(args) => {
                 let node = Node::load(&args.config)?;
                 let c = &node.cfg;
