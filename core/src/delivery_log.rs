@@ -71,6 +71,16 @@ pub struct LogRecord {
     pub bytes: Vec<u8>,
 }
 
+/// Whether `path` is a delivery log (or a folder holding one's name): it
+/// starts with [`MAGIC`].
+pub fn is_delivery_log(path: &Path) -> bool {
+    let mut head = [0u8; 8];
+    path.is_dir()
+        || File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok_and(|()| &head == MAGIC)
+}
+
 /// Reads the records of a log from the start. A record cut short at the very
 /// end (a crash before the sync, or a writer appending right now) ends the
 /// iteration quietly; anything else that is wrong is an error.

@@ -8,7 +8,7 @@
 //! Storage is idempotent by report id, so a delivery that comes again (the
 //! hub crashed before it recorded our acknowledgement) is not stored twice.
 
-use crate::delivery_log::{DeliveryLog, LogError, LogReader, MAGIC};
+use crate::delivery_log::{is_delivery_log, DeliveryLog, LogError, LogReader};
 use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
 use crate::provenance::{verify_routed, verify_routed_many, Verified};
@@ -327,12 +327,7 @@ pub fn check_log<E: From<LogError>>(
 /// `path` or `path@offset`.
 pub fn verify_any(path: &Path, keyring: &Keyring) -> Vec<(String, Result<Verified, String>)> {
     let name = path.display().to_string();
-    let mut head = [0u8; 8];
-    let is_log = path.is_dir()
-        || std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-            .is_ok_and(|()| &head == MAGIC);
-    if !is_log {
+    if !is_delivery_log(path) {
         return vec![(name, verify_stored(path, keyring))];
     }
     let mut out = Vec::new();
@@ -379,10 +374,14 @@ type Verdicts = Result<Vec<(u64, Option<Accepted>)>, InboxError>;
 fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path) -> Verdicts {
     let mut results = Vec::with_capacity(part.len());
     let mut complete = Vec::with_capacity(part.len());
+    let mut pairs = Vec::with_capacity(part.len());
     for d in part {
         let raw = d.encode_to_vec();
         match (d.report, d.decision) {
-            (Some(r), Some(dec)) => complete.push((d.seq, raw, r, dec)),
+            (Some(r), Some(dec)) => {
+                complete.push((d.seq, raw));
+                pairs.push((r, dec));
+            }
             _ => {
                 tracing::error!(
                     seq = d.seq,
@@ -392,12 +391,8 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
             }
         }
     }
-    let pairs = complete
-        .iter()
-        .map(|(_, _, r, d)| (r.clone(), d.clone()))
-        .collect();
     let verified = verify_routed_many(pairs, keyring);
-    for ((seq, raw, _, _), v) in complete.into_iter().zip(verified) {
+    for ((seq, raw), v) in complete.into_iter().zip(verified) {
         let accepted = match v {
             Ok(v) if v.decision.recipients.iter().any(|r| r.identity == me) => {
                 Some((v.report.id, raw))
@@ -459,15 +454,14 @@ fn store_batch(
     });
     let mut outcomes = Vec::new();
     let mut new: Vec<Accepted> = Vec::new();
-    let mut in_batch = HashSet::new();
     for r in results {
         for (seq, accepted) in r? {
             let outcome = match accepted {
                 None => Outcome::Rejected,
                 Some((id, raw)) => {
-                    // Stored before (the hub did not record our acknowledgement)?
-                    // Only if the stored bytes are exactly these.
-                    if log.holds(&id, &raw)? || !in_batch.insert((id, raw.clone())) {
+                    // Stored before (the hub did not record our acknowledgement),
+                    // or twice in this batch? Only if the bytes are exactly these.
+                    if log.holds(&id, &raw)? || new.iter().any(|(i, b)| *i == id && *b == raw) {
                         Outcome::AlreadyStored
                     } else {
                         new.push((id, raw));
@@ -491,7 +485,7 @@ pub async fn receive(
     me: &SpiffeId,
     opts: &InboxOptions,
 ) -> Result<InboxSummary, InboxError> {
-    let mut log = Some(DeliveryLog::open(&opts.out_dir)?);
+    let mut log = DeliveryLog::open(&opts.out_dir)?;
     let mut client =
         InboxClient::new(channel).max_decoding_message_size(crate::limits::MAX_MESSAGE_BYTES);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(64);
@@ -517,20 +511,17 @@ pub async fn receive(
         if !deliveries.is_empty() {
             let out = opts.out_dir.clone();
             let (keyring, me) = (keyring.clone(), me.clone());
-            let mut taken_log = log.take().ok_or_else(|| InboxError::Io {
-                path: opts.out_dir.display().to_string(),
-                source: std::io::Error::other("the delivery log was lost by a failed batch"),
-            })?;
+            // The log moves to the blocking thread and comes back with the outcomes.
             let (back, outcomes) = tokio::task::spawn_blocking(move || {
-                let r = store_batch(deliveries, &keyring, &me, &mut taken_log, &out);
-                (taken_log, r)
+                let r = store_batch(deliveries, &keyring, &me, &mut log, &out);
+                (log, r)
             })
             .await
             .map_err(|e| InboxError::Io {
                 path: opts.out_dir.display().to_string(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            log = Some(back);
+            log = back;
             let outcomes = outcomes?;
             for (seq, outcome) in outcomes {
                 match outcome {

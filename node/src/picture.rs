@@ -92,7 +92,13 @@ pub fn sniff(path: &Path) -> Result<Option<ImageFormat>, PictureError> {
 
 /// Decodes an image file within the limits, EXIF orientation applied.
 pub fn decode_rgb(path: &Path) -> Result<Rgb, PictureError> {
-    let format = sniff(path)?.ok_or(PictureError::NotAnImage)?;
+    decode_as(path, sniff(path)?)
+}
+
+/// `decode_rgb` with the format already read from the content (None: the
+/// content is no image we decode).
+fn decode_as(path: &Path, format: Option<ImageFormat>) -> Result<Rgb, PictureError> {
+    let format = format.ok_or(PictureError::NotAnImage)?;
     let size = std::fs::metadata(path)?.len();
     if size > MAX_IMAGE_FILE_BYTES {
         return Err(PictureError::TooLarge(format!(
@@ -206,18 +212,29 @@ pub fn pdq_of(rgb: &Rgb, dihedral: bool) -> (PdqHash, u8, Option<Dihedral>) {
     }
 }
 
-/// Whether a file is to be treated as an image: by its content, or by its
-/// name (so that a damaged image is reported, not passed as "other").
-pub fn is_image(path: &Path) -> Result<bool, PictureError> {
-    Ok(sniff(path)?.is_some() || media_type_of(path) == MediaType::Image)
+/// What a file is to be treated as.
+enum Kind {
+    /// Not an image by content nor by name.
+    Other,
+    /// An image by its content (the format), or by its name only (None): a
+    /// damaged image is reported, not passed as "other".
+    Image(Option<ImageFormat>),
+}
+
+fn kind(path: &Path) -> Result<Kind, PictureError> {
+    Ok(match sniff(path)? {
+        Some(f) => Kind::Image(Some(f)),
+        None if media_type_of(path) == MediaType::Image => Kind::Image(None),
+        None => Kind::Other,
+    })
 }
 
 /// The PDQ hash and quality of a file when it is an image; None otherwise.
 pub fn pdq_if_image(path: &Path) -> Result<Option<(PdqHash, u8)>, PictureError> {
-    if !is_image(path)? {
+    let Kind::Image(format) = kind(path)? else {
         return Ok(None);
-    }
-    let (hash, quality, _) = pdq_of(&decode_rgb(path)?, false);
+    };
+    let (hash, quality, _) = pdq_of(&decode_as(path, format)?, false);
     Ok(Some((hash, quality)))
 }
 
@@ -245,7 +262,7 @@ pub fn hash_any(path: &Path, dihedral: bool) -> Result<FileReport, PictureError>
     if exact.size == 0 {
         return Err(PictureError::Empty);
     }
-    if !is_image(path)? {
+    let Kind::Image(format) = kind(path)? else {
         return Ok(FileReport {
             exact,
             media_type: media_type_of(path),
@@ -254,9 +271,9 @@ pub fn hash_any(path: &Path, dihedral: bool) -> Result<FileReport, PictureError>
             decode_time: Duration::ZERO,
             pdq_time: Duration::ZERO,
         });
-    }
+    };
     let t = Instant::now();
-    let rgb = decode_rgb(path)?;
+    let rgb = decode_as(path, format)?;
     let decode_time = t.elapsed();
     let t = Instant::now();
     let (hash, quality, dihedral) = pdq_of(&rgb, dihedral);
