@@ -9,6 +9,7 @@ const FILES: &[&str] = &[
     "meldnet/v1/decision.proto",
     "meldnet/v1/hub.proto",
     "meldnet/v1/store.proto",
+    "meldnet/v1/hashlist.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -77,6 +77,7 @@ fn make_report(
                 } else {
                     MediaType::Image
                 },
+                known: None,
             }
         })
         .collect();

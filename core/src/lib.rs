@@ -15,6 +15,7 @@ pub mod delivery_log;
 pub mod error;
 pub mod hash;
 pub mod hash_import;
+pub mod hash_list;
 pub mod identity;
 pub mod inbox;
 pub mod keyring;

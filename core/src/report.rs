@@ -95,10 +95,23 @@ pub enum MediaType {
     Other,
 }
 
+/// Which hash matched a known-hash list entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum MatchKind {
+    /// The same file (SHA-256).
+    Sha256,
+    /// The same file (MD5, as older lists hold).
+    Md5,
+    /// The same file (SHA-1).
+    Sha1,
+    /// A perceptually near copy (PDQ within the match threshold).
+    Pdq,
+}
+
 macro_rules! proto_enum {
     ($ty:ident, $pb:ident, $($v:ident = $name:literal),+) => {
         impl $ty {
-            fn from_proto(v: i32, field: &str) -> Result<Self, Refusal> {
+            pub(crate) fn from_proto(v: i32, field: &str) -> Result<Self, Refusal> {
                 match pb::$pb::try_from(v) {
                     $(Ok(pb::$pb::$v) => Ok($ty::$v),)+
                     Ok(pb::$pb::Unspecified) => Err(Refusal::invalid(field, "must be set")),
@@ -157,6 +170,14 @@ proto_enum!(
     Unknown = "unknown"
 );
 proto_enum!(
+    MatchKind,
+    MatchKind,
+    Sha256 = "sha256",
+    Md5 = "md5",
+    Sha1 = "sha1",
+    Pdq = "pdq"
+);
+proto_enum!(
     MediaType,
     MediaType,
     Image = "image",
@@ -179,6 +200,8 @@ pub struct Item {
     pub age_group: AgeGroup,
     /// Image, video or other.
     pub media_type: MediaType,
+    /// The node's check against its copy of the known-hash list, if it holds one.
+    pub known: Option<ListCheck>,
 }
 
 /// The facts that can give a report an EU link; each optional.
@@ -248,11 +271,11 @@ pub struct Report {
     pub items: Vec<Item>,
 }
 
-fn country(s: &str, field: &str) -> Result<CountryCode, Refusal> {
+pub(crate) fn country(s: &str, field: &str) -> Result<CountryCode, Refusal> {
     CountryCode::parse(s).map_err(|e| Refusal::invalid(field, e.to_string()))
 }
 
-fn optional_country(s: &str, field: &str) -> Result<Option<CountryCode>, Refusal> {
+pub(crate) fn optional_country(s: &str, field: &str) -> Result<Option<CountryCode>, Refusal> {
     if s.is_empty() {
         Ok(None)
     } else {
@@ -346,25 +369,13 @@ impl Item {
         let sha256 =
             Sha256::parse_hex(&it.sha256).map_err(|e| Refusal::invalid("sha256", e.to_string()))?;
         let md5 = Md5::parse_hex(&it.md5).map_err(|e| Refusal::invalid("md5", e.to_string()))?;
-        let pdq = if it.pdq.is_empty() {
-            if it.pdq_quality != 0 {
-                return Err(Refusal::invalid(
-                    "pdq_quality",
-                    "must be 0 when pdq is empty",
-                ));
-            }
-            None
-        } else {
-            let h =
-                PdqHash::parse_hex(&it.pdq).map_err(|e| Refusal::invalid("pdq", e.to_string()))?;
-            let q = u8::try_from(it.pdq_quality)
-                .ok()
-                .filter(|q| *q <= 100)
-                .ok_or_else(|| {
-                    Refusal::invalid("pdq_quality", format!("{} is not in 0-100", it.pdq_quality))
-                })?;
-            Some((h, q))
-        };
+        let pdq = parse_pdq(&it.pdq, it.pdq_quality)?;
+        let known = it
+            .known
+            .as_ref()
+            .map(ListCheck::from_proto)
+            .transpose()
+            .map_err(|r| r.under("known"))?;
         Ok(Item {
             sha256,
             md5,
@@ -372,6 +383,7 @@ impl Item {
             classification: Classification::from_proto(it.classification, "classification")?,
             age_group: AgeGroup::from_proto(it.age_group, "age_group")?,
             media_type: MediaType::from_proto(it.media_type, "media_type")?,
+            known,
         })
     }
 
@@ -384,6 +396,104 @@ impl Item {
             classification: self.classification.to_proto() as i32,
             age_group: self.age_group.to_proto() as i32,
             media_type: self.media_type.to_proto() as i32,
+            known: self.known.map(|k| k.to_proto()),
+        }
+    }
+}
+
+/// A PDQ hash and its quality from their wire fields: both empty/0, or a
+/// valid hash with a quality of 0-100.
+pub(crate) fn parse_pdq(pdq: &str, quality: u32) -> Result<Option<(PdqHash, u8)>, Refusal> {
+    if pdq.is_empty() {
+        if quality != 0 {
+            return Err(Refusal::invalid(
+                "pdq_quality",
+                "must be 0 when pdq is empty",
+            ));
+        }
+        return Ok(None);
+    }
+    let h = PdqHash::parse_hex(pdq).map_err(|e| Refusal::invalid("pdq", e.to_string()))?;
+    let q = u8::try_from(quality)
+        .ok()
+        .filter(|q| *q <= 100)
+        .ok_or_else(|| Refusal::invalid("pdq_quality", format!("{quality} is not in 0-100")))?;
+    Ok(Some((h, q)))
+}
+
+/// How an item matched a known-hash list entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Known {
+    /// The entry: the list version that added it.
+    pub entry: u64,
+    /// Which hash matched.
+    pub kind: MatchKind,
+    /// Hamming distance of a PDQ match; 0 for exact ones.
+    pub distance: u32,
+}
+
+/// An item checked against a copy of the list at `list_version`: known
+/// (and how) or new. Carried in reports (the node's view) and decisions
+/// (the hub's).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ListCheck {
+    /// The version of the list checked against.
+    pub list_version: u64,
+    /// The match, or None: new material.
+    pub found: Option<Known>,
+}
+
+impl ListCheck {
+    fn from_proto(k: &pb::KnownMark) -> Result<ListCheck, Refusal> {
+        let found = if k.known {
+            if k.entry_version == 0 {
+                return Err(Refusal::invalid("entry_version", "must be set when known"));
+            }
+            let kind = MatchKind::from_proto(k.kind, "kind")?;
+            let limit = if kind == MatchKind::Pdq {
+                crate::pdq::MATCH_THRESHOLD
+            } else {
+                0
+            };
+            if k.distance > limit {
+                return Err(Refusal::invalid(
+                    "distance",
+                    format!(
+                        "{} is more than {limit} for a {} match",
+                        k.distance,
+                        kind.name()
+                    ),
+                ));
+            }
+            Some(Known {
+                entry: k.entry_version,
+                kind,
+                distance: k.distance,
+            })
+        } else {
+            if k.entry_version != 0 || k.kind != 0 || k.distance != 0 {
+                return Err(Refusal::invalid(
+                    "known",
+                    "a new item names no entry, kind or distance",
+                ));
+            }
+            None
+        };
+        Ok(ListCheck {
+            list_version: k.list_version,
+            found,
+        })
+    }
+
+    /// The wire form.
+    pub fn to_proto(self) -> pb::KnownMark {
+        let f = self.found;
+        pb::KnownMark {
+            known: f.is_some(),
+            entry_version: f.map_or(0, |k| k.entry),
+            kind: f.map_or(0, |k| k.kind.to_proto() as i32),
+            distance: f.map_or(0, |k| k.distance),
+            list_version: self.list_version,
         }
     }
 }
@@ -409,6 +519,7 @@ mod tests {
                 classification: Classification::Baseline,
                 age_group: AgeGroup::Prepubescent,
                 media_type: MediaType::Image,
+                known: None,
             }],
         }
     }

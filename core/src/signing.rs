@@ -28,6 +28,9 @@ pub enum Context {
     /// The head of a tree of the hub's routing decisions: prefix
     /// `meldnet.v1.decision-tree\0`, then tree size (8 bytes BE) and root.
     DecisionTree,
+    /// The head of the known-hash list: prefix `meldnet.v1.list-head\0`,
+    /// then the encoded `ListHead`.
+    ListHead,
 }
 
 impl Context {
@@ -36,6 +39,7 @@ impl Context {
         match self {
             Context::Report => b"meldnet.v1.report\0",
             Context::DecisionTree => b"meldnet.v1.decision-tree\0",
+            Context::ListHead => b"meldnet.v1.list-head\0",
         }
     }
 

@@ -225,6 +225,7 @@ mod tests {
                 classification: Classification::Baseline,
                 age_group: AgeGroup::Unknown,
                 media_type: MediaType::Image,
+                known: None,
             }],
         }
     }

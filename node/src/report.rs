@@ -67,6 +67,7 @@ pub fn build(origin: CountryCode, input: &ReportInput) -> Result<Report, BuildEr
             classification: input.classification,
             age_group: input.age_group,
             media_type: input.media_type.unwrap_or_else(|| media_type_of(f)),
+            known: None,
         });
     }
     let url = ReportUrl::parse(&input.url).map_err(|e| meldnet_core::Refusal::invalid("url", e))?;

@@ -366,6 +366,7 @@ pub fn sample_report(origin: &str, hosting: &str) -> Report {
             classification: Classification::Baseline,
             age_group: AgeGroup::Pubescent,
             media_type: MediaType::Image,
+            known: None,
         }],
     }
 }
