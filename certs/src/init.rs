@@ -18,6 +18,7 @@ use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
 use meldnet_core::keyring::{KeyEntry, KeyringFile};
 use meldnet_core::signing::SigningKey;
 use meldnet_core::tls::{ClientTlsFiles, ServerTlsFiles};
+use meldnet_hub::config::OperatorConfig;
 use meldnet_hub::config::{AgencyEntry, HubConfig, RoutingConfig};
 use meldnet_node::config::NodeConfig;
 use std::fmt;
@@ -364,11 +365,13 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         };
         let dir = layout.operator_dir(name);
         let cert = issue(&mut plan, id, &dir, "operator")?;
-        parties.push(MadeParty {
-            identity: id.clone(),
-            cert,
-            config: None,
-        });
+        let config = OperatorConfig {
+            keyring: "../../keyring.toml".into(),
+            hub: hub_endpoint.clone(),
+            tls: client_tls("operator"),
+        };
+        let path = dir.join("operator.toml");
+        add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;
     }
 
     // The shared files; the CA key and certificate last.

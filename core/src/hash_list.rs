@@ -614,6 +614,12 @@ impl KnownSet {
         bit(&self.live, version)
     }
 
+    /// Which entries are live now, and the tip they belong to: what a
+    /// snapshot at this tip contains, fixed while the set goes on changing.
+    pub fn live_view(&self) -> (Tip, LiveView) {
+        (self.tip, LiveView(self.live.clone()))
+    }
+
     fn set_live(&mut self, v: u64, on: bool) {
         let w = (v / 64) as usize;
         if self.live.len() <= w {
@@ -705,6 +711,16 @@ impl KnownSet {
             .index
             .as_ref()
             .map_or(0.0, PdqIndex::bytes_per_entry)
+    }
+}
+
+/// The live entries at one tip (one bit per version).
+pub struct LiveView(Vec<u64>);
+
+impl LiveView {
+    /// Whether the entry added at `version` was live.
+    pub fn contains(&self, version: u64) -> bool {
+        bit(&self.0, version)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod inbox;
 pub mod keyring;
 pub mod limits;
+pub mod list_import;
 pub mod merkle;
 pub mod pdq;
 pub mod pdq_index;

@@ -485,6 +485,20 @@ impl ListCheck {
         })
     }
 
+    /// The hub's record of this check for item `index` of a decision.
+    pub fn to_item_check(self, index: u32, node_said: &str) -> pb::ItemCheck {
+        let f = self.found;
+        pb::ItemCheck {
+            index,
+            known: f.is_some(),
+            entry_version: f.map_or(0, |k| k.entry),
+            kind: f.map_or(0, |k| k.kind.to_proto() as i32),
+            distance: f.map_or(0, |k| k.distance),
+            list_version: self.list_version,
+            node_said: node_said.to_string(),
+        }
+    }
+
     /// The wire form.
     pub fn to_proto(self) -> pb::KnownMark {
         let f = self.found;

@@ -1,23 +1,28 @@
-//! The `Admin` gRPC service, for operators only: state digests and audit
-//! verification while the hub runs.
+//! The `Admin` gRPC service, for operators only: state digests, audit
+//! verification and the known-hash list while the hub runs.
 
 use crate::auth::Auth;
+use crate::hash_list::HashList;
 use crate::store::Store;
+use meldnet_core::hash_list::{ListEntry, MAX_ADD_BATCH};
+use meldnet_core::Refusal;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::admin_server::Admin;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// The service; cheap to clone.
 #[derive(Clone)]
 pub struct AdminService {
     store: Store,
+    list: Arc<HashList>,
     auth: Auth,
 }
 
 impl AdminService {
-    /// Serves operators over `store`.
-    pub fn new(store: Store, auth: Auth) -> Self {
-        AdminService { store, auth }
+    /// Serves operators over `store` and `list`.
+    pub fn new(store: Store, list: Arc<HashList>, auth: Auth) -> Self {
+        AdminService { store, list, auth }
     }
 }
 
@@ -56,5 +61,57 @@ impl Admin for AdminService {
             records: head.next_seq,
             head: head.hash.to_vec(),
         }))
+    }
+
+    async fn list_add(
+        &self,
+        request: Request<pb::ListAddRequest>,
+    ) -> Result<Response<pb::ListAddResponse>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let raw = request.into_inner().entries;
+        if raw.len() > MAX_ADD_BATCH {
+            return Err(Refusal::invalid(
+                "entries",
+                format!("{} entries, at most {MAX_ADD_BATCH} per call", raw.len()),
+            )
+            .into());
+        }
+        // All or nothing: one invalid entry refuses the call, naming it.
+        let entries = raw
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ListEntry::from_proto(e).map_err(|r| r.under(&format!("entries[{i}]"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let added = self.list.add(&caller.id, entries).await?;
+        Ok(Response::new(pb::ListAddResponse {
+            versions: added.versions,
+            duplicate: added.duplicate,
+            head: Some(self.list.signed_head()),
+        }))
+    }
+
+    async fn list_withdraw(
+        &self,
+        request: Request<pb::ListWithdrawRequest>,
+    ) -> Result<Response<pb::ListWithdrawResponse>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let r = request.into_inner();
+        if r.reason.trim().is_empty() || r.reason.len() > 512 {
+            return Err(Refusal::invalid("reason", "say why, in at most 512 bytes").into());
+        }
+        self.list
+            .withdraw(&caller.id, r.entry_version, r.reason)
+            .await?;
+        Ok(Response::new(pb::ListWithdrawResponse {
+            head: Some(self.list.signed_head()),
+        }))
+    }
+
+    async fn list_status(
+        &self,
+        request: Request<pb::ListStatusRequest>,
+    ) -> Result<Response<pb::SignedListHead>, Status> {
+        self.auth.operator(&request)?;
+        Ok(Response::new(self.list.signed_head()))
     }
 }

@@ -1,9 +1,10 @@
 //! `hub.toml`: validated at start-up, every error naming the key.
 
+use meldnet_core::client::HubEndpoint;
 use meldnet_core::config::{self, invalid, ConfigError};
 use meldnet_core::country::{CountryCode, EU_MEMBER_STATES};
 use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
-use meldnet_core::tls::ServerTlsFiles;
+use meldnet_core::tls::{ClientTlsFiles, ServerTlsFiles};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,30 @@ impl HubConfig {
         if c.routing.member_states.is_empty() {
             return Err(invalid(path, "routing.member_states", "must not be empty"));
         }
+        Ok(c)
+    }
+}
+
+/// `operator.toml`: how an operator's `meldnet-hub list ...` commands reach
+/// the running hub. The operator's identity comes from its certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Public keys of the hub, to verify the list heads it signs.
+    pub keyring: PathBuf,
+    /// The hub.
+    pub hub: HubEndpoint,
+    /// TLS files (an operator certificate).
+    pub tls: ClientTlsFiles,
+}
+
+impl OperatorConfig {
+    /// Loads `path` and resolves relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut c: OperatorConfig = config::load(path)?;
+        let base = config::base_dir(path);
+        c.keyring = base.join(&c.keyring);
+        c.tls.resolve(&base);
         Ok(c)
     }
 }

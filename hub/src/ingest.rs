@@ -3,15 +3,18 @@
 //! spread over the cores, the storage part is one group commit per batch.
 //! A refused report leaves no trace in storage; it is logged with the field.
 
+use crate::hash_list::HashList;
 use crate::routing::Router;
 use crate::store::{Committed, NewReport, Store, StoreError};
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
+use meldnet_core::hash_list::Query;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
 use meldnet_core::merkle::{leaf_hash, Tree};
 use meldnet_core::provenance::tree_head;
 use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
+use meldnet_core::report::ListCheck;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::signing::{Context, PublicKey, SigningKey};
 use meldnet_core::time::now_ms;
@@ -34,6 +37,7 @@ pub struct Ingest {
     router: Arc<Router>,
     signer: Arc<SigningKey>,
     store: Store,
+    list: Arc<HashList>,
 }
 
 /// The receipt for a stored report: the same bytes every time it is asked for.
@@ -57,12 +61,14 @@ impl Ingest {
         router: Arc<Router>,
         signer: Arc<SigningKey>,
         store: Store,
+        list: Arc<HashList>,
     ) -> Self {
         Ingest {
             keyring,
             router,
             signer,
             store,
+            list,
         }
     }
 
@@ -110,7 +116,8 @@ impl Ingest {
             origin,
             ..
         } = c;
-        let route = self.router.decide(&report);
+        let mut route = self.router.decide(&report);
+        let items = self.check_items(&report, &mut route.reasons);
         let digest = env.digest();
         let decision = pb::Decision {
             report_id: report.id.to_string(),
@@ -129,6 +136,7 @@ impl Ingest {
                 })
                 .collect(),
             reasons: route.reasons,
+            items,
         };
         // The audit record: short, the decision itself is stored and signed.
         let summary = if route.recipients.is_empty() {
@@ -155,6 +163,57 @@ impl Ingest {
             origin,
             summary,
         }
+    }
+
+    /// Known or new, item by item, from the hub's own list, beside what the
+    /// node said; a line of the decision's reasons says what it found.
+    fn check_items(&self, report: &Report, reasons: &mut Vec<String>) -> Vec<pb::ItemCheck> {
+        let mut known = Vec::new();
+        let mut disagree = Vec::new();
+        let checks: Vec<pb::ItemCheck> = report
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let (list_version, found) = self.list.check(&Query::of_item(item));
+                let node_said = match item.known {
+                    None => "unchecked",
+                    Some(ListCheck { found: Some(_), .. }) => "known",
+                    Some(ListCheck { found: None, .. }) => "new",
+                };
+                if let Some(k) = found {
+                    known.push(format!(
+                        "item {i}: {} match of entry {}",
+                        k.kind.name(),
+                        k.entry
+                    ));
+                }
+                if node_said != "unchecked" && (node_said == "known") != found.is_some() {
+                    disagree.push(format!("item {i}: the node said {node_said}"));
+                }
+                ListCheck {
+                    list_version,
+                    found,
+                }
+                .to_item_check(i as u32, node_said)
+            })
+            .collect();
+        let new = checks.len() - known.len();
+        let mut line = format!("hash list: {} known, {new} new", known.len());
+        if !known.is_empty() {
+            line.push_str(&format!(" ({})", known.join("; ")));
+        }
+        if new > 0 {
+            line.push_str("; new material may show a child not yet safeguarded");
+        }
+        if !disagree.is_empty() {
+            line.push_str(&format!(
+                "; the hub's list decides ({})",
+                disagree.join("; ")
+            ));
+        }
+        reasons.push(line);
+        checks
     }
 
     /// Signs the decisions of a batch with one signature over the head of

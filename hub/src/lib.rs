@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blobs;
 pub mod config;
 pub mod delivery;
+pub mod hash_list;
 pub mod ingest;
 pub mod routing;
 pub mod server;

@@ -2,7 +2,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meldnet_hub::config::HubConfig;
+use meldnet_core::hash_list::Head;
+use meldnet_core::keyring::Keyring;
+use meldnet_core::list_import::{import_file, ListFormat};
+use meldnet_hub::config::{HubConfig, OperatorConfig};
+use meldnet_proto::v1 as pb;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -33,6 +37,48 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The known-hash list of the running hub, as an operator.
+    List {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// Import a CSV or Project VIC VICS JSON list: a summary (added,
+    /// duplicate, invalid) last, each invalid row with its line and reason.
+    Import {
+        /// The operator's `operator.toml`.
+        #[arg(long)]
+        operator: PathBuf,
+        /// The country whose hotline or police holds this list (ISO 3166-1 alpha-2).
+        #[arg(long)]
+        source_country: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ListFormat,
+        /// TOML file naming the CSV columns and what each category means.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// The list file.
+        file: PathBuf,
+    },
+    /// Withdraw a wrongly listed entry (a tombstone; nothing is deleted).
+    Withdraw {
+        #[arg(long)]
+        operator: PathBuf,
+        /// The version that added the entry.
+        #[arg(long)]
+        entry: u64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// The list's signed head: version, entries, digest.
+    Status {
+        #[arg(long)]
+        operator: PathBuf,
     },
 }
 
@@ -102,6 +148,7 @@ fn run() -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
+        Command::List { command } => list_command(command),
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => {
@@ -120,6 +167,116 @@ fn run() -> anyhow::Result<()> {
                 head.next_seq,
                 hex::encode(head.hash)
             );
+            Ok(())
+        }
+    }
+}
+
+/// An operator's connection to the hub's admin API, and the hub's keys to
+/// check the list heads it signs.
+struct Operator {
+    rt: tokio::runtime::Runtime,
+    admin: pb::admin_client::AdminClient<tonic::transport::Channel>,
+    keyring: Keyring,
+}
+
+impl Operator {
+    fn connect(path: &std::path::Path) -> anyhow::Result<Operator> {
+        let cfg = OperatorConfig::load(path)?;
+        let keyring = Keyring::load(&cfg.keyring)?;
+        let rt = tokio::runtime::Runtime::new()?;
+        let channel = rt.block_on(meldnet_core::client::connect(&cfg.hub, &cfg.tls))?;
+        Ok(Operator {
+            rt,
+            admin: pb::admin_client::AdminClient::new(channel),
+            keyring,
+        })
+    }
+
+    /// Checks the hub's signature on a head and prints it as JSON.
+    fn show(&self, head: Option<pb::SignedListHead>) -> anyhow::Result<serde_json::Value> {
+        let head = head.context("the hub sent no list head")?;
+        let hub = meldnet_core::identity::SpiffeId::hub(self.keyring.federation());
+        let h = Head::verify(&head, |id| self.keyring.get(&hub, id))?;
+        Ok(serde_json::json!({
+            "version": h.tip.version,
+            "entries": h.tip.count,
+            "digest": hex::encode(h.tip.digest),
+        }))
+    }
+}
+
+fn list_command(command: ListCommand) -> anyhow::Result<()> {
+    match command {
+        ListCommand::Import {
+            operator,
+            source_country,
+            format,
+            mapping,
+            file,
+        } => {
+            let source = meldnet_core::country::CountryCode::parse(&source_country)
+                .context("--source-country")?;
+            let mapping = match mapping {
+                Some(p) => meldnet_core::config::load(&p)?,
+                None => Default::default(),
+            };
+            let mut op = Operator::connect(&operator)?;
+            let mut last_head = None;
+            let summary = import_file(
+                &file,
+                format,
+                &mapping,
+                source,
+                |entries| {
+                    let req = pb::ListAddRequest {
+                        entries: entries.iter().map(|e| e.to_proto()).collect(),
+                    };
+                    let r = op.rt.block_on(op.admin.list_add(req))?.into_inner();
+                    last_head = r.head;
+                    Ok::<_, tonic::Status>(r.duplicate)
+                },
+                |row| eprintln!("invalid: {row}"),
+            )?;
+            let mut out = serde_json::to_value(summary)?;
+            let head = match last_head {
+                Some(h) => Some(h),
+                None => Some(
+                    op.rt
+                        .block_on(op.admin.list_status(pb::ListStatusRequest {}))?
+                        .into_inner(),
+                ),
+            };
+            out["list"] = op.show(head)?;
+            println!("{out}");
+            Ok(())
+        }
+        ListCommand::Withdraw {
+            operator,
+            entry,
+            reason,
+        } => {
+            let mut op = Operator::connect(&operator)?;
+            let r = op
+                .rt
+                .block_on(op.admin.list_withdraw(pb::ListWithdrawRequest {
+                    entry_version: entry,
+                    reason,
+                }))?
+                .into_inner();
+            println!(
+                "{}",
+                serde_json::json!({"withdrawn": entry, "list": op.show(r.head)?})
+            );
+            Ok(())
+        }
+        ListCommand::Status { operator } => {
+            let mut op = Operator::connect(&operator)?;
+            let head = op
+                .rt
+                .block_on(op.admin.list_status(pb::ListStatusRequest {}))?
+                .into_inner();
+            println!("{}", op.show(Some(head))?);
             Ok(())
         }
     }

@@ -5,6 +5,7 @@ use crate::admin::AdminService;
 use crate::auth::Auth;
 use crate::config::HubConfig;
 use crate::delivery::InboxService;
+use crate::hash_list::{HashList, HashListService, ListError};
 use crate::ingest::Ingest;
 use crate::routing::Router;
 use crate::store::{Store, StoreError};
@@ -15,6 +16,7 @@ use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use meldnet_core::signing::{SigningError, SigningKey};
 use meldnet_core::tls::{incoming, server_config, TlsError};
 use meldnet_proto::v1::admin_server::AdminServer;
+use meldnet_proto::v1::hash_list_server::HashListServer;
 use meldnet_proto::v1::inbox_server::InboxServer;
 use meldnet_proto::v1::submission_server::SubmissionServer;
 use std::future::Future;
@@ -43,6 +45,9 @@ pub enum HubError {
         /// What is wrong.
         message: String,
     },
+    /// The known-hash list could not be loaded.
+    #[error("data_dir: {0}")]
+    List(#[from] ListError),
     /// The listening socket.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
@@ -94,7 +99,9 @@ pub async fn run(
         cfg.agencies.iter().map(|a| a.identity.clone()).collect(),
     ));
     let store = Store::open(&cfg.data_dir)?;
-    let ingest = Ingest::new(keyring, router, signer, store.clone());
+    let list = Arc::new(HashList::load(store.clone(), signer.clone())?);
+    tracing::info!(list = %list.tip(), "known-hash list loaded");
+    let ingest = Ingest::new(keyring, router, signer, store.clone(), list.clone());
     let (tls, verifier) = server_config(&cfg.tls)?;
     let auth = Auth::new(verifier);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
@@ -108,6 +115,9 @@ pub async fn run(
         .await;
     health_reporter
         .set_serving::<InboxServer<InboxService>>()
+        .await;
+    health_reporter
+        .set_serving::<HashListServer<HashListService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meldnet_proto::FILE_DESCRIPTOR_SET)
@@ -136,7 +146,15 @@ pub async fn run(
             InboxServer::new(InboxService::new(store.clone(), auth.clone(), stopping))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(AdminServer::new(AdminService::new(store.clone(), auth)))
+        .add_service(HashListServer::new(HashListService::new(
+            list.clone(),
+            auth.clone(),
+        )))
+        .add_service(AdminServer::new(AdminService::new(
+            store.clone(),
+            list,
+            auth,
+        )))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     store.flush()?;

@@ -7,7 +7,10 @@
 //!   (signed bytes as received) in the blob file (`blobs`)
 //! - `q` + recipient SPIFFE id + 0x00 + seq (8 BE) -> report id: a queue entry
 //! - `a` + seq (8 BE)                             -> pointer to the `AuditRecord` of the hash chain
-//! - `m` + name                                   -> counters (audit head, next queue seq, blob end)
+//! - `l` + version (8 BE)                         -> a change of the known-hash list: running
+//!   digest after it (32) | live count after it (8 BE) | the encoded `ListChange`
+//! - `m` + name                                   -> counters (audit head, next queue seq, blob end,
+//!   list tip)
 //!
 //! Durability: all writes go through one writer thread. It takes every
 //! pending operation (group commit), writes the group's report bodies to the
@@ -20,6 +23,7 @@
 
 use crate::blobs::{BlobError, BlobFile, BlobRef};
 use meldnet_core::audit::{self, ChainHead};
+use meldnet_core::hash_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::time::now_ms;
@@ -35,6 +39,8 @@ use tokio::sync::{oneshot, watch};
 const REPORT: u8 = b'r';
 const QUEUE: u8 = b'q';
 const AUDIT: u8 = b'a';
+const LIST: u8 = b'l';
+const META_LIST_TIP: &[u8] = b"mlist_tip";
 const META_AUDIT_HEAD: &[u8] = b"maudit_head";
 const META_QUEUE_SEQ: &[u8] = b"mqueue_seq";
 const META_BLOB_END: &[u8] = b"mblob_end";
@@ -105,6 +111,70 @@ enum WriteOp {
         oneshot::Sender<Result<Vec<u64>, StoreError>>,
     ),
     Delivered(SpiffeId, Vec<(u64, ReportId)>),
+    List(ListWrite, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Changes of the known-hash list to store at once, with their audit record.
+#[derive(Debug, Clone)]
+pub struct ListWrite {
+    /// Each change with the running digest and live count after it.
+    pub changes: Vec<StoredChange>,
+    /// Who made them.
+    pub actor: SpiffeId,
+    /// One line per change, for the audit record.
+    pub lines: Vec<String>,
+}
+
+/// A change of the list as stored: its exact bytes and the tip it leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    /// Version, live count and running digest after this change.
+    pub tip: Tip,
+    /// The encoded `ListChange`.
+    pub bytes: Vec<u8>,
+}
+
+impl StoredChange {
+    fn to_value(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(40 + self.bytes.len());
+        v.extend_from_slice(&self.tip.digest);
+        v.extend_from_slice(&self.tip.count.to_be_bytes());
+        v.extend_from_slice(&self.bytes);
+        v
+    }
+
+    fn from_kv(k: &[u8], v: &[u8]) -> Result<StoredChange, StoreError> {
+        let corrupt = || StoreError::Corrupt("list change".into());
+        let version = k
+            .get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(corrupt)?;
+        let digest: [u8; 32] = v
+            .get(..32)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?;
+        let count = v
+            .get(32..40)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(corrupt)?;
+        Ok(StoredChange {
+            tip: Tip {
+                version,
+                count,
+                digest,
+            },
+            bytes: v[40..].to_vec(),
+        })
+    }
+}
+
+fn list_key(version: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = LIST;
+    k[1..].copy_from_slice(&version.to_be_bytes());
+    k
 }
 
 /// One entry of a recipient's queue, with the stored report it points to.
@@ -303,6 +373,29 @@ impl Store {
             .send(WriteOp::Ack(recipient.clone(), seqs, tx))
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores changes of the known-hash list and their audit record, and
+    /// answers only after the flush.
+    pub async fn commit_list(&self, write: ListWrite) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::List(write, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// The list's changes from version `from` on (inclusive), in order, at
+    /// most `limit`.
+    pub fn list_changes(&self, from: u64, limit: usize) -> Result<Vec<StoredChange>, StoreError> {
+        self.tree
+            .range(list_key(from.max(1))..list_key(u64::MAX))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                StoredChange::from_kv(&k, &v)
+            })
+            .collect()
     }
 
     /// Records in the audit log that these entries were sent to `recipient`.
@@ -509,6 +602,9 @@ impl Reply {
             (Reply::Ack(tx, _), Err(e)) => {
                 let _ = tx.send(Err(e));
             }
+            (Reply::List(tx), result) => {
+                let _ = tx.send(result);
+            }
         }
     }
 }
@@ -519,6 +615,7 @@ enum Reply {
         Vec<Committed>,
     ),
     Ack(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
+    List(oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl Writer {
@@ -564,6 +661,10 @@ impl Writer {
                             let _ = reply.send(Err(e));
                         }
                     }
+                }
+                WriteOp::List(write, reply) => {
+                    self.stage_list(&mut batch, write);
+                    replies.push(Reply::List(reply));
                 }
                 WriteOp::Delivered(recipient, entries) => {
                     let detail = entries
@@ -705,6 +806,24 @@ impl Writer {
             );
         }
         Ok(())
+    }
+
+    fn stage_list(&mut self, batch: &mut sled::Batch, write: ListWrite) {
+        let (Some(first), Some(last)) = (write.changes.first(), write.changes.last()) else {
+            return;
+        };
+        let subject = format!("list versions {}..={}", first.tip.version, last.tip.version);
+        for c in &write.changes {
+            batch.insert(&list_key(c.tip.version)[..], c.to_value());
+        }
+        let mut tip = last.tip.version.to_be_bytes().to_vec();
+        tip.extend_from_slice(&last.tip.count.to_be_bytes());
+        tip.extend_from_slice(&last.tip.digest);
+        batch.insert(META_LIST_TIP, tip);
+        self.stage_audit(
+            batch,
+            event("list", &write.actor, subject, write.lines.join("\n")),
+        );
     }
 
     fn stage_audit(&mut self, batch: &mut sled::Batch, ev: pb::AuditEvent) {
