@@ -109,7 +109,7 @@ fn summary_counts(stderr: &str) -> (usize, usize) {
 fn delivered_ids(dir: &Path) -> anyhow::Result<(HashSet<String>, usize)> {
     let (mut out, mut records) = (HashSet::new(), 0);
     for record in meldnet_core::delivery_log::LogReader::open(dir)? {
-        out.insert(record?.report_id.to_string());
+        out.insert(record?.report_id().to_string());
         records += 1;
     }
     Ok((out, records))

@@ -334,6 +334,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
             signing_key: "signing.key".into(),
             keyring: "../../keyring.toml".into(),
             inbox_dir: "inbox".into(),
+            list_dir: "hashlist".into(),
             hub: hub_endpoint.clone(),
             tls: client_tls("node"),
         };

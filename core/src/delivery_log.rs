@@ -53,7 +53,7 @@ pub enum LogError {
         reason: String,
     },
     /// Another process is writing to this log.
-    #[error("{path}: another process is receiving into this folder")]
+    #[error("{path}: another process is writing to it")]
     Locked {
         /// The log file.
         path: String,
@@ -65,10 +65,18 @@ pub enum LogError {
 pub struct LogRecord {
     /// Where the record starts in the file.
     pub offset: u64,
-    /// The report it carries.
-    pub report_id: ReportId,
-    /// The `Delivery` protobuf bytes exactly as received.
+    /// The record's 16-byte tag: in a delivery log, the report id.
+    pub tag: [u8; 16],
+    /// The stored bytes (in a delivery log, the `Delivery` protobuf bytes
+    /// exactly as received).
     pub bytes: Vec<u8>,
+}
+
+impl LogRecord {
+    /// The report a delivery log's record carries.
+    pub fn report_id(&self) -> ReportId {
+        ReportId::from_bytes(self.tag)
+    }
 }
 
 /// Whether `path` is a delivery log (or a folder holding one's name): it
@@ -100,6 +108,13 @@ impl LogReader {
         } else {
             path.to_path_buf()
         };
+        Self::open_format(&path, MAGIC, "a delivery log")
+    }
+
+    /// Opens a file of the same record format that starts with `magic`
+    /// (`what` names the kind of file in errors).
+    pub fn open_format(path: &Path, magic: &[u8; 8], what: &str) -> Result<LogReader, LogError> {
+        let path = path.to_path_buf();
         let io = |source| LogError::Io {
             path: path.display().to_string(),
             source,
@@ -107,11 +122,14 @@ impl LogReader {
         let file = File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let mut input = BufReader::with_capacity(1 << 20, file);
-        let mut magic = [0u8; 8];
-        if len < MAGIC.len() as u64 || input.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        let mut found = [0u8; 8];
+        if len < found.len() as u64 || input.read_exact(&mut found).is_err() || &found != magic {
             return Err(LogError::Damaged {
                 path: path.display().to_string(),
-                reason: "not a delivery log (the file does not start with MELDLOG1)".into(),
+                reason: format!(
+                    "not {what} (the file does not start with {})",
+                    String::from_utf8_lossy(magic)
+                ),
             });
         }
         Ok(LogReader {
@@ -178,22 +196,125 @@ impl Iterator for LogReader {
             }
             return self.damaged(format!("record at offset {at}: checksum mismatch"));
         }
-        let mut raw_id = [0u8; 16];
-        raw_id.copy_from_slice(id);
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(id);
         self.offset = end;
         Some(Ok(LogRecord {
             offset: at,
-            report_id: ReportId::from_bytes(raw_id),
+            tag,
             bytes,
         }))
     }
 }
 
-/// The writer's handle: holds the lock, knows every stored report id.
-pub struct DeliveryLog {
+/// An append-only file of checksummed records, open for writing: holds an
+/// exclusive lock, appends batches and makes each durable before returning.
+/// The delivery log and a node's copy of the known-hash list are built on it.
+pub struct RecordFile {
     path: PathBuf,
     file: File,
     end: u64,
+}
+
+impl RecordFile {
+    /// Opens (or creates, starting with `magic`) the file at `path` for
+    /// appending and takes the lock. The caller reads it (`LogReader`) and
+    /// then says where the kept part ends (`keep`).
+    pub fn open(path: &Path, magic: &[u8; 8]) -> Result<RecordFile, LogError> {
+        let io = |source| LogError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let file = open_rw(path).map_err(io)?;
+        lock(&file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => LogError::Locked {
+                path: path.display().to_string(),
+            },
+            _ => io(e),
+        })?;
+        if file.metadata().map_err(io)?.len() == 0 {
+            file.write_all_at(magic, 0).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            // The new file's name must survive a crash too.
+            sync_dir(dir).map_err(io)?;
+        }
+        Ok(RecordFile {
+            path: path.to_path_buf(),
+            file,
+            end: magic.len() as u64,
+        })
+    }
+
+    /// Keeps the first `end` bytes (what was read back as complete) and
+    /// drops anything after it: `what` says in the log what that was.
+    pub fn keep(&mut self, end: u64, what: &str) -> Result<(), LogError> {
+        cut_back(&self.file, &self.path, end, what).map_err(|source| LogError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        self.end = end;
+        Ok(())
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads `len` stored bytes of the record at `offset`.
+    pub fn read_record(&self, offset: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        let mut stored = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut stored, offset + HEADER as u64)
+            .map_err(|source| LogError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        Ok(stored)
+    }
+
+    /// Appends these records and makes them durable (`fdatasync`) before
+    /// returning. Returns where each record starts.
+    pub fn append(&mut self, records: &[([u8; 16], &[u8])]) -> Result<Vec<u64>, LogError> {
+        let io = |source| LogError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let total: usize = records.iter().map(|(_, b)| HEADER + b.len()).sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut placed = Vec::with_capacity(records.len());
+        for (tag, bytes) in records {
+            if bytes.len() > MAX_RECORD {
+                return Err(LogError::Damaged {
+                    path: self.path.display().to_string(),
+                    reason: format!("a record of {} bytes exceeds {MAX_RECORD}", bytes.len()),
+                });
+            }
+            let mut h = crc32fast::Hasher::new();
+            h.update(tag);
+            h.update(bytes);
+            placed.push(self.end + buf.len() as u64);
+            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&h.finalize().to_le_bytes());
+            buf.extend_from_slice(tag);
+            buf.extend_from_slice(bytes);
+        }
+        if buf.is_empty() {
+            return Ok(placed);
+        }
+        self.file.write_all_at(&buf, self.end).map_err(io)?;
+        // The durability point: data and the new length.
+        self.file.sync_data().map_err(io)?;
+        self.end += buf.len() as u64;
+        Ok(placed)
+    }
+}
+
+/// The writer's handle: holds the lock, knows every stored report id.
+pub struct DeliveryLog {
+    file: RecordFile,
     /// Report id → (offset, length of the delivery bytes) of its latest record.
     index: HashMap<ReportId, (u64, u32)>,
 }
@@ -203,49 +324,23 @@ impl DeliveryLog {
     /// reads the index and drops a record cut short by a crash.
     pub fn open(dir: &Path) -> Result<DeliveryLog, LogError> {
         let path = dir.join(LOG_FILE);
-        let io = |source| LogError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let file = open_rw(&path).map_err(io)?;
-        lock(&file).map_err(|e| match e.kind() {
-            std::io::ErrorKind::WouldBlock => LogError::Locked {
-                path: path.display().to_string(),
-            },
-            _ => io(e),
-        })?;
-        if file.metadata().map_err(io)?.len() == 0 {
-            file.write_all_at(MAGIC, 0).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            // The new file's name must survive a crash too.
-            sync_dir(dir).map_err(io)?;
-        }
+        let mut file = RecordFile::open(&path, MAGIC)?;
         let mut index = HashMap::new();
         let mut reader = LogReader::open(&path)?;
         for record in reader.by_ref() {
             let r = record?;
-            index.insert(r.report_id, (r.offset, r.bytes.len() as u32));
+            index.insert(r.report_id(), (r.offset, r.bytes.len() as u32));
         }
-        let end = reader.offset();
-        cut_back(
-            &file,
-            &path,
-            end,
+        file.keep(
+            reader.offset(),
             "a record cut short by a crash (it was never acknowledged)",
-        )
-        .map_err(io)?;
-        Ok(DeliveryLog {
-            path,
-            file,
-            end,
-            index,
-        })
+        )?;
+        Ok(DeliveryLog { file, index })
     }
 
     /// The log file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Reports stored (each counted once, however often it was updated).
@@ -267,51 +362,17 @@ impl DeliveryLog {
         if len as usize != bytes.len() {
             return Ok(false);
         }
-        let mut stored = vec![0u8; len as usize];
-        self.file
-            .read_exact_at(&mut stored, offset + HEADER as u64)
-            .map_err(|source| LogError::Io {
-                path: self.path.display().to_string(),
-                source,
-            })?;
-        Ok(stored == bytes)
+        Ok(self.file.read_record(offset, len as usize)? == bytes)
     }
 
     /// Appends these records and makes them durable (`fdatasync` of the log)
     /// before returning: the caller acknowledges only after this.
     pub fn append(&mut self, records: &[(ReportId, &[u8])]) -> Result<(), LogError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let io = |source| LogError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        let total: usize = records.iter().map(|(_, b)| HEADER + b.len()).sum();
-        let mut buf = Vec::with_capacity(total);
-        let mut placed = Vec::with_capacity(records.len());
-        for (id, bytes) in records {
-            if bytes.len() > MAX_RECORD {
-                return Err(LogError::Damaged {
-                    path: self.path.display().to_string(),
-                    reason: format!("a delivery of {} bytes exceeds {MAX_RECORD}", bytes.len()),
-                });
-            }
-            let mut h = crc32fast::Hasher::new();
-            h.update(id.as_bytes());
-            h.update(bytes);
-            placed.push((*id, self.end + buf.len() as u64, bytes.len() as u32));
-            buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&h.finalize().to_le_bytes());
-            buf.extend_from_slice(id.as_bytes());
-            buf.extend_from_slice(bytes);
-        }
-        self.file.write_all_at(&buf, self.end).map_err(io)?;
-        // The durability point of a recipient: data and the new length.
-        self.file.sync_data().map_err(io)?;
-        self.end += buf.len() as u64;
-        for (id, offset, len) in placed {
-            self.index.insert(id, (offset, len));
+        let tagged: Vec<([u8; 16], &[u8])> =
+            records.iter().map(|(id, b)| (*id.as_bytes(), *b)).collect();
+        let placed = self.file.append(&tagged)?;
+        for ((id, bytes), offset) in records.iter().zip(placed) {
+            self.index.insert(*id, (offset, bytes.len() as u32));
         }
         Ok(())
     }
@@ -358,7 +419,7 @@ mod tests {
         assert!(log.holds(&id(2), b"two").unwrap());
         let got = all(dir.path());
         assert_eq!(got.len(), 2);
-        assert_eq!(got[1].report_id, id(2));
+        assert_eq!(got[1].report_id(), id(2));
         assert_eq!(got[1].bytes, b"two");
     }
 
@@ -389,7 +450,7 @@ mod tests {
         let mut log = DeliveryLog::open(dir.path()).unwrap();
         assert_eq!(log.len(), 1);
         log.append(&[(id(3), b"after")]).unwrap();
-        let ids: Vec<_> = all(dir.path()).into_iter().map(|r| r.report_id).collect();
+        let ids: Vec<_> = all(dir.path()).into_iter().map(|r| r.report_id()).collect();
         assert_eq!(ids, [id(1), id(3)]);
     }
 

@@ -105,6 +105,7 @@ pub fn describe(
             "classification": i.classification.name(),
             "age_group": i.age_group.name(),
             "media_type": i.media_type.name(),
+            "node_list_check": i.known.map(|k| k.describe()),
         })).collect::<Vec<_>>(),
         "decision": {
             "decided_at_ms": d.decided_at_ms,
@@ -116,6 +117,16 @@ pub fn describe(
                 "reason": rc.reason,
             })).collect::<Vec<_>>(),
             "reasons": d.reasons,
+            // Known or new by the hub's own list: what routing relies on.
+            "items": d.items.iter().map(|c| json!({
+                "index": c.index,
+                "known": c.known,
+                "entry": c.entry_version,
+                "kind": pb::MatchKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+                "distance": c.distance,
+                "list_version": c.list_version,
+                "node_said": c.node_said,
+            })).collect::<Vec<_>>(),
         },
         "verification": {
             "report_sha256": v.report_digest.to_hex(),
@@ -270,7 +281,7 @@ pub fn check_log<E: From<LogError>>(
         let mut chunk = Vec::new();
         for record in reader.by_ref() {
             let r = record?;
-            if only.is_empty() || only.contains(&r.report_id) {
+            if only.is_empty() || only.contains(&r.report_id()) {
                 chunk.push(r);
             }
             if chunk.len() == crate::limits::MAX_DELIVERY_BATCH {
@@ -299,10 +310,11 @@ pub fn check_log<E: From<LogError>>(
             let (delivery, verdict) = match delivery {
                 Ok(d) => {
                     let verdict = match verified.next() {
-                        Some(Ok(v)) if v.report.id == record.report_id => Ok(v),
+                        Some(Ok(v)) if v.report.id == record.report_id() => Ok(v),
                         Some(Ok(v)) => Err(format!(
                             "filed under report {} but the signed report is {}",
-                            record.report_id, v.report.id
+                            record.report_id(),
+                            v.report.id
                         )),
                         Some(Err(e)) => Err(e.to_string()),
                         None => Err("not verified".to_string()),
@@ -313,7 +325,7 @@ pub fn check_log<E: From<LogError>>(
             };
             each(CheckedRecord {
                 offset: record.offset,
-                report_id: record.report_id,
+                report_id: record.report_id(),
                 delivery,
                 raw: record.bytes,
                 verdict,

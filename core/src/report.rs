@@ -485,6 +485,16 @@ impl ListCheck {
         })
     }
 
+    /// As people read it (JSON): known, and how, or new.
+    pub fn describe(&self) -> serde_json::Value {
+        match self.found {
+            None => serde_json::json!({"known": false, "list_version": self.list_version}),
+            Some(f) => {
+                serde_json::json!({"known": true, "entry": f.entry, "kind": f.kind.name(), "distance": f.distance, "list_version": self.list_version})
+            }
+        }
+    }
+
     /// The hub's record of this check for item `index` of a decision.
     pub fn to_item_check(self, index: u32, node_said: &str) -> pb::ItemCheck {
         let f = self.found;

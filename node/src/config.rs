@@ -19,10 +19,17 @@ pub struct NodeConfig {
     pub keyring: PathBuf,
     /// Where received deliveries are stored.
     pub inbox_dir: PathBuf,
+    /// Where the node's copy of the known-hash list is kept.
+    #[serde(default = "default_list_dir")]
+    pub list_dir: PathBuf,
     /// The hub.
     pub hub: HubEndpoint,
     /// TLS files.
     pub tls: ClientTlsFiles,
+}
+
+fn default_list_dir() -> PathBuf {
+    "hashlist".into()
 }
 
 impl NodeConfig {
@@ -34,6 +41,7 @@ impl NodeConfig {
         c.signing_key = base.join(&c.signing_key);
         c.keyring = base.join(&c.keyring);
         c.inbox_dir = base.join(&c.inbox_dir);
+        c.list_dir = base.join(&c.list_dir);
         c.tls.resolve(&base);
         Ok(c)
     }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod hashing;
+pub mod list;
 pub mod outbox;
 pub mod picture;
 pub mod report;

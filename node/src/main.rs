@@ -10,6 +10,7 @@ use meldnet_core::keyring::Keyring;
 use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
 use meldnet_core::signing::SigningKey;
 use meldnet_node::config::NodeConfig;
+use meldnet_node::list::NodeList;
 use meldnet_node::outbox::Outbox;
 use meldnet_node::picture::hash_many;
 use meldnet_node::report::{build, sign, ReportInput};
@@ -46,6 +47,26 @@ enum Command {
     Hash(HashArgs),
     /// Show the reports received (verified again from the stored bytes); export them as files.
     Received(ReceivedArgs),
+    /// The node's copy of the federated known-hash list.
+    List {
+        #[command(subcommand)]
+        command: ListCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCommand {
+    /// Follow the hub's list: a snapshot when empty, then the changes,
+    /// each batch checked against the hub's signed head before it is applied.
+    Sync {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// What this node holds: version, entries, digest.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -270,7 +291,11 @@ fn run() -> anyhow::Result<()> {
                     media_type: a.media_type,
                     files: a.files.clone(),
                 };
-                let report = build(node.country, &input)?;
+                let list = NodeList::open_read(&node.cfg.list_dir, Keyring::load(&node.cfg.keyring)?)?;
+                if list.is_none() {
+                    eprintln!("warning: no known-hash list here yet (run `meldnet-node list sync`): items go out unchecked");
+                }
+                let report = build(node.country, &input, list.as_ref())?;
                 let outbox = node.outbox()?;
                 outbox.add_draft(&report.to_proto(), &report.id)?;
                 println!(
@@ -278,7 +303,7 @@ fn run() -> anyhow::Result<()> {
                     json!({
                         "report_id": report.id.to_string(),
                         "status": "draft",
-                        "items": report.items.iter().map(|i| json!({"sha256": i.sha256.to_hex(), "md5": i.md5.to_hex(), "media_type": i.media_type.name()})).collect::<Vec<_>>(),
+                        "items": report.items.iter().map(|i| json!({"sha256": i.sha256.to_hex(), "md5": i.md5.to_hex(), "media_type": i.media_type.name(), "known": i.known.map_or("unchecked".into(), |k| k.describe())})).collect::<Vec<_>>(),
                     })
                 );
                 if a.submit {
@@ -316,6 +341,37 @@ fn run() -> anyhow::Result<()> {
                 Ok(receive_and_print(&c.hub, &c.tls, &c.keyring, &c.inbox_dir, &args, "inbox").await?)
             }
             Command::Hash(_) => Ok(true),
+            Command::List {
+                command: ListCommand::Sync { config },
+            } => {
+                let node = Node::load(&config)?;
+                let c = &node.cfg;
+                let mut list = NodeList::open_for_sync(&c.list_dir, Keyring::load(&c.keyring)?)
+                    .with_context(|| format!("list_dir {} (is another sync running?)", c.list_dir.display()))?;
+                let channel = meldnet_core::client::connect(&c.hub, &c.tls).await?;
+                let s = list
+                    .sync(channel, |tip| eprintln!("list: {tip}"))
+                    .await?;
+                println!(
+                    "{}",
+                    json!({"from_version": s.from.version, "version": s.to.version, "entries": s.to.count, "digest": hex::encode(s.to.digest), "snapshot": s.snapshot, "records": s.records})
+                );
+                Ok(true)
+            }
+            Command::List {
+                command: ListCommand::Status { config },
+            } => {
+                let node = Node::load(&config)?;
+                let c = &node.cfg;
+                let tip = NodeList::open_read(&c.list_dir, Keyring::load(&c.keyring)?)?
+                    .map(|l| l.tip())
+                    .unwrap_or_default();
+                println!(
+                    "{}",
+                    json!({"version": tip.version, "entries": tip.count, "digest": hex::encode(tip.digest)})
+                );
+                Ok(true)
+            }
             Command::Received(args) => {
                 let c = NodeConfig::load(&args.config)?;
                 Ok(show_received(&c.keyring, &c.inbox_dir, &args)?)

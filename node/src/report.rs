@@ -2,7 +2,9 @@
 //! holds, and signing it over its exact encoded bytes.
 
 use crate::hashing::{hash_file, media_type_of};
+use crate::list::NodeList;
 use meldnet_core::country::CountryCode;
+use meldnet_core::hash_list::Query;
 use meldnet_core::report::{
     AgeGroup, Classification, EuLinkFacts, Item, MediaType, Report, ReportId, ReportUrl,
 };
@@ -45,8 +47,14 @@ pub enum BuildError {
     Invalid(#[from] meldnet_core::Refusal),
 }
 
-/// Hashes the files and builds a validated report of this node's country.
-pub fn build(origin: CountryCode, input: &ReportInput) -> Result<Report, BuildError> {
+/// Hashes the files and builds a validated report of this node's country;
+/// with the node's copy of the known-hash list, each item is marked known
+/// (and how) or new.
+pub fn build(
+    origin: CountryCode,
+    input: &ReportInput,
+    list: Option<&NodeList>,
+) -> Result<Report, BuildError> {
     let mut items = Vec::with_capacity(input.files.len());
     for f in &input.files {
         let h = hash_file(f).map_err(|source| BuildError::File {
@@ -60,7 +68,7 @@ pub fn build(origin: CountryCode, input: &ReportInput) -> Result<Report, BuildEr
             eprintln!("warning: {}: no PDQ hash: {e}", f.display());
             None
         });
-        items.push(Item {
+        let mut item = Item {
             sha256: h.sha256,
             md5: h.md5,
             pdq,
@@ -68,7 +76,9 @@ pub fn build(origin: CountryCode, input: &ReportInput) -> Result<Report, BuildEr
             age_group: input.age_group,
             media_type: input.media_type.unwrap_or_else(|| media_type_of(f)),
             known: None,
-        });
+        };
+        item.known = list.map(|l| l.check(&Query::of_item(&item)));
+        items.push(item);
     }
     let url = ReportUrl::parse(&input.url).map_err(|e| meldnet_core::Refusal::invalid("url", e))?;
     let report = Report {

@@ -176,6 +176,19 @@ impl Federation {
         self.root().join(format!("agencies/{dir}/agency.toml"))
     }
 
+    /// `operators/admin/operator.toml`.
+    pub fn operator_config(&self) -> PathBuf {
+        self.root().join("operators/admin/operator.toml")
+    }
+
+    /// Runs `meldnet-hub list COMMAND --operator <admin's config> ARGS`.
+    pub fn hub_list(&self, command: &str, args: &[&str]) -> Output {
+        run(Command::new(bin("meldnet-hub"))
+            .args(["list", command, "--operator"])
+            .arg(self.operator_config())
+            .args(args))
+    }
+
     /// The hub's log file (stderr of every hub process started).
     pub fn hub_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()

@@ -1,0 +1,294 @@
+//! The node's copy of the federated known-hash list, and how it follows the
+//! hub's.
+//!
+//! Stored as `hashlist.log` in the data folder: the same checksummed record
+//! format as the delivery log, holding the hub's bytes as received: change
+//! records (or, when the node started empty, snapshot records), each batch
+//! closed by the signed head it leads to. A batch is written with its head
+//! in one append and one `fdatasync`, after the head's signature, the
+//! versions, the running digest and the count were checked against what
+//! the node holds (`meldnet_core::hash_list::check_batch`). Records after
+//! the last head were never applied: readers ignore them and the writer
+//! cuts them off, so a crash mid-sync resumes from the last applied batch.
+//! Opening the file re-checks every head and digest, so the copy on disk is
+//! as trustworthy as the hub's signature.
+//!
+//! Readers (`report new` pre-classifying items) open it without the lock;
+//! only `list sync` and `serve` write.
+
+use meldnet_core::delivery_log::{LogError, LogReader, RecordFile};
+use meldnet_core::hash_list::{check_batch, check_snapshot, Head, KnownSet, Query, SyncError, Tip};
+use meldnet_core::identity::SpiffeId;
+use meldnet_core::keyring::Keyring;
+use meldnet_core::report::ListCheck;
+use meldnet_proto::v1 as pb;
+use prost::Message;
+use std::path::{Path, PathBuf};
+
+/// The list's file name in the node's data folder.
+pub const LIST_FILE: &str = "hashlist.log";
+/// The first bytes of the file: the format and its version.
+pub const LIST_MAGIC: &[u8; 8] = b"MELDLST1";
+const CHANGE: u8 = 1;
+const SNAPSHOT: u8 = 2;
+const HEAD: u8 = 3;
+
+fn tag(kind: u8) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t[0] = kind;
+    t
+}
+
+/// Why the list could not be read, written or synced.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The file.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The hub's batch or head was refused; nothing of it was applied.
+    #[error("refused the hub's list update: {0}")]
+    Refused(#[from] SyncError),
+    /// The stored copy does not check out.
+    #[error("{path}: {why}")]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The hub refused or the stream broke; what was applied stays.
+    #[error("hub: {0}")]
+    Hub(String),
+}
+
+/// The node's list.
+pub struct NodeList {
+    set: KnownSet,
+    path: PathBuf,
+    writer: Option<RecordFile>,
+    hub_keys: Keyring,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    /// What the node held before.
+    pub from: Tip,
+    /// What it holds now.
+    pub to: Tip,
+    /// Whether it started from a snapshot.
+    pub snapshot: bool,
+    /// Change records applied (snapshot records included).
+    pub records: u64,
+}
+
+impl NodeList {
+    /// Opens the list for following the hub: takes the lock, loads and
+    /// checks what is stored, drops a batch that never got its head.
+    pub fn open_for_sync(list_dir: &Path, hub_keys: Keyring) -> Result<NodeList, ListError> {
+        let path = list_dir.join(LIST_FILE);
+        let mut writer = RecordFile::open(&path, LIST_MAGIC)?;
+        let (set, end) = load(&path, &hub_keys)?;
+        writer.keep(end, "list records without their head (a sync cut short)")?;
+        Ok(NodeList {
+            set,
+            path,
+            writer: Some(writer),
+            hub_keys,
+        })
+    }
+
+    /// Opens the list to match against, without the lock: what the last
+    /// complete batch left. None when the node never synced.
+    pub fn open_read(list_dir: &Path, hub_keys: Keyring) -> Result<Option<NodeList>, ListError> {
+        let path = list_dir.join(LIST_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let (set, _) = load(&path, &hub_keys)?;
+        Ok(Some(NodeList {
+            set,
+            path,
+            writer: None,
+            hub_keys,
+        }))
+    }
+
+    /// What the node holds.
+    pub fn tip(&self) -> Tip {
+        self.set.tip()
+    }
+
+    /// The item's check against this copy: known (how) or new.
+    pub fn check(&self, q: &Query) -> ListCheck {
+        ListCheck {
+            list_version: self.set.tip().version,
+            found: self.set.check(q),
+        }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn verify(&self, head: Option<&pb::SignedListHead>) -> Result<Head, ListError> {
+        let head = head.ok_or_else(|| ListError::Hub("a batch without its signed head".into()))?;
+        Ok(verify_head(&self.hub_keys, head)?)
+    }
+
+    /// Stores records and their head in one durable append, then applies them.
+    fn commit(
+        &mut self,
+        kind: u8,
+        records: &[Vec<u8>],
+        head: &pb::SignedListHead,
+        changes: &[meldnet_core::hash_list::Change],
+        tip: Tip,
+    ) -> Result<(), ListError> {
+        let writer = self.writer.as_mut().ok_or_else(|| ListError::Damaged {
+            path: self.path.display().to_string(),
+            why: "opened for reading only".into(),
+        })?;
+        let head_bytes = head.encode_to_vec();
+        let mut out: Vec<([u8; 16], &[u8])> =
+            records.iter().map(|r| (tag(kind), r.as_slice())).collect();
+        out.push((tag(HEAD), head_bytes.as_slice()));
+        writer.append(&out)?;
+        self.set.apply(changes, tip);
+        Ok(())
+    }
+
+    /// Follows the hub: asks for what comes after this node's version and
+    /// applies it batch by batch (each checked, stored durably, then
+    /// applied). `progress` is told after each batch.
+    pub async fn sync(
+        &mut self,
+        channel: tonic::transport::Channel,
+        mut progress: impl FnMut(Tip),
+    ) -> Result<Synced, ListError> {
+        let from = self.tip();
+        let mut client = pb::hash_list_client::HashListClient::new(channel)
+            .max_decoding_message_size(meldnet_core::client::CLIENT_MAX_DECODE * 4);
+        let mut stream = client
+            .sync(pb::SyncRequest {
+                since_version: from.version,
+            })
+            .await
+            .map_err(|s| ListError::Hub(s.message().to_string()))?
+            .into_inner();
+        let mut snapshot: Vec<Vec<u8>> = Vec::new();
+        let mut done = Synced {
+            from,
+            to: from,
+            snapshot: false,
+            records: 0,
+        };
+        loop {
+            let batch = match stream.message().await {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(s) => return Err(ListError::Hub(s.message().to_string())),
+            };
+            if batch.snapshot {
+                if self.tip().version != 0 {
+                    return Err(SyncError::DoesNotFollow {
+                        held: self.tip(),
+                        head: Tip::default(),
+                        why: "the hub sent a snapshot to a node that already holds a list".into(),
+                    }
+                    .into());
+                }
+                snapshot.extend(batch.changes);
+                if let Some(signed) = batch.head {
+                    let head = self.verify(Some(&signed))?;
+                    let changes = check_snapshot(&snapshot, &head)?;
+                    self.commit(SNAPSHOT, &snapshot, &signed, &changes, head.tip)?;
+                    done.snapshot = true;
+                    done.records += snapshot.len() as u64;
+                    snapshot = Vec::new();
+                    progress(self.tip());
+                }
+                continue;
+            }
+            let head = self.verify(batch.head.as_ref())?;
+            let changes = check_batch(&self.tip(), &self.set, &batch.changes, &head)?;
+            if !changes.is_empty() {
+                let signed = batch.head.unwrap_or_default();
+                self.commit(CHANGE, &batch.changes, &signed, &changes, head.tip)?;
+                done.records += changes.len() as u64;
+                progress(self.tip());
+            }
+        }
+        if !snapshot.is_empty() {
+            return Err(ListError::Hub(
+                "the snapshot ended without its signed head".into(),
+            ));
+        }
+        done.to = self.tip();
+        Ok(done)
+    }
+}
+
+fn verify_head(hub_keys: &Keyring, signed: &pb::SignedListHead) -> Result<Head, SyncError> {
+    let hub = SpiffeId::hub(hub_keys.federation());
+    Head::verify(signed, |id| hub_keys.get(&hub, id))
+}
+
+/// Reads the stored list, checking every batch as it was checked when it
+/// arrived; returns the set and where its last complete batch ends.
+fn load(path: &Path, hub_keys: &Keyring) -> Result<(KnownSet, u64), ListError> {
+    let damaged = |why: String| ListError::Damaged {
+        path: path.display().to_string(),
+        why,
+    };
+    let mut reader = LogReader::open_format(path, LIST_MAGIC, "a known-hash list")?;
+    let mut set = KnownSet::default();
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    let mut pending_kind = None;
+    let mut end = reader.offset();
+    while let Some(record) = reader.next() {
+        let r = record?;
+        match r.tag[0] {
+            HEAD => {
+                let signed = pb::SignedListHead::decode(r.bytes.as_slice())
+                    .map_err(|e| damaged(format!("head at offset {}: {e}", r.offset)))?;
+                let head = verify_head(hub_keys, &signed)
+                    .map_err(|e| damaged(format!("head at offset {}: {e}", r.offset)))?;
+                let changes = if pending_kind == Some(SNAPSHOT) {
+                    if set.tip().version != 0 {
+                        return Err(damaged(format!(
+                            "a snapshot after changes, at offset {}",
+                            r.offset
+                        )));
+                    }
+                    check_snapshot(&pending, &head)
+                } else {
+                    check_batch(&set.tip(), &set, &pending, &head)
+                }
+                .map_err(|e| damaged(format!("batch ending at offset {}: {e}", r.offset)))?;
+                set.apply(&changes, head.tip);
+                pending.clear();
+                pending_kind = None;
+                end = reader.offset();
+            }
+            kind @ (CHANGE | SNAPSHOT) => {
+                if pending_kind.is_some_and(|k| k != kind) {
+                    return Err(damaged(format!(
+                        "mixed records in one batch, at offset {}",
+                        r.offset
+                    )));
+                }
+                pending_kind = Some(kind);
+                pending.push(r.bytes);
+            }
+            other => {
+                return Err(damaged(format!(
+                    "unknown record kind {other} at offset {}",
+                    r.offset
+                )))
+            }
+        }
+    }
+    Ok((set, end))
+}
