@@ -102,11 +102,21 @@ impl Ca {
         serial: Serial,
         validity: Validity,
     ) -> Result<(Self, Issued)> {
+        Self::create_named(ca_common_name(federation), serial, validity)
+    }
+
+    /// Makes a new self-signed CA with this common name (a node's CA for
+    /// its hosting providers is one).
+    pub fn create_named(
+        common_name: String,
+        serial: Serial,
+        validity: Validity,
+    ) -> Result<(Self, Issued)> {
         let what = "CA certificate";
         let key = KeyPair::generate().map_err(|e| CertsError::crypto(what, e))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, ca_common_name(federation));
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.serial_number = Some(serial.to_rcgen());
         params.not_before = validity.not_before;
@@ -167,6 +177,21 @@ impl Ca {
     /// server and client auth); every other role a client-only certificate
     /// whose one SAN is its SPIFFE id.
     pub fn issue(&self, identity: &SpiffeId, serial: Serial, validity: Validity) -> Result<Issued> {
+        let server = matches!(identity.role(), Role::Hub)
+            .then(|| vec![hub_server_name(identity.trust_domain())]);
+        self.issue_for(identity, serial, validity, server.as_deref())
+    }
+
+    /// Issues a certificate for `identity`; with `server_names`, a server
+    /// certificate for those DNS names (and `localhost`, 127.0.0.1) that
+    /// also authenticates as a client.
+    pub fn issue_for(
+        &self,
+        identity: &SpiffeId,
+        serial: Serial,
+        validity: Validity,
+        server_names: Option<&[String]>,
+    ) -> Result<Issued> {
         let what = format!("certificate for {identity}");
         if validity.not_after > self.not_after {
             return Err(CertsError::Invalid {
@@ -191,11 +216,10 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         params.key_identifier_method = KeyIdMethod::Sha256;
         let mut sans = vec![SanType::URI(ia5(&what, identity.to_string())?)];
-        if matches!(identity.role(), Role::Hub) {
-            sans.push(SanType::DnsName(ia5(
-                &what,
-                hub_server_name(identity.trust_domain()),
-            )?));
+        if let Some(names) = server_names {
+            for n in names {
+                sans.push(SanType::DnsName(ia5(&what, n.clone())?));
+            }
             sans.push(SanType::DnsName(ia5(&what, "localhost".to_string())?));
             sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
             params.extended_key_usages = vec![

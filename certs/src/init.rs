@@ -20,7 +20,7 @@ use meldnet_core::signing::SigningKey;
 use meldnet_core::tls::{ClientTlsFiles, ServerTlsFiles};
 use meldnet_hub::config::OperatorConfig;
 use meldnet_hub::config::{AgencyEntry, HubConfig, RoutingConfig};
-use meldnet_node::config::NodeConfig;
+use meldnet_node::config::{HashCheckConfig, NodeConfig};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -329,6 +329,14 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         let dir = layout.node_dir(*cc);
         let cert = issue(&mut plan, id, &dir, "node")?;
         signing_key(&mut plan, &mut keyring, id, &dir);
+        for (path, bytes, mode) in crate::provider::make_node_files(id, ca_validity, leaf_validity)?
+        {
+            plan.push(Planned {
+                path: dir.join(path),
+                bytes,
+                mode,
+            });
+        }
         let config = NodeConfig {
             data_dir: "data".into(),
             signing_key: "signing.key".into(),
@@ -337,6 +345,20 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
             list_dir: "hashlist".into(),
             hub: hub_endpoint.clone(),
             tls: client_tls("node"),
+            hash_check: Some(HashCheckConfig {
+                listen: "127.0.0.1:0"
+                    .parse()
+                    .map_err(|_| CertsError::invalid("listen", "127.0.0.1:0", "bad address"))?,
+                metrics_listen: None,
+                provider_ca: "providers/ca.pem".into(),
+                tls: ServerTlsFiles {
+                    ca: "../../ca.pem".into(),
+                    cert: "providers/server.pem".into(),
+                    key: "providers/server.key".into(),
+                    crls: vec!["../../crl.pem".into(), "providers/crl.pem".into()],
+                },
+                sync_interval_s: 60,
+            }),
         };
         let path = dir.join("node.toml");
         add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;

@@ -16,6 +16,7 @@ pub mod init;
 pub mod issue;
 pub mod layout;
 pub mod ledger;
+pub mod provider;
 pub mod revoke;
 pub mod spec;
 pub mod x509;

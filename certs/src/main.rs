@@ -36,6 +36,22 @@ enum Command {
         #[arg(long, conflicts_with = "days")]
         expired: bool,
     },
+    /// Issues a hosting provider's certificate from a node's provider CA
+    /// (spiffe://<federation>/provider/<CC>/NAME), for the node's hash checks.
+    Provider {
+        /// The node's folder (holds node.pem and providers/).
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The provider's short name.
+        #[arg(long)]
+        name: String,
+        /// Output folder: NAME.pem, NAME.key and ca.pem (the node's provider CA).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = DEFAULT_DAYS)]
+        days: u32,
+    },
     /// Revokes certificates and rewrites DIR/crl.pem.
     #[command(group(ArgGroup::new("target").required(true).args(["identity", "cert"])))]
     Revoke {
@@ -97,6 +113,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let summary = meldnet_certs::issue(&opts)?;
             println!("{summary}");
+        }
+        Command::Provider {
+            node_dir,
+            name,
+            out,
+            days,
+        } => {
+            let s = meldnet_certs::provider::issue_provider(&node_dir, &name, &out, days)?;
+            println!("issued {} (valid to {})", s.identity, s.not_after);
+            for f in &s.files {
+                println!("  {}", f.display());
+            }
         }
         Command::Revoke {
             dir,

@@ -206,3 +206,15 @@ pub fn init_process(default_log: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     init_logging(default_log);
 }
+
+/// Completes on SIGINT or SIGTERM: when a serving process should stop.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

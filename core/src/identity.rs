@@ -126,6 +126,14 @@ pub enum Role {
     },
     /// A hub operator.
     Operator(String),
+    /// A hosting provider that checks uploads against the known-hash list
+    /// at its country's node, with a certificate that node issued.
+    Provider {
+        /// The country of the node that issued its certificate.
+        country: CountryCode,
+        /// Short name, e.g. `hoster1`.
+        name: String,
+    },
 }
 
 /// A parsed SPIFFE id of this project's forms.
@@ -166,6 +174,13 @@ impl SpiffeId {
             ["operator", name] => {
                 check_name(name)?;
                 Role::Operator((*name).to_string())
+            }
+            ["provider", cc, name] => {
+                check_name(name)?;
+                Role::Provider {
+                    country: country(cc)?,
+                    name: (*name).to_string(),
+                }
             }
             _ => return Err(IdentityError::Role(path.chars().take(100).collect())),
         };
@@ -239,6 +254,7 @@ impl fmt::Display for SpiffeId {
             Role::Node(cc) => write!(f, "node/{cc}"),
             Role::Agency { jurisdiction, name } => write!(f, "agency/{jurisdiction}/{name}"),
             Role::Operator(name) => write!(f, "operator/{name}"),
+            Role::Provider { country, name } => write!(f, "provider/{country}/{name}"),
         }
     }
 }

@@ -271,9 +271,25 @@ impl ClientCertVerifier for ReloadingVerifier {
 pub fn server_config(
     files: &ServerTlsFiles,
 ) -> Result<(Arc<rustls::ServerConfig>, Arc<ReloadingVerifier>), TlsError> {
+    server_config_with(files, None, false)
+}
+
+/// As `server_config`, also trusting the CA in `extra_ca` (a node's own CA
+/// for its hosting providers) and, with `http1`, offering HTTP/1.1 beside
+/// HTTP/2 (for HTTP/JSON clients).
+pub fn server_config_with(
+    files: &ServerTlsFiles,
+    extra_ca: Option<(&'static str, &Path)>,
+    http1: bool,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ReloadingVerifier>), TlsError> {
     let mut roots = RootCertStore::empty();
     for c in load_certs(&files.ca, "tls.ca")? {
         roots.add(c).map_err(|e| file_err("tls.ca", &files.ca, e))?;
+    }
+    if let Some((what, path)) = extra_ca {
+        for c in load_certs(path, what)? {
+            roots.add(c).map_err(|e| file_err(what, path, e))?;
+        }
     }
     let verifier = ReloadingVerifier::new(roots, files.crls.clone())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -284,6 +300,9 @@ pub fn server_config(
         .with_single_cert(load_certs(&files.cert, "tls.cert")?, load_key(&files.key)?)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
+    if http1 {
+        cfg.alpn_protocols.push(b"http/1.1".to_vec());
+    }
     Ok((Arc::new(cfg), verifier))
 }
 

@@ -120,16 +120,7 @@ fn run() -> anyhow::Result<()> {
                     tracing::info!(%addr, "Prometheus metrics at /metrics");
                 }
                 let shutdown = async {
-                    let mut term = match tokio::signal::unix::signal(
-                        tokio::signal::unix::SignalKind::terminate(),
-                    ) {
-                        Ok(s) => s,
-                        Err(_) => return std::future::pending().await,
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
+                    meldnet_core::cli::shutdown_signal().await;
                     tracing::info!("shutting down");
                 };
                 meldnet_hub::server::run(cfg, shutdown, |addr| {

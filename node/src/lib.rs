@@ -4,9 +4,11 @@
 //! its country. See ARCHITECTURE.md for the map.
 
 pub mod config;
+pub mod hash_check;
 pub mod hashing;
 pub mod list;
 pub mod outbox;
 pub mod picture;
 pub mod report;
+pub mod serve;
 pub mod submit;

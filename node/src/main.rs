@@ -47,6 +47,16 @@ enum Command {
     Hash(HashArgs),
     /// Show the reports received (verified again from the stored bytes); export them as files.
     Received(ReceivedArgs),
+    /// Serve hash checks to this country's hosting providers (gRPC and
+    /// HTTP/JSON over mTLS) and follow the hub's known-hash list, until
+    /// SIGINT/SIGTERM.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Write the bound address to this file once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// The node's copy of the federated known-hash list.
     List {
         #[command(subcommand)]
@@ -341,6 +351,19 @@ fn run() -> anyhow::Result<()> {
                 Ok(receive_and_print(&c.hub, &c.tls, &c.keyring, &c.inbox_dir, &args, "inbox").await?)
             }
             Command::Hash(_) => Ok(true),
+            Command::Serve { config, ready_file } => {
+                let node = Node::load(&config)?;
+                let shutdown = meldnet_core::cli::shutdown_signal();
+                meldnet_node::serve::serve(node.cfg, node.country, shutdown, |addr| {
+                    if let Some(f) = &ready_file {
+                        if let Err(e) = std::fs::write(f, addr.to_string()) {
+                            eprintln!("could not write the ready file: {e}");
+                        }
+                    }
+                })
+                .await?;
+                Ok(true)
+            }
             Command::List {
                 command: ListCommand::Sync { config },
             } => {

@@ -354,6 +354,63 @@ impl Federation {
     }
 }
 
+/// A `meldnet-node serve` process, killed when dropped.
+pub struct Served {
+    child: Child,
+    /// Where it answers hash checks.
+    pub addr: SocketAddr,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Federation {
+    /// Starts `meldnet-node serve` for node `cc` and waits until it listens.
+    pub fn serve_node(&self, cc: &str) -> Result<Served> {
+        let ready = self.dir.path().join(format!("node-{cc}.ready"));
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{cc}.log")))?;
+        let mut child = Command::new(bin("meldnet-node"))
+            .args(["serve", "--config"])
+            .arg(self.node_config(cc))
+            .arg("--ready-file")
+            .arg(&ready)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning meldnet-node serve")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(&ready) {
+                if let Ok(addr) = a.trim().parse() {
+                    return Ok(Served { child, addr });
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("node serve exited with {status}: {}", self.node_log(cc));
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node serve did not start within 30 s: {}",
+                    self.node_log(cc)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log of `meldnet-node serve` for node `cc`.
+    pub fn node_log(&self, cc: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node-{cc}.log"))).unwrap_or_default()
+    }
+}
+
 impl Drop for Federation {
     fn drop(&mut self) {
         self.kill_hub();
