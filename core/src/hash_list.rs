@@ -919,7 +919,7 @@ mod tests {
         for i in [7, 8, 9] {
             b.push(ChangeKind::Add(entry(i)));
         }
-        let e = follow(&mut set, &b, &b.bytes[2..].to_vec()).unwrap_err();
+        let e = follow(&mut set, &b, &b.bytes[2..]).unwrap_err();
         assert!(matches!(e, SyncError::DoesNotFollow { .. }), "{e}");
         assert_eq!(set.tip(), a.tip, "nothing applied");
     }
