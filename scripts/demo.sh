@@ -43,7 +43,16 @@ for i in range(1, 5):
 PY
 head -c 50000 /dev/urandom > "$DIR/files/clip.mp4"
 
-say "3. Hotlines report (files are hashed locally; only hashes and metadata leave)"
+say "3. The known-hash list: an operator imports a list at the hub, the nodes follow it"
+ITEM2=$($BIN/meldnet-node hash --json "$DIR/files/item2.png" | python3 -c 'import json,sys; print(json.load(sys.stdin)["sha256"])')
+printf 'sha256,category\n%s,1\n%s,2\nnot-a-hash,1\n' "$ITEM2" "$(printf 'b%.0s' $(seq 1 64))" > "$DIR/list.csv"
+$BIN/meldnet-hub list import --operator "$DIR/fed/operators/admin/operator.toml" --source-country NL "$DIR/list.csv"
+for n in NL DE FR; do
+  echo "-- node $n: list sync"
+  $BIN/meldnet-node list sync --config "$DIR/fed/nodes/$n/node.toml"
+done
+
+say "4. Hotlines report (files are hashed locally; only hashes and metadata leave; items marked known or new)"
 echo "-- NL: material hosted in DE"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https://img.example.de/a/1 \
   --hosting DE --classification baseline --age-group prepubescent --submit "$DIR/files/item1.png" "$DIR/files/item2.png"
@@ -57,7 +66,7 @@ echo "-- NL: material hosted in the US, victim located in NL"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https://files.example.com/y \
   --hosting US --victim NL --classification baseline --age-group infant-toddler --submit "$DIR/files/item4.png"
 
-say "4. Recipients receive their queues, verify both signatures, store, acknowledge"
+say "5. Recipients receive their queues, verify both signatures, store, acknowledge"
 AGENCIES="DE-bka NL-politie EU-europol"
 for a in $AGENCIES; do
   echo "-- police $a"
@@ -68,7 +77,7 @@ for n in NL DE FR; do
   $BIN/meldnet-node inbox --config "$DIR/fed/nodes/$n/node.toml"
 done
 
-say "5. What was delivered to whom (read back from each delivery log, verified again)"
+say "6. What was delivered to whom (read back from each delivery log, verified again)"
 show() {
   "$@" > "$DIR/shown.jsonl"
   python3 - "$DIR/shown.jsonl" "${@: -1}" <<'PY'
@@ -80,6 +89,7 @@ for d in lines:
     print(f"   {d['report_id']}  from {d['origin'].rsplit('/', 1)[-1]}  {d['url']}")
     for r in d['decision']['recipients']:
         print(f"      -> {r['identity']}: {r['reason']}")
+    print("      " + next((x for x in d['decision']['reasons'] if x.startswith('hash list')), ''))
 PY
 }
 for a in $AGENCIES; do
@@ -89,10 +99,29 @@ for n in NL DE FR; do
   show $BIN/meldnet-node received --config "$DIR/fed/nodes/$n/node.toml"
 done
 
-say "6. Provenance, offline: meldnet-agency verify with public keys only"
+say "7. A hosting provider in DE asks node DE whether uploads are known (HTTP/JSON over mTLS)"
+$BIN/meldnet-certs provider --node-dir "$DIR/fed/nodes/DE" --name hoster1 --out "$DIR/providers"
+$BIN/meldnet-node serve --config "$DIR/fed/nodes/DE/node.toml" --ready-file "$DIR/node-DE.ready" 2> "$DIR/node-DE.log" &
+NODE=$!
+trap 'kill $HUB $NODE 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do [ -f "$DIR/node-DE.ready" ] && break; sleep 0.05; done
+NODE_PORT=$(cut -d: -f2 < "$DIR/node-DE.ready")
+sleep 1
+if command -v curl > /dev/null; then
+  curl -sS --cacert "$DIR/providers/ca.pem" --cert "$DIR/providers/hoster1.pem" --key "$DIR/providers/hoster1.key" \
+    --resolve "hashcheck.de.eu.meldnet.test:$NODE_PORT:127.0.0.1" -H 'content-type: application/json' \
+    -d "{\"queries\": [{\"sha256\": \"$ITEM2\"}, {\"sha256\": \"$(printf 'c%.0s' $(seq 1 64))\"}]}" \
+    "https://hashcheck.de.eu.meldnet.test:$NODE_PORT/v1/check"
+  echo
+else
+  echo "(curl not installed: skipped)"
+fi
+kill $NODE; wait $NODE 2>/dev/null || true
+
+say "8. Provenance, offline: meldnet-agency verify with public keys only"
 $BIN/meldnet-agency verify --keyring "$DIR/fed/keyring.toml" "$DIR/fed/agencies/DE-bka/deliveries/deliveries.log"
 
-say "7. The hub's audit chain"
+say "9. The hub's audit chain"
 kill $HUB; wait $HUB 2>/dev/null || true
 trap - EXIT
 $BIN/meldnet-hub audit verify --config "$DIR/fed/hub/hub.toml"

@@ -1,10 +1,13 @@
 //! `meldnet-bench index`: the PDQ index (`core::pdq_index`) at list scale.
-//! Synthetic hashes (random 256-bit values; half the queries are copies of
-//! entries with 0 to 40 bits flipped, half are unrelated), every query at
-//! the federation's threshold on one core. Peers in the same run: our own
-//! brute-force scan (the exactness reference) and faiss (`faiss-cpu`:
-//! `IndexBinaryMultiHash` with 16 tables of 16 bits, the same method, and
-//! `IndexBinaryFlat`). Last line: one JSON object with the figures.
+//! For each size: synthetic hashes like a real list (random ones, plus
+//! clusters of near-duplicates: one picture listed in several re-encodings),
+//! queries that are near copies of entries (0 to 40 bits off), of cluster
+//! centres (many matches) or unrelated, every query at the federation's
+//! threshold, one at a time, on one core. Peers in the same run on the same
+//! data and queries: faiss (`faiss-cpu`) `IndexBinaryMultiHash` (16 tables
+//! of 16 bits, the same method) and `IndexBinaryFlat` (brute force), and our
+//! own brute-force scan. Every answer is compared, entry by entry.
+//! Last line: one JSON object, a key per size.
 
 use crate::stats::{peak_rss_mb, percentile};
 use anyhow::{bail, Context};
@@ -21,14 +24,14 @@ const PEER: &str = include_str!("../peers/index_peer.py");
 /// Arguments of `meldnet-bench index`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IndexArgs {
-    /// Hashes in the index.
-    #[arg(long, default_value_t = 10_000_000)]
-    pub entries: usize,
-    /// Queries, one at a time.
+    /// Index sizes, e.g. `1M,10M,50M` (K and M suffixes).
+    #[arg(long, value_delimiter = ',', default_value = "1M,10M")]
+    pub sizes: Vec<String>,
+    /// Queries per size, one at a time.
     #[arg(long, default_value_t = 1000)]
     pub queries: usize,
     /// Queries also answered by brute force (ours and faiss's flat index).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     pub brute_queries: usize,
     /// The Python with `faiss-cpu` and `numpy`; `none` skips the peer.
     #[arg(long, default_value = "python3")]
@@ -52,83 +55,126 @@ impl Rng {
         }
         PdqHash(h)
     }
-}
 
-fn ms(v: &mut [f64], p: f64) -> f64 {
-    percentile(v, p) * 1e3
-}
-
-/// Runs the benchmark and prints the figures.
-pub fn run(a: IndexArgs) -> anyhow::Result<()> {
-    if a.entries == 0 || a.queries == 0 {
-        bail!("--entries and --queries must be above 0");
+    /// `h` with up to `max` random bits flipped.
+    fn near(&mut self, mut h: PdqHash, max: u64) -> PdqHash {
+        for _ in 0..self.next() % (max + 1) {
+            let k = (self.next() % 256) as usize;
+            h.0[31 - k / 8] ^= 1 << (k % 8);
+        }
+        h
     }
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let entries: Vec<PdqHash> = (0..a.entries).map(|_| rng.hash()).collect();
-    let queries: Vec<PdqHash> = (0..a.queries)
-        .map(|i| {
-            if i % 2 == 0 {
-                let mut h = entries[(rng.next() % a.entries as u64) as usize];
-                for _ in 0..rng.next() % 41 {
-                    let k = (rng.next() % 256) as usize;
-                    h.0[31 - k / 8] ^= 1 << (k % 8);
+}
+
+fn ms(v: &[f64], p: f64) -> f64 {
+    percentile(&mut v.to_vec(), p) * 1e3
+}
+
+/// `1M` → 1,000,000.
+fn parse_size(s: &str) -> anyhow::Result<usize> {
+    let s = s.trim();
+    let (n, mult) = match s.char_indices().last() {
+        Some((i, 'M' | 'm')) => (&s[..i], 1_000_000),
+        Some((i, 'K' | 'k')) => (&s[..i], 1_000),
+        _ => (s, 1),
+    };
+    let n: f64 = n
+        .parse()
+        .with_context(|| format!("--sizes: {s:?} is not a size such as 10M"))?;
+    let size = (n * mult as f64) as usize;
+    if size == 0 {
+        bail!("--sizes: {s:?} is empty");
+    }
+    Ok(size)
+}
+
+/// A list of `n` hashes: 80% random, 20% in clusters of 10 near-duplicates
+/// (each within 12 bits of its centre); and the queries.
+fn data(n: usize, queries: usize, rng: &mut Rng) -> (Vec<PdqHash>, Vec<PdqHash>) {
+    let mut entries = Vec::with_capacity(n);
+    let mut centres = Vec::new();
+    while entries.len() < n {
+        if rng.next() % 50 == 0 {
+            let c = rng.hash();
+            centres.push(c);
+            for _ in 0..10 {
+                if entries.len() < n {
+                    entries.push(rng.near(c, 12));
                 }
-                h
-            } else {
-                rng.hash()
             }
+        } else {
+            entries.push(rng.hash());
+        }
+    }
+    let qs = (0..queries)
+        .map(|i| match i % 4 {
+            0 | 1 => {
+                let e = entries[(rng.next() % n as u64) as usize];
+                rng.near(e, 40)
+            }
+            2 if !centres.is_empty() => {
+                let c = centres[(rng.next() % centres.len() as u64) as usize];
+                rng.near(c, 16)
+            }
+            _ => rng.hash(),
         })
         .collect();
-    eprintln!(
-        "index: {} entries, {} queries, threshold {MATCH_THRESHOLD}",
-        a.entries, a.queries
-    );
+    (entries, qs)
+}
 
+/// One size: ours, brute force, and the peer.
+fn run_size(n: usize, a: &IndexArgs, rng: &mut Rng) -> anyhow::Result<Value> {
+    let (entries, queries) = data(n, a.queries, rng);
+    eprintln!(
+        "index: {n} entries, {} queries, threshold {MATCH_THRESHOLD}",
+        queries.len()
+    );
     let t = Instant::now();
     let index = PdqIndex::build(&entries);
     let build_s = t.elapsed().as_secs_f64();
-    let mut lat = Vec::with_capacity(a.queries);
-    let mut ours_counts = Vec::with_capacity(a.queries);
-    let t_all = Instant::now();
+    let mut lat = Vec::with_capacity(queries.len());
+    let mut ours: Vec<Vec<u32>> = Vec::with_capacity(queries.len());
     for q in &queries {
         let t = Instant::now();
         let m = index.search(q, MATCH_THRESHOLD);
         lat.push(t.elapsed().as_secs_f64());
-        ours_counts.push(m.len());
+        let mut ids: Vec<u32> = m.iter().map(|m| m.entry).collect();
+        ids.sort_unstable();
+        ours.push(ids);
     }
-    let queries_per_s = a.queries as f64 / t_all.elapsed().as_secs_f64();
     let mut brute_lat = Vec::new();
     let mut exact = true;
-    for q in queries.iter().take(a.brute_queries) {
+    for (q, mine) in queries.iter().zip(&ours).take(a.brute_queries) {
         let t = Instant::now();
         let b = index.brute_force(q, MATCH_THRESHOLD);
         brute_lat.push(t.elapsed().as_secs_f64());
-        exact &= b == index.search(q, MATCH_THRESHOLD);
+        let mut ids: Vec<u32> = b.iter().map(|m| m.entry).collect();
+        ids.sort_unstable();
+        exact &= &ids == mine;
     }
-    let matched = ours_counts.iter().filter(|&&c| c > 0).count();
+    let matched = ours.iter().filter(|m| !m.is_empty()).count();
+    let matches: usize = ours.iter().map(Vec::len).sum();
     eprintln!(
-        "ours: built in {build_s:.2} s, {:.1} bytes per entry; query p50 {:.3} ms, p99 {:.3} ms, {queries_per_s:.0} queries/s on one core; \
-         {matched} of {} queries matched; brute force p50 {:.1} ms; equal to brute force: {exact}",
+        "  meldnet: built in {build_s:.2} s, {:.1} bytes per entry; p50 {:.3} ms, p99 {:.3} ms; \
+         {matched} queries matched ({matches} matches); brute force p50 {:.1} ms; equal to brute force: {exact}",
         index.bytes_per_entry(),
-        ms(&mut lat.clone(), 50.0),
-        ms(&mut lat.clone(), 99.0),
-        a.queries,
-        ms(&mut brute_lat.clone(), 50.0),
+        ms(&lat, 50.0),
+        ms(&lat, 99.0),
+        ms(&brute_lat, 50.0),
     );
     let mut figures = json!({
-        "entries": a.entries,
-        "queries": a.queries,
-        "threshold": MATCH_THRESHOLD,
+        "entries": n,
         "build_s": build_s,
         "bytes_per_entry": index.bytes_per_entry(),
-        "query_p50_ms": ms(&mut lat.clone(), 50.0),
-        "query_p99_ms": ms(&mut lat.clone(), 99.0),
-        "queries_per_s_per_core": queries_per_s,
+        "p50_ms": ms(&lat, 50.0),
+        "p99_ms": ms(&lat, 99.0),
         "queries_matched": matched,
-        "brute_force_p50_ms": ms(&mut brute_lat.clone(), 50.0),
+        "matches": matches,
+        "brute_force_p50_ms": ms(&brute_lat, 50.0),
         "equal_to_brute_force": exact,
-        "peak_rss_mb": peak_rss_mb(std::process::id()),
     });
+    drop(index);
+    let mut identical = exact;
     if a.python != "none" {
         let dir = tempfile::tempdir()?;
         let write = |name: &str, hashes: &[PdqHash]| -> anyhow::Result<std::path::PathBuf> {
@@ -141,9 +187,9 @@ pub fn run(a: IndexArgs) -> anyhow::Result<()> {
             write("entries.bin", &entries)?,
             write("queries.bin", &queries)?,
         );
+        drop(entries);
         let script = dir.path().join("index_peer.py");
         std::fs::write(&script, PEER)?;
-        drop(index);
         let out = Command::new(&a.python)
             .arg(&script)
             .arg(&e)
@@ -158,38 +204,57 @@ pub fn run(a: IndexArgs) -> anyhow::Result<()> {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let peer: Value = serde_json::from_slice(&out.stdout)?;
-        let lats = |k: &str| -> Vec<f64> {
-            peer[k]["latencies_s"]
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let peer: Value = serde_json::from_str(line)?;
+            let name = peer["index"].as_str().unwrap_or("?").to_string();
+            let lat: Vec<f64> = peer["latencies_s"]
                 .as_array()
                 .map(|v| v.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default()
-        };
-        let (mut mh, mut flat) = (lats("multihash"), lats("flat"));
-        let identical = peer["multihash"]["matches"]
-            .as_array()
-            .map(|m| {
-                m.iter()
-                    .zip(&ours_counts)
-                    .filter(|(p, o)| p.as_u64() == Some(**o as u64))
-                    .count()
-            })
-            .unwrap_or(0);
-        eprintln!(
-            "faiss IndexBinaryMultiHash: built in {:.2} s, query p50 {:.3} ms, p99 {:.3} ms; IndexBinaryFlat p50 {:.1} ms; \
-             same number of matches on {identical} of {} queries",
-            peer["multihash"]["build_s"].as_f64().unwrap_or_default(),
-            ms(&mut mh.clone(), 50.0),
-            ms(&mut mh.clone(), 99.0),
-            ms(&mut flat.clone(), 50.0),
-            a.queries
-        );
-        figures["faiss_multihash_build_s"] = peer["multihash"]["build_s"].clone();
-        figures["faiss_multihash_p50_ms"] = ms(&mut mh, 50.0).into();
-        figures["faiss_multihash_p99_ms"] = ms(&mut mh.clone(), 99.0).into();
-        figures["faiss_flat_p50_ms"] = ms(&mut flat, 50.0).into();
-        figures["same_matches_as_faiss"] = identical.into();
+                .unwrap_or_default();
+            let theirs: Vec<Vec<u32>> = serde_json::from_value(peer["matches"].clone())?;
+            let same = theirs.iter().zip(&ours).filter(|(t, o)| t == o).count();
+            identical &= same == theirs.len();
+            eprintln!(
+                "  faiss {name}: built in {:.2} s, {:.1} bytes per entry (resident); p50 {:.3} ms, p99 {:.3} ms; \
+                 the same entries on {same} of {} queries",
+                peer["build_s"].as_f64().unwrap_or_default(),
+                peer["bytes_per_entry"].as_f64().unwrap_or_default(),
+                ms(&lat, 50.0),
+                ms(&lat, 99.0),
+                theirs.len()
+            );
+            figures[format!("faiss_{name}_build_s")] = peer["build_s"].clone();
+            figures[format!("faiss_{name}_bytes_per_entry")] = peer["bytes_per_entry"].clone();
+            figures[format!("faiss_{name}_p50_ms")] = ms(&lat, 50.0).into();
+            figures[format!("faiss_{name}_p99_ms")] = ms(&lat, 99.0).into();
+            figures[format!("faiss_{name}_same_queries")] = same.into();
+        }
     }
+    figures["identical"] = identical.into();
+    Ok(figures)
+}
+
+/// Runs the benchmark and prints the figures.
+pub fn run(a: IndexArgs) -> anyhow::Result<()> {
+    if a.queries == 0 {
+        bail!("--queries must be above 0");
+    }
+    let sizes = a
+        .sizes
+        .iter()
+        .map(|s| parse_size(s).map(|n| (s.trim().to_string(), n)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut figures = json!({
+        "threshold": MATCH_THRESHOLD,
+        "queries": a.queries,
+        "brute_queries": a.brute_queries,
+        "cores": 1,
+    });
+    for (label, n) in sizes {
+        figures[label] = run_size(n, &a, &mut rng)?;
+    }
+    figures["peak_rss_mb"] = peak_rss_mb(std::process::id()).into();
     println!("{figures}");
     Ok(())
 }

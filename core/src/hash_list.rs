@@ -392,6 +392,21 @@ impl Head {
     }
 }
 
+/// Verifies a head signed by the hub of `keyring`'s federation and describes
+/// it for people (JSON: version, entries, digest).
+pub fn describe_head(
+    keyring: &crate::keyring::Keyring,
+    signed: &pb::SignedListHead,
+) -> Result<serde_json::Value, SyncError> {
+    let hub = crate::identity::SpiffeId::hub(keyring.federation());
+    let h = Head::verify(signed, |id| keyring.get(&hub, id))?;
+    Ok(serde_json::json!({
+        "version": h.tip.version,
+        "entries": h.tip.count,
+        "digest": hex::encode(h.tip.digest),
+    }))
+}
+
 /// Checks that a batch of changes leads from `held` (with `set` for which
 /// entries are live) to `head`, and returns the decoded changes to apply.
 /// Nothing is applied here.

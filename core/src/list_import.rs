@@ -206,3 +206,38 @@ pub fn import_file<E: std::fmt::Display>(
         None => Ok(b.summary),
     }
 }
+
+/// `import_file` sending each batch as a `ListAddRequest` through `send`
+/// (a gRPC call: the hub's admin `ListAdd`, or a node's `Contribute`) on
+/// `rt`, with invalid rows printed to stderr. Returns the summary and the
+/// list head the hub signed after the last batch.
+pub fn import_via<F, Fut>(
+    rt: &tokio::runtime::Runtime,
+    path: &Path,
+    format: ListFormat,
+    mapping: &CsvMapping,
+    source: CountryCode,
+    mut send: F,
+) -> Result<(ImportSummary, Option<meldnet_proto::v1::SignedListHead>), ImportFailed>
+where
+    F: FnMut(meldnet_proto::v1::ListAddRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<meldnet_proto::v1::ListAddResponse, tonic::Status>>,
+{
+    let mut head = None;
+    let summary = import_file(
+        path,
+        format,
+        mapping,
+        source,
+        |entries| {
+            let req = meldnet_proto::v1::ListAddRequest {
+                entries: entries.iter().map(ListEntry::to_proto).collect(),
+            };
+            let r = rt.block_on(send(req))?;
+            head = r.head;
+            Ok::<_, tonic::Status>(r.duplicate)
+        },
+        |row| eprintln!("invalid: {row}"),
+    )?;
+    Ok((summary, head))
+}

@@ -2,9 +2,9 @@
 //! verification and the known-hash list while the hub runs.
 
 use crate::auth::Auth;
+use crate::hash_list::parse_entries;
 use crate::hash_list::HashList;
 use crate::store::Store;
-use meldnet_core::hash_list::{ListEntry, MAX_ADD_BATCH};
 use meldnet_core::Refusal;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::admin_server::Admin;
@@ -68,20 +68,7 @@ impl Admin for AdminService {
         request: Request<pb::ListAddRequest>,
     ) -> Result<Response<pb::ListAddResponse>, Status> {
         let caller = self.auth.operator(&request)?;
-        let raw = request.into_inner().entries;
-        if raw.len() > MAX_ADD_BATCH {
-            return Err(Refusal::invalid(
-                "entries",
-                format!("{} entries, at most {MAX_ADD_BATCH} per call", raw.len()),
-            )
-            .into());
-        }
-        // All or nothing: one invalid entry refuses the call, naming it.
-        let entries = raw
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ListEntry::from_proto(e).map_err(|r| r.under(&format!("entries[{i}]"))))
-            .collect::<Result<Vec<_>, _>>()?;
+        let entries = parse_entries(&request.get_ref().entries, None)?;
         let added = self.list.add(&caller.id, entries).await?;
         Ok(Response::new(pb::ListAddResponse {
             versions: added.versions,

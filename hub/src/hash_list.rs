@@ -10,13 +10,16 @@
 
 use crate::auth::Auth;
 use crate::store::{ListWrite, Store, StoreError, StoredChange};
+use meldnet_core::country::CountryCode;
+use meldnet_core::hash_list::MAX_ADD_BATCH;
 use meldnet_core::hash_list::{
     chain, Change, ChangeKind, Head, KnownSet, ListEntry, Query, SnapshotDigest, Tip,
 };
-use meldnet_core::identity::SpiffeId;
+use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::report::Known;
 use meldnet_core::signing::SigningKey;
 use meldnet_core::time::now_ms;
+use meldnet_core::{Refusal, RefusalKind};
 use meldnet_proto::v1 as pb;
 use std::sync::{Arc, RwLock};
 use tonic::{Request, Response, Status};
@@ -341,6 +344,34 @@ impl HashList {
     }
 }
 
+/// Validates a batch of wire entries, all or nothing, naming the first bad
+/// one; with `source`, every entry must come from that country.
+pub fn parse_entries(
+    raw: &[pb::ListEntry],
+    source: Option<CountryCode>,
+) -> Result<Vec<ListEntry>, Refusal> {
+    if raw.len() > MAX_ADD_BATCH {
+        return Err(Refusal::invalid(
+            "entries",
+            format!("{} entries, at most {MAX_ADD_BATCH} per call", raw.len()),
+        ));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let entry = ListEntry::from_proto(e).map_err(|r| r.under(&format!("entries[{i}]")))?;
+            match source {
+                Some(cc) if entry.source != cc => Err(Refusal::new(
+                    RefusalKind::PermissionDenied,
+                    format!("entries[{i}].source_country"),
+                    format!("{} is not the caller's country ({cc})", entry.source),
+                )),
+                _ => Ok(entry),
+            }
+        })
+        .collect()
+}
+
 /// The `HashList` gRPC service: nodes only.
 #[derive(Clone)]
 pub struct HashListService {
@@ -387,5 +418,22 @@ impl pb::hash_list_server::HashList for HashListService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn contribute(
+        &self,
+        request: Request<pb::ListAddRequest>,
+    ) -> Result<Response<pb::ListAddResponse>, Status> {
+        let caller = self.auth.node(&request)?;
+        let Role::Node(cc) = caller.id.role() else {
+            return Err(Status::permission_denied("caller: not a node"));
+        };
+        let entries = parse_entries(&request.get_ref().entries, Some(*cc))?;
+        let added = self.list.add(&caller.id, entries).await?;
+        Ok(Response::new(pb::ListAddResponse {
+            versions: added.versions,
+            duplicate: added.duplicate,
+            head: Some(self.list.signed_head()),
+        }))
     }
 }

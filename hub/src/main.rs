@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meldnet_core::hash_list::Head;
+use meldnet_core::hash_list::describe_head;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::list_import::{import_file, ListFormat};
+use meldnet_core::list_import::{import_via, ListFormat};
 use meldnet_hub::config::{HubConfig, OperatorConfig};
 use meldnet_proto::v1 as pb;
 use std::path::PathBuf;
@@ -184,16 +184,10 @@ impl Operator {
         })
     }
 
-    /// Checks the hub's signature on a head and prints it as JSON.
+    /// Checks the hub's signature on a head; as JSON.
     fn show(&self, head: Option<pb::SignedListHead>) -> anyhow::Result<serde_json::Value> {
         let head = head.context("the hub sent no list head")?;
-        let hub = meldnet_core::identity::SpiffeId::hub(self.keyring.federation());
-        let h = Head::verify(&head, |id| self.keyring.get(&hub, id))?;
-        Ok(serde_json::json!({
-            "version": h.tip.version,
-            "entries": h.tip.count,
-            "digest": hex::encode(h.tip.digest),
-        }))
+        Ok(describe_head(&self.keyring, &head)?)
     }
 }
 
@@ -212,29 +206,19 @@ fn list_command(command: ListCommand) -> anyhow::Result<()> {
                 Some(p) => meldnet_core::config::load(&p)?,
                 None => Default::default(),
             };
-            let mut op = Operator::connect(&operator)?;
-            let mut last_head = None;
-            let summary = import_file(
-                &file,
-                format,
-                &mapping,
-                source,
-                |entries| {
-                    let req = pb::ListAddRequest {
-                        entries: entries.iter().map(|e| e.to_proto()).collect(),
-                    };
-                    let r = op.rt.block_on(op.admin.list_add(req))?.into_inner();
-                    last_head = r.head;
-                    Ok::<_, tonic::Status>(r.duplicate)
-                },
-                |row| eprintln!("invalid: {row}"),
-            )?;
+            let op = Operator::connect(&operator)?;
+            let admin = op.admin.clone();
+            let (summary, last_head) =
+                import_via(&op.rt, &file, format, &mapping, source, |req| {
+                    let mut admin = admin.clone();
+                    async move { admin.list_add(req).await.map(|r| r.into_inner()) }
+                })?;
             let mut out = serde_json::to_value(summary)?;
             let head = match last_head {
                 Some(h) => Some(h),
                 None => Some(
                     op.rt
-                        .block_on(op.admin.list_status(pb::ListStatusRequest {}))?
+                        .block_on(op.admin.clone().list_status(pb::ListStatusRequest {}))?
                         .into_inner(),
                 ),
             };

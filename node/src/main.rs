@@ -5,8 +5,10 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use meldnet_core::cli::{receive_and_print, show_received, ReceiveArgs, ReceivedArgs};
 use meldnet_core::country::CountryCode;
+use meldnet_core::hash_list::describe_head;
 use meldnet_core::identity::Role;
 use meldnet_core::keyring::Keyring;
+use meldnet_core::list_import::{import_via, ListFormat};
 use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
 use meldnet_core::signing::SigningKey;
 use meldnet_node::config::NodeConfig;
@@ -76,6 +78,20 @@ enum ListCommand {
     Status {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Import this country's national list into the federated list (each
+    /// entry's source is this node's country): a summary (added, duplicate,
+    /// invalid) last, each invalid row with its line and reason.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ListFormat,
+        /// TOML file naming the CSV columns and what each category means.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
+        /// The list file.
+        file: PathBuf,
     },
 }
 
@@ -230,6 +246,34 @@ impl Node {
     }
 }
 
+/// `list import`: the national list, streamed to the hub in batches.
+fn import_command(
+    rt: &tokio::runtime::Runtime,
+    config: &std::path::Path,
+    format: ListFormat,
+    mapping: Option<&std::path::Path>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let node = Node::load(config)?;
+    let mapping = match mapping {
+        Some(p) => meldnet_core::config::load(p)?,
+        None => Default::default(),
+    };
+    let keyring = Keyring::load(&node.cfg.keyring)?;
+    let channel = rt.block_on(meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls))?;
+    let client = meldnet_proto::v1::hash_list_client::HashListClient::new(channel);
+    let (summary, head) = import_via(rt, file, format, &mapping, node.country, |req| {
+        let mut client = client.clone();
+        async move { client.contribute(req).await.map(|r| r.into_inner()) }
+    })?;
+    let mut out = serde_json::to_value(summary)?;
+    if let Some(h) = head {
+        out["list"] = describe_head(&keyring, &h)?;
+    }
+    println!("{out}");
+    Ok(())
+}
+
 /// Signs the drafts and sends the outbox. Takes the open outbox: sled
 /// releases its lock only when its background thread lets go, so opening it
 /// again right after closing it can fail.
@@ -282,6 +326,18 @@ fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     let rt = tokio::runtime::Runtime::new()?;
+    if let Command::List {
+        command:
+            ListCommand::Import {
+                config,
+                format,
+                mapping,
+                file,
+            },
+    } = &cli.command
+    {
+        return import_command(&rt, config, *format, mapping.as_deref(), file);
+    }
     let ok = rt.block_on(async move {
         match cli.command {
             Command::Report {
@@ -350,7 +406,10 @@ fn run() -> anyhow::Result<()> {
                 let c = &node.cfg;
                 Ok(receive_and_print(&c.hub, &c.tls, &c.keyring, &c.inbox_dir, &args, "inbox").await?)
             }
-            Command::Hash(_) => Ok(true),
+            Command::Hash(_)
+            | Command::List {
+                command: ListCommand::Import { .. },
+            } => Ok(true),
             Command::Serve { config, ready_file } => {
                 let node = Node::load(&config)?;
                 let shutdown = meldnet_core::cli::shutdown_signal();

@@ -132,9 +132,30 @@ fn csv_and_vics_imports_count_added_duplicate_and_invalid_rows() {
     );
     assert_eq!(s["list"]["entries"], 5);
 
+    // A node's national list joins the federated list, its country the source.
+    let national = dir.join("national.csv");
+    std::fs::write(
+        &national,
+        format!(
+            "md5,category\n{},national\n{},2\nxyz,2\n",
+            "05".repeat(16),
+            "01".repeat(16)
+        ),
+    )
+    .unwrap();
+    let o = fed.node("FR", &["list", "import", national.to_str().unwrap()]);
+    let err = stderr(&o);
+    let s = ok(o);
+    assert_eq!(
+        (&s["added"], &s["duplicate"], &s["invalid"]),
+        (&Value::from(1), &Value::from(1), &Value::from(1)),
+        "{s} {err}"
+    );
+    assert!(err.contains("line 4: md5"), "{err}");
+
     // What the hub holds is what a node gets.
     let n = ok(fed.node("DE", &["list", "sync"]));
-    assert_eq!(n["entries"], 5);
+    assert_eq!(n["entries"], 6);
     assert_eq!(n["digest"], s["list"]["digest"]);
 }
 
@@ -362,6 +383,16 @@ fn items_are_marked_known_or_new_by_the_node_and_again_by_the_hub() {
     assert_eq!(checks[1]["kind"], "MATCH_KIND_PDQ");
     assert_eq!(checks[1]["node_said"], "known");
     assert_eq!(r["items"][2]["node_list_check"]["known"], false);
+
+    // The new item, assessed illegal in an EU-linked report, joined the list.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while ok(fed.hub_list("status", &[]))["entries"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new item did not join the list"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     // Withdrawn at the hub: after the next sync, the same file is new again.
     ok(fed.hub_list(
