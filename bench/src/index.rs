@@ -94,7 +94,7 @@ fn data(n: usize, queries: usize, rng: &mut Rng) -> (Vec<PdqHash>, Vec<PdqHash>)
     let mut entries = Vec::with_capacity(n);
     let mut centres = Vec::new();
     while entries.len() < n {
-        if rng.next() % 50 == 0 {
+        if rng.next().is_multiple_of(50) {
             let c = rng.hash();
             centres.push(c);
             for _ in 0..10 {
