@@ -196,36 +196,19 @@ impl Federation {
 
     /// Starts `meldnet-hub serve` and waits until it listens.
     pub fn start_hub(&mut self) -> Result<()> {
-        let ready = self.dir.path().join("hub.ready");
-        let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("hub.log"))?;
-        let child = Command::new(bin("meldnet-hub"))
-            .args(["serve", "--config"])
-            .arg(self.hub_config())
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning meldnet-hub")?;
+        let (child, _) = start_serving(
+            Command::new(bin("meldnet-hub"))
+                .args(["serve", "--config"])
+                .arg(self.hub_config()),
+            &self.dir.path().join("hub.ready"),
+            log,
+            || self.hub_log(),
+        )?;
         self.hub = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready.exists() {
-            if let Some(h) = self.hub.as_mut() {
-                if let Ok(Some(status)) = h.try_wait() {
-                    bail!("hub exited with {status}: {}", self.hub_log());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("hub did not start within 30 s: {}", self.hub_log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         Ok(())
     }
 
@@ -354,6 +337,43 @@ impl Federation {
     }
 }
 
+/// Starts a serving process with `--ready-file ready` (stderr to `log`) and
+/// waits until it has written its bound address there.
+fn start_serving(
+    cmd: &mut Command,
+    ready: &Path,
+    log: std::fs::File,
+    read_log: impl Fn() -> String,
+) -> Result<(Child, SocketAddr)> {
+    let _ = std::fs::remove_file(ready);
+    let mut child = cmd
+        .arg("--ready-file")
+        .arg(ready)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(addr) = std::fs::read_to_string(ready)
+            .ok()
+            .and_then(|a| a.trim().parse().ok())
+        {
+            return Ok((child, addr));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{cmd:?} exited with {status}: {}", read_log());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("{cmd:?} did not start within 30 s: {}", read_log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A `meldnet-node serve` process, killed when dropped.
 pub struct Served {
     child: Child,
@@ -371,38 +391,16 @@ impl Drop for Served {
 impl Federation {
     /// Starts `meldnet-node serve` for node `cc` and waits until it listens.
     pub fn serve_node(&self, cc: &str) -> Result<Served> {
-        let ready = self.dir.path().join(format!("node-{cc}.ready"));
-        let _ = std::fs::remove_file(&ready);
         let log = std::fs::File::create(self.dir.path().join(format!("node-{cc}.log")))?;
-        let mut child = Command::new(bin("meldnet-node"))
-            .args(["serve", "--config"])
-            .arg(self.node_config(cc))
-            .arg("--ready-file")
-            .arg(&ready)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawning meldnet-node serve")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(a) = std::fs::read_to_string(&ready) {
-                if let Ok(addr) = a.trim().parse() {
-                    return Ok(Served { child, addr });
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!("node serve exited with {status}: {}", self.node_log(cc));
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "node serve did not start within 30 s: {}",
-                    self.node_log(cc)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (child, addr) = start_serving(
+            Command::new(bin("meldnet-node"))
+                .args(["serve", "--config"])
+                .arg(self.node_config(cc)),
+            &self.dir.path().join(format!("node-{cc}.ready")),
+            log,
+            || self.node_log(cc),
+        )?;
+        Ok(Served { child, addr })
     }
 
     /// The log of `meldnet-node serve` for node `cc`.
