@@ -8,13 +8,13 @@ use crate::routing::Router;
 use crate::store::{Committed, NewReport, Store, StoreError};
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
-use meldnet_core::hash_list::{ListEntry, Query};
+use meldnet_core::hash_list::Query;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
 use meldnet_core::merkle::{leaf_hash, Tree};
 use meldnet_core::provenance::tree_head;
 use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
-use meldnet_core::report::{Classification, ListCheck};
+use meldnet_core::report::ListCheck;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::signing::{Context, PublicKey, SigningKey};
 use meldnet_core::time::now_ms;
@@ -117,7 +117,7 @@ impl Ingest {
             ..
         } = c;
         let mut route = self.router.decide(&report);
-        let (items, joins) = self.check_items(&report, route.eu_link, &mut route.reasons);
+        let items = self.check_items(&report, &mut route.reasons);
         let digest = env.digest();
         let decision = pb::Decision {
             report_id: report.id.to_string(),
@@ -161,24 +161,15 @@ impl Ingest {
             },
             recipients: route.recipients.into_iter().map(|r| r.identity).collect(),
             origin,
-            joins,
             summary,
         }
     }
 
     /// Known or new, item by item, from the hub's own list, beside what the
-    /// node said; a line of the decision's reasons says what it found. Also
-    /// the list entries this report brings: its new items assessed illegal
-    /// (baseline, or national for the origin country) when it has an EU link.
-    fn check_items(
-        &self,
-        report: &Report,
-        eu_link: bool,
-        reasons: &mut Vec<String>,
-    ) -> (Vec<pb::ItemCheck>, Vec<ListEntry>) {
+    /// node said; a line of the decision's reasons says what it found.
+    fn check_items(&self, report: &Report, reasons: &mut Vec<String>) -> Vec<pb::ItemCheck> {
         let mut known = Vec::new();
         let mut disagree = Vec::new();
-        let mut joins = Vec::new();
         let checks: Vec<pb::ItemCheck> = report
             .items
             .iter()
@@ -199,23 +190,6 @@ impl Ingest {
                 }
                 if node_said != "unchecked" && (node_said == "known") != found.is_some() {
                     disagree.push(format!("item {i}: the node said {node_said}"));
-                }
-                let illegal = matches!(
-                    item.classification,
-                    Classification::Baseline | Classification::National
-                );
-                if found.is_none() && illegal && eu_link {
-                    joins.push(ListEntry {
-                        sha256: Some(item.sha256),
-                        md5: Some(item.md5),
-                        sha1: None,
-                        pdq: item.pdq,
-                        classification: item.classification,
-                        age_group: item.age_group,
-                        media_type: item.media_type,
-                        source: report.origin,
-                        series: None,
-                    });
                 }
                 ListCheck {
                     list_version,
@@ -238,14 +212,8 @@ impl Ingest {
                 disagree.join("; ")
             ));
         }
-        if !joins.is_empty() {
-            line.push_str(&format!(
-                "; {} new item(s) assessed illegal join the list",
-                joins.len()
-            ));
-        }
         reasons.push(line);
-        (checks, joins)
+        checks
     }
 
     /// Signs the decisions of a batch with one signature over the head of
@@ -308,7 +276,6 @@ impl Ingest {
                 }
             }
         }
-        let mut joining: Vec<ListEntry> = Vec::new();
         if !to_store.is_empty() {
             self.sign_decisions(&mut to_store);
             // The receipts of new reports, made now: the store keeps the records.
@@ -316,20 +283,10 @@ impl Ingest {
                 .iter()
                 .map(|r| (r.id, receipt(&r.id, &r.stored)))
                 .collect();
-            let mut joins: Vec<Vec<ListEntry>> = to_store
-                .iter_mut()
-                .map(|r| std::mem::take(&mut r.joins))
-                .collect();
             let committed = self.store.commit_reports(to_store).await?;
-            for (((i, c), (id, fresh)), j) in positions
-                .into_iter()
-                .zip(committed)
-                .zip(fresh)
-                .zip(joins.iter_mut())
-            {
+            for ((i, c), (id, fresh)) in positions.into_iter().zip(committed).zip(fresh) {
                 results[i] = Some(match c {
                     Committed::New => {
-                        joining.append(j);
                         metrics::counter!("meldnet_reports_accepted_total").increment(1);
                         Ok(fresh)
                     }
@@ -349,18 +306,6 @@ impl Ingest {
                     }
                 });
             }
-        }
-        if !joining.is_empty() {
-            // After the receipts' flush, off their path: the list's own
-            // commit (duplicates within and across reports are counted, not added).
-            let (list, hub) = (self.list.clone(), SpiffeId::hub(self.keyring.federation()));
-            tokio::spawn(async move {
-                for chunk in joining.chunks(meldnet_core::hash_list::MAX_ADD_BATCH) {
-                    if let Err(e) = list.add(&hub, chunk.to_vec()).await {
-                        tracing::error!(error = %e, "reported items could not join the known-hash list");
-                    }
-                }
-            });
         }
         Ok(results
             .into_iter()

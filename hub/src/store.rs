@@ -23,7 +23,7 @@
 
 use crate::blobs::{BlobError, BlobFile, BlobRef};
 use meldnet_core::audit::{self, ChainHead};
-use meldnet_core::hash_list::{ListEntry, Tip};
+use meldnet_core::hash_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::time::now_ms;
@@ -85,9 +85,6 @@ pub struct NewReport {
     pub recipients: Vec<SpiffeId>,
     /// Who submitted it.
     pub origin: SpiffeId,
-    /// Its new illegal items, which join the known-hash list once it is
-    /// stored (the store itself ignores them).
-    pub joins: Vec<ListEntry>,
     /// One line for the audit record.
     pub summary: String,
 }
@@ -867,7 +864,6 @@ mod tests {
             },
             recipients: recipients.iter().map(|r| id(r)).collect(),
             origin: id("spiffe://t.test/node/NL"),
-            joins: Vec::new(),
             summary: "test".into(),
         }
     }
