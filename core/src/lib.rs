@@ -29,5 +29,6 @@ pub mod report;
 pub mod signing;
 pub mod time;
 pub mod tls;
+pub mod url_norm;
 
 pub use error::{Refusal, RefusalKind};

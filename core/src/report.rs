@@ -238,7 +238,10 @@ impl ReportUrl {
             return Err("contains white space or control characters".into());
         }
         match s.split_once("://") {
-            Some((scheme, rest)) if URL_SCHEMES.contains(&scheme) && !rest.is_empty() => {
+            Some((scheme, rest))
+                if URL_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
+                    && !rest.is_empty() =>
+            {
                 Ok(ReportUrl(s.to_string()))
             }
             _ => Err(format!(

@@ -1,0 +1,154 @@
+//! One spelling per location, for deconfliction: two reports of the same
+//! URL must land on the same case however the URL was typed. The URL is
+//! parsed as browsers do (WHATWG, the `url` crate: host lower-cased and
+//! IDNA-encoded, default port dropped, `.` and `..` resolved), then:
+//! scheme and host in lower case for every scheme, the default port of
+//! ftps and sftp dropped too, user name and password dropped (they do not
+//! name the material), the fragment dropped (it never reaches the server),
+//! percent-encoding made canonical (unreserved characters decoded, the rest
+//! in upper-case hex), trailing slashes of the path dropped, and an empty
+//! query dropped. Query parameters keep their order: servers may read it.
+
+use crate::report::ReportUrl;
+
+/// A URL in its one normal spelling.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct NormalUrl(String);
+
+impl NormalUrl {
+    /// The normal spelling.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NormalUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Percent-encoding in its canonical form: `%41` becomes `A`, `%2f` becomes `%2F`.
+fn canonical_percent(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let byte = (h * 16 + l) as u8;
+                if is_unreserved(byte) {
+                    out.push(byte as char);
+                } else {
+                    out.push_str(&format!("%{byte:02X}"));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        // Multi-byte characters are copied whole (the url crate has already
+        // percent-encoded what needs it).
+        let ch_len = s[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&s[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        "ftp" => Some(21),
+        "ftps" => Some(990),
+        "sftp" => Some(22),
+        _ => None,
+    }
+}
+
+/// The normal spelling of a reported URL, or why it has none.
+pub fn normalize(u: &ReportUrl) -> Result<NormalUrl, String> {
+    let parsed = url::Url::parse(u.as_str()).map_err(|e| e.to_string())?;
+    let scheme = parsed.scheme().to_ascii_lowercase();
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| "no host".to_string())?
+        .to_ascii_lowercase();
+    let port = parsed
+        .port()
+        .filter(|p| Some(*p) != default_port(&scheme))
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    let mut path = canonical_percent(parsed.path());
+    while path.len() > 1 && path.ends_with('/') {
+        path.pop();
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    let query = parsed
+        .query()
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("?{}", canonical_percent(q)))
+        .unwrap_or_default();
+    Ok(NormalUrl(format!("{scheme}://{host}{port}{path}{query}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        normalize(&ReportUrl::parse(s).unwrap()).unwrap().0
+    }
+
+    #[test]
+    fn spellings_of_one_location_are_one() {
+        let want = "https://files.example.test/a/b?x=1";
+        for s in [
+            "https://files.example.test/a/b?x=1",
+            "HTTPS://Files.Example.TEST/a/b?x=1",
+            "https://files.example.test:443/a/b?x=1",
+            "https://files.example.test/a/b/?x=1",
+            "https://files.example.test/a/b//?x=1",
+            "https://files.example.test/a/./c/../b?x=1",
+            "https://files.example.test/%61/%62?x=%31",
+            "https://files.example.test/a/b?x=1#part-2",
+            "https://user:secret@files.example.test/a/b?x=1",
+        ] {
+            assert_eq!(norm(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn different_locations_stay_different() {
+        assert_ne!(norm("https://e.test/a"), norm("http://e.test/a"));
+        assert_ne!(norm("https://e.test/a"), norm("https://e.test:8443/a"));
+        assert_ne!(norm("https://e.test/a"), norm("https://e.test/A"));
+        assert_ne!(
+            norm("https://e.test/a?x=1&y=2"),
+            norm("https://e.test/a?y=2&x=1")
+        );
+        assert_ne!(norm("https://e.test/a%2Fb"), norm("https://e.test/a/b"));
+    }
+
+    #[test]
+    fn encodings_become_canonical() {
+        assert_eq!(norm("https://e.test/a%2fb"), "https://e.test/a%2Fb");
+        assert_eq!(norm("https://e.test/%7Euser"), "https://e.test/~user");
+        assert_eq!(norm("https://e.test/"), "https://e.test/");
+        assert_eq!(norm("https://e.test"), "https://e.test/");
+        assert_eq!(norm("https://e.test/?"), "https://e.test/");
+        assert_eq!(
+            norm("https://BÜCHER.example/x"),
+            "https://xn--bcher-kva.example/x"
+        );
+        assert_eq!(norm("sftp://Host.test:22/f"), "sftp://host.test/f");
+        assert_eq!(norm("https://[::1]:443/x"), "https://[::1]/x");
+    }
+}
