@@ -442,7 +442,7 @@ pub fn check_batch(
         match &c.kind {
             ChangeKind::Add(_) => {
                 added.insert(c.version);
-                count += 1;
+                count = count.saturating_add(1);
             }
             ChangeKind::Withdraw { entry, .. } => {
                 let live =
@@ -454,7 +454,9 @@ pub fn check_batch(
                     )));
                 }
                 withdrawn.insert(*entry);
-                count -= 1;
+                count = count
+                    .checked_sub(1)
+                    .ok_or_else(|| refuse("the count would fall below zero".into()))?;
             }
         }
         digest = chain(&digest, bytes);

@@ -2,7 +2,10 @@
 //! Role and member state come only from here, never from a request field.
 //!
 //! Forms: `spiffe://<federation>/hub`, `.../node/<CC>`,
-//! `.../agency/<CC or EU>/<name>`, `.../operator/<name>`.
+//! `.../agency/<CC or EU>/<name>`, `.../operator/<name>`,
+//! `.../provider/<CC>/<name>` (a hosting provider, certified by its
+//! country's node), `.../regulator/<CC>/<name>` (a national regulator that
+//! receives escalations).
 
 use crate::country::CountryCode;
 use std::fmt;
@@ -126,6 +129,14 @@ pub enum Role {
     },
     /// A hub operator.
     Operator(String),
+    /// A national regulator (e.g. of hosting providers) that receives
+    /// escalations of missed takedown deadlines in its country.
+    Regulator {
+        /// Its country.
+        country: CountryCode,
+        /// Short name, e.g. `acm`.
+        name: String,
+    },
     /// A hosting provider that checks uploads against the known-hash list
     /// at its country's node, with a certificate that node issued.
     Provider {
@@ -174,6 +185,13 @@ impl SpiffeId {
             ["operator", name] => {
                 check_name(name)?;
                 Role::Operator((*name).to_string())
+            }
+            ["regulator", cc, name] => {
+                check_name(name)?;
+                Role::Regulator {
+                    country: country(cc)?,
+                    name: (*name).to_string(),
+                }
             }
             ["provider", cc, name] => {
                 check_name(name)?;
@@ -255,6 +273,7 @@ impl fmt::Display for SpiffeId {
             Role::Agency { jurisdiction, name } => write!(f, "agency/{jurisdiction}/{name}"),
             Role::Operator(name) => write!(f, "operator/{name}"),
             Role::Provider { country, name } => write!(f, "provider/{country}/{name}"),
+            Role::Regulator { country, name } => write!(f, "regulator/{country}/{name}"),
         }
     }
 }
@@ -304,6 +323,8 @@ mod tests {
             "spiffe://eu.meldnet.test/agency/DE/bka",
             "spiffe://eu.meldnet.test/agency/EU/europol",
             "spiffe://eu.meldnet.test/operator/alice",
+            "spiffe://eu.meldnet.test/provider/DE/hoster1",
+            "spiffe://eu.meldnet.test/regulator/NL/acm",
         ] {
             assert_eq!(SpiffeId::parse(s).unwrap().to_string(), s);
         }
@@ -318,6 +339,8 @@ mod tests {
             "spiffe://eu.meldnet.test/agency/DE/BKA",
             "spiffe://EU.test/hub",
             "spiffe://eu.meldnet.test/admin",
+            "spiffe://eu.meldnet.test/provider/EU/x",
+            "spiffe://eu.meldnet.test/regulator/NL",
         ] {
             assert!(SpiffeId::parse(s).is_err(), "{s}");
         }

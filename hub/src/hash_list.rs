@@ -177,12 +177,17 @@ impl HashList {
         let mut stored = Vec::with_capacity(changes.len());
         for c in &changes {
             let bytes = c.encode();
+            let count = match c.kind {
+                ChangeKind::Add(_) => tip.count.checked_add(1),
+                ChangeKind::Withdraw { .. } => tip.count.checked_sub(1),
+            }
+            .ok_or(ListError::Damaged {
+                version: c.version,
+                why: "the live count would leave its range".into(),
+            })?;
             tip = Tip {
                 version: c.version,
-                count: match c.kind {
-                    ChangeKind::Add(_) => tip.count + 1,
-                    ChangeKind::Withdraw { .. } => tip.count - 1,
-                },
+                count,
                 digest: chain(&tip.digest, &bytes),
             };
             stored.push(StoredChange { tip, bytes });
@@ -316,8 +321,12 @@ impl HashList {
             sent_any = true;
             from = tip.version + 1;
         }
-        loop {
-            let chunk = self.store.list_changes(from, SYNC_BATCH)?;
+        // Up to the tip read at the start: that tip is durable (it moves only
+        // after the flush), while changes stored after it may still be
+        // unflushed and must never be signed and sent.
+        while from <= tip.version {
+            let mut chunk = self.store.list_changes(from, SYNC_BATCH)?;
+            chunk.retain(|c| c.tip.version <= tip.version);
             let Some(last) = chunk.last().map(|c| c.tip) else {
                 break;
             };

@@ -129,9 +129,16 @@ impl Checker {
             .enumerate()
             .map(|(i, q)| Query::from_proto(q).map_err(|r| r.under(&format!("queries[{i}]"))))
             .collect::<Result<Vec<_>, _>>()?;
-        let list = self.list.read().await;
-        let answers: Vec<Option<Known>> = parsed.iter().map(|q| list.check(q).found).collect();
-        drop(list);
+        // PDQ searches take CPU time: off the async threads.
+        let list = self.list.clone().read_owned().await;
+        let answers: Vec<Option<Known>> = tokio::task::spawn_blocking(move || {
+            parsed.iter().map(|q| list.check(q).found).collect()
+        })
+        .await
+        .map_err(|e| Denied {
+            code: tonic::Code::Internal,
+            message: format!("check: {e}"),
+        })?;
         let name = match caller.role() {
             Role::Provider { name, .. } => name.clone(),
             _ => String::new(),

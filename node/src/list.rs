@@ -158,76 +158,93 @@ impl NodeList {
         self.set.apply(changes, tip);
         Ok(())
     }
+}
 
-    /// Follows the hub: asks for what comes after this node's version and
-    /// applies it batch by batch (each checked, stored durably, then
-    /// applied). `progress` is told after each batch.
-    pub async fn sync(
-        &mut self,
-        channel: tonic::transport::Channel,
-        mut progress: impl FnMut(Tip),
-    ) -> Result<Synced, ListError> {
-        let from = self.tip();
-        let mut client = pb::hash_list_client::HashListClient::new(channel)
-            .max_decoding_message_size(meldnet_core::client::CLIENT_MAX_DECODE * 4);
-        let mut stream = client
-            .sync(pb::SyncRequest {
-                since_version: from.version,
-            })
-            .await
-            .map_err(|s| ListError::Hub(s.message().to_string()))?
-            .into_inner();
-        let mut snapshot: Vec<Vec<u8>> = Vec::new();
-        let mut done = Synced {
-            from,
-            to: from,
-            snapshot: false,
-            records: 0,
+/// How long the hub may stay silent in the middle of a sync.
+const SYNC_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Follows the hub: asks for what comes after the node's version and
+/// applies it batch by batch (each checked, stored durably, then applied).
+/// Batches are received without holding the list, which is locked only to
+/// check and apply one, so hash checks go on meanwhile; a hub silent for
+/// [`SYNC_IDLE`] ends the sync (what was applied stays). `progress` is told
+/// after each batch.
+pub async fn sync(
+    list: &tokio::sync::RwLock<NodeList>,
+    channel: tonic::transport::Channel,
+    mut progress: impl FnMut(Tip),
+) -> Result<Synced, ListError> {
+    let from = list.read().await.tip();
+    let mut client = pb::hash_list_client::HashListClient::new(channel)
+        .max_decoding_message_size(meldnet_core::client::CLIENT_MAX_DECODE * 4);
+    let hub = |s: tonic::Status| ListError::Hub(s.message().to_string());
+    let mut stream = tokio::time::timeout(
+        SYNC_IDLE,
+        client.sync(pb::SyncRequest {
+            since_version: from.version,
+        }),
+    )
+    .await
+    .map_err(|_| ListError::Hub("no answer".into()))?
+    .map_err(hub)?
+    .into_inner();
+    let mut snapshot: Vec<Vec<u8>> = Vec::new();
+    let mut done = Synced {
+        from,
+        to: from,
+        snapshot: false,
+        records: 0,
+    };
+    loop {
+        let batch = match tokio::time::timeout(SYNC_IDLE, stream.message()).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => break,
+            Ok(Err(s)) => return Err(hub(s)),
+            Err(_) => {
+                return Err(ListError::Hub(format!(
+                    "silent for {} s mid-sync",
+                    SYNC_IDLE.as_secs()
+                )))
+            }
         };
-        loop {
-            let batch = match stream.message().await {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(s) => return Err(ListError::Hub(s.message().to_string())),
-            };
-            if batch.snapshot {
-                if self.tip().version != 0 {
-                    return Err(SyncError::DoesNotFollow {
-                        held: self.tip(),
-                        head: Tip::default(),
-                        why: "the hub sent a snapshot to a node that already holds a list".into(),
-                    }
-                    .into());
+        let mut l = list.write().await;
+        if batch.snapshot {
+            if l.tip().version != 0 {
+                return Err(SyncError::DoesNotFollow {
+                    held: l.tip(),
+                    head: Tip::default(),
+                    why: "the hub sent a snapshot to a node that already holds a list".into(),
                 }
-                snapshot.extend(batch.changes);
-                if let Some(signed) = batch.head {
-                    let head = self.verify(Some(&signed))?;
-                    let changes = check_snapshot(&snapshot, &head)?;
-                    self.commit(SNAPSHOT, &snapshot, &signed, &changes, head.tip)?;
-                    done.snapshot = true;
-                    done.records += snapshot.len() as u64;
-                    snapshot = Vec::new();
-                    progress(self.tip());
-                }
-                continue;
+                .into());
             }
-            let head = self.verify(batch.head.as_ref())?;
-            let changes = check_batch(&self.tip(), &self.set, &batch.changes, &head)?;
-            if !changes.is_empty() {
-                let signed = batch.head.unwrap_or_default();
-                self.commit(CHANGE, &batch.changes, &signed, &changes, head.tip)?;
-                done.records += changes.len() as u64;
-                progress(self.tip());
+            snapshot.extend(batch.changes);
+            if let Some(signed) = batch.head {
+                let head = l.verify(Some(&signed))?;
+                let changes = check_snapshot(&snapshot, &head)?;
+                l.commit(SNAPSHOT, &snapshot, &signed, &changes, head.tip)?;
+                done.snapshot = true;
+                done.records += snapshot.len() as u64;
+                snapshot = Vec::new();
+                progress(l.tip());
             }
+            continue;
         }
-        if !snapshot.is_empty() {
-            return Err(ListError::Hub(
-                "the snapshot ended without its signed head".into(),
-            ));
+        let head = l.verify(batch.head.as_ref())?;
+        let changes = check_batch(&l.tip(), &l.set, &batch.changes, &head)?;
+        if !changes.is_empty() {
+            let signed = batch.head.unwrap_or_default();
+            l.commit(CHANGE, &batch.changes, &signed, &changes, head.tip)?;
+            done.records += changes.len() as u64;
+            progress(l.tip());
         }
-        done.to = self.tip();
-        Ok(done)
     }
+    if !snapshot.is_empty() {
+        return Err(ListError::Hub(
+            "the snapshot ended without its signed head".into(),
+        ));
+    }
+    done.to = list.read().await.tip();
+    Ok(done)
 }
 
 fn verify_head(hub_keys: &Keyring, signed: &pb::SignedListHead) -> Result<Head, SyncError> {
@@ -255,16 +272,25 @@ fn load(path: &Path, hub_keys: &Keyring) -> Result<(KnownSet, u64), ListError> {
                     .map_err(|e| damaged(format!("head at offset {}: {e}", r.offset)))?;
                 let head = verify_head(hub_keys, &signed)
                     .map_err(|e| damaged(format!("head at offset {}: {e}", r.offset)))?;
-                let changes = if pending_kind == Some(SNAPSHOT) {
-                    if set.tip().version != 0 {
-                        return Err(damaged(format!(
-                            "a snapshot after changes, at offset {}",
-                            r.offset
-                        )));
+                // The head says what it closes: a snapshot's head carries its
+                // digest (a snapshot of an empty list has no records at all).
+                let changes = match (head.snapshot.is_some(), pending_kind) {
+                    (true, None | Some(SNAPSHOT)) => {
+                        if set.tip().version != 0 {
+                            return Err(damaged(format!(
+                                "a snapshot after changes, at offset {}",
+                                r.offset
+                            )));
+                        }
+                        check_snapshot(&pending, &head)
                     }
-                    check_snapshot(&pending, &head)
-                } else {
-                    check_batch(&set.tip(), &set, &pending, &head)
+                    (false, None | Some(CHANGE)) => check_batch(&set.tip(), &set, &pending, &head),
+                    _ => {
+                        return Err(damaged(format!(
+                            "records of the wrong kind before the head at offset {}",
+                            r.offset
+                        )))
+                    }
                 }
                 .map_err(|e| damaged(format!("batch ending at offset {}: {e}", r.offset)))?;
                 set.apply(&changes, head.tip);

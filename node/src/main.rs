@@ -428,12 +428,11 @@ fn run() -> anyhow::Result<()> {
             } => {
                 let node = Node::load(&config)?;
                 let c = &node.cfg;
-                let mut list = NodeList::open_for_sync(&c.list_dir, Keyring::load(&c.keyring)?)
+                let list = NodeList::open_for_sync(&c.list_dir, Keyring::load(&c.keyring)?)
                     .with_context(|| format!("list_dir {} (is another sync running?)", c.list_dir.display()))?;
+                let list = tokio::sync::RwLock::new(list);
                 let channel = meldnet_core::client::connect(&c.hub, &c.tls).await?;
-                let s = list
-                    .sync(channel, |tip| eprintln!("list: {tip}"))
-                    .await?;
+                let s = meldnet_node::list::sync(&list, channel, |tip| eprintln!("list: {tip}")).await?;
                 println!(
                     "{}",
                     json!({"from_version": s.from.version, "version": s.to.version, "entries": s.to.count, "digest": hex::encode(s.to.digest), "snapshot": s.snapshot, "records": s.records})

@@ -42,16 +42,16 @@ pub enum ServeError {
 async fn follow(cfg: NodeConfig, list: Arc<RwLock<NodeList>>, every: std::time::Duration) {
     loop {
         match meldnet_core::client::connect(&cfg.hub, &cfg.tls).await {
-            Ok(channel) => {
-                let mut l = list.write().await;
-                match l.sync(channel, |_| {}).await {
-                    Ok(s) if s.records > 0 => {
-                        tracing::info!(from = s.from.version, to = %s.to, "list synced")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, held = %l.tip(), "list sync failed"),
+            Ok(channel) => match crate::list::sync(&list, channel, |_| {}).await {
+                Ok(s) if s.records > 0 => {
+                    tracing::info!(from = s.from.version, to = %s.to, "list synced")
                 }
-            }
+                Ok(_) => {}
+                Err(e) => {
+                    let held = list.read().await.tip();
+                    tracing::error!(error = %e, %held, "list sync failed")
+                }
+            },
             Err(e) => tracing::warn!(error = %e, "hub unreachable; list not synced"),
         }
         tokio::time::sleep(every).await;

@@ -407,3 +407,30 @@ fn items_are_marked_known_or_new_by_the_node_and_again_by_the_hub() {
     let items = json_lines(&o)[0]["items"].clone();
     assert_eq!(items[0]["known"]["known"], false, "{items}");
 }
+
+#[test]
+fn a_snapshot_of_a_list_with_every_entry_withdrawn_opens_again() {
+    let fed = Federation::start_default().unwrap();
+    let dir = fed.scratch("lists");
+    let a = csv_list(&dir, "a.csv", 0, 2);
+    ok(fed.hub_list("import", &["--source-country", "NL", a.to_str().unwrap()]));
+    ok(fed.hub_list("withdraw", &["--entry", "1", "--reason", "x"]));
+    ok(fed.hub_list("withdraw", &["--entry", "2", "--reason", "x"]));
+    let s = ok(fed.node("NL", &["list", "sync"]));
+    assert_eq!(
+        (&s["snapshot"], &s["records"], &s["version"]),
+        (&Value::from(true), &Value::from(0), &Value::from(4))
+    );
+    let held = ok(fed.node("NL", &["list", "status"]));
+    assert_eq!(
+        (&held["version"], &held["entries"]),
+        (&Value::from(4), &Value::from(0))
+    );
+    let b = csv_list(&dir, "b.csv", 10, 3);
+    ok(fed.hub_list("import", &["--source-country", "NL", b.to_str().unwrap()]));
+    let s = ok(fed.node("NL", &["list", "sync"]));
+    assert_eq!(
+        (&s["records"], &s["entries"]),
+        (&Value::from(3), &Value::from(3))
+    );
+}
