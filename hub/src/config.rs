@@ -51,6 +51,10 @@ pub struct RoutingConfig {
     /// The countries whose link makes a report routable inside the EU.
     #[serde(default = "default_member_states")]
     pub member_states: Vec<CountryCode>,
+    /// EEA and partner countries that take part: a link to one counts as
+    /// an EU link, and they are routed to like member states.
+    #[serde(default)]
+    pub participating: Vec<CountryCode>,
 }
 
 fn default_member_states() -> Vec<CountryCode> {
@@ -64,6 +68,7 @@ impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
             member_states: default_member_states(),
+            participating: Vec::new(),
         }
     }
 }
@@ -103,6 +108,18 @@ impl HubConfig {
         }
         if c.routing.member_states.is_empty() {
             return Err(invalid(path, "routing.member_states", "must not be empty"));
+        }
+        if let Some(both) = c
+            .routing
+            .participating
+            .iter()
+            .find(|p| c.routing.member_states.contains(p))
+        {
+            return Err(invalid(
+                path,
+                "routing.participating",
+                format!("{both} is also in routing.member_states"),
+            ));
         }
         Ok(c)
     }

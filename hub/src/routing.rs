@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 pub struct Router {
     federation: TrustDomain,
     member_states: BTreeSet<CountryCode>,
+    participating: BTreeSet<CountryCode>,
     nodes: BTreeSet<CountryCode>,
     agencies: Vec<SpiffeId>,
 }
@@ -54,12 +55,14 @@ impl Router {
     pub fn new(
         federation: TrustDomain,
         member_states: impl IntoIterator<Item = CountryCode>,
+        participating: impl IntoIterator<Item = CountryCode>,
         nodes: impl IntoIterator<Item = CountryCode>,
         agencies: Vec<SpiffeId>,
     ) -> Self {
         Router {
             federation,
             member_states: member_states.into_iter().collect(),
+            participating: participating.into_iter().collect(),
             nodes: nodes.into_iter().collect(),
             agencies,
         }
@@ -91,7 +94,15 @@ impl Router {
                     facts.push(format!("{name} {c}: member state"));
                     linked.push((name, c));
                 }
-                Some(c) => facts.push(format!("{name} {c}: not a member state")),
+                Some(c) if self.participating.contains(&c) => {
+                    facts.push(format!(
+                        "{name} {c}: participating country (EEA or partner)"
+                    ));
+                    linked.push((name, c));
+                }
+                Some(c) => facts.push(format!(
+                    "{name} {c}: not a member state or participating country"
+                )),
             }
         }
         let mut route = Route {
@@ -117,7 +128,9 @@ impl Router {
                 });
             }
         };
-        match link.hosting.filter(|c| self.member_states.contains(c)) {
+        let takes_part =
+            |c: &CountryCode| self.member_states.contains(c) || self.participating.contains(c);
+        match link.hosting.filter(takes_part) {
             Some(host) => {
                 if host == report.origin {
                     route.reasons.push(format!(
@@ -206,7 +219,8 @@ mod tests {
             meldnet_core::country::EU_MEMBER_STATES
                 .iter()
                 .map(|c| cc(c)),
-            [cc("NL"), cc("DE"), cc("FR")],
+            [cc("NO")],
+            [cc("NL"), cc("DE"), cc("FR"), cc("NO")],
             agencies,
         )
     }
@@ -269,9 +283,9 @@ mod tests {
         assert!(!r.eu_link);
         assert!(r.recipients.is_empty());
         assert!(r.reasons[0].starts_with("no EU link"));
-        assert!(r
-            .facts
-            .contains(&"hosting_country US: not a member state".to_string()));
+        assert!(r.facts.contains(
+            &"hosting_country US: not a member state or participating country".to_string()
+        ));
     }
 
     #[test]
@@ -285,6 +299,29 @@ mod tests {
             },
         ));
         assert_eq!(ids(&r), ["spiffe://eu.meldnet.test/agency/NL/politie"]);
+    }
+
+    #[test]
+    fn a_participating_country_links_like_a_member_state() {
+        let r = router().decide(&report(
+            "NL",
+            EuLinkFacts {
+                hosting: Some(cc("NO")),
+                ..Default::default()
+            },
+        ));
+        assert!(r.eu_link);
+        assert!(r
+            .facts
+            .contains(&"hosting_country NO: participating country (EEA or partner)".to_string()));
+        assert_eq!(ids(&r), ["spiffe://eu.meldnet.test/node/NO"]);
+        assert!(
+            r.reasons
+                .iter()
+                .any(|x| x == "no police agency of NO is registered"),
+            "{:?}",
+            r.reasons
+        );
     }
 
     #[test]

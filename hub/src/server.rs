@@ -95,6 +95,7 @@ pub async fn run(
     let router = Arc::new(Router::new(
         cfg.federation.clone(),
         cfg.routing.member_states.iter().copied(),
+        cfg.routing.participating.iter().copied(),
         nodes,
         cfg.agencies.iter().map(|a| a.identity.clone()).collect(),
     ));
