@@ -306,6 +306,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
             })
             .collect(),
         routing: RoutingConfig::default(),
+        clock: Default::default(),
     };
     let hub_toml = hub_dir.join("hub.toml");
     add_config(

@@ -5,6 +5,7 @@ use crate::auth::Auth;
 use crate::hash_list::parse_entries;
 use crate::hash_list::HashList;
 use crate::store::Store;
+use meldnet_core::time::{Clock, ClockError};
 use meldnet_core::Refusal;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::admin_server::Admin;
@@ -16,13 +17,19 @@ use tonic::{Request, Response, Status};
 pub struct AdminService {
     store: Store,
     list: Arc<HashList>,
+    clock: Arc<Clock>,
     auth: Auth,
 }
 
 impl AdminService {
-    /// Serves operators over `store` and `list`.
-    pub fn new(store: Store, list: Arc<HashList>, auth: Auth) -> Self {
-        AdminService { store, list, auth }
+    /// Serves operators over `store`, `list` and the hub's `clock`.
+    pub fn new(store: Store, list: Arc<HashList>, clock: Arc<Clock>, auth: Auth) -> Self {
+        AdminService {
+            store,
+            list,
+            clock,
+            auth,
+        }
     }
 }
 
@@ -100,5 +107,29 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::SignedListHead>, Status> {
         self.auth.operator(&request)?;
         Ok(Response::new(self.list.signed_head()))
+    }
+
+    async fn advance_clock(
+        &self,
+        request: Request<pb::AdvanceClockRequest>,
+    ) -> Result<Response<pb::AdvanceClockResponse>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let by_ms = request.get_ref().by_ms;
+        let now_ms = self.clock.advance(by_ms).map_err(|e| match e {
+            ClockError::NotAdjustable => Status::failed_precondition(e.to_string()),
+            ClockError::NotForward(_) => Status::invalid_argument(e.to_string()),
+        })?;
+        tracing::warn!(caller = %caller.id, by_ms, now_ms, "clock moved forward");
+        self.store
+            .audit(
+                "clock",
+                &caller.id,
+                "clock".into(),
+                format!("moved forward by {by_ms} ms to {now_ms}"),
+                now_ms,
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::AdvanceClockResponse { now_ms }))
     }
 }

@@ -34,6 +34,25 @@ pub struct HubConfig {
     /// Routing settings.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// The hub's clock.
+    #[serde(default, skip_serializing_if = "ClockConfig::is_default")]
+    pub clock: ClockConfig,
+}
+
+/// `[clock]`: the time deadlines are measured on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// Let operators move the clock forward (`Admin.AdvanceClock`): for
+    /// tests of deadlines only, never in production.
+    #[serde(default)]
+    pub adjustable: bool,
+}
+
+impl ClockConfig {
+    fn is_default(&self) -> bool {
+        self == &ClockConfig::default()
+    }
 }
 
 /// A registered agency.

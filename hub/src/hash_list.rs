@@ -18,7 +18,7 @@ use meldnet_core::hash_list::{
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::report::Known;
 use meldnet_core::signing::SigningKey;
-use meldnet_core::time::now_ms;
+use meldnet_core::time::Clock;
 use meldnet_core::{Refusal, RefusalKind};
 use meldnet_proto::v1 as pb;
 use std::sync::{Arc, RwLock};
@@ -73,6 +73,7 @@ pub struct HashList {
     known: RwLock<KnownSet>,
     writing: tokio::sync::Mutex<()>,
     signer: Arc<SigningKey>,
+    clock: Arc<Clock>,
 }
 
 fn summary(e: &ListEntry) -> String {
@@ -100,7 +101,11 @@ fn summary(e: &ListEntry) -> String {
 impl HashList {
     /// Loads the list from the store, checking the running digest of every
     /// stored change on the way.
-    pub fn load(store: Store, signer: Arc<SigningKey>) -> Result<HashList, ListError> {
+    pub fn load(
+        store: Store,
+        signer: Arc<SigningKey>,
+        clock: Arc<Clock>,
+    ) -> Result<HashList, ListError> {
         let mut set = KnownSet::default();
         let mut digest = meldnet_core::hash_list::EMPTY_DIGEST;
         let mut from = 1;
@@ -133,6 +138,7 @@ impl HashList {
             known: RwLock::new(set),
             writing: tokio::sync::Mutex::new(()),
             signer,
+            clock,
         })
     }
 
@@ -153,7 +159,7 @@ impl HashList {
     fn sign(&self, tip: Tip, snapshot: Option<[u8; 32]>) -> pb::SignedListHead {
         Head {
             tip,
-            signed_at_ms: now_ms(),
+            signed_at_ms: self.clock.now_ms(),
             snapshot,
         }
         .sign(&self.signer)

@@ -17,7 +17,7 @@ use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
 use meldnet_core::report::ListCheck;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::signing::{Context, PublicKey, SigningKey};
-use meldnet_core::time::now_ms;
+use meldnet_core::time::Clock;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ pub struct Ingest {
     signer: Arc<SigningKey>,
     store: Store,
     list: Arc<HashList>,
+    clock: Arc<Clock>,
 }
 
 /// The receipt for a stored report: the same bytes every time it is asked for.
@@ -62,6 +63,7 @@ impl Ingest {
         signer: Arc<SigningKey>,
         store: Store,
         list: Arc<HashList>,
+        clock: Arc<Clock>,
     ) -> Self {
         Ingest {
             keyring,
@@ -69,6 +71,7 @@ impl Ingest {
             signer,
             store,
             list,
+            clock,
         }
     }
 
@@ -123,7 +126,7 @@ impl Ingest {
             report_id: report.id.to_string(),
             report_digest: digest.0.to_vec(),
             origin: origin.to_string(),
-            decided_at_ms: now_ms(),
+            decided_at_ms: self.clock.now_ms(),
             eu_link: route.eu_link,
             eu_link_facts: route.facts,
             recipients: route
@@ -157,7 +160,7 @@ impl Ingest {
                     decision: decision.encode_to_vec(),
                     ..Default::default()
                 }),
-                received_at_ms: now_ms(),
+                received_at_ms: self.clock.now_ms(),
             },
             recipients: route.recipients.into_iter().map(|r| r.identity).collect(),
             origin,

@@ -14,6 +14,7 @@ use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::{Keyring, KeyringError};
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use meldnet_core::signing::{SigningError, SigningKey};
+use meldnet_core::time::Clock;
 use meldnet_core::tls::{incoming, server_config, TlsError};
 use meldnet_proto::v1::admin_server::AdminServer;
 use meldnet_proto::v1::hash_list_server::HashListServer;
@@ -99,10 +100,29 @@ pub async fn run(
         nodes,
         cfg.agencies.iter().map(|a| a.identity.clone()).collect(),
     ));
-    let store = Store::open(&cfg.data_dir)?;
-    let list = Arc::new(HashList::load(store.clone(), signer.clone())?);
+    let clock = Arc::new(if cfg.clock.adjustable {
+        tracing::warn!(
+            "clock.adjustable is true: operators can move this hub's clock (tests only)"
+        );
+        Clock::adjustable()
+    } else {
+        Clock::system()
+    });
+    let store = Store::open_with_clock(&cfg.data_dir, clock.clone())?;
+    let list = Arc::new(HashList::load(
+        store.clone(),
+        signer.clone(),
+        clock.clone(),
+    )?);
     tracing::info!(list = %list.tip(), "known-hash list loaded");
-    let ingest = Ingest::new(keyring, router, signer, store.clone(), list.clone());
+    let ingest = Ingest::new(
+        keyring,
+        router,
+        signer,
+        store.clone(),
+        list.clone(),
+        clock.clone(),
+    );
     let (tls, verifier) = server_config(&cfg.tls)?;
     let auth = Auth::new(verifier);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
@@ -154,6 +174,7 @@ pub async fn run(
         .add_service(AdminServer::new(AdminService::new(
             store.clone(),
             list,
+            clock,
             auth,
         )))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -26,7 +26,7 @@ use meldnet_core::audit::{self, ChainHead};
 use meldnet_core::hash_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
-use meldnet_core::time::now_ms;
+use meldnet_core::time::Clock;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use sha2::Digest;
@@ -112,6 +112,7 @@ enum WriteOp {
     ),
     Delivered(SpiffeId, Vec<(u64, ReportId)>),
     List(ListWrite, oneshot::Sender<Result<(), StoreError>>),
+    Audit(pb::AuditEvent, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Changes of the known-hash list to store at once, with their audit record.
@@ -286,9 +287,15 @@ fn read_u64(tree: &sled::Tree, key: &[u8], what: &str) -> Result<Option<u64>, St
         .transpose()
 }
 
-fn event(kind: &str, actor: &SpiffeId, subject: String, detail: String) -> pb::AuditEvent {
+fn event(
+    at_ms: i64,
+    kind: &str,
+    actor: &SpiffeId,
+    subject: String,
+    detail: String,
+) -> pb::AuditEvent {
     pb::AuditEvent {
-        at_ms: now_ms(),
+        at_ms,
         kind: kind.to_string(),
         actor: actor.to_string(),
         subject,
@@ -297,8 +304,14 @@ fn event(kind: &str, actor: &SpiffeId, subject: String, detail: String) -> pb::A
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    /// Opens (or creates) the store in `dir` on the system clock.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with_clock(dir, Arc::new(Clock::system()))
+    }
+
+    /// Opens (or creates) the store in `dir` and starts its writer thread;
+    /// audit records are stamped by `clock`.
+    pub fn open_with_clock(dir: &Path, clock: Arc<Clock>) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         let tree = db.open_tree("hub")?;
         let head = match tree.get(META_AUDIT_HEAD)? {
@@ -323,6 +336,7 @@ impl Store {
         let (gen_tx, gen_rx) = watch::channel(0u64);
         let writer = Writer {
             tree: tree.clone(),
+            clock,
             head,
             next_queue_seq,
             blobs: blobs.clone(),
@@ -381,6 +395,25 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(WriteOp::List(write, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Appends an audit record (an operator's action) and answers after the flush.
+    pub async fn audit(
+        &self,
+        kind: &str,
+        actor: &SpiffeId,
+        subject: String,
+        detail: String,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Audit(
+                event(at_ms, kind, actor, subject, detail),
+                tx,
+            ))
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -532,6 +565,7 @@ impl Store {
 
 struct Writer {
     tree: sled::Tree,
+    clock: Arc<Clock>,
     head: ChainHead,
     next_queue_seq: u64,
     blobs: Arc<BlobFile>,
@@ -666,6 +700,10 @@ impl Writer {
                     self.stage_list(&mut batch, write);
                     replies.push(Reply::List(reply));
                 }
+                WriteOp::Audit(ev, reply) => {
+                    self.stage_audit(&mut batch, ev);
+                    replies.push(Reply::List(reply));
+                }
                 WriteOp::Delivered(recipient, entries) => {
                     let detail = entries
                         .iter()
@@ -674,7 +712,13 @@ impl Writer {
                         .join(",");
                     self.stage_audit(
                         &mut batch,
-                        event("delivered", &recipient, recipient.to_string(), detail),
+                        event(
+                            self.clock.now_ms(),
+                            "delivered",
+                            &recipient,
+                            recipient.to_string(),
+                            detail,
+                        ),
                     );
                 }
             }
@@ -769,7 +813,13 @@ impl Writer {
             let subject = format!("{} reports", audit_lines.len());
             self.stage_audit(
                 batch,
-                event("submitted", &origin, subject, audit_lines.join("\n")),
+                event(
+                    self.clock.now_ms(),
+                    "submitted",
+                    &origin,
+                    subject,
+                    audit_lines.join("\n"),
+                ),
             );
         }
         Ok(out)
@@ -798,6 +848,7 @@ impl Writer {
             self.stage_audit(
                 batch,
                 event(
+                    self.clock.now_ms(),
                     "acknowledged",
                     recipient,
                     recipient.to_string(),
@@ -822,7 +873,13 @@ impl Writer {
         batch.insert(META_LIST_TIP, tip);
         self.stage_audit(
             batch,
-            event("list", &write.actor, subject, write.lines.join("\n")),
+            event(
+                self.clock.now_ms(),
+                "list",
+                &write.actor,
+                subject,
+                write.lines.join("\n"),
+            ),
         );
     }
 

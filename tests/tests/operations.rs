@@ -140,3 +140,90 @@ fn config_errors_name_the_key() {
         .arg(fed.hub_config()));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Deadlines are tested by moving the hub's clock: only an operator, only
+/// forward, only on a hub configured for it; the move is audited and what
+/// the hub decides afterwards carries the new time.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_operator_moves_an_adjustable_clock_forward() {
+    let fed = Federation::start_default().unwrap();
+    let day = 24 * 3600 * 1000;
+    let mut admin = pb::admin_client::AdminClient::new(
+        fed.channel_as("operators/admin/operator").await.unwrap(),
+    );
+    let e = admin
+        .advance_clock(pb::AdvanceClockRequest { by_ms: day })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e}");
+
+    let mut fed = fed;
+    fed.stop_hub();
+    let cfg = fed.hub_config();
+    let text = std::fs::read_to_string(&cfg).unwrap() + "\n[clock]\nadjustable = true\n";
+    std::fs::write(&cfg, text).unwrap();
+    fed.start_hub().unwrap();
+    let mut admin = pb::admin_client::AdminClient::new(
+        fed.channel_as("operators/admin/operator").await.unwrap(),
+    );
+    let mut as_node =
+        pb::admin_client::AdminClient::new(fed.channel_as("nodes/NL/node").await.unwrap());
+    let e = as_node
+        .advance_clock(pb::AdvanceClockRequest { by_ms: day })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+    let e = admin
+        .advance_clock(pb::AdvanceClockRequest { by_ms: -5 })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    let records = |v: pb::VerifyAuditResponse| v.records;
+    let audited_before = records(
+        admin
+            .verify_audit(pb::VerifyAuditRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let before = meldnet_core::time::now_ms();
+    let now = admin
+        .advance_clock(pb::AdvanceClockRequest { by_ms: day })
+        .await
+        .unwrap()
+        .into_inner()
+        .now_ms;
+    assert!(now >= before + day, "{now} {before}");
+    let audited_after = records(
+        admin
+            .verify_audit(pb::VerifyAuditRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(
+        audited_after,
+        audited_before + 1,
+        "the move is one audit record"
+    );
+
+    // A report decided now carries the moved time.
+    let dir = fed.scratch("files");
+    let f = synthetic_file(&dir, "a.bin", 3);
+    let (_, lines) = fed
+        .report("NL", "https://e.test/x", &["--hosting", "DE"], &[&f])
+        .unwrap();
+    assert!(lines.iter().any(|l| l["status"] == "accepted"));
+    let pulled = fed.pull("DE-bka", &[]);
+    assert!(pulled.status.success(), "{}", stderr(&pulled));
+    let shown = json_lines(&fed.agency("DE-bka", "received", &[]));
+    let decided = shown[0]["decision"]["decided_at_ms"].as_i64().unwrap();
+    assert!(decided >= before + day, "decided at {decided}");
+
+    // The chain holds, offline too.
+    fed.stop_hub();
+    let o = run(Command::new(bin("meldnet-hub"))
+        .args(["audit", "verify", "--config"])
+        .arg(fed.hub_config()));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
