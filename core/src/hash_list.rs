@@ -288,6 +288,23 @@ pub struct Tip {
     pub digest: [u8; 32],
 }
 
+impl Tip {
+    /// Where `change` (whose exact bytes are `bytes`) leads from here: its
+    /// version, the live count one up or down, the digest chained. None
+    /// when the count would leave its range (a withdrawal from nothing).
+    pub fn after(&self, change: &Change, bytes: &[u8]) -> Option<Tip> {
+        let count = match change.kind {
+            ChangeKind::Add(_) => self.count.checked_add(1),
+            ChangeKind::Withdraw { .. } => self.count.checked_sub(1),
+        }?;
+        Some(Tip {
+            version: change.version,
+            count,
+            digest: chain(&self.digest, bytes),
+        })
+    }
+}
+
 impl std::fmt::Display for Tip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -424,8 +441,7 @@ pub fn check_batch(
     if head.snapshot.is_some() {
         return Err(refuse("a snapshot head where changes were expected".into()));
     }
-    let mut digest = held.digest;
-    let mut count = held.count;
+    let mut tip = *held;
     let mut withdrawn = std::collections::HashSet::new();
     let mut added = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(changes.len());
@@ -442,7 +458,6 @@ pub fn check_batch(
         match &c.kind {
             ChangeKind::Add(_) => {
                 added.insert(c.version);
-                count = count.saturating_add(1);
             }
             ChangeKind::Withdraw { entry, .. } => {
                 let live =
@@ -454,12 +469,11 @@ pub fn check_batch(
                     )));
                 }
                 withdrawn.insert(*entry);
-                count = count
-                    .checked_sub(1)
-                    .ok_or_else(|| refuse("the count would fall below zero".into()))?;
             }
         }
-        digest = chain(&digest, bytes);
+        tip = tip
+            .after(&c, bytes)
+            .ok_or_else(|| refuse("the count would leave its range".into()))?;
         out.push(c);
     }
     let version = held.version + changes.len() as u64;
@@ -471,17 +485,17 @@ pub fn check_batch(
             head.tip.version
         )));
     }
-    if head.tip.digest != digest {
+    if head.tip.digest != tip.digest {
         return Err(refuse(format!(
             "the digest of the changes is {}, the head says {}",
-            hex::encode(&digest[..8]),
+            hex::encode(&tip.digest[..8]),
             hex::encode(&head.tip.digest[..8])
         )));
     }
-    if head.tip.count != count {
+    if head.tip.count != tip.count {
         return Err(refuse(format!(
-            "the changes leave {count} entries, the head says {}",
-            head.tip.count
+            "the changes leave {} entries, the head says {}",
+            tip.count, head.tip.count
         )));
     }
     Ok(out)
@@ -822,12 +836,7 @@ mod tests {
                 kind,
             };
             let b = c.encode();
-            self.tip.version += 1;
-            self.tip.count = match c.kind {
-                ChangeKind::Add(_) => self.tip.count + 1,
-                ChangeKind::Withdraw { .. } => self.tip.count - 1,
-            };
-            self.tip.digest = chain(&self.tip.digest, &b);
+            self.tip = self.tip.after(&c, &b).unwrap();
             self.bytes.push(b.clone());
             b
         }

@@ -76,12 +76,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ListAddResponse>, Status> {
         let caller = self.auth.operator(&request)?;
         let entries = parse_entries(&request.get_ref().entries, None)?;
-        let added = self.list.add(&caller.id, entries).await?;
-        Ok(Response::new(pb::ListAddResponse {
-            versions: added.versions,
-            duplicate: added.duplicate,
-            head: Some(self.list.signed_head()),
-        }))
+        Ok(Response::new(
+            self.list.add_answer(&caller.id, entries).await?,
+        ))
     }
 
     async fn list_withdraw(

@@ -183,19 +183,10 @@ impl HashList {
         let mut stored = Vec::with_capacity(changes.len());
         for c in &changes {
             let bytes = c.encode();
-            let count = match c.kind {
-                ChangeKind::Add(_) => tip.count.checked_add(1),
-                ChangeKind::Withdraw { .. } => tip.count.checked_sub(1),
-            }
-            .ok_or(ListError::Damaged {
+            tip = tip.after(c, &bytes).ok_or(ListError::Damaged {
                 version: c.version,
                 why: "the live count would leave its range".into(),
             })?;
-            tip = Tip {
-                version: c.version,
-                count,
-                digest: chain(&tip.digest, &bytes),
-            };
             stored.push(StoredChange { tip, bytes });
         }
         if stored.is_empty() {
@@ -252,6 +243,22 @@ impl HashList {
             versions,
             duplicate,
             tip,
+        })
+    }
+
+    /// `add`, answered as `ListAdd` and `Contribute` answer: per entry its
+    /// version and whether it was listed already, and the head signed at
+    /// the tip this batch left.
+    pub async fn add_answer(
+        &self,
+        actor: &SpiffeId,
+        entries: Vec<ListEntry>,
+    ) -> Result<pb::ListAddResponse, ListError> {
+        let added = self.add(actor, entries).await?;
+        Ok(pb::ListAddResponse {
+            versions: added.versions,
+            duplicate: added.duplicate,
+            head: Some(self.sign(added.tip, None)),
         })
     }
 
@@ -444,11 +451,8 @@ impl pb::hash_list_server::HashList for HashListService {
             return Err(Status::permission_denied("caller: not a node"));
         };
         let entries = parse_entries(&request.get_ref().entries, Some(*cc))?;
-        let added = self.list.add(&caller.id, entries).await?;
-        Ok(Response::new(pb::ListAddResponse {
-            versions: added.versions,
-            duplicate: added.duplicate,
-            head: Some(self.list.signed_head()),
-        }))
+        Ok(Response::new(
+            self.list.add_answer(&caller.id, entries).await?,
+        ))
     }
 }

@@ -636,7 +636,7 @@ impl Reply {
             (Reply::Ack(tx, _), Err(e)) => {
                 let _ = tx.send(Err(e));
             }
-            (Reply::List(tx), result) => {
+            (Reply::Done(tx), result) => {
                 let _ = tx.send(result);
             }
         }
@@ -649,7 +649,8 @@ enum Reply {
         Vec<Committed>,
     ),
     Ack(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
-    List(oneshot::Sender<Result<(), StoreError>>),
+    /// A write with nothing to return but its durability (list, audit).
+    Done(oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl Writer {
@@ -698,11 +699,11 @@ impl Writer {
                 }
                 WriteOp::List(write, reply) => {
                     self.stage_list(&mut batch, write);
-                    replies.push(Reply::List(reply));
+                    replies.push(Reply::Done(reply));
                 }
                 WriteOp::Audit(ev, reply) => {
                     self.stage_audit(&mut batch, ev);
-                    replies.push(Reply::List(reply));
+                    replies.push(Reply::Done(reply));
                 }
                 WriteOp::Delivered(recipient, entries) => {
                     let detail = entries
