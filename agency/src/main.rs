@@ -58,8 +58,8 @@ fn run() -> anyhow::Result<()> {
         Command::Pull(args) => {
             let cfg = AgencyConfig::load(&args.config)?;
             let me = cfg.tls.identity()?;
-            if !matches!(me.role(), Role::Agency { .. }) {
-                bail!("tls.cert: {me} is not an agency identity");
+            if !matches!(me.role(), Role::Agency { .. } | Role::Regulator { .. }) {
+                bail!("tls.cert: {me} is not an agency or regulator identity");
             }
             let rt = tokio::runtime::Runtime::new()?;
             let ok = rt.block_on(receive_and_print(

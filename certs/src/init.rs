@@ -49,6 +49,9 @@ pub struct InitOptions {
     /// Agencies as JURISDICTION/name, e.g. DE/bka,NL/politie,EU/europol.
     #[arg(long, value_delimiter = ',')]
     pub agencies: Vec<String>,
+    /// National regulators as CC/name, e.g. DE/bnetza (receive escalations where configured).
+    #[arg(long, value_delimiter = ',')]
+    pub regulators: Vec<String>,
     /// Hub operator names.
     #[arg(long, value_delimiter = ',', default_value = "admin")]
     pub operators: Vec<String>,
@@ -121,6 +124,7 @@ struct Checked {
     federation: TrustDomain,
     nodes: Vec<SpiffeId>,
     agencies: Vec<SpiffeId>,
+    regulators: Vec<SpiffeId>,
     operators: Vec<SpiffeId>,
     hub_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
@@ -139,6 +143,12 @@ fn check(opts: &InitOptions) -> Result<Checked> {
         .iter()
         .map(|a| spec::agency(&federation, a.trim()))
         .collect::<Result<Vec<_>>>()?;
+    let regulators = opts
+        .regulators
+        .iter()
+        .map(|r| spec::regulator(&federation, r.trim()))
+        .collect::<Result<Vec<_>>>()?;
+    spec::no_duplicates("--regulators", &regulators)?;
     let operators = opts
         .operators
         .iter()
@@ -167,6 +177,7 @@ fn check(opts: &InitOptions) -> Result<Checked> {
         federation,
         nodes,
         agencies,
+        regulators,
         operators,
         hub_addr,
         metrics_addr,
@@ -307,6 +318,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
             .collect(),
         routing: RoutingConfig::default(),
         clock: Default::default(),
+        takedown: Default::default(),
     };
     let hub_toml = hub_dir.join("hub.toml");
     add_config(
@@ -371,6 +383,23 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
             continue;
         };
         let dir = layout.agency_dir(*jurisdiction, name);
+        let cert = issue(&mut plan, id, &dir, "agency")?;
+        let config = AgencyConfig {
+            keyring: "../../keyring.toml".into(),
+            out_dir: "deliveries".into(),
+            hub: hub_endpoint.clone(),
+            tls: client_tls("agency"),
+        };
+        let path = dir.join("agency.toml");
+        add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;
+    }
+
+    // Regulators: recipients like agencies (they use meldnet-agency).
+    for id in &c.regulators {
+        let Role::Regulator { country, name } = id.role() else {
+            continue;
+        };
+        let dir = layout.regulator_dir(*country, name);
         let cert = issue(&mut plan, id, &dir, "agency")?;
         let config = AgencyConfig {
             keyring: "../../keyring.toml".into(),

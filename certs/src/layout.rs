@@ -75,6 +75,11 @@ impl Layout {
             .join(format!("{jurisdiction}-{name}"))
     }
 
+    /// `regulators/CC-name/`.
+    pub fn regulator_dir(&self, cc: CountryCode, name: &str) -> PathBuf {
+        self.root.join("regulators").join(format!("{cc}-{name}"))
+    }
+
     /// `operators/NAME/`.
     pub fn operator_dir(&self, name: &str) -> PathBuf {
         self.root.join("operators").join(name)

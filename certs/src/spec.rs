@@ -37,6 +37,23 @@ pub fn agency(federation: &TrustDomain, spec: &str) -> Result<SpiffeId> {
     }
 }
 
+/// A national regulator's id from `CC/name`, e.g. `DE/bnetza`: it
+/// receives escalations of missed takedown deadlines, where configured.
+pub fn regulator(federation: &TrustDomain, spec: &str) -> Result<SpiffeId> {
+    let bad = |message: String| CertsError::invalid("regulator", spec, message);
+    let (cc, name) = spec
+        .split_once('/')
+        .filter(|(_, name)| !name.contains('/'))
+        .ok_or_else(|| bad("expected CC/name, e.g. DE/bnetza".into()))?;
+    let cc = CountryCode::parse(cc).map_err(|e| bad(e.to_string()))?;
+    let id = SpiffeId::parse(&format!("spiffe://{federation}/regulator/{cc}/{name}"))
+        .map_err(|e| bad(e.to_string()))?;
+    match id.role() {
+        Role::Regulator { .. } => Ok(id),
+        _ => Err(bad("not a regulator".into())),
+    }
+}
+
 /// An operator's id from its name, e.g. `admin`.
 pub fn operator(federation: &TrustDomain, name: &str) -> Result<SpiffeId> {
     let bad = |message: String| CertsError::invalid("operator", name, message);

@@ -315,8 +315,9 @@ impl RecordFile {
 /// The writer's handle: holds the lock, knows every stored report id.
 pub struct DeliveryLog {
     file: RecordFile,
-    /// Report id → (offset, length of the delivery bytes) of its latest record.
-    index: HashMap<ReportId, (u64, u32)>,
+    /// Report id → (offset, length of the delivery bytes) of each of its
+    /// records (a report, then perhaps its escalation).
+    index: HashMap<ReportId, Vec<(u64, u32)>>,
 }
 
 impl DeliveryLog {
@@ -329,7 +330,10 @@ impl DeliveryLog {
         let mut reader = LogReader::open(&path)?;
         for record in reader.by_ref() {
             let r = record?;
-            index.insert(r.report_id(), (r.offset, r.bytes.len() as u32));
+            index
+                .entry(r.report_id())
+                .or_insert_with(Vec::new)
+                .push((r.offset, r.bytes.len() as u32));
         }
         file.keep(
             reader.offset(),
@@ -356,13 +360,13 @@ impl DeliveryLog {
     /// Whether exactly these delivery bytes are already stored for `id`
     /// (a redelivery after the hub missed our acknowledgement).
     pub fn holds(&self, id: &ReportId, bytes: &[u8]) -> Result<bool, LogError> {
-        let Some(&(offset, len)) = self.index.get(id) else {
-            return Ok(false);
-        };
-        if len as usize != bytes.len() {
-            return Ok(false);
+        for &(offset, len) in self.index.get(id).map(Vec::as_slice).unwrap_or_default() {
+            if len as usize == bytes.len() && self.file.read_record(offset, len as usize)? == bytes
+            {
+                return Ok(true);
+            }
         }
-        Ok(self.file.read_record(offset, len as usize)? == bytes)
+        Ok(false)
     }
 
     /// Appends these records and makes them durable (`fdatasync` of the log)
@@ -372,7 +376,10 @@ impl DeliveryLog {
             records.iter().map(|(id, b)| (*id.as_bytes(), *b)).collect();
         let placed = self.file.append(&tagged)?;
         for ((id, bytes), offset) in records.iter().zip(placed) {
-            self.index.insert(*id, (offset, bytes.len() as u32));
+            self.index
+                .entry(*id)
+                .or_default()
+                .push((offset, bytes.len() as u32));
         }
         Ok(())
     }

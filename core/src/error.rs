@@ -17,6 +17,8 @@ pub enum RefusalKind {
     FailedPrecondition,
     /// Too large.
     ResourceExhausted,
+    /// What the request names does not exist (a case, a report).
+    NotFound,
     /// The hub could not store or sign; the client may retry.
     Unavailable,
 }
@@ -30,6 +32,7 @@ impl RefusalKind {
             RefusalKind::AlreadyExists => Code::AlreadyExists,
             RefusalKind::FailedPrecondition => Code::FailedPrecondition,
             RefusalKind::ResourceExhausted => Code::ResourceExhausted,
+            RefusalKind::NotFound => Code::NotFound,
             RefusalKind::Unavailable => Code::Unavailable,
         }
     }

@@ -15,8 +15,8 @@
 
 use crate::country::CountryCode;
 use crate::hash::{Md5, PdqHash, Sha1, Sha256};
-use crate::pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
-use crate::pdq_index::PdqIndex;
+use crate::pdq::MIN_MATCH_QUALITY;
+use crate::pdq_index::PdqSet;
 use crate::report::{AgeGroup, Classification, Known, MatchKind, MediaType};
 use crate::signing::{Context, KeyId, PublicKey, SigningKey};
 use crate::Refusal;
@@ -548,75 +548,6 @@ pub fn check_snapshot(records: &[Vec<u8>], head: &Head) -> Result<Vec<Change>, S
     Ok(out)
 }
 
-/// PDQ hashes of live entries for near matching: a multi-index built over
-/// most of them plus a short list of recent additions scanned directly,
-/// folded into the index when it grows past a fraction of it (so the cost
-/// of rebuilding stays linear overall).
-#[derive(Default)]
-struct PdqSet {
-    index: Option<PdqIndex>,
-    indexed: Vec<(u64, u8)>,
-    recent: Vec<(PdqHash, u64, u8)>,
-    all: Vec<PdqHash>,
-}
-
-impl PdqSet {
-    fn add(&mut self, h: PdqHash, version: u64, quality: u8) {
-        self.recent.push((h, version, quality));
-    }
-
-    fn settle(&mut self, live: impl Fn(u64) -> bool) {
-        if self.recent.len() <= 4096 + self.indexed.len() / 4 {
-            return;
-        }
-        let mut hashes = std::mem::take(&mut self.all);
-        let mut meta = std::mem::take(&mut self.indexed);
-        // Withdrawn entries leave the index when it is rebuilt.
-        let mut keep = 0;
-        for i in 0..meta.len() {
-            if live(meta[i].0) {
-                hashes[keep] = hashes[i];
-                meta[keep] = meta[i];
-                keep += 1;
-            }
-        }
-        hashes.truncate(keep);
-        meta.truncate(keep);
-        for (h, v, q) in self.recent.drain(..) {
-            if live(v) {
-                hashes.push(h);
-                meta.push((v, q));
-            }
-        }
-        self.index = Some(PdqIndex::build(&hashes));
-        self.all = hashes;
-        self.indexed = meta;
-    }
-
-    /// The nearest live match of acceptable quality, ties to the oldest entry.
-    fn best(&self, query: &PdqHash, live: impl Fn(u64) -> bool) -> Option<(u64, u32)> {
-        let mut best: Option<(u32, u64)> = None;
-        let mut consider = |d: u32, v: u64, q: u8| {
-            if q >= MIN_MATCH_QUALITY && live(v) && best.is_none_or(|b| (d, v) < b) {
-                best = Some((d, v));
-            }
-        };
-        if let Some(index) = &self.index {
-            for m in index.search(query, MATCH_THRESHOLD) {
-                let (v, q) = self.indexed[m.entry as usize];
-                consider(m.distance, v, q);
-            }
-        }
-        for (h, v, q) in &self.recent {
-            let d = h.distance(query);
-            if d <= MATCH_THRESHOLD {
-                consider(d, *v, *q);
-            }
-        }
-        best.map(|(d, v)| (v, d))
-    }
-}
-
 /// The list in memory, for matching and for checking that changes follow.
 #[derive(Default)]
 pub struct KnownSet {
@@ -738,10 +669,7 @@ impl KnownSet {
 
     /// Memory the PDQ index holds per indexed entry.
     pub fn pdq_bytes_per_entry(&self) -> f64 {
-        self.pdq
-            .index
-            .as_ref()
-            .map_or(0.0, PdqIndex::bytes_per_entry)
+        self.pdq.index_bytes_per_entry()
     }
 }
 

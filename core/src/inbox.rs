@@ -108,6 +108,15 @@ pub fn describe(
             "node_list_check": i.known.map(|k| k.describe()),
         })).collect::<Vec<_>>(),
         "decision": {
+            "kind": pb::DecisionKind::try_from(d.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+            "case": d.case.as_ref().map(|c| json!({
+                "case_id": c.case_id,
+                "kind": pb::DecisionKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+                "first_report_id": c.first_report_id,
+                "matched_by": c.matched_by,
+                "deadline_ms": c.deadline_ms,
+                "hosting_country": c.hosting_country,
+            })),
             "decided_at_ms": d.decided_at_ms,
             "eu_link": d.eu_link,
             "eu_link_facts": d.eu_link_facts,
@@ -115,8 +124,16 @@ pub fn describe(
                 "identity": rc.identity,
                 "purpose": pb::Purpose::try_from(rc.purpose).map(|p| p.as_str_name()).unwrap_or("UNKNOWN"),
                 "reason": rc.reason,
+                "first": rc.first,
+                "rule": rc.rule,
             })).collect::<Vec<_>>(),
             "reasons": d.reasons,
+            "rules_version": d.rules_version,
+            "rules": d.rules.iter().map(|m| json!({
+                "rule": m.rule,
+                "recipients": m.recipients,
+                "why": m.why,
+            })).collect::<Vec<_>>(),
             // Known or new by the hub's own list: what routing relies on.
             "items": d.items.iter().map(|c| json!({
                 "index": c.index,
@@ -361,7 +378,12 @@ pub fn export(record: &CheckedRecord, to: &Path) -> Result<(), InboxError> {
         return Ok(());
     };
     std::fs::create_dir_all(to).map_err(io_err(to))?;
-    let id = record.report_id.to_string();
+    // An escalation concerns a report delivered before: it gets its own name.
+    let id = if json["decision"]["kind"] == "DECISION_KIND_ESCALATION" {
+        format!("{}-escalation", record.report_id)
+    } else {
+        record.report_id.to_string()
+    };
     let json_path = to.join(format!("{id}.json"));
     let text = serde_json::to_vec_pretty(&json).unwrap_or_default();
     std::fs::write(&json_path, text).map_err(io_err(&json_path))?;

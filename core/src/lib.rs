@@ -7,6 +7,7 @@
 
 pub mod append_file;
 pub mod audit;
+pub mod case;
 pub mod cli;
 pub mod client;
 pub mod config;

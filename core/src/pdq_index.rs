@@ -13,6 +13,7 @@
 //! 65,537 offsets and one `u32` per entry). About 96 bytes per entry.
 
 use crate::hash::PdqHash;
+use crate::pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 
 const CHUNKS: usize = 16;
 const BUCKETS: usize = 1 << 16;
@@ -160,10 +161,99 @@ impl PdqIndex {
     }
 }
 
+/// A growing set of PDQ hashes for near matching (list entries, cases):
+/// a multi-index built over most of them plus a short list of recent additions scanned directly,
+/// folded into the index when it grows past a fraction of it (so the cost
+/// of rebuilding stays linear overall).
+#[derive(Default)]
+pub struct PdqSet {
+    index: Option<PdqIndex>,
+    indexed: Vec<(u64, u8)>,
+    recent: Vec<(PdqHash, u64, u8)>,
+    all: Vec<PdqHash>,
+}
+
+impl PdqSet {
+    /// Adds a hash under `id`; searchable at once.
+    pub fn add(&mut self, h: PdqHash, version: u64, quality: u8) {
+        self.recent.push((h, version, quality));
+    }
+
+    /// Folds the recent hashes into the index once they are many; ids for
+    /// which `live` is false leave it.
+    pub fn settle(&mut self, live: impl Fn(u64) -> bool) {
+        if self.recent.len() <= 4096 + self.indexed.len() / 4 {
+            return;
+        }
+        let mut hashes = std::mem::take(&mut self.all);
+        let mut meta = std::mem::take(&mut self.indexed);
+        // Withdrawn entries leave the index when it is rebuilt.
+        let mut keep = 0;
+        for i in 0..meta.len() {
+            if live(meta[i].0) {
+                hashes[keep] = hashes[i];
+                meta[keep] = meta[i];
+                keep += 1;
+            }
+        }
+        hashes.truncate(keep);
+        meta.truncate(keep);
+        for (h, v, q) in self.recent.drain(..) {
+            if live(v) {
+                hashes.push(h);
+                meta.push((v, q));
+            }
+        }
+        self.index = Some(PdqIndex::build(&hashes));
+        self.all = hashes;
+        self.indexed = meta;
+    }
+
+    /// The nearest live match of acceptable quality (distance <= 31, both
+    /// qualities >= 50: the caller checks the query's), ties to the lowest id.
+    pub fn best(&self, query: &PdqHash, live: impl Fn(u64) -> bool) -> Option<(u64, u32)> {
+        let mut best: Option<(u32, u64)> = None;
+        let mut consider = |d: u32, v: u64, q: u8| {
+            if q >= MIN_MATCH_QUALITY && live(v) && best.is_none_or(|b| (d, v) < b) {
+                best = Some((d, v));
+            }
+        };
+        if let Some(index) = &self.index {
+            for m in index.search(query, MATCH_THRESHOLD) {
+                let Some(&(v, q)) = self.indexed.get(m.entry as usize) else {
+                    continue;
+                };
+                consider(m.distance, v, q);
+            }
+        }
+        for (h, v, q) in &self.recent {
+            let d = h.distance(query);
+            if d <= MATCH_THRESHOLD {
+                consider(d, *v, *q);
+            }
+        }
+        best.map(|(d, v)| (v, d))
+    }
+
+    /// Hashes held.
+    pub fn len(&self) -> usize {
+        self.indexed.len() + self.recent.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Index bytes per indexed hash (0 before the first build).
+    pub fn index_bytes_per_entry(&self) -> f64 {
+        self.index.as_ref().map_or(0.0, |i| i.bytes_per_entry())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pdq::MATCH_THRESHOLD;
 
     fn random_hashes(n: usize, seed: u64) -> Vec<PdqHash> {
         let mut s = seed;

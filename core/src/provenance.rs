@@ -63,6 +63,20 @@ impl Envelope {
         })
     }
 
+    /// Checks the envelope of a signed case step (fields `signed_step.*`).
+    pub fn from_signed_step(s: pb::SignedCaseStep) -> Result<Self, Refusal> {
+        Self::parse(s.step, &s.signature, &s.key_id, "signed_step", "step")
+    }
+
+    /// Back to the wire form of a signed case step; the bytes are moved.
+    pub fn into_signed_step(self) -> pb::SignedCaseStep {
+        pb::SignedCaseStep {
+            step: self.bytes,
+            signature: self.signature.to_vec(),
+            key_id: self.key_id.to_string(),
+        }
+    }
+
     /// Checks the envelope of a signed report (fields `signed_report.*`).
     pub fn from_signed_report(sr: pb::SignedReport) -> Result<Self, Refusal> {
         Self::parse(

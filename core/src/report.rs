@@ -8,55 +8,66 @@ use crate::hash::{Md5, PdqHash, Sha256};
 use crate::limits::{MAX_ITEMS, MAX_URL_BYTES};
 use meldnet_proto::v1 as pb;
 use prost::Message;
-use std::fmt;
 
-/// A report id: a UUIDv7 made by the origin node.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReportId(uuid::Uuid);
+/// Defines a UUIDv7 id type: parsed only from its canonical text, stored
+/// as its 16 bytes (time-ordered keys). One definition for every id kind.
+#[macro_export]
+macro_rules! uuid7_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(uuid::Uuid);
 
-impl ReportId {
-    /// A new id for a report made now.
-    pub fn new_v7() -> Self {
-        ReportId(uuid::Uuid::now_v7())
-    }
+        impl $name {
+            /// A new id, made now.
+            pub fn new_v7() -> Self {
+                $name(uuid::Uuid::now_v7())
+            }
 
-    /// Parses canonical hyphenated text of a version-7 UUID.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let u = uuid::Uuid::try_parse(s).map_err(|e| format!("not a UUID: {e}"))?;
-        if s.len() != 36 || s != u.hyphenated().to_string() {
-            return Err("expected the canonical lower-case hyphenated form".into());
+            /// Parses canonical hyphenated text of a version-7 UUID.
+            pub fn parse(s: &str) -> Result<Self, String> {
+                let u = uuid::Uuid::try_parse(s).map_err(|e| format!("not a UUID: {e}"))?;
+                if s.len() != 36 || s != u.hyphenated().to_string() {
+                    return Err("expected the canonical lower-case hyphenated form".into());
+                }
+                if u.get_version_num() != 7 {
+                    return Err(format!(
+                        "expected a UUIDv7, got version {}",
+                        u.get_version_num()
+                    ));
+                }
+                Ok($name(u))
+            }
+
+            /// The 16 bytes, used as storage keys (time-ordered for v7).
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+
+            /// From storage-key bytes.
+            pub fn from_bytes(b: [u8; 16]) -> Self {
+                $name(uuid::Uuid::from_bytes(b))
+            }
         }
-        if u.get_version_num() != 7 {
-            return Err(format!(
-                "expected a UUIDv7, got version {}",
-                u.get_version_num()
-            ));
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
         }
-        Ok(ReportId(u))
-    }
 
-    /// The 16 bytes, used as storage keys (time-ordered for v7).
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-
-    /// From storage-key bytes.
-    pub fn from_bytes(b: [u8; 16]) -> Self {
-        ReportId(uuid::Uuid::from_bytes(b))
-    }
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+    };
 }
 
-impl fmt::Display for ReportId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl fmt::Debug for ReportId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ReportId({})", self.0.hyphenated())
-    }
-}
+uuid7_id!(
+    /// A report id: a UUIDv7 made by the origin node.
+    ReportId
+);
 
 /// A hotline's classification of an item.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

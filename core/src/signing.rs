@@ -31,6 +31,10 @@ pub enum Context {
     /// The head of the known-hash list: prefix `meldnet.v1.list-head\0`,
     /// then the encoded `ListHead`.
     ListHead,
+    /// A step of a case's notice-and-takedown, signed by the hosting
+    /// country's node: prefix `meldnet.v1.case-step\0`, then the encoded
+    /// `CaseStep`.
+    CaseStep,
 }
 
 impl Context {
@@ -40,6 +44,7 @@ impl Context {
             Context::Report => b"meldnet.v1.report\0",
             Context::DecisionTree => b"meldnet.v1.decision-tree\0",
             Context::ListHead => b"meldnet.v1.list-head\0",
+            Context::CaseStep => b"meldnet.v1.case-step\0",
         }
     }
 

@@ -79,3 +79,20 @@ mod tests {
         assert_eq!(c.advance(0), Err(ClockError::NotForward(0)));
     }
 }
+
+/// A Unix time in milliseconds as RFC 3339 UTC text (seconds), for
+/// decisions and printouts people read; the number itself is what is signed.
+pub fn rfc3339(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    #[test]
+    fn formats_utc_seconds() {
+        assert_eq!(super::rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
+    }
+}

@@ -1,16 +1,27 @@
 //! The `Admin` gRPC service, for operators only: state digests, audit
-//! verification and the known-hash list while the hub runs.
+//! verification, the known-hash list, the routing rules, explanations of
+//! single reports and statistics, while the hub runs.
 
 use crate::auth::Auth;
 use crate::hash_list::parse_entries;
 use crate::hash_list::HashList;
-use crate::store::Store;
+use crate::ingest::{current, Routes};
+use crate::rules::RuleSet;
+use crate::store::{case_state, Store, StoreError, META_RULES};
+use meldnet_core::case::CaseId;
+use meldnet_core::report::ReportId;
 use meldnet_core::time::{Clock, ClockError};
-use meldnet_core::Refusal;
+use meldnet_core::{Refusal, RefusalKind};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::admin_server::Admin;
-use std::sync::Arc;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
+
+/// Most sightings an explanation lists.
+const MAX_EXPLAINED_SIGHTINGS: usize = 1000;
 
 /// The service; cheap to clone.
 #[derive(Clone)]
@@ -19,18 +30,191 @@ pub struct AdminService {
     list: Arc<HashList>,
     clock: Arc<Clock>,
     auth: Auth,
+    routes: Routes,
+    /// One rule change at a time, so versions follow each other.
+    rules_change: Arc<tokio::sync::Mutex<()>>,
+    /// Woken when the clock moves: deadlines may have passed.
+    deadlines: Arc<Notify>,
 }
 
 impl AdminService {
-    /// Serves operators over `store`, `list` and the hub's `clock`.
-    pub fn new(store: Store, list: Arc<HashList>, clock: Arc<Clock>, auth: Auth) -> Self {
+    /// Serves operators over `store`, `list`, the routing in force and the
+    /// hub's `clock`; `deadlines` is woken when the clock moves.
+    pub fn new(
+        store: Store,
+        list: Arc<HashList>,
+        clock: Arc<Clock>,
+        auth: Auth,
+        routes: Routes,
+        deadlines: Arc<Notify>,
+    ) -> Self {
         AdminService {
             store,
             list,
             clock,
             auth,
+            routes,
+            rules_change: Arc::new(tokio::sync::Mutex::new(())),
+            deadlines,
         }
     }
+}
+
+fn storage(e: StoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+/// Runs a store read off the request threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+}
+
+/// The rules text as stored: version (8 BE) then the TOML.
+pub fn encode_rules(set: &RuleSet) -> Vec<u8> {
+    let mut v = set.version.to_be_bytes().to_vec();
+    v.extend_from_slice(set.text.as_bytes());
+    v
+}
+
+/// Reads stored rules back (version, text).
+pub fn decode_rules(v: &[u8]) -> Option<(u64, String)> {
+    let version = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+    let text = String::from_utf8(v.get(8..)?.to_vec()).ok()?;
+    Some((version, text))
+}
+
+fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, Status> {
+    let stored = store.report(&id).map_err(storage)?.ok_or_else(|| {
+        Status::from(Refusal::new(
+            RefusalKind::NotFound,
+            "report_id",
+            format!("no report {id} is stored"),
+        ))
+    })?;
+    let history = store.history(&id).map_err(storage)?;
+    let case_id = stored
+        .decision
+        .as_ref()
+        .and_then(|d| pb::Decision::decode(d.decision.as_slice()).ok())
+        .and_then(|d| d.case)
+        .and_then(|c| CaseId::parse(&c.case_id).ok());
+    let case = match case_id {
+        None => None,
+        Some(cid) => match store.case(&cid).map_err(storage)? {
+            None => None,
+            Some(rec) => {
+                let sightings = store
+                    .sightings(&cid, MAX_EXPLAINED_SIGHTINGS)
+                    .map_err(storage)?;
+                let mut escalations = Vec::new();
+                for e in &rec.escalations {
+                    let Ok(eid) = CaseId::parse(e) else { continue };
+                    if let Some(s) = store.escalation(&eid).map_err(storage)? {
+                        escalations.extend(s.decision);
+                    }
+                }
+                Some(pb::CaseView {
+                    case_id: rec.case_id.clone(),
+                    first_report_id: rec.first_report_id.clone(),
+                    hosting_country: rec.hosting_country.clone(),
+                    opened_at_ms: rec.opened_at_ms,
+                    deadline_ms: rec.deadline_ms,
+                    state: case_state(&rec, now_ms).into(),
+                    sighting_report_ids: sightings.iter().map(|r| r.to_string()).collect(),
+                    steps: rec.steps.iter().filter_map(|s| s.signed.clone()).collect(),
+                    escalations,
+                    provider: rec.provider.clone(),
+                    removed_at_ms: rec.removed_at_ms,
+                })
+            }
+        },
+    };
+    Ok(pb::Explanation {
+        report: Some(pb::StoredReportView {
+            report: stored.report,
+            decision: stored.decision,
+            received_at_ms: stored.received_at_ms,
+        }),
+        history,
+        case,
+    })
+}
+
+/// The value at fraction `q` of sorted `v` (nearest rank).
+fn quantile(v: &[i64], q: f64) -> i64 {
+    if v.is_empty() {
+        return 0;
+    }
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+fn stats(store: &Store) -> Result<pb::Stats, Status> {
+    let mut out = pb::Stats::default();
+    for (name, n) in store.counts().map_err(storage)? {
+        let country = |c: &str| pb::CountryCount {
+            country: c.to_string(),
+            reports: n,
+        };
+        match name.split_once('/') {
+            Some(("origin", c)) => out.by_origin.push(country(c)),
+            Some(("hosting", c)) => out.by_hosting.push(country(c)),
+            Some(("material", "known")) => out.known = n,
+            Some(("material", "new")) => out.new = n,
+            _ => match name.as_str() {
+                "cases" => out.cases = n,
+                "sightings" => out.sightings = n,
+                "deadlines_missed" => out.deadlines_missed = n,
+                _ => {}
+            },
+        }
+    }
+    let mut providers: BTreeMap<(String, u32), (pb::ProviderStats, Vec<i64>)> = BTreeMap::new();
+    for rec in store.cases() {
+        let rec = rec.map_err(storage)?;
+        let Some(p) = &rec.provider else { continue };
+        let (s, times) = providers.entry((p.name.clone(), p.asn)).or_insert_with(|| {
+            (
+                pb::ProviderStats {
+                    name: p.name.clone(),
+                    asn: p.asn,
+                    ..Default::default()
+                },
+                Vec::new(),
+            )
+        });
+        s.notices += 1;
+        if rec.removed_at_ms > 0 {
+            s.removed += 1;
+            times.push(rec.removed_at_ms - rec.opened_at_ms);
+        } else if rec.not_removed {
+            s.not_removed += 1;
+        }
+        s.deadlines_missed += rec.escalations.len() as u64;
+    }
+    let mut list: Vec<pb::ProviderStats> = providers
+        .into_values()
+        .map(|(mut s, mut times)| {
+            times.sort_unstable();
+            s.median_removal_ms = quantile(&times, 0.5);
+            s.p90_removal_ms = quantile(&times, 0.9);
+            s
+        })
+        .collect();
+    // Those that don't clean up first: missed deadlines, then refusals, then the slowest.
+    list.sort_by(|a, b| {
+        (b.deadlines_missed, b.not_removed, b.p90_removal_ms).cmp(&(
+            a.deadlines_missed,
+            a.not_removed,
+            a.p90_removal_ms,
+        ))
+    });
+    out.providers = list;
+    Ok(out)
 }
 
 #[tonic::async_trait]
@@ -117,6 +301,7 @@ impl Admin for AdminService {
             ClockError::NotForward(_) => Status::invalid_argument(e.to_string()),
         })?;
         tracing::warn!(caller = %caller.id, by_ms, now_ms, "clock moved forward");
+        self.deadlines.notify_one();
         self.store
             .audit(
                 "clock",
@@ -128,5 +313,72 @@ impl Admin for AdminService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::AdvanceClockResponse { now_ms }))
+    }
+
+    async fn get_rules(
+        &self,
+        request: Request<pb::GetRulesRequest>,
+    ) -> Result<Response<pb::RoutingRules>, Status> {
+        self.auth.operator(&request)?;
+        let rules = current(&self.routes).rules().clone();
+        Ok(Response::new(pb::RoutingRules {
+            version: rules.version,
+            toml: rules.text.clone(),
+        }))
+    }
+
+    async fn set_rules(
+        &self,
+        request: Request<pb::RoutingRules>,
+    ) -> Result<Response<pb::RoutingRules>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let _one_at_a_time = self.rules_change.lock().await;
+        let router = current(&self.routes);
+        let old = router.rules().version;
+        let set = RuleSet::parse(&request.get_ref().toml, router.federation(), old + 1)
+            .map_err(|e| Refusal::invalid(e.key, e.message))?;
+        // Durable (with its audit record) before it applies.
+        self.store
+            .set_meta(
+                META_RULES,
+                encode_rules(&set),
+                &caller.id,
+                format!("routing rules v{}", set.version),
+                format!("replaces v{old}; the new rules:\n{}", set.text),
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(storage)?;
+        let answer = pb::RoutingRules {
+            version: set.version,
+            toml: set.text.clone(),
+        };
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(router.with_rules(Arc::new(set)));
+        tracing::warn!(caller = %caller.id, version = answer.version, "routing rules changed");
+        Ok(Response::new(answer))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::Explanation>, Status> {
+        self.auth.operator(&request)?;
+        let id = ReportId::parse(&request.get_ref().report_id)
+            .map_err(|e| Refusal::invalid("report_id", e))?;
+        let store = self.store.clone();
+        let now = self.clock.now_ms();
+        Ok(Response::new(
+            blocking(move || explain(&store, id, now)).await?,
+        ))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        self.auth.operator(&request)?;
+        let store = self.store.clone();
+        Ok(Response::new(blocking(move || stats(&store)).await?))
     }
 }

@@ -113,7 +113,12 @@ impl Auth {
     pub fn recipient<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         self.with_role(
             req,
-            |r| matches!(r, Role::Node(_) | Role::Agency { .. }),
+            |r| {
+                matches!(
+                    r,
+                    Role::Node(_) | Role::Agency { .. } | Role::Regulator { .. }
+                )
+            },
             "has no delivery queue",
         )
     }

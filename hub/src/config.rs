@@ -1,11 +1,13 @@
 //! `hub.toml`: validated at start-up, every error naming the key.
 
+use crate::rules::{RuleSet, RuleSpec, RulesError, RulesFile};
 use meldnet_core::client::HubEndpoint;
 use meldnet_core::config::{self, invalid, ConfigError};
 use meldnet_core::country::{CountryCode, EU_MEMBER_STATES};
 use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
 use meldnet_core::tls::{ClientTlsFiles, ServerTlsFiles};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,142 @@ pub struct HubConfig {
     /// The hub's clock.
     #[serde(default, skip_serializing_if = "ClockConfig::is_default")]
     pub clock: ClockConfig,
+    /// Notice-and-takedown deadlines and where a missed one goes.
+    #[serde(default)]
+    pub takedown: TakedownConfig,
+}
+
+/// `[takedown]`: how long a hosting provider has, per country, and who is
+/// told when the time passes without removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakedownConfig {
+    /// Hours from a case's opening to its deadline (default 24).
+    #[serde(default = "default_deadline_hours")]
+    pub deadline_hours: u32,
+    /// Where escalations go: `"police"` (the hosting country's police
+    /// agencies) and/or SPIFFE ids of agencies or regulators.
+    #[serde(default = "default_escalate_to")]
+    pub escalate_to: Vec<String>,
+    /// Per hosting country: `[takedown.countries.DE]`.
+    #[serde(default)]
+    pub countries: BTreeMap<CountryCode, CountryTakedown>,
+}
+
+/// `[takedown.countries.CC]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountryTakedown {
+    /// Overrides `takedown.deadline_hours`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_hours: Option<u32>,
+    /// Overrides `takedown.escalate_to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_to: Option<Vec<String>>,
+}
+
+fn default_deadline_hours() -> u32 {
+    24
+}
+
+fn default_escalate_to() -> Vec<String> {
+    vec!["police".into()]
+}
+
+impl Default for TakedownConfig {
+    fn default() -> Self {
+        TakedownConfig {
+            deadline_hours: default_deadline_hours(),
+            escalate_to: default_escalate_to(),
+            countries: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where an escalation goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EscalateTo {
+    /// The police agencies of the hosting country.
+    Police,
+    /// One agency or regulator.
+    Party(SpiffeId),
+}
+
+/// The deadline and escalation recipients for one hosting country.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakedownPolicy {
+    /// Milliseconds from opening to deadline.
+    pub deadline_ms: i64,
+    /// Where a missed deadline goes.
+    pub escalate_to: Vec<EscalateTo>,
+}
+
+impl TakedownConfig {
+    /// The policy for a hosting country (validated at load).
+    pub fn policy(&self, country: CountryCode) -> TakedownPolicy {
+        let c = self.countries.get(&country);
+        let hours = c
+            .and_then(|c| c.deadline_hours)
+            .unwrap_or(self.deadline_hours);
+        let to = c
+            .and_then(|c| c.escalate_to.as_ref())
+            .unwrap_or(&self.escalate_to);
+        TakedownPolicy {
+            deadline_ms: i64::from(hours) * 3_600_000,
+            escalate_to: to.iter().filter_map(|t| parse_escalate(t).ok()).collect(),
+        }
+    }
+
+    fn validate(&self, path: &Path, federation: &TrustDomain) -> Result<(), ConfigError> {
+        let hours = |key: &str, h: u32| {
+            if (1..=8760).contains(&h) {
+                Ok(())
+            } else {
+                Err(invalid(path, key, "1 to 8760 hours"))
+            }
+        };
+        let targets = |key: &str, list: &[String]| -> Result<(), ConfigError> {
+            if list.is_empty() {
+                return Err(invalid(path, key, "name at least one recipient"));
+            }
+            for (i, t) in list.iter().enumerate() {
+                let key = format!("{key}[{i}]");
+                match parse_escalate(t).map_err(|m| invalid(path, &key, m))? {
+                    EscalateTo::Party(id) if id.trust_domain() != federation => {
+                        return Err(invalid(
+                            path,
+                            &key,
+                            format!("{id} is not of federation {federation}"),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        hours("takedown.deadline_hours", self.deadline_hours)?;
+        targets("takedown.escalate_to", &self.escalate_to)?;
+        for (cc, c) in &self.countries {
+            if let Some(h) = c.deadline_hours {
+                hours(&format!("takedown.countries.{cc}.deadline_hours"), h)?;
+            }
+            if let Some(t) = &c.escalate_to {
+                targets(&format!("takedown.countries.{cc}.escalate_to"), t)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_escalate(t: &str) -> Result<EscalateTo, String> {
+    if t == "police" {
+        return Ok(EscalateTo::Police);
+    }
+    let id = SpiffeId::parse(t).map_err(|e| format!("{t:?}: \"police\" or a SPIFFE id: {e}"))?;
+    match id.role() {
+        Role::Agency { .. } | Role::Regulator { .. } => Ok(EscalateTo::Party(id)),
+        _ => Err(format!("{id}: escalations go to agencies or regulators")),
+    }
 }
 
 /// `[clock]`: the time deadlines are measured on.
@@ -74,6 +212,9 @@ pub struct RoutingConfig {
     /// an EU link, and they are routed to like member states.
     #[serde(default)]
     pub participating: Vec<CountryCode>,
+    /// The routing rules (`[[routing.rules]]`); none: the embedded defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
 }
 
 fn default_member_states() -> Vec<CountryCode> {
@@ -88,6 +229,7 @@ impl Default for RoutingConfig {
         RoutingConfig {
             member_states: default_member_states(),
             participating: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -140,7 +282,25 @@ impl HubConfig {
                 format!("{both} is also in routing.member_states"),
             ));
         }
+        c.takedown.validate(path, &c.federation)?;
+        c.rule_set(1)
+            .map_err(|e| invalid(path, &format!("routing.{}", e.key), e.message))?;
         Ok(c)
+    }
+
+    /// The rules of `[[routing.rules]]`, or the embedded defaults.
+    pub fn rule_set(&self, version: u64) -> Result<RuleSet, RulesError> {
+        if self.routing.rules.is_empty() {
+            return Ok(RuleSet::default_rules(&self.federation));
+        }
+        let text = toml::to_string(&RulesFile {
+            rules: self.routing.rules.clone(),
+        })
+        .map_err(|e| RulesError {
+            key: "rules".into(),
+            message: e.to_string(),
+        })?;
+        RuleSet::from_specs(&self.routing.rules, text, &self.federation, version)
     }
 }
 

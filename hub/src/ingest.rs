@@ -3,9 +3,13 @@
 //! spread over the cores, the storage part is one group commit per batch.
 //! A refused report leaves no trace in storage; it is logged with the field.
 
+use crate::cases::{CaseIndex, CaseInfo, Placement};
+use crate::config::{EscalateTo, TakedownConfig};
 use crate::hash_list::HashList;
-use crate::routing::Router;
-use crate::store::{Committed, NewReport, Store, StoreError};
+use crate::routing::{Material, Route, Router};
+use crate::rules::ReportClass;
+use crate::store::{CaseWrite, Committed, NewReport, Store, StoreError};
+use meldnet_core::case::CaseId;
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
 use meldnet_core::hash_list::Query;
@@ -20,7 +24,19 @@ use meldnet_core::signing::{Context, PublicKey, SigningKey};
 use meldnet_core::time::Clock;
 use meldnet_proto::v1 as pb;
 use prost::Message;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+/// The routing in force: replaced whole when operators change the rules;
+/// each batch routes with the one it read.
+pub type Routes = Arc<RwLock<Arc<Router>>>;
+
+/// The router in force now.
+pub fn current(routes: &Routes) -> Arc<Router> {
+    routes
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
 
 /// A report checked up to its signature.
 struct Checked {
@@ -34,11 +50,55 @@ struct Checked {
 #[derive(Clone)]
 pub struct Ingest {
     keyring: Arc<Keyring>,
-    router: Arc<Router>,
+    routes: Routes,
     signer: Arc<SigningKey>,
     store: Store,
     list: Arc<HashList>,
     clock: Arc<Clock>,
+    cases: Arc<Mutex<CaseIndex>>,
+    takedown: Arc<TakedownConfig>,
+}
+
+/// A routed report whose decision is not yet final: deconfliction (in
+/// order, under the cases lock) still places it.
+struct Routed {
+    new: NewReport,
+    decision: pb::Decision,
+    report: Report,
+    route: Route,
+    material: Material,
+}
+
+/// Signs decisions (their `decision` bytes set) with one signature over
+/// the head of their Merkle tree; each gets its inclusion path.
+pub fn sign_tree(signer: &SigningKey, decisions: &mut [&mut pb::SignedDecision]) {
+    if decisions.is_empty() {
+        return;
+    }
+    let leaves: Vec<[u8; 32]> = decisions.iter().map(|d| leaf_hash(&d.decision)).collect();
+    let tree = Tree::new(leaves);
+    let size = tree.size() as u64;
+    let signature = signer.sign(Context::DecisionTree, &tree_head(size, &tree.root()));
+    let key_id = signer.public().id().to_string();
+    for (i, d) in decisions.iter_mut().enumerate() {
+        d.signature = signature.to_vec();
+        d.key_id.clone_from(&key_id);
+        d.tree_size = size;
+        d.leaf_index = i as u64;
+        d.audit_path = tree.path(i).into_iter().map(|h| h.to_vec()).collect();
+    }
+}
+
+/// The case part of a decision.
+pub fn case_ref(info: &CaseInfo, kind: pb::DecisionKind, matched_by: &str) -> pb::CaseRef {
+    pb::CaseRef {
+        case_id: info.id.to_string(),
+        kind: kind as i32,
+        first_report_id: info.first_report.to_string(),
+        matched_by: matched_by.to_string(),
+        deadline_ms: info.deadline_ms,
+        hosting_country: info.hosting.map(|h| h.to_string()).unwrap_or_default(),
+    }
 }
 
 /// The receipt for a stored report: the same bytes every time it is asked for.
@@ -57,21 +117,26 @@ pub fn receipt(id: &ReportId, stored: &pb::StoredReport) -> pb::Receipt {
 
 impl Ingest {
     /// Ingest over these keys, routes, signing key and store.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         keyring: Arc<Keyring>,
-        router: Arc<Router>,
+        routes: Routes,
         signer: Arc<SigningKey>,
         store: Store,
         list: Arc<HashList>,
         clock: Arc<Clock>,
+        cases: Arc<Mutex<CaseIndex>>,
+        takedown: Arc<TakedownConfig>,
     ) -> Self {
         Ingest {
             keyring,
-            router,
+            routes,
             signer,
             store,
             list,
             clock,
+            cases,
+            takedown,
         }
     }
 
@@ -110,25 +175,33 @@ impl Ingest {
         })
     }
 
-    /// Routes a verified report and writes its decision (signed later,
-    /// with the rest of the batch).
-    fn decide(&self, c: Checked) -> NewReport {
+    /// Routes a verified report and drafts its decision (placed in a case
+    /// and signed later, with the rest of the batch).
+    fn decide(&self, router: &Router, c: Checked) -> Routed {
         let Checked {
             env,
             report,
             origin,
             ..
         } = c;
-        let mut route = self.router.decide(&report);
-        let items = self.check_items(&report, &mut route.reasons);
+        let mut reasons = Vec::new();
+        let items = self.check_items(&report, &mut reasons);
+        let material = if items.iter().all(|i| i.known) {
+            Material::Known
+        } else {
+            Material::New
+        };
+        let mut route = router.decide(&report, material);
+        route.reasons.append(&mut reasons);
         let digest = env.digest();
+        let now = self.clock.now_ms();
         let decision = pb::Decision {
             report_id: report.id.to_string(),
             report_digest: digest.0.to_vec(),
             origin: origin.to_string(),
-            decided_at_ms: self.clock.now_ms(),
+            decided_at_ms: now,
             eu_link: route.eu_link,
-            eu_link_facts: route.facts,
+            eu_link_facts: route.facts.clone(),
             recipients: route
                 .recipients
                 .iter()
@@ -136,36 +209,171 @@ impl Ingest {
                     identity: r.identity.to_string(),
                     purpose: r.purpose as i32,
                     reason: r.reason.clone(),
+                    first: r.first,
+                    rule: r.rule.clone(),
                 })
                 .collect(),
-            reasons: route.reasons,
+            reasons: route.reasons.clone(),
             items,
-        };
-        // The audit record: short, the decision itself is stored and signed.
-        let summary = if route.recipients.is_empty() {
-            format!("sha256 {digest}; routed to nobody")
-        } else {
-            let to: Vec<String> = route
-                .recipients
+            rules_version: route.rules_version,
+            rules: route
+                .matched
                 .iter()
-                .map(|r| r.identity.to_string())
-                .collect();
-            format!("sha256 {digest}; routed to {}", to.join(" "))
+                .map(|m| pb::RuleMatch {
+                    rule: m.rule.clone(),
+                    recipients: m.recipients.iter().map(|r| r.to_string()).collect(),
+                    why: m.why.clone(),
+                })
+                .collect(),
+            case: None,
+            kind: pb::DecisionKind::Referral as i32,
         };
-        NewReport {
+        let mut counts = vec![format!("origin/{}", report.origin)];
+        counts.push(match report.eu_link.hosting {
+            Some(h) => format!("hosting/{h}"),
+            None => "hosting/none".into(),
+        });
+        counts.push(match material {
+            Material::Known => "material/known".into(),
+            Material::New => "material/new".into(),
+        });
+        let new = NewReport {
             id: report.id,
             stored: pb::StoredReport {
                 report: Some(env.into_signed_report()),
-                decision: Some(pb::SignedDecision {
-                    decision: decision.encode_to_vec(),
-                    ..Default::default()
-                }),
-                received_at_ms: self.clock.now_ms(),
+                decision: None,
+                received_at_ms: now,
             },
-            recipients: route.recipients.into_iter().map(|r| r.identity).collect(),
+            recipients: Vec::new(),
             origin,
-            summary,
+            summary: format!("sha256 {digest}"),
+            case: None,
+            counts,
+        };
+        Routed {
+            new,
+            decision,
+            report,
+            route,
+            material,
         }
+    }
+
+    /// Places a routed report in a case (in decision order, under the
+    /// cases lock) and writes its final decision.
+    fn place(&self, cases: &mut CaseIndex, r: Routed) -> NewReport {
+        let Routed {
+            mut new,
+            mut decision,
+            report,
+            route,
+            material,
+        } = r;
+        if route.eu_link {
+            let now = decision.decided_at_ms;
+            let due = route
+                .hosting
+                .filter(|_| route.class == ReportClass::Baseline);
+            let policy = due.map(|h| self.takedown.policy(h));
+            let deadline_ms = policy.as_ref().map_or(0, |p| now + p.deadline_ms);
+            let (placement, keys) = cases.place(&report, || CaseInfo {
+                id: CaseId::new_v7(),
+                first_report: report.id,
+                hosting: route.hosting,
+                deadline_ms,
+            });
+            match placement {
+                Placement::Open(info) => {
+                    let router = current(&self.routes);
+                    let escalate_to: Vec<String> = match (&policy, due) {
+                        (Some(p), Some(host)) => p
+                            .escalate_to
+                            .iter()
+                            .flat_map(|t| match t {
+                                EscalateTo::Police => router.police_of(host),
+                                EscalateTo::Party(id) => vec![id.clone()],
+                            })
+                            .map(|id| id.to_string())
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    decision.reasons.push(if deadline_ms > 0 {
+                        format!(
+                            "opens case {}; takedown deadline {} ({} h); a missed deadline escalates to {}",
+                            info.id,
+                            meldnet_core::time::rfc3339(deadline_ms),
+                            policy.as_ref().map_or(0, |p| p.deadline_ms / 3_600_000),
+                            if escalate_to.is_empty() { "nobody registered".into() } else { escalate_to.join(", ") }
+                        )
+                    } else {
+                        format!("opens case {}; no notice due, so no takedown deadline", info.id)
+                    });
+                    decision.case = Some(case_ref(&info, pb::DecisionKind::Referral, ""));
+                    new.summary.push_str(&format!("; opens case {}", info.id));
+                    new.case = Some(CaseWrite::Open(
+                        Box::new(pb::CaseRecord {
+                            case_id: info.id.to_string(),
+                            first_report_id: report.id.to_string(),
+                            hosting_country: info
+                                .hosting
+                                .map(|h| h.to_string())
+                                .unwrap_or_default(),
+                            opened_at_ms: now,
+                            deadline_ms,
+                            escalate_to,
+                            recipients: decision
+                                .recipients
+                                .iter()
+                                .map(|r| r.identity.clone())
+                                .collect(),
+                            new_material: material == Material::New,
+                            ..Default::default()
+                        }),
+                        keys,
+                    ));
+                }
+                Placement::Sighting(info, how) => {
+                    decision.kind = pb::DecisionKind::Sighting as i32;
+                    for r in &mut decision.recipients {
+                        r.purpose = pb::Purpose::SightingUpdate as i32;
+                        r.reason = format!(
+                            "sighting of case {}: an update, not a new referral ({})",
+                            info.id, r.reason
+                        );
+                    }
+                    decision.reasons.push(format!(
+                        "sighting of case {} (opened by report {}, matched by {how}): recipients get an update, not a new referral; no second notice; the case's deadline stands",
+                        info.id, info.first_report
+                    ));
+                    decision.case = Some(case_ref(&info, pb::DecisionKind::Sighting, &how));
+                    new.summary
+                        .push_str(&format!("; sighting of case {} by {how}", info.id));
+                    new.counts.push("material/sighting".into());
+                    new.case = Some(CaseWrite::Sighting {
+                        case_id: info.id,
+                        first_report: info.first_report,
+                        matched_by: how,
+                        keys,
+                    });
+                }
+            }
+        }
+        new.recipients = route
+            .recipients
+            .iter()
+            .map(|r| r.identity.clone())
+            .collect();
+        new.summary.push_str(&if new.recipients.is_empty() {
+            "; routed to nobody".to_string()
+        } else {
+            let to: Vec<String> = new.recipients.iter().map(|r| r.to_string()).collect();
+            format!("; routed to {}", to.join(" "))
+        });
+        new.stored.decision = Some(pb::SignedDecision {
+            decision: decision.encode_to_vec(),
+            ..Default::default()
+        });
+        new
     }
 
     /// Known or new, item by item, from the hub's own list, beside what the
@@ -222,36 +430,11 @@ impl Ingest {
     /// Signs the decisions of a batch with one signature over the head of
     /// their Merkle tree; each decision gets its inclusion path.
     fn sign_decisions(&self, reports: &mut [NewReport]) {
-        if reports.is_empty() {
-            return;
-        }
-        let leaves: Vec<[u8; 32]> = reports
-            .iter()
-            .map(|r| {
-                leaf_hash(
-                    r.stored
-                        .decision
-                        .as_ref()
-                        .map(|d| d.decision.as_slice())
-                        .unwrap_or_default(),
-                )
-            })
+        let mut decisions: Vec<&mut pb::SignedDecision> = reports
+            .iter_mut()
+            .filter_map(|r| r.stored.decision.as_mut())
             .collect();
-        let tree = Tree::new(leaves);
-        let size = tree.size() as u64;
-        let signature = self
-            .signer
-            .sign(Context::DecisionTree, &tree_head(size, &tree.root()));
-        let key_id = self.signer.public().id().to_string();
-        for (i, r) in reports.iter_mut().enumerate() {
-            if let Some(d) = r.stored.decision.as_mut() {
-                d.signature = signature.to_vec();
-                d.key_id.clone_from(&key_id);
-                d.tree_size = size;
-                d.leaf_index = i as u64;
-                d.audit_path = tree.path(i).into_iter().map(|h| h.to_vec()).collect();
-            }
-        }
+        sign_tree(&self.signer, &mut decisions);
     }
 
     /// Ingests a batch from `caller`: one result per report, in order. A
@@ -280,13 +463,23 @@ impl Ingest {
             }
         }
         if !to_store.is_empty() {
-            self.sign_decisions(&mut to_store);
-            // The receipts of new reports, made now: the store keeps the records.
-            let fresh: Vec<(ReportId, pb::Receipt)> = to_store
-                .iter()
-                .map(|r| (r.id, receipt(&r.id, &r.stored)))
-                .collect();
-            let committed = self.store.commit_reports(to_store).await?;
+            // Placed in cases, signed and handed to the store in one order:
+            // the lock makes deconfliction and commit order the same.
+            let (fresh, wait) = {
+                let mut cases = self.cases.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut placed: Vec<NewReport> = to_store
+                    .into_iter()
+                    .map(|r| self.place(&mut cases, r))
+                    .collect();
+                self.sign_decisions(&mut placed);
+                // The receipts of new reports, made now: the store keeps the records.
+                let fresh: Vec<(ReportId, pb::Receipt)> = placed
+                    .iter()
+                    .map(|r| (r.id, receipt(&r.id, &r.stored)))
+                    .collect();
+                (fresh, self.store.send_reports(placed)?)
+            };
+            let committed = wait.await?;
             for ((i, c), (id, fresh)) in positions.into_iter().zip(committed).zip(fresh) {
                 results[i] = Some(match c {
                     Committed::New => {
@@ -328,11 +521,13 @@ impl Ingest {
         &self,
         caller: &SpiffeId,
         reports: Vec<pb::SignedReport>,
-    ) -> Vec<Result<NewReport, Refusal>> {
+    ) -> Vec<Result<Routed, Refusal>> {
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
         let chunk = reports.len().div_ceil(workers).max(16);
+        // One batch, one rule set: a change applies to batches routed after it.
+        let router = current(&self.routes);
         let mut handles = Vec::new();
         let mut iter = reports.into_iter().peekable();
         while iter.peek().is_some() {
@@ -340,11 +535,12 @@ impl Ingest {
             let len = part.len();
             let this = self.clone();
             let caller = caller.clone();
+            let router = router.clone();
             let handle = tokio::task::spawn_blocking(move || {
                 let checked = part.into_iter().map(|sr| this.check(&caller, sr)).collect();
                 verify_report_signatures(checked, |c| (&c.env, &c.key))
                     .into_iter()
-                    .map(|c| c.map(|c| this.decide(c)))
+                    .map(|c| c.map(|c| this.decide(&router, c)))
                     .collect::<Vec<_>>()
             });
             handles.push((len, handle));

@@ -7,11 +7,14 @@
 pub mod admin;
 pub mod auth;
 pub mod blobs;
+pub mod cases;
 pub mod config;
 pub mod delivery;
 pub mod hash_list;
 pub mod ingest;
 pub mod routing;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod submission;
+pub mod takedown;

@@ -43,6 +43,49 @@ enum Command {
         #[command(subcommand)]
         command: ListCommand,
     },
+    /// Operate the running hub: routing rules, explanations, statistics.
+    Admin {
+        /// The operator's `operator.toml`.
+        #[arg(long)]
+        operator: PathBuf,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// The routing rules in force (version, then the TOML).
+    Rules,
+    /// Replace the routing rules with FILE (`[[rules]]` tables); reports
+    /// decided after the answer follow them. Audited.
+    SetRules {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// The whole history of one report: decision and reasons, deliveries
+    /// and acknowledgements, its case with sightings, steps and escalation.
+    Explain {
+        /// The report id.
+        report_id: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reports by origin and hosting country, known and new, cases,
+    /// takedown times per hosting provider, the providers that don't clean up.
+    Stats {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the hub's clock forward (only a hub with [clock] adjustable =
+    /// true: tests and demonstrations of deadlines).
+    AdvanceClock {
+        /// Hours to move forward.
+        #[arg(long)]
+        hours: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +183,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::List { command } => list_command(command),
+        Command::Admin { operator, command } => admin_command(&operator, command),
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => {
@@ -255,4 +299,281 @@ fn list_command(command: ListCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn when(ms: i64) -> String {
+    if ms == 0 {
+        "-".into()
+    } else {
+        meldnet_core::time::rfc3339(ms)
+    }
+}
+
+fn purpose(p: i32) -> &'static str {
+    pb::Purpose::try_from(p)
+        .map(|p| p.as_str_name().trim_start_matches("PURPOSE_"))
+        .unwrap_or("UNKNOWN")
+}
+
+fn kind_name(k: i32) -> &'static str {
+    pb::DecisionKind::try_from(k)
+        .map(|k| k.as_str_name().trim_start_matches("DECISION_KIND_"))
+        .unwrap_or("UNKNOWN")
+}
+
+fn decision_json(d: &pb::Decision) -> serde_json::Value {
+    serde_json::json!({
+        "kind": kind_name(d.kind),
+        "decided_at_ms": d.decided_at_ms,
+        "eu_link": d.eu_link,
+        "eu_link_facts": d.eu_link_facts,
+        "rules_version": d.rules_version,
+        "rules": d.rules.iter().map(|m| serde_json::json!({"rule": m.rule, "recipients": m.recipients, "why": m.why})).collect::<Vec<_>>(),
+        "recipients": d.recipients.iter().map(|r| serde_json::json!({"identity": r.identity, "purpose": purpose(r.purpose), "first": r.first, "rule": r.rule, "reason": r.reason})).collect::<Vec<_>>(),
+        "reasons": d.reasons,
+        "case": d.case.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "kind": kind_name(c.kind), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms, "hosting_country": c.hosting_country})),
+    })
+}
+
+fn explanation_json(e: &pb::Explanation) -> anyhow::Result<serde_json::Value> {
+    use prost::Message;
+    let view = e.report.as_ref().context("the hub sent no report")?;
+    let report = view
+        .report
+        .as_ref()
+        .map(|r| pb::Report::decode(r.report.as_slice()))
+        .transpose()?
+        .unwrap_or_default();
+    let decision = view
+        .decision
+        .as_ref()
+        .map(|d| pb::Decision::decode(d.decision.as_slice()))
+        .transpose()?
+        .unwrap_or_default();
+    let case = match &e.case {
+        None => serde_json::Value::Null,
+        Some(c) => {
+            let steps = c
+                .steps
+                .iter()
+                .filter_map(|s| meldnet_core::case::CaseStep::decode(&s.step).ok())
+                .map(|s| serde_json::json!({"step_id": s.step_id.to_string(), "kind": s.kind.name(), "at_ms": s.at_ms, "provider": s.provider.as_ref().map(|p| p.to_string())}))
+                .collect::<Vec<_>>();
+            let escalations = c
+                .escalations
+                .iter()
+                .filter_map(|d| pb::Decision::decode(d.decision.as_slice()).ok())
+                .map(|d| decision_json(&d))
+                .collect::<Vec<_>>();
+            serde_json::json!({
+                "case_id": c.case_id, "first_report_id": c.first_report_id, "hosting_country": c.hosting_country,
+                "opened_at_ms": c.opened_at_ms, "deadline_ms": c.deadline_ms, "state": c.state,
+                "sightings": c.sighting_report_ids, "steps": steps, "escalations": escalations,
+                "provider": c.provider.as_ref().map(|p| format!("{} (AS{})", p.name, p.asn)),
+                "removed_at_ms": c.removed_at_ms,
+            })
+        }
+    };
+    Ok(serde_json::json!({
+        "report_id": report.id,
+        "origin": decision.origin,
+        "received_at_ms": view.received_at_ms,
+        "url": report.url,
+        "hosting_country": report.eu_link.as_ref().map(|l| l.hosting_country.clone()),
+        "decision": decision_json(&decision),
+        "case": case,
+        "history": e.history.iter().map(|h| serde_json::json!({"at_ms": h.at_ms, "kind": h.kind, "actor": h.actor, "detail": h.detail})).collect::<Vec<_>>(),
+    }))
+}
+
+/// The explanation as text for an operator.
+fn print_explanation(j: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let t = |v: &serde_json::Value| when(v.as_i64().unwrap_or(0));
+    let d = &j["decision"];
+    println!(
+        "report {}  from {}  received {}",
+        s(&j["report_id"]),
+        s(&j["origin"]),
+        t(&j["received_at_ms"])
+    );
+    println!(
+        "  url {}  hosting {}",
+        s(&j["url"]),
+        s(&j["hosting_country"])
+    );
+    println!(
+        "decision {} under routing rules v{}",
+        s(&d["kind"]),
+        d["rules_version"]
+    );
+    for f in d["eu_link_facts"].as_array().into_iter().flatten() {
+        println!("  fact: {}", s(f));
+    }
+    for r in d["recipients"].as_array().into_iter().flatten() {
+        println!(
+            "  to {}  {}{}  [rule {}]",
+            s(&r["identity"]),
+            s(&r["purpose"]),
+            if r["first"] == true { " (first)" } else { "" },
+            s(&r["rule"])
+        );
+    }
+    for r in d["reasons"].as_array().into_iter().flatten() {
+        println!("  reason: {}", s(r));
+    }
+    let c = &j["case"];
+    if !c.is_null() {
+        println!(
+            "case {}  state {}  hosting {}  opened {}  deadline {}",
+            s(&c["case_id"]),
+            s(&c["state"]),
+            s(&c["hosting_country"]),
+            t(&c["opened_at_ms"]),
+            t(&c["deadline_ms"])
+        );
+        println!("  opened by report {}", s(&c["first_report_id"]));
+        for r in c["sightings"].as_array().into_iter().flatten() {
+            println!("  sighting: report {}", s(r));
+        }
+        for st in c["steps"].as_array().into_iter().flatten() {
+            println!(
+                "  step: {} {} {}",
+                t(&st["at_ms"]),
+                s(&st["kind"]),
+                st["provider"].as_str().unwrap_or("")
+            );
+        }
+        for e in c["escalations"].as_array().into_iter().flatten() {
+            let to: Vec<String> = e["recipients"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| s(&r["identity"]))
+                .collect();
+            println!(
+                "  escalation: {} to {}",
+                t(&e["decided_at_ms"]),
+                to.join(", ")
+            );
+        }
+    }
+    println!("history:");
+    for h in j["history"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {:<12}  {}  {}",
+            t(&h["at_ms"]),
+            s(&h["kind"]),
+            s(&h["actor"]),
+            s(&h["detail"])
+        );
+    }
+}
+
+fn stats_json(st: &pb::Stats) -> serde_json::Value {
+    let counts = |v: &[pb::CountryCount]| -> serde_json::Value {
+        v.iter()
+            .map(|c| (c.country.clone(), serde_json::Value::from(c.reports)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    serde_json::json!({
+        "by_origin": counts(&st.by_origin),
+        "by_hosting": counts(&st.by_hosting),
+        "known": st.known, "new": st.new, "cases": st.cases, "sightings": st.sightings,
+        "deadlines_missed": st.deadlines_missed,
+        "providers": st.providers.iter().map(|p| serde_json::json!({
+            "name": p.name, "asn": p.asn, "notices": p.notices, "removed": p.removed,
+            "not_removed": p.not_removed, "deadlines_missed": p.deadlines_missed,
+            "median_removal_ms": p.median_removal_ms, "p90_removal_ms": p.p90_removal_ms,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_stats(st: &pb::Stats) {
+    let line = |v: &[pb::CountryCount]| {
+        v.iter()
+            .map(|c| format!("{} {}", c.country, c.reports))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("reports by origin:  {}", line(&st.by_origin));
+    println!("reports by hosting: {}", line(&st.by_hosting));
+    println!(
+        "known {}  new {}  cases {}  sightings {}  deadlines missed {}",
+        st.known, st.new, st.cases, st.sightings, st.deadlines_missed
+    );
+    println!("hosting providers, those that don't clean up first:");
+    println!(
+        "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12}",
+        "provider", "asn", "notices", "removed", "not removed", "missed", "median h", "p90 h"
+    );
+    let h = |ms: i64| format!("{:.1}", ms as f64 / 3_600_000.0);
+    for p in &st.providers {
+        println!(
+            "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12}",
+            p.name,
+            p.asn,
+            p.notices,
+            p.removed,
+            p.not_removed,
+            p.deadlines_missed,
+            h(p.median_removal_ms),
+            h(p.p90_removal_ms)
+        );
+    }
+}
+
+fn admin_command(operator: &std::path::Path, command: AdminCommand) -> anyhow::Result<()> {
+    let mut op = Operator::connect(operator)?;
+    let rt = &op.rt;
+    match command {
+        AdminCommand::Rules => {
+            let r = rt
+                .block_on(op.admin.get_rules(pb::GetRulesRequest {}))?
+                .into_inner();
+            println!("# routing rules v{}\n{}", r.version, r.toml.trim_end());
+        }
+        AdminCommand::SetRules { file } => {
+            let toml =
+                std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            let r = rt
+                .block_on(op.admin.set_rules(pb::RoutingRules { version: 0, toml }))?
+                .into_inner();
+            println!("{}", serde_json::json!({"rules_version": r.version}));
+        }
+        AdminCommand::Explain { report_id, json } => {
+            let e = rt
+                .block_on(op.admin.explain(pb::ExplainRequest { report_id }))?
+                .into_inner();
+            let j = explanation_json(&e)?;
+            if json {
+                println!("{j}");
+            } else {
+                print_explanation(&j);
+            }
+        }
+        AdminCommand::Stats { json } => {
+            let st = rt
+                .block_on(op.admin.stats(pb::StatsRequest {}))?
+                .into_inner();
+            if json {
+                println!("{}", stats_json(&st));
+            } else {
+                print_stats(&st);
+            }
+        }
+        AdminCommand::AdvanceClock { hours } => {
+            let r = rt
+                .block_on(op.admin.advance_clock(pb::AdvanceClockRequest {
+                    by_ms: i64::from(hours) * 3_600_000,
+                }))?
+                .into_inner();
+            println!(
+                "{}",
+                serde_json::json!({"now_ms": r.now_ms, "now": when(r.now_ms)})
+            );
+        }
+    }
+    Ok(())
 }

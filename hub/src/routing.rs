@@ -1,22 +1,25 @@
-//! Routing: who must act on a report, and why, in words that go into the
-//! signed decision. First version of the rules:
+//! Routing: who must act on a report, and why, in words and in
+//! machine-readable form that go into the signed decision.
 //! - EU link: any of hosting, suspect, victim or provider-establishment
-//!   country is a configured member state. Without one, nobody receives it.
-//! - Hosted in a member state: that country's node (notice-and-takedown,
-//!   unless it is the origin node, which sends the notice itself) and that
-//!   country's police (investigation).
-//! - Not hosted in a member state but linked through suspect, victim or
-//!   provider: the police of each linked member state.
+//!   country is a configured member state or participating country. Without
+//!   one, nobody receives it and the decision lists every fact checked.
+//! - With one, the operators' rules (`rules`) apply in order; each rule that
+//!   matches adds its recipients (a recipient keeps the purpose of the first
+//!   rule that named it) and is recorded with what it named and why.
+//! - The origin node never receives its own report: where a rule would send
+//!   it the notice, the decision says its hotline sends the notice itself.
 //!
 //! This module decides; it never stores and never signs.
 
+use crate::rules::{ClassCond, HostingCond, MaterialCond, ReportClass, RuleSet, Target};
 use meldnet_core::country::CountryCode;
 use meldnet_core::identity::{Jurisdiction, Role, SpiffeId, TrustDomain};
-use meldnet_core::report::Report;
+use meldnet_core::report::{Classification, Report};
 use meldnet_proto::v1::Purpose;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-/// The parties the router can send to.
+/// The parties the router can send to, and the rules it applies.
 #[derive(Debug, Clone)]
 pub struct Router {
     federation: TrustDomain,
@@ -24,6 +27,7 @@ pub struct Router {
     participating: BTreeSet<CountryCode>,
     nodes: BTreeSet<CountryCode>,
     agencies: Vec<SpiffeId>,
+    rules: Arc<RuleSet>,
 }
 
 /// One recipient of a route.
@@ -35,6 +39,30 @@ pub struct RouteTo {
     pub purpose: Purpose,
     /// Why, in words.
     pub reason: String,
+    /// Before routine work.
+    pub first: bool,
+    /// The rule that chose it.
+    pub rule: String,
+}
+
+/// A rule that matched and what it named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    /// The rule's name.
+    pub rule: String,
+    /// Everyone it named, also those an earlier rule had named.
+    pub recipients: Vec<SpiffeId>,
+    /// The rule in words.
+    pub why: String,
+}
+
+/// Whether the hub's list knows every item of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Material {
+    /// Every item is on the list.
+    Known,
+    /// Some item is not: it may show a child not yet safeguarded.
+    New,
 }
 
 /// A routing decision before it is signed.
@@ -44,20 +72,52 @@ pub struct Route {
     pub eu_link: bool,
     /// Each fact checked, in words.
     pub facts: Vec<String>,
+    /// The hosting country, if it takes part.
+    pub hosting: Option<CountryCode>,
+    /// The report's classification as a whole.
+    pub class: ReportClass,
     /// The recipients, without duplicates, in a stable order.
     pub recipients: Vec<RouteTo>,
     /// The decision in words.
     pub reasons: Vec<String>,
+    /// The rules that matched, in order.
+    pub matched: Vec<Matched>,
+    /// The version of the rules applied.
+    pub rules_version: u64,
+}
+
+/// The gravest classification among the items.
+pub fn report_class(report: &Report) -> ReportClass {
+    let has = |c: Classification| report.items.iter().any(|i| i.classification == c);
+    if has(Classification::Baseline) {
+        ReportClass::Baseline
+    } else if has(Classification::National) {
+        ReportClass::National
+    } else if has(Classification::Unassessed) {
+        ReportClass::Unassessed
+    } else {
+        ReportClass::NotIllegal
+    }
+}
+
+fn class_name(c: ReportClass) -> &'static str {
+    match c {
+        ReportClass::Baseline => "baseline",
+        ReportClass::National => "national",
+        ReportClass::Unassessed => "unassessed",
+        ReportClass::NotIllegal => "not illegal",
+    }
 }
 
 impl Router {
-    /// A router over the registered nodes and agencies.
+    /// A router over the registered nodes and agencies, applying `rules`.
     pub fn new(
         federation: TrustDomain,
         member_states: impl IntoIterator<Item = CountryCode>,
         participating: impl IntoIterator<Item = CountryCode>,
         nodes: impl IntoIterator<Item = CountryCode>,
         agencies: Vec<SpiffeId>,
+        rules: Arc<RuleSet>,
     ) -> Self {
         Router {
             federation,
@@ -65,10 +125,35 @@ impl Router {
             participating: participating.into_iter().collect(),
             nodes: nodes.into_iter().collect(),
             agencies,
+            rules,
         }
     }
 
-    fn police_of(&self, cc: CountryCode) -> Vec<SpiffeId> {
+    /// The same parties under other rules.
+    pub fn with_rules(&self, rules: Arc<RuleSet>) -> Router {
+        Router {
+            rules,
+            ..self.clone()
+        }
+    }
+
+    /// The rules applied.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// The federation routed in.
+    pub fn federation(&self) -> &TrustDomain {
+        &self.federation
+    }
+
+    /// Whether a country is a member state or participating country.
+    pub fn takes_part(&self, c: &CountryCode) -> bool {
+        self.member_states.contains(c) || self.participating.contains(c)
+    }
+
+    /// The registered police agencies of `cc`.
+    pub fn police_of(&self, cc: CountryCode) -> Vec<SpiffeId> {
         self.agencies
             .iter()
             .filter(|a| matches!(a.role(), Role::Agency { jurisdiction: Jurisdiction::Country(c), .. } if *c == cc))
@@ -76,8 +161,25 @@ impl Router {
             .collect()
     }
 
-    /// Decides the route of a validated report.
-    pub fn decide(&self, report: &Report) -> Route {
+    fn europol(&self) -> Vec<SpiffeId> {
+        self.agencies
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.role(),
+                    Role::Agency {
+                        jurisdiction: Jurisdiction::Eu,
+                        ..
+                    }
+                )
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Decides the route of a validated report; `material` is the hub's
+    /// own list check.
+    pub fn decide(&self, report: &Report, material: Material) -> Route {
         let link = &report.eu_link;
         let named = [
             ("hosting_country", link.hosting),
@@ -105,92 +207,161 @@ impl Router {
                 )),
             }
         }
+        let hosting = link.hosting.filter(|c| self.takes_part(c));
+        let countries: BTreeSet<CountryCode> = linked.iter().map(|(_, c)| *c).collect();
+        let cross_border = countries.len() >= 2;
+        let class = report_class(report);
         let mut route = Route {
             eu_link: !linked.is_empty(),
             facts,
+            hosting,
+            class,
             recipients: Vec::new(),
             reasons: Vec::new(),
+            matched: Vec::new(),
+            rules_version: self.rules.version,
         };
         if linked.is_empty() {
             route.reasons.push(
                 "no EU link: neither the hosting country nor the country of a suspect, a victim or the \
-                 provider's main establishment is a member state; not routed inside the EU"
+                 provider's main establishment is a member state or participating country; not routed inside the EU"
                     .into(),
             );
             return route;
         }
-        let add = |route: &mut Route, identity: SpiffeId, purpose: Purpose, reason: String| {
-            if !route.recipients.iter().any(|r| r.identity == identity) {
-                route.recipients.push(RouteTo {
-                    identity,
-                    purpose,
-                    reason,
-                });
+        route.facts.push(format!(
+            "classification: {}; material: {}; {}",
+            class_name(class),
+            match material {
+                Material::Known => "known",
+                Material::New => "new",
+            },
+            if cross_border {
+                let c: Vec<String> = countries.iter().map(|c| c.to_string()).collect();
+                format!("cross-border ({})", c.join(", "))
+            } else {
+                "one linked country".into()
             }
-        };
-        let takes_part =
-            |c: &CountryCode| self.member_states.contains(c) || self.participating.contains(c);
-        match link.hosting.filter(takes_part) {
-            Some(host) => {
-                if host == report.origin {
-                    route.reasons.push(format!(
-                        "hosted in {host}, the origin node's own country: its hotline sends the notice itself"
-                    ));
-                } else if self.nodes.contains(&host) {
-                    add(
-                        &mut route,
-                        SpiffeId::node(&self.federation, host),
-                        Purpose::NoticeAndTakedown,
-                        format!("hosted in {host}: notice-and-takedown by the hotline of {host}"),
-                    );
-                } else {
-                    route.reasons.push(format!(
-                        "hosted in {host}, but no node of {host} is registered"
-                    ));
-                }
-                let police = self.police_of(host);
-                if police.is_empty() {
-                    route
-                        .reasons
-                        .push(format!("no police agency of {host} is registered"));
-                }
-                for p in police {
-                    add(
-                        &mut route,
-                        p,
-                        Purpose::Investigation,
-                        format!("hosted in {host}: investigation by the police of {host}"),
-                    );
-                }
-            }
-            None => {
-                for (name, c) in linked.iter().filter(|(n, _)| *n != "hosting_country") {
-                    let police = self.police_of(*c);
-                    if police.is_empty() {
-                        route
-                            .reasons
-                            .push(format!("{name} {c}: no police agency of {c} is registered"));
+        ));
+        for rule in &self.rules.rules {
+            let applies = match &rule.hosting {
+                HostingCond::Any => true,
+                HostingCond::Linked => hosting.is_some(),
+                HostingCond::NotLinked => hosting.is_none(),
+                HostingCond::In(list) => link.hosting.is_some_and(|h| list.contains(&h)),
+            } && rule
+                .linked
+                .as_ref()
+                .is_none_or(|l| countries.iter().any(|c| l.contains(c)))
+                && match rule.class {
+                    ClassCond::Any => true,
+                    ClassCond::Illegal => {
+                        matches!(class, ReportClass::Baseline | ReportClass::National)
                     }
-                    for p in police {
-                        add(
-                            &mut route,
-                            p,
-                            Purpose::Investigation,
-                            format!("{name} {c}: investigation by the police of {c}"),
-                        );
+                    ClassCond::Is(c) => c == class,
+                }
+                && match rule.material {
+                    MaterialCond::Any => true,
+                    MaterialCond::Known => material == Material::Known,
+                    MaterialCond::New => material == Material::New,
+                }
+                && rule.cross_border.is_none_or(|b| b == cross_border);
+            if !applies {
+                continue;
+            }
+            let mut named = Vec::new();
+            for target in &rule.send {
+                match target {
+                    Target::HostingNode => {
+                        let Some(host) = hosting else { continue };
+                        if host == report.origin {
+                            route.reasons.push(format!(
+                                "{}: hosted in {host}, the origin node's own country: its hotline acts itself",
+                                rule.name
+                            ));
+                        } else if self.nodes.contains(&host) {
+                            named.push(SpiffeId::node(&self.federation, host));
+                        } else {
+                            route.reasons.push(format!(
+                                "{}: hosted in {host}, but no node of {host} is registered",
+                                rule.name
+                            ));
+                        }
                     }
+                    Target::HostingPolice => {
+                        let Some(host) = hosting else { continue };
+                        let police = self.police_of(host);
+                        if police.is_empty() {
+                            route.reasons.push(format!(
+                                "{}: no police agency of {host} is registered",
+                                rule.name
+                            ));
+                        }
+                        named.extend(police);
+                    }
+                    Target::LinkedPolice => {
+                        for (field, c) in linked.iter().filter(|(f, _)| *f != "hosting_country") {
+                            let police = self.police_of(*c);
+                            if police.is_empty() {
+                                route.reasons.push(format!(
+                                    "{}: {field} {c}: no police agency of {c} is registered",
+                                    rule.name
+                                ));
+                            }
+                            named.extend(police);
+                        }
+                    }
+                    Target::OriginPolice => named.extend(self.police_of(report.origin)),
+                    Target::Europol => {
+                        let eu = self.europol();
+                        if eu.is_empty() {
+                            route
+                                .reasons
+                                .push(format!("{}: no EU-level agency is registered", rule.name));
+                        }
+                        named.extend(eu);
+                    }
+                    Target::Party(id) => named.push(id.clone()),
                 }
             }
-        }
-        if route.recipients.is_empty() {
+            for id in &named {
+                match route.recipients.iter_mut().find(|r| &r.identity == id) {
+                    Some(existing) => existing.first |= rule.first,
+                    None => route.recipients.push(RouteTo {
+                        identity: id.clone(),
+                        purpose: rule.purpose,
+                        reason: rule.why.clone(),
+                        first: rule.first,
+                        rule: rule.name.clone(),
+                    }),
+                }
+            }
             route
                 .reasons
-                .push("EU link, but no registered recipient: stored, delivered to nobody".into());
+                .push(format!("rule {}: {}", rule.name, rule.why));
+            named.dedup();
+            route.matched.push(Matched {
+                rule: rule.name.clone(),
+                recipients: named,
+                why: rule.why.clone(),
+            });
+        }
+        if route.recipients.is_empty() {
+            route.reasons.push(
+                "EU link, but no rule named a registered recipient: stored, delivered to nobody"
+                    .into(),
+            );
         } else {
             let who: Vec<String> = route
                 .recipients
                 .iter()
-                .map(|r| r.identity.to_string())
+                .map(|r| {
+                    if r.first {
+                        format!("{} (first)", r.identity)
+                    } else {
+                        r.identity.to_string()
+                    }
+                })
                 .collect();
             route.reasons.push(format!("routed to {}", who.join(", ")));
         }
@@ -222,6 +393,9 @@ mod tests {
             [cc("NO")],
             [cc("NL"), cc("DE"), cc("FR"), cc("NO")],
             agencies,
+            Arc::new(RuleSet::default_rules(
+                &TrustDomain::parse("eu.meldnet.test").unwrap(),
+            )),
         )
     }
 
@@ -244,6 +418,12 @@ mod tests {
         }
     }
 
+    impl Router {
+        fn decide_new(&self, r: &Report) -> Route {
+            self.decide(r, Material::New)
+        }
+    }
+
     fn ids(r: &Route) -> Vec<String> {
         r.recipients
             .iter()
@@ -253,7 +433,7 @@ mod tests {
 
     #[test]
     fn hosted_in_member_state_goes_to_its_node_and_police() {
-        let r = router().decide(&report(
+        let r = router().decide_new(&report(
             "NL",
             EuLinkFacts {
                 hosting: Some(cc("DE")),
@@ -265,15 +445,38 @@ mod tests {
             ids(&r),
             [
                 "spiffe://eu.meldnet.test/node/DE",
-                "spiffe://eu.meldnet.test/agency/DE/bka"
+                "spiffe://eu.meldnet.test/agency/DE/bka",
+                "spiffe://eu.meldnet.test/agency/EU/europol"
             ]
         );
         assert_eq!(r.recipients[0].purpose, Purpose::NoticeAndTakedown);
+        assert!(r.recipients[1].first && !r.recipients[0].first);
+        let names: Vec<&str> = r.matched.iter().map(|m| m.rule.as_str()).collect();
+        assert_eq!(names, ["takedown", "new-material-first", "linked-police"]);
+        // Known material: the police of the hosting country, not first, no Europol.
+        let known = router().decide(
+            &report(
+                "NL",
+                EuLinkFacts {
+                    hosting: Some(cc("DE")),
+                    ..Default::default()
+                },
+            ),
+            Material::Known,
+        );
+        assert_eq!(
+            ids(&known),
+            [
+                "spiffe://eu.meldnet.test/node/DE",
+                "spiffe://eu.meldnet.test/agency/DE/bka"
+            ]
+        );
+        assert!(!known.recipients[1].first);
     }
 
     #[test]
     fn no_eu_link_goes_nowhere_and_says_why() {
-        let r = router().decide(&report(
+        let r = router().decide_new(&report(
             "NL",
             EuLinkFacts {
                 hosting: Some(cc("US")),
@@ -290,7 +493,7 @@ mod tests {
 
     #[test]
     fn suspect_link_goes_to_police_only() {
-        let r = router().decide(&report(
+        let r = router().decide_new(&report(
             "FR",
             EuLinkFacts {
                 hosting: Some(cc("US")),
@@ -298,12 +501,18 @@ mod tests {
                 ..Default::default()
             },
         ));
-        assert_eq!(ids(&r), ["spiffe://eu.meldnet.test/agency/NL/politie"]);
+        assert_eq!(
+            ids(&r),
+            [
+                "spiffe://eu.meldnet.test/agency/EU/europol",
+                "spiffe://eu.meldnet.test/agency/NL/politie"
+            ]
+        );
     }
 
     #[test]
     fn a_participating_country_links_like_a_member_state() {
-        let r = router().decide(&report(
+        let r = router().decide_new(&report(
             "NL",
             EuLinkFacts {
                 hosting: Some(cc("NO")),
@@ -314,11 +523,17 @@ mod tests {
         assert!(r
             .facts
             .contains(&"hosting_country NO: participating country (EEA or partner)".to_string()));
-        assert_eq!(ids(&r), ["spiffe://eu.meldnet.test/node/NO"]);
+        assert_eq!(
+            ids(&r),
+            [
+                "spiffe://eu.meldnet.test/node/NO",
+                "spiffe://eu.meldnet.test/agency/EU/europol"
+            ]
+        );
         assert!(
             r.reasons
                 .iter()
-                .any(|x| x == "no police agency of NO is registered"),
+                .any(|x| x == "new-material-first: no police agency of NO is registered"),
             "{:?}",
             r.reasons
         );
@@ -326,13 +541,24 @@ mod tests {
 
     #[test]
     fn own_country_hosting_skips_own_node() {
-        let r = router().decide(&report(
+        let r = router().decide_new(&report(
             "DE",
             EuLinkFacts {
                 hosting: Some(cc("DE")),
                 ..Default::default()
             },
         ));
-        assert_eq!(ids(&r), ["spiffe://eu.meldnet.test/agency/DE/bka"]);
+        assert_eq!(
+            ids(&r),
+            [
+                "spiffe://eu.meldnet.test/agency/DE/bka",
+                "spiffe://eu.meldnet.test/agency/EU/europol"
+            ]
+        );
+        assert!(
+            r.reasons[0].contains("its hotline acts itself"),
+            "{:?}",
+            r.reasons
+        );
     }
 }

@@ -1,15 +1,20 @@
 //! Wiring: loads keys and configuration, opens the store, and serves the
 //! gRPC services (plus health and reflection) over mTLS.
 
-use crate::admin::AdminService;
+use crate::admin::{decode_rules, AdminService};
 use crate::auth::Auth;
+use crate::cases::CaseIndex;
 use crate::config::HubConfig;
 use crate::delivery::InboxService;
 use crate::hash_list::{HashList, HashListService, ListError};
 use crate::ingest::Ingest;
+use crate::ingest::Routes;
 use crate::routing::Router;
+use crate::rules::RuleSet;
+use crate::store::META_RULES;
 use crate::store::{Store, StoreError};
 use crate::submission::SubmissionService;
+use crate::takedown::{CasesService, DeadlineWatcher};
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::{Keyring, KeyringError};
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
@@ -17,11 +22,14 @@ use meldnet_core::signing::{SigningError, SigningKey};
 use meldnet_core::time::Clock;
 use meldnet_core::tls::{incoming, server_config, TlsError};
 use meldnet_proto::v1::admin_server::AdminServer;
+use meldnet_proto::v1::cases_server::CasesServer;
 use meldnet_proto::v1::hash_list_server::HashListServer;
 use meldnet_proto::v1::inbox_server::InboxServer;
 use meldnet_proto::v1::submission_server::SubmissionServer;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::{Mutex, RwLock};
+use tokio::sync::Notify;
 
 /// Why the hub could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,13 +101,6 @@ pub async fn run(
             _ => None,
         })
         .collect();
-    let router = Arc::new(Router::new(
-        cfg.federation.clone(),
-        cfg.routing.member_states.iter().copied(),
-        cfg.routing.participating.iter().copied(),
-        nodes,
-        cfg.agencies.iter().map(|a| a.identity.clone()).collect(),
-    ));
     let clock = Arc::new(if cfg.clock.adjustable {
         tracing::warn!(
             "clock.adjustable is true: operators can move this hub's clock (tests only)"
@@ -109,6 +110,48 @@ pub async fn run(
         Clock::system()
     });
     let store = Store::open_with_clock(&cfg.data_dir, clock.clone())?;
+    // Rules changed through the admin API outlive a restart; hub.toml's
+    // rules (or the defaults) apply until the first change.
+    let rules = match store.meta(META_RULES)?.as_deref().map(decode_rules) {
+        Some(Some((version, text))) => {
+            let set =
+                RuleSet::parse(&text, &cfg.federation, version).map_err(|e| HubError::Config {
+                    key: "stored routing rules",
+                    message: e.to_string(),
+                })?;
+            if !cfg.routing.rules.is_empty() {
+                tracing::warn!(version, "routing rules changed through the admin API are in force; [[routing.rules]] in hub.toml is not applied");
+            }
+            set
+        }
+        Some(None) => {
+            return Err(HubError::Store(StoreError::Corrupt(
+                "stored routing rules".into(),
+            )))
+        }
+        None => cfg.rule_set(1).map_err(|e| HubError::Config {
+            key: "routing.rules",
+            message: e.to_string(),
+        })?,
+    };
+    tracing::info!(
+        version = rules.version,
+        rules = rules.rules.len(),
+        "routing rules"
+    );
+    let router = Router::new(
+        cfg.federation.clone(),
+        cfg.routing.member_states.iter().copied(),
+        cfg.routing.participating.iter().copied(),
+        nodes,
+        cfg.agencies.iter().map(|a| a.identity.clone()).collect(),
+        Arc::new(rules),
+    );
+    let routes: Routes = Arc::new(RwLock::new(Arc::new(router)));
+    let cases = CaseIndex::load(store.case_index_data()?)?;
+    tracing::info!(cases = cases.len(), "cases loaded");
+    let cases = Arc::new(Mutex::new(cases));
+    let takedown = Arc::new(cfg.takedown.clone());
     let list = Arc::new(HashList::load(
         store.clone(),
         signer.clone(),
@@ -116,12 +159,14 @@ pub async fn run(
     )?);
     tracing::info!(list = %list.tip(), "known-hash list loaded");
     let ingest = Ingest::new(
-        keyring,
-        router,
-        signer,
+        keyring.clone(),
+        routes.clone(),
+        signer.clone(),
         store.clone(),
         list.clone(),
         clock.clone(),
+        cases,
+        takedown.clone(),
     );
     let (tls, verifier) = server_config(&cfg.tls)?;
     let auth = Auth::new(verifier);
@@ -140,6 +185,9 @@ pub async fn run(
     health_reporter
         .set_serving::<HashListServer<HashListService>>()
         .await;
+    health_reporter
+        .set_serving::<CasesServer<CasesService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meldnet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -152,6 +200,15 @@ pub async fn run(
     let incoming = incoming(listener, tls, cfg.federation.clone());
     // Delivery streams never end by themselves: tell them when to.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let deadlines = Arc::new(Notify::new());
+    let watcher = DeadlineWatcher {
+        store: store.clone(),
+        signer,
+        clock: clock.clone(),
+        hub: hub_id.clone(),
+        wake: deadlines.clone(),
+    };
+    let watching = tokio::spawn(watcher.run(stopping.clone()));
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
@@ -171,14 +228,24 @@ pub async fn run(
             list.clone(),
             auth.clone(),
         )))
+        .add_service(CasesServer::new(CasesService::new(
+            store.clone(),
+            keyring,
+            clock.clone(),
+            takedown,
+            auth.clone(),
+        )))
         .add_service(AdminServer::new(AdminService::new(
             store.clone(),
             list,
             clock,
             auth,
+            routes,
+            deadlines,
         )))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    let _ = watching.await;
     store.flush()?;
     tracing::info!("hub stopped");
     Ok(())

@@ -9,8 +9,21 @@
 //! - `a` + seq (8 BE)                             -> pointer to the `AuditRecord` of the hash chain
 //! - `l` + version (8 BE)                         -> a change of the known-hash list: running
 //!   digest after it (32) | live count after it (8 BE) | the encoded `ListChange`
+//! - `c` + case id (16)                          -> `CaseRecord` (inline)
+//! - `u` + SHA-256 of the normalised URL (32)     -> case id: deconfliction by location
+//! - `f` + SHA-256 of an item (32)                -> case id: deconfliction by file
+//! - `p` + case id + PDQ (32)                     -> quality (1): the case's PDQ hashes, loaded at start
+//! - `x` + case id + report id                    -> (): a sighting
+//! - `d` + deadline (8 BE) + case id              -> (): open takedown deadlines, in time order
+//! - `e` + escalation id (16)                     -> pointer to the escalation's `StoredReport` (the
+//!   case's first report with the escalation decision)
+//! - `h` + report id + seq (8 BE)                 -> `HistoryEvent`: what happened to the report
+//! - `s` + name                                   -> a statistics counter (8 BE)
 //! - `m` + name                                   -> counters (audit head, next queue seq, blob end,
-//!   list tip)
+//!   list tip, history seq) and the routing rules in force
+//!
+//! A queue entry's value is the report id, or the report id and an
+//! escalation id (32 bytes): the delivery is then the escalation.
 //!
 //! Durability: all writes go through one writer thread. It takes every
 //! pending operation (group commit), writes the group's report bodies to the
@@ -23,6 +36,8 @@
 
 use crate::blobs::{BlobError, BlobFile, BlobRef};
 use meldnet_core::audit::{self, ChainHead};
+use meldnet_core::case::{CaseId, CaseStep, StepKind};
+use meldnet_core::hash::{PdqHash, Sha256};
 use meldnet_core::hash_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
@@ -44,6 +59,18 @@ const META_LIST_TIP: &[u8] = b"mlist_tip";
 const META_AUDIT_HEAD: &[u8] = b"maudit_head";
 const META_QUEUE_SEQ: &[u8] = b"mqueue_seq";
 const META_BLOB_END: &[u8] = b"mblob_end";
+const META_HIST_SEQ: &[u8] = b"mhist_seq";
+/// The routing rules in force: version (8 BE) then the TOML text.
+pub const META_RULES: &[u8] = b"mrules";
+const CASE: u8 = b'c';
+const CASE_URL: u8 = b'u';
+const CASE_FILE: u8 = b'f';
+const CASE_PDQ: u8 = b'p';
+const SIGHTING: u8 = b'x';
+const DEADLINE: u8 = b'd';
+const ESCALATION: u8 = b'e';
+const HISTORY: u8 = b'h';
+const STAT: u8 = b's';
 /// Most operations folded into one commit.
 const MAX_GROUP: usize = 64;
 
@@ -87,6 +114,110 @@ pub struct NewReport {
     pub origin: SpiffeId,
     /// One line for the audit record.
     pub summary: String,
+    /// The case it opens or joins (none without an EU link).
+    pub case: Option<CaseWrite>,
+    /// Statistics counters it adds one to.
+    pub counts: Vec<String>,
+}
+
+/// What a report does to the cases.
+#[derive(Debug, Clone)]
+pub enum CaseWrite {
+    /// Opens this case.
+    Open(Box<pb::CaseRecord>, CaseKeys),
+    /// Joins this case as a sighting (first report, for its history).
+    Sighting {
+        /// The case.
+        case_id: CaseId,
+        /// The report that opened it.
+        first_report: ReportId,
+        /// What matched, in words.
+        matched_by: String,
+        /// Keys of the report the case did not hold yet.
+        keys: CaseKeys,
+    },
+}
+
+/// Deconfliction keys that lead to a case.
+#[derive(Debug, Clone, Default)]
+pub struct CaseKeys {
+    /// SHA-256 of normalised URLs.
+    pub urls: Vec<[u8; 32]>,
+    /// SHA-256 of items.
+    pub files: Vec<Sha256>,
+    /// PDQ hashes with their quality.
+    pub pdqs: Vec<(PdqHash, u8)>,
+}
+
+/// A case step to store, checked by the caller against the case.
+#[derive(Debug, Clone)]
+pub struct StepWrite {
+    /// The validated step.
+    pub step: CaseStep,
+    /// As signed and sent.
+    pub signed: pb::SignedCaseStep,
+    /// The hub's time of receipt: deadlines are judged on it.
+    pub received_at_ms: i64,
+    /// The node that sent it.
+    pub actor: SpiffeId,
+    /// A new deadline if the step is a re-appearance.
+    pub reappear_deadline_ms: i64,
+}
+
+/// What storing a step did.
+#[derive(Debug, Clone)]
+pub enum StepOutcome {
+    /// Stored; the case after it.
+    Stored(Box<pb::CaseRecord>),
+    /// The same step (id and bytes) was stored before.
+    Duplicate(Box<pb::CaseRecord>),
+    /// The same step id with other bytes was stored before.
+    Conflict,
+    /// No such case.
+    NoCase,
+}
+
+/// An escalation to store: the decision made and where it goes.
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    /// Its id.
+    pub id: CaseId,
+    /// The case.
+    pub case_id: CaseId,
+    /// The deadline that passed.
+    pub deadline_ms: i64,
+    /// The case's first report with the signed escalation decision.
+    pub stored: pb::StoredReport,
+    /// The first report's id.
+    pub report_id: ReportId,
+    /// Queue entries.
+    pub recipients: Vec<SpiffeId>,
+    /// The hub (actor of the audit record).
+    pub actor: SpiffeId,
+}
+
+/// The case's state, in the words statistics and explanations use.
+pub fn case_state(rec: &pb::CaseRecord, now_ms: i64) -> &'static str {
+    let removed_in_time = rec.removed_at_ms > 0 && rec.removed_at_ms <= rec.deadline_ms;
+    if rec.deadline_ms == 0 {
+        if rec.removed_at_ms > 0 {
+            "removed"
+        } else {
+            "no_notice_due"
+        }
+    } else if removed_in_time {
+        "removed"
+    } else if rec.removed_at_ms > 0 {
+        "removed_late"
+    } else if rec.escalated_deadline_ms == rec.deadline_ms {
+        "escalated"
+    } else if rec.not_removed {
+        "not_removed"
+    } else if now_ms > rec.deadline_ms {
+        "overdue"
+    } else {
+        "open"
+    }
 }
 
 /// What happened to a submitted report.
@@ -113,6 +244,15 @@ enum WriteOp {
     Delivered(SpiffeId, Vec<(u64, ReportId)>),
     List(ListWrite, oneshot::Sender<Result<(), StoreError>>),
     Audit(pb::AuditEvent, oneshot::Sender<Result<(), StoreError>>),
+    /// A setting stored with its audit record.
+    Meta(
+        Vec<u8>,
+        Vec<u8>,
+        pb::AuditEvent,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+    Step(StepWrite, oneshot::Sender<Result<StepOutcome, StoreError>>),
+    Escalate(Escalation, oneshot::Sender<Result<bool, StoreError>>),
 }
 
 /// Changes of the known-hash list to store at once, with their audit record.
@@ -263,6 +403,57 @@ fn audit_key(seq: u64) -> [u8; 9] {
     k
 }
 
+fn stage_case_keys(batch: &mut sled::Batch, case_id: &CaseId, keys: &CaseKeys) {
+    for u in &keys.urls {
+        batch.insert(key_with(CASE_URL, &[u]), &case_id.as_bytes()[..]);
+    }
+    for f in &keys.files {
+        batch.insert(key_with(CASE_FILE, &[&f.0]), &case_id.as_bytes()[..]);
+    }
+    for (h, q) in &keys.pdqs {
+        batch.insert(key_with(CASE_PDQ, &[case_id.as_bytes(), &h.0]), &[*q][..]);
+    }
+}
+
+fn key_with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn case_key(id: &CaseId) -> Vec<u8> {
+    key_with(CASE, &[id.as_bytes()])
+}
+
+fn deadline_key(deadline_ms: i64, id: &CaseId) -> Vec<u8> {
+    key_with(DEADLINE, &[&deadline_ms.to_be_bytes(), id.as_bytes()])
+}
+
+fn id16(b: &[u8], what: &str) -> Result<[u8; 16], StoreError> {
+    b.get(..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt(what.into()))
+}
+
+fn decode_case(v: &[u8]) -> Result<pb::CaseRecord, StoreError> {
+    pb::CaseRecord::decode(v).map_err(|e| StoreError::Corrupt(format!("case: {e}")))
+}
+
+/// Everything deconfliction needs to rebuild its index at start.
+#[derive(Debug, Default)]
+pub struct CaseIndexData {
+    /// Every case record.
+    pub cases: Vec<pb::CaseRecord>,
+    /// URL keys.
+    pub urls: Vec<([u8; 32], CaseId)>,
+    /// File keys.
+    pub files: Vec<(Sha256, CaseId)>,
+    /// PDQ hashes.
+    pub pdqs: Vec<(CaseId, PdqHash, u8)>,
+}
+
 /// The body a sled pointer leads to.
 fn load_body(blobs: &BlobFile, pointer: &[u8]) -> Result<Vec<u8>, StoreError> {
     let r = BlobRef::from_bytes(pointer).ok_or_else(|| StoreError::Corrupt("pointer".into()))?;
@@ -330,6 +521,19 @@ impl Store {
         };
         let next_queue_seq = read_u64(&tree, META_QUEUE_SEQ, "queue seq")?.unwrap_or(1);
         let blob_end = read_u64(&tree, META_BLOB_END, "blob end")?.unwrap_or(0);
+        let next_hist = read_u64(&tree, META_HIST_SEQ, "history seq")?.unwrap_or(1);
+        let mut counts = HashMap::new();
+        for kv in tree.scan_prefix([STAT]) {
+            let (k, v) = kv?;
+            let n: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("counter".into()))?;
+            counts.insert(
+                String::from_utf8_lossy(&k[1..]).into_owned(),
+                u64::from_be_bytes(n),
+            );
+        }
         let blobs = Arc::new(BlobFile::open(dir, blob_end)?);
         let (tx, rx) = std_mpsc::channel();
         let (flush_tx, flush_rx) = std_mpsc::channel();
@@ -343,6 +547,10 @@ impl Store {
             blob_end,
             blob_buf: Vec::new(),
             flusher: flush_tx,
+            next_hist,
+            counts,
+            group_counts: HashMap::new(),
+            group_cases: HashMap::new(),
         };
         let flusher = Flusher {
             db: db.clone(),
@@ -371,11 +579,207 @@ impl Store {
         &self,
         reports: Vec<NewReport>,
     ) -> Result<Vec<Committed>, StoreError> {
+        self.send_reports(reports)?.await
+    }
+
+    /// Hands reports to the writer now (commits happen in the order they
+    /// are handed over) and returns the wait for their flush.
+    pub fn send_reports(
+        &self,
+        reports: Vec<NewReport>,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<Committed>, StoreError>>, StoreError>
+    {
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(WriteOp::Reports(reports, tx))
             .map_err(|_| StoreError::WriterGone)?;
+        Ok(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
+    }
+
+    /// Stores a case step (after the caller checked who may record it) and
+    /// answers after the flush.
+    pub async fn record_step(&self, write: StepWrite) -> Result<StepOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Step(write, tx))
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores an escalation and queues it, unless the case was removed in
+    /// time or this deadline was escalated already (then false).
+    pub async fn escalate(&self, e: Escalation) -> Result<bool, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Escalate(e, tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores a setting (`key`, `value`) with an audit record, flushed
+    /// before the answer.
+    pub async fn set_meta(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        actor: &SpiffeId,
+        subject: String,
+        detail: String,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Meta(
+                key.to_vec(),
+                value,
+                event(at_ms, "setting", actor, subject, detail),
+                tx,
+            ))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// A stored setting.
+    pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// A case.
+    pub fn case(&self, id: &CaseId) -> Result<Option<pb::CaseRecord>, StoreError> {
+        self.tree
+            .get(case_key(id))?
+            .map(|v| decode_case(&v))
+            .transpose()
+    }
+
+    /// Every case, in the order they were opened.
+    pub fn cases(&self) -> impl Iterator<Item = Result<pb::CaseRecord, StoreError>> + '_ {
+        self.tree.scan_prefix([CASE]).map(|kv| {
+            let (_, v) = kv?;
+            decode_case(&v)
+        })
+    }
+
+    /// What deconfliction's index is rebuilt from.
+    pub fn case_index_data(&self) -> Result<CaseIndexData, StoreError> {
+        let mut d = CaseIndexData::default();
+        for c in self.cases() {
+            d.cases.push(c?);
+        }
+        for kv in self.tree.scan_prefix([CASE_URL]) {
+            let (k, v) = kv?;
+            let url: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("case url key".into()))?;
+            d.urls
+                .push((url, CaseId::from_bytes(id16(&v, "case url")?)));
+        }
+        for kv in self.tree.scan_prefix([CASE_FILE]) {
+            let (k, v) = kv?;
+            let h: [u8; 32] = k[1..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("case file key".into()))?;
+            d.files
+                .push((Sha256(h), CaseId::from_bytes(id16(&v, "case file")?)));
+        }
+        for kv in self.tree.scan_prefix([CASE_PDQ]) {
+            let (k, v) = kv?;
+            let id = CaseId::from_bytes(id16(&k[1..], "case pdq key")?);
+            let h: [u8; 32] = k
+                .get(17..)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("case pdq key".into()))?;
+            let q = *v
+                .first()
+                .ok_or_else(|| StoreError::Corrupt("case pdq".into()))?;
+            d.pdqs.push((id, PdqHash(h), q));
+        }
+        Ok(d)
+    }
+
+    /// Reports that joined a case as sightings, oldest first, at most `limit`.
+    pub fn sightings(&self, case: &CaseId, limit: usize) -> Result<Vec<ReportId>, StoreError> {
+        self.tree
+            .scan_prefix(key_with(SIGHTING, &[case.as_bytes()]))
+            .take(limit)
+            .map(|kv| {
+                let (k, _) = kv?;
+                Ok(ReportId::from_bytes(id16(&k[17..], "sighting key")?))
+            })
+            .collect()
+    }
+
+    /// Open deadlines that passed at `now_ms`, oldest first, at most `limit`.
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, CaseId)>, StoreError> {
+        let end = key_with(DEADLINE, &[&now_ms.saturating_add(1).to_be_bytes()]);
+        self.tree
+            .range(vec![DEADLINE]..end)
+            .take(limit)
+            .map(|kv| {
+                let (k, _) = kv?;
+                let at: [u8; 8] = k
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StoreError::Corrupt("deadline key".into()))?;
+                Ok((
+                    i64::from_be_bytes(at),
+                    CaseId::from_bytes(id16(&k[9..], "deadline key")?),
+                ))
+            })
+            .collect()
+    }
+
+    /// The next open deadline, if any.
+    pub fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
+        match self.tree.scan_prefix([DEADLINE]).next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, _) = kv?;
+                let at: [u8; 8] = k
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StoreError::Corrupt("deadline key".into()))?;
+                Ok(Some(i64::from_be_bytes(at)))
+            }
+        }
+    }
+
+    /// A stored escalation (the case's first report and the escalation decision).
+    pub fn escalation(&self, id: &CaseId) -> Result<Option<pb::StoredReport>, StoreError> {
+        self.tree
+            .get(key_with(ESCALATION, &[id.as_bytes()]))?
+            .map(|v| load_report(&self.blobs, &v))
+            .transpose()
+    }
+
+    /// What happened to a report, in order.
+    pub fn history(&self, id: &ReportId) -> Result<Vec<pb::HistoryEvent>, StoreError> {
+        self.tree
+            .scan_prefix(key_with(HISTORY, &[id.as_bytes()]))
+            .map(|kv| {
+                let (_, v) = kv?;
+                pb::HistoryEvent::decode(v.as_ref())
+                    .map_err(|e| StoreError::Corrupt(format!("history: {e}")))
+            })
+            .collect()
+    }
+
+    /// The statistics counters.
+    pub fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.tree
+            .scan_prefix([STAT])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let n: [u8; 8] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("counter".into()))?;
+                Ok((
+                    String::from_utf8_lossy(&k[1..]).into_owned(),
+                    u64::from_be_bytes(n),
+                ))
+            })
+            .collect()
     }
 
     /// Removes acknowledged entries from `recipient`'s queue (only its own:
@@ -469,12 +873,12 @@ impl Store {
             let seq_bytes: [u8; 8] = k[prefix.len()..]
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("queue key".into()))?;
-            let id: [u8; 16] = v
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("queue entry".into()))?;
-            let report_id = ReportId::from_bytes(id);
-            let pointer = self.tree.get(report_key(&report_id))?.ok_or_else(|| {
+            let report_id = ReportId::from_bytes(id16(&v, "queue entry")?);
+            let pointer = match v.get(16..) {
+                Some(esc) if esc.len() == 16 => self.tree.get(key_with(ESCALATION, &[esc]))?,
+                _ => self.tree.get(report_key(&report_id))?,
+            }
+            .ok_or_else(|| {
                 StoreError::Corrupt(format!("queue entry for missing report {report_id}"))
             })?;
             let size = BlobRef::from_bytes(&pointer).map_or(0, |r| r.len as usize);
@@ -510,7 +914,7 @@ impl Store {
                 continue;
             }
             let v = match k.first() {
-                Some(&REPORT) | Some(&AUDIT) => load_body(&self.blobs, &v)?,
+                Some(&REPORT) | Some(&AUDIT) | Some(&ESCALATION) => load_body(&self.blobs, &v)?,
                 _ => v.to_vec(),
             };
             h.update((k.len() as u64).to_be_bytes());
@@ -575,6 +979,13 @@ struct Writer {
     blob_buf: Vec<u8>,
     /// Applied groups waiting for their flush.
     flusher: std_mpsc::Sender<Applied>,
+    next_hist: u64,
+    /// Statistics counters as stored.
+    counts: HashMap<String, u64>,
+    /// Counters changed by the group being committed.
+    group_counts: HashMap<String, u64>,
+    /// Case records changed by the group being committed.
+    group_cases: HashMap<CaseId, pb::CaseRecord>,
 }
 
 /// A group that is applied and waits to be made durable and answered.
@@ -639,6 +1050,12 @@ impl Reply {
             (Reply::Done(tx), result) => {
                 let _ = tx.send(result);
             }
+            (Reply::Step(tx, out), result) => {
+                let _ = tx.send(result.map(|()| out));
+            }
+            (Reply::Escalated(tx, done), result) => {
+                let _ = tx.send(result.map(|()| done));
+            }
         }
     }
 }
@@ -651,6 +1068,11 @@ enum Reply {
     Ack(oneshot::Sender<Result<Vec<u64>, StoreError>>, Vec<u64>),
     /// A write with nothing to return but its durability (list, audit).
     Done(oneshot::Sender<Result<(), StoreError>>),
+    Step(
+        oneshot::Sender<Result<StepOutcome, StoreError>>,
+        StepOutcome,
+    ),
+    Escalated(oneshot::Sender<Result<bool, StoreError>>, bool),
 }
 
 impl Writer {
@@ -668,8 +1090,15 @@ impl Writer {
     }
 
     fn commit_group(&mut self, ops: Vec<WriteOp>) {
-        let saved = (self.head, self.next_queue_seq, self.blob_end);
+        let saved = (
+            self.head,
+            self.next_queue_seq,
+            self.blob_end,
+            self.next_hist,
+        );
         self.blob_buf.clear();
+        self.group_counts.clear();
+        self.group_cases.clear();
         let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(ops.len());
         let mut queued_any = false;
@@ -705,7 +1134,39 @@ impl Writer {
                     self.stage_audit(&mut batch, ev);
                     replies.push(Reply::Done(reply));
                 }
+                WriteOp::Meta(key, value, ev, reply) => {
+                    batch.insert(key, value);
+                    self.stage_audit(&mut batch, ev);
+                    replies.push(Reply::Done(reply));
+                }
+                WriteOp::Step(write, reply) => match self.stage_step(&mut batch, write) {
+                    Ok(out) => replies.push(Reply::Step(reply, out)),
+                    Err(e) => {
+                        failure = Some(e.clone());
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                WriteOp::Escalate(e, reply) => {
+                    match self.stage_escalation(&mut batch, e, &mut queued_any) {
+                        Ok(done) => replies.push(Reply::Escalated(reply, done)),
+                        Err(e) => {
+                            failure = Some(e.clone());
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
                 WriteOp::Delivered(recipient, entries) => {
+                    let now = self.clock.now_ms();
+                    for (seq, id) in &entries {
+                        self.stage_history(
+                            &mut batch,
+                            id,
+                            now,
+                            "delivered",
+                            &recipient,
+                            format!("queue entry {seq}"),
+                        );
+                    }
                     let detail = entries
                         .iter()
                         .map(|(seq, id)| format!("{seq}:{id}"))
@@ -733,6 +1194,7 @@ impl Writer {
         };
         match result {
             Ok(()) => {
+                self.counts.extend(self.group_counts.drain());
                 if replies.is_empty() && !queued_any {
                     return;
                 }
@@ -745,7 +1207,12 @@ impl Writer {
             Err(e) => {
                 // Nothing of this group was applied or acknowledged; the counters go back.
                 tracing::error!(error = %e, "commit failed");
-                (self.head, self.next_queue_seq, self.blob_end) = saved;
+                (
+                    self.head,
+                    self.next_queue_seq,
+                    self.blob_end,
+                    self.next_hist,
+                ) = saved;
                 for r in replies {
                     r.answer(Err(e.clone()));
                 }
@@ -805,6 +1272,62 @@ impl Writer {
                 batch.insert(queue_key(prefix, seq), &r.id.as_bytes()[..]);
                 *queued_any = true;
             }
+            let now = self.clock.now_ms();
+            self.stage_history(
+                batch,
+                &r.id,
+                now,
+                "decided",
+                &r.origin.clone(),
+                r.summary.clone(),
+            );
+            for c in &r.counts {
+                self.bump(c);
+            }
+            match r.case {
+                Some(CaseWrite::Open(record, keys)) => {
+                    let case_id = CaseId::parse(&record.case_id)
+                        .map_err(|e| StoreError::Corrupt(format!("case id: {e}")))?;
+                    if record.deadline_ms > 0 {
+                        batch.insert(deadline_key(record.deadline_ms, &case_id), &[][..]);
+                    }
+                    stage_case_keys(batch, &case_id, &keys);
+                    self.bump("cases");
+                    self.group_cases.insert(case_id, *record);
+                }
+                Some(CaseWrite::Sighting {
+                    case_id,
+                    first_report,
+                    matched_by,
+                    keys,
+                }) => match self.load_case(&case_id)? {
+                    Some(mut rec) => {
+                        rec.sightings += 1;
+                        batch.insert(
+                            key_with(SIGHTING, &[case_id.as_bytes(), r.id.as_bytes()]),
+                            &[][..],
+                        );
+                        stage_case_keys(batch, &case_id, &keys);
+                        self.stage_history(
+                            batch,
+                            &first_report,
+                            now,
+                            "sighting",
+                            &r.origin.clone(),
+                            format!(
+                                "report {} joined case {case_id} (matched by {matched_by})",
+                                r.id
+                            ),
+                        );
+                        self.bump("sightings");
+                        self.group_cases.insert(case_id, rec);
+                    }
+                    None => {
+                        tracing::error!(%case_id, report = %r.id, "sighting of a case that is not stored; stored without it")
+                    }
+                },
+                None => {}
+            }
             audit_lines.push(format!("{} {}", r.id, r.summary));
             origin.get_or_insert(r.origin);
             in_group.insert(r.id, r.stored);
@@ -838,11 +1361,17 @@ impl Writer {
             let k = queue_key(&prefix, *seq);
             if let Some(id) = self.tree.get(&k)? {
                 batch.remove(k);
-                let id: [u8; 16] = id
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("queue entry".into()))?;
-                removed.push(format!("{seq}:{}", ReportId::from_bytes(id)));
+                let report = ReportId::from_bytes(id16(&id, "queue entry")?);
+                let now = self.clock.now_ms();
+                self.stage_history(
+                    batch,
+                    &report,
+                    now,
+                    "acknowledged",
+                    recipient,
+                    format!("queue entry {seq}"),
+                );
+                removed.push(format!("{seq}:{report}"));
             }
         }
         if !removed.is_empty() {
@@ -897,6 +1426,183 @@ impl Writer {
         batch.insert(META_AUDIT_HEAD, head);
         batch.insert(META_QUEUE_SEQ, &self.next_queue_seq.to_be_bytes()[..]);
         batch.insert(META_BLOB_END, &self.blob_end.to_be_bytes()[..]);
+        batch.insert(META_HIST_SEQ, &self.next_hist.to_be_bytes()[..]);
+        for (name, n) in &self.group_counts {
+            batch.insert(key_with(STAT, &[name.as_bytes()]), &n.to_be_bytes()[..]);
+        }
+        for (id, rec) in &self.group_cases {
+            batch.insert(case_key(id), rec.encode_to_vec());
+        }
+    }
+
+    /// Adds one to a statistics counter (stored with the group).
+    fn bump(&mut self, name: &str) {
+        let n = self
+            .group_counts
+            .get(name)
+            .or_else(|| self.counts.get(name))
+            .copied()
+            .unwrap_or(0);
+        self.group_counts.insert(name.to_string(), n + 1);
+    }
+
+    /// A case as this group sees it.
+    fn load_case(&self, id: &CaseId) -> Result<Option<pb::CaseRecord>, StoreError> {
+        if let Some(c) = self.group_cases.get(id) {
+            return Ok(Some(c.clone()));
+        }
+        self.tree
+            .get(case_key(id))?
+            .map(|v| decode_case(&v))
+            .transpose()
+    }
+
+    fn stage_history(
+        &mut self,
+        batch: &mut sled::Batch,
+        report: &ReportId,
+        at_ms: i64,
+        kind: &str,
+        actor: &SpiffeId,
+        detail: String,
+    ) {
+        let seq = self.next_hist;
+        self.next_hist += 1;
+        let ev = pb::HistoryEvent {
+            at_ms,
+            kind: kind.into(),
+            actor: actor.to_string(),
+            detail,
+        };
+        batch.insert(
+            key_with(HISTORY, &[report.as_bytes(), &seq.to_be_bytes()]),
+            ev.encode_to_vec(),
+        );
+    }
+
+    fn stage_step(
+        &mut self,
+        batch: &mut sled::Batch,
+        w: StepWrite,
+    ) -> Result<StepOutcome, StoreError> {
+        let case_id = w.step.case_id;
+        let Some(mut rec) = self.load_case(&case_id)? else {
+            return Ok(StepOutcome::NoCase);
+        };
+        let step_id = w.step.step_id.to_string();
+        for old in &rec.steps {
+            let Some(signed) = &old.signed else { continue };
+            if let Ok(s) = CaseStep::decode(&signed.step) {
+                if s.step_id.to_string() == step_id {
+                    return Ok(if signed.step == w.signed.step {
+                        StepOutcome::Duplicate(Box::new(rec))
+                    } else {
+                        StepOutcome::Conflict
+                    });
+                }
+            }
+        }
+        let at = w.received_at_ms;
+        match w.step.kind {
+            StepKind::NoticeSent => rec.provider = w.step.provider.as_ref().map(|p| p.to_proto()),
+            StepKind::Removed => {
+                if rec.removed_at_ms == 0 {
+                    rec.removed_at_ms = at;
+                }
+                // In time: the deadline is met. Late: left for the watcher,
+                // which escalates a missed deadline exactly once.
+                if rec.deadline_ms > 0 && at <= rec.deadline_ms {
+                    batch.remove(deadline_key(rec.deadline_ms, &case_id));
+                }
+            }
+            StepKind::NotRemoved => rec.not_removed = true,
+            StepKind::Reappeared => {
+                rec.removed_at_ms = 0;
+                rec.not_removed = false;
+                if rec.deadline_ms > 0 {
+                    batch.remove(deadline_key(rec.deadline_ms, &case_id));
+                }
+                if w.reappear_deadline_ms > 0 {
+                    rec.deadline_ms = w.reappear_deadline_ms;
+                    batch.insert(deadline_key(rec.deadline_ms, &case_id), &[][..]);
+                }
+            }
+        }
+        rec.steps.push(pb::StoredStep {
+            signed: Some(w.signed),
+            received_at_ms: at,
+        });
+        let line = w.step.describe();
+        let first = ReportId::parse(&rec.first_report_id)
+            .map_err(|e| StoreError::Corrupt(format!("case first report: {e}")))?;
+        self.stage_history(batch, &first, at, "step", &w.actor, line.clone());
+        self.stage_audit(
+            batch,
+            event(at, "case-step", &w.actor, case_id.to_string(), line),
+        );
+        self.bump(&format!("steps/{}", w.step.kind.name()));
+        self.group_cases.insert(case_id, rec.clone());
+        Ok(StepOutcome::Stored(Box::new(rec)))
+    }
+
+    fn stage_escalation(
+        &mut self,
+        batch: &mut sled::Batch,
+        e: Escalation,
+        queued_any: &mut bool,
+    ) -> Result<bool, StoreError> {
+        let Some(mut rec) = self.load_case(&e.case_id)? else {
+            return Ok(false);
+        };
+        let in_time = rec.removed_at_ms > 0 && rec.removed_at_ms <= e.deadline_ms;
+        if rec.deadline_ms != e.deadline_ms || rec.escalated_deadline_ms == e.deadline_ms || in_time
+        {
+            batch.remove(deadline_key(e.deadline_ms, &e.case_id));
+            return Ok(false);
+        }
+        let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &e.stored);
+        batch.insert(
+            key_with(ESCALATION, &[e.id.as_bytes()]),
+            &body.to_bytes()[..],
+        );
+        let mut value = e.report_id.as_bytes().to_vec();
+        value.extend_from_slice(e.id.as_bytes());
+        for recipient in &e.recipients {
+            let seq = self.next_queue_seq;
+            self.next_queue_seq += 1;
+            batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
+            *queued_any = true;
+        }
+        batch.remove(deadline_key(e.deadline_ms, &e.case_id));
+        rec.escalated_deadline_ms = e.deadline_ms;
+        rec.escalations.push(e.id.to_string());
+        let to: Vec<String> = e.recipients.iter().map(|r| r.to_string()).collect();
+        let line = format!(
+            "escalation {}: deadline {} passed without removal; to {}",
+            e.id,
+            e.deadline_ms,
+            if to.is_empty() {
+                "nobody registered".into()
+            } else {
+                to.join(" ")
+            }
+        );
+        let now = self.clock.now_ms();
+        self.stage_history(
+            batch,
+            &e.report_id,
+            now,
+            "escalated",
+            &e.actor,
+            line.clone(),
+        );
+        self.stage_audit(
+            batch,
+            event(now, "escalated", &e.actor, e.case_id.to_string(), line),
+        );
+        self.bump("deadlines_missed");
+        self.group_cases.insert(e.case_id, rec);
+        Ok(true)
     }
 }
 
@@ -923,6 +1629,8 @@ mod tests {
             recipients: recipients.iter().map(|r| id(r)).collect(),
             origin: id("spiffe://t.test/node/NL"),
             summary: "test".into(),
+            case: None,
+            counts: vec![],
         }
     }
 

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
 use meldnet_core::cli::{receive_and_print, show_received, ReceiveArgs, ReceivedArgs};
 use meldnet_core::country::CountryCode;
 use meldnet_core::hash_list::describe_head;
@@ -64,6 +65,107 @@ enum Command {
         #[command(subcommand)]
         command: ListCommand,
     },
+    /// Notice-and-takedown of the cases hosted in this node's country.
+    Case {
+        #[command(subcommand)]
+        command: CaseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaseCommand {
+    /// Record a step of a case, signed by this node: the hub stores it and
+    /// judges the takedown deadline on it.
+    Step {
+        #[arg(long)]
+        config: PathBuf,
+        /// The case id (from the delivery's decision).
+        #[arg(long = "case")]
+        case_id: String,
+        /// What happened.
+        #[arg(long, value_enum)]
+        kind: StepArg,
+        /// The hosting provider noticed (required with notice-sent).
+        #[arg(long)]
+        provider_name: Option<String>,
+        /// Its autonomous system number.
+        #[arg(long)]
+        asn: Option<u32>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StepArg {
+    NoticeSent,
+    Removed,
+    NotRemoved,
+    Reappeared,
+}
+
+impl StepArg {
+    fn kind(self) -> StepKind {
+        match self {
+            StepArg::NoticeSent => StepKind::NoticeSent,
+            StepArg::Removed => StepKind::Removed,
+            StepArg::NotRemoved => StepKind::NotRemoved,
+            StepArg::Reappeared => StepKind::Reappeared,
+        }
+    }
+}
+
+/// `case step`: builds the step from the flags, signs its exact bytes, sends it.
+async fn case_step(
+    config: &std::path::Path,
+    case_id: &str,
+    kind: StepArg,
+    provider_name: Option<&str>,
+    asn: Option<u32>,
+) -> anyhow::Result<bool> {
+    let node = Node::load(config)?;
+    let case_id = CaseId::parse(case_id).map_err(|e| anyhow::anyhow!("--case: {e}"))?;
+    let provider = match (provider_name, asn) {
+        (Some(n), Some(a)) => Some(HostingProvider::new(n, a).map_err(|e| {
+            let flag = if e.field == "provider.asn" {
+                "--asn"
+            } else {
+                "--provider-name"
+            };
+            anyhow::anyhow!("{flag}: {}", e.reason)
+        })?),
+        (None, None) => None,
+        _ => bail!("--provider-name and --asn go together"),
+    };
+    if matches!(kind, StepArg::NoticeSent) && provider.is_none() {
+        bail!("a notice names the hosting provider: --provider-name and --asn");
+    }
+    let step = CaseStep {
+        step_id: StepId::new_v7(),
+        case_id,
+        country: node.country,
+        kind: kind.kind(),
+        at_ms: meldnet_core::time::now_ms(),
+        provider,
+    };
+    let key = SigningKey::load(&node.cfg.signing_key)?;
+    let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
+    let mut client = meldnet_proto::v1::cases_client::CasesClient::new(channel);
+    match client.record_step(step.sign(&key)).await {
+        Ok(r) => {
+            let r = r.into_inner();
+            println!(
+                "{}",
+                json!({"case_id": r.case_id, "step": step.kind.name(), "step_id": step.step_id.to_string(), "state": r.state, "deadline_ms": r.deadline_ms, "steps": r.steps})
+            );
+            Ok(true)
+        }
+        Err(status) => {
+            println!(
+                "{}",
+                json!({"case_id": case_id.to_string(), "status": "refused", "code": status.code().description(), "message": status.message()})
+            );
+            Ok(false)
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -289,7 +391,8 @@ async fn submit(node: &Node, outbox: &Outbox) -> anyhow::Result<bool> {
         let to: Vec<&str> = d.recipients.iter().map(|r| r.identity.as_str()).collect();
         println!(
             "{}",
-            json!({"report_id": id.to_string(), "status": "accepted", "eu_link": d.eu_link, "recipients": to, "reasons": d.reasons})
+            json!({"report_id": id.to_string(), "status": "accepted", "eu_link": d.eu_link, "recipients": to, "reasons": d.reasons,
+                "case": d.case.as_ref().map(|c| json!({"case_id": c.case_id, "kind": meldnet_proto::v1::DecisionKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms}))})
         );
     }
     for (id, r) in &s.refused {
@@ -457,6 +560,16 @@ fn run() -> anyhow::Result<()> {
                 let c = NodeConfig::load(&args.config)?;
                 Ok(show_received(&c.keyring, &c.inbox_dir, &args)?)
             }
+            Command::Case {
+                command:
+                    CaseCommand::Step {
+                        config,
+                        case_id,
+                        kind,
+                        provider_name,
+                        asn,
+                    },
+            } => case_step(&config, &case_id, kind, provider_name.as_deref(), asn).await,
         }
     })?;
     if !ok {

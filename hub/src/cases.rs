@@ -1,0 +1,285 @@
+//! Deconfliction: reports of one location or one file make one case. The
+//! index here (normalised URL, exact SHA-256 of items, PDQ of items within
+//! the match threshold) answers, for each EU-linked report in the order
+//! they are decided, whether it opens a case or is a sighting of one. It
+//! lives in memory, is rebuilt from the store at start, and is changed only
+//! under ingest's lock, so that two reports of the same thing in one batch,
+//! or in two batches at once, still make one case.
+//!
+//! Which items count: those assessed illegal or not yet assessed. An item
+//! assessed as not illegal (a logo, a screenshot beside the material) never
+//! joins two unrelated cases.
+
+use crate::store::{CaseIndexData, CaseKeys, StoreError};
+use meldnet_core::case::CaseId;
+use meldnet_core::country::CountryCode;
+use meldnet_core::hash::Sha256;
+use meldnet_core::pdq::MIN_MATCH_QUALITY;
+use meldnet_core::pdq_index::PdqSet;
+use meldnet_core::report::{Classification, Report, ReportId};
+use meldnet_core::url_norm;
+use std::collections::HashMap;
+
+/// What a sighting needs to know of its case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseInfo {
+    /// The case.
+    pub id: CaseId,
+    /// The report that opened it.
+    pub first_report: ReportId,
+    /// Its hosting country, if it takes part.
+    pub hosting: Option<CountryCode>,
+    /// Its takedown deadline (0: none due).
+    pub deadline_ms: i64,
+}
+
+/// Where a report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// It opens this case.
+    Open(CaseInfo),
+    /// It is a sighting of this case; `matched_by` says how, in words.
+    Sighting(CaseInfo, String),
+}
+
+/// The deconfliction index.
+#[derive(Default)]
+pub struct CaseIndex {
+    cases: Vec<CaseInfo>,
+    by_id: HashMap<CaseId, u32>,
+    urls: HashMap<[u8; 32], u32>,
+    files: HashMap<Sha256, u32>,
+    pdq: PdqSet,
+}
+
+/// The deconfliction key of a report's location: SHA-256 of its
+/// normalised URL (or of the URL as given, if it does not parse as one).
+pub fn url_key(report: &Report) -> [u8; 32] {
+    let text = match url_norm::normalize(&report.url) {
+        Ok(n) => n.as_str().to_string(),
+        Err(_) => report.url.as_str().to_string(),
+    };
+    Sha256::of(text.as_bytes()).0
+}
+
+fn counts(c: Classification) -> bool {
+    c != Classification::NotIllegal
+}
+
+impl CaseIndex {
+    /// Rebuilds the index from what the store holds.
+    pub fn load(data: CaseIndexData) -> Result<CaseIndex, StoreError> {
+        let mut index = CaseIndex::default();
+        for rec in data.cases {
+            let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("case {what}: {e}"));
+            let info = CaseInfo {
+                id: CaseId::parse(&rec.case_id).map_err(|e| corrupt("id", e))?,
+                first_report: ReportId::parse(&rec.first_report_id)
+                    .map_err(|e| corrupt("first report", e))?,
+                hosting: CountryCode::parse(&rec.hosting_country).ok(),
+                deadline_ms: rec.deadline_ms,
+            };
+            index.insert(info);
+        }
+        let number = |index: &CaseIndex, id: &CaseId| {
+            index
+                .by_id
+                .get(id)
+                .copied()
+                .ok_or_else(|| StoreError::Corrupt(format!("key of a case not stored: {id}")))
+        };
+        for (u, id) in data.urls {
+            let n = number(&index, &id)?;
+            index.urls.insert(u, n);
+        }
+        for (f, id) in data.files {
+            let n = number(&index, &id)?;
+            index.files.insert(f, n);
+        }
+        for (id, h, q) in data.pdqs {
+            let n = number(&index, &id)?;
+            index.pdq.add(h, u64::from(n), q);
+        }
+        index.pdq.settle(|_| true);
+        Ok(index)
+    }
+
+    fn insert(&mut self, info: CaseInfo) -> u32 {
+        let n = self.cases.len() as u32;
+        self.by_id.insert(info.id, n);
+        self.cases.push(info);
+        n
+    }
+
+    /// Cases held.
+    pub fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+    }
+
+    /// The case that already holds this report's location or one of its
+    /// files, and how it matched.
+    pub fn find(&self, report: &Report) -> Option<(u32, String)> {
+        if let Some(n) = self.urls.get(&url_key(report)) {
+            return Some((*n, "url".into()));
+        }
+        for (i, item) in report.items.iter().enumerate() {
+            if !counts(item.classification) {
+                continue;
+            }
+            if let Some(n) = self.files.get(&item.sha256) {
+                return Some((*n, format!("sha256 of item {i}")));
+            }
+        }
+        let mut best: Option<(u32, u32, usize)> = None;
+        for (i, item) in report.items.iter().enumerate() {
+            let Some((h, q)) = item.pdq else { continue };
+            if !counts(item.classification) || q < MIN_MATCH_QUALITY {
+                continue;
+            }
+            if let Some((n, d)) = self.pdq.best(&h, |_| true) {
+                if best.is_none_or(|(bd, _, _)| d < bd) {
+                    best = Some((d, n as u32, i));
+                }
+            }
+        }
+        best.map(|(d, n, i)| (n, format!("pdq of item {i} at distance {d}")))
+    }
+
+    /// Places a report: a sighting of the case that holds its location or
+    /// a file, or a new case made by `open`. The report's keys the case
+    /// did not hold yet join it; they are returned for the store.
+    pub fn place(
+        &mut self,
+        report: &Report,
+        open: impl FnOnce() -> CaseInfo,
+    ) -> (Placement, CaseKeys) {
+        let (n, placement) = match self.find(report) {
+            Some((n, how)) => (n, Placement::Sighting(self.cases[n as usize].clone(), how)),
+            None => {
+                let info = open();
+                (self.insert(info.clone()), Placement::Open(info))
+            }
+        };
+        let mut keys = CaseKeys::default();
+        let u = url_key(report);
+        if let std::collections::hash_map::Entry::Vacant(v) = self.urls.entry(u) {
+            v.insert(n);
+            keys.urls.push(u);
+        }
+        for item in report.items.iter().filter(|i| counts(i.classification)) {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.files.entry(item.sha256) {
+                v.insert(n);
+                keys.files.push(item.sha256);
+            }
+            if let Some((h, q)) = item.pdq {
+                // A copy the index would match already adds nothing.
+                if q >= MIN_MATCH_QUALITY && self.pdq.best(&h, |_| true).is_none_or(|(_, d)| d > 0)
+                {
+                    self.pdq.add(h, u64::from(n), q);
+                    keys.pdqs.push((h, q));
+                }
+            }
+        }
+        self.pdq.settle(|_| true);
+        (placement, keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meldnet_core::hash::{Md5, PdqHash};
+    use meldnet_core::report::{AgeGroup, EuLinkFacts, Item, MediaType, ReportUrl};
+
+    fn report(url: &str, sha: u8, pdq: Option<PdqHash>, class: Classification) -> Report {
+        Report {
+            id: ReportId::new_v7(),
+            origin: CountryCode::parse("NL").unwrap(),
+            created_at_ms: 1,
+            url: ReportUrl::parse(url).unwrap(),
+            eu_link: EuLinkFacts::default(),
+            items: vec![Item {
+                sha256: Sha256([sha; 32]),
+                md5: Md5([0; 16]),
+                pdq: pdq.map(|h| (h, 90)),
+                classification: class,
+                age_group: AgeGroup::Unknown,
+                media_type: MediaType::Image,
+                known: None,
+            }],
+        }
+    }
+
+    fn open(r: &Report) -> impl FnOnce() -> CaseInfo + '_ {
+        move || CaseInfo {
+            id: CaseId::new_v7(),
+            first_report: r.id,
+            hosting: None,
+            deadline_ms: 0,
+        }
+    }
+
+    #[test]
+    fn same_url_spelled_otherwise_same_file_and_near_pdq_join_the_first_case() {
+        let mut idx = CaseIndex::default();
+        let pdq = PdqHash([0x5a; 32]);
+        let a = report(
+            "https://Host.example/a/b/?#frag",
+            1,
+            Some(pdq),
+            Classification::Baseline,
+        );
+        let (first, keys) = idx.place(&a, open(&a));
+        let Placement::Open(case) = first else {
+            panic!("opens")
+        };
+        assert_eq!(
+            (keys.urls.len(), keys.files.len(), keys.pdqs.len()),
+            (1, 1, 1)
+        );
+        let b = report(
+            "HTTPS://host.example:443/a/b",
+            2,
+            None,
+            Classification::Baseline,
+        );
+        assert_eq!(
+            idx.place(&b, open(&b)).0,
+            Placement::Sighting(case.clone(), "url".into())
+        );
+        let c = report("https://other.example/", 1, None, Classification::Baseline);
+        assert_eq!(
+            idx.place(&c, open(&c)).0,
+            Placement::Sighting(case.clone(), "sha256 of item 0".into())
+        );
+        let mut near = pdq;
+        near.0[0] ^= 0b111;
+        let d = report(
+            "https://third.example/",
+            3,
+            Some(near),
+            Classification::Baseline,
+        );
+        assert_eq!(
+            idx.place(&d, open(&d)).0,
+            Placement::Sighting(case.clone(), "pdq of item 0 at distance 3".into())
+        );
+        // The locations of sightings lead to the case too.
+        let e = report("https://third.example", 4, None, Classification::Baseline);
+        assert!(matches!(idx.place(&e, open(&e)).0, Placement::Sighting(c, _) if c == case));
+        // An item assessed as not illegal joins nothing.
+        let f = report(
+            "https://fourth.example/",
+            1,
+            None,
+            Classification::NotIllegal,
+        );
+        assert!(matches!(idx.place(&f, open(&f)).0, Placement::Open(_)));
+        assert_eq!(idx.len(), 2);
+    }
+}

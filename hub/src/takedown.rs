@@ -1,0 +1,327 @@
+//! Notice-and-takedown: the steps the hosting country's node records on a
+//! case (`Cases.RecordStep`, signed over exact bytes, stored as sent), and
+//! the deadline watcher that turns a deadline passed without removal into
+//! exactly one escalation, delivered like a report to the configured
+//! police or regulator. Deadlines are judged on the hub's clock
+//! (`core::time::Clock`), which tests move forward instead of waiting.
+
+use crate::auth::Auth;
+use crate::cases::CaseInfo;
+use crate::config::TakedownConfig;
+use crate::ingest::{case_ref, sign_tree};
+use crate::store::{case_state, Escalation, StepOutcome, StepWrite, Store, StoreError};
+use meldnet_core::case::{CaseId, CaseStep, StepKind};
+use meldnet_core::country::CountryCode;
+use meldnet_core::identity::{Role, SpiffeId};
+use meldnet_core::keyring::Keyring;
+use meldnet_core::provenance::{lookup_key, Envelope};
+use meldnet_core::report::ReportId;
+use meldnet_core::signing::{Context, SigningKey};
+use meldnet_core::time::{rfc3339, Clock};
+use meldnet_core::{Refusal, RefusalKind};
+use meldnet_proto::v1 as pb;
+use meldnet_proto::v1::cases_server::Cases;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tonic::{Request, Response, Status};
+
+/// The `Cases` service: nodes record the steps of their cases.
+#[derive(Clone)]
+pub struct CasesService {
+    store: Store,
+    keyring: Arc<Keyring>,
+    clock: Arc<Clock>,
+    takedown: Arc<TakedownConfig>,
+    auth: Auth,
+}
+
+impl CasesService {
+    /// Serves nodes over `store`, checking step signatures with `keyring`.
+    pub fn new(
+        store: Store,
+        keyring: Arc<Keyring>,
+        clock: Arc<Clock>,
+        takedown: Arc<TakedownConfig>,
+        auth: Auth,
+    ) -> Self {
+        CasesService {
+            store,
+            keyring,
+            clock,
+            takedown,
+            auth,
+        }
+    }
+}
+
+fn storage(e: StoreError) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+fn receipt(rec: &pb::CaseRecord, now_ms: i64) -> pb::CaseStepReceipt {
+    pb::CaseStepReceipt {
+        case_id: rec.case_id.clone(),
+        state: case_state(rec, now_ms).into(),
+        deadline_ms: rec.deadline_ms,
+        steps: rec.steps.len() as u32,
+    }
+}
+
+#[tonic::async_trait]
+impl Cases for CasesService {
+    async fn record_step(
+        &self,
+        request: Request<pb::SignedCaseStep>,
+    ) -> Result<Response<pb::CaseStepReceipt>, Status> {
+        let caller = self.auth.node(&request)?;
+        let Role::Node(cc) = caller.id.role() else {
+            return Err(Status::permission_denied("only nodes record case steps"));
+        };
+        let cc = *cc;
+        let env = Envelope::from_signed_step(request.into_inner())?;
+        let step = CaseStep::decode(&env.bytes)?;
+        if step.country != cc {
+            return Err(Refusal::new(
+                RefusalKind::PermissionDenied,
+                "step.country",
+                format!(
+                    "{} does not match the caller's certificate ({})",
+                    step.country, caller.id
+                ),
+            )
+            .into());
+        }
+        let key = lookup_key(&self.keyring, &caller.id, env.key_id, "signed_step")?;
+        env.verify(key, Context::CaseStep, "signed_step")?;
+        let rec = self
+            .store
+            .case(&step.case_id)
+            .map_err(storage)?
+            .ok_or_else(|| {
+                Refusal::new(
+                    RefusalKind::NotFound,
+                    "step.case_id",
+                    format!("no case {}", step.case_id),
+                )
+            })?;
+        if rec.hosting_country != cc.as_str() {
+            return Err(Refusal::new(
+                RefusalKind::PermissionDenied,
+                "step.case_id",
+                format!(
+                    "case {} is hosted in {}: only the node of that country records its steps",
+                    step.case_id,
+                    if rec.hosting_country.is_empty() {
+                        "no country that takes part"
+                    } else {
+                        &rec.hosting_country
+                    }
+                ),
+            )
+            .into());
+        }
+        let now = self.clock.now_ms();
+        let reappear_deadline_ms = match CountryCode::parse(&rec.hosting_country) {
+            Ok(host) if step.kind == StepKind::Reappeared && rec.deadline_ms > 0 => {
+                now + self.takedown.policy(host).deadline_ms
+            }
+            _ => 0,
+        };
+        let kind = step.kind;
+        let outcome = self
+            .store
+            .record_step(StepWrite {
+                step,
+                signed: env.into_signed_step(),
+                received_at_ms: now,
+                actor: caller.id.clone(),
+                reappear_deadline_ms,
+            })
+            .await
+            .map_err(storage)?;
+        match outcome {
+            StepOutcome::Stored(rec) => {
+                metrics::counter!("meldnet_case_steps_total", "kind" => kind.name()).increment(1);
+                if kind == StepKind::Removed {
+                    let secs = (rec.removed_at_ms - rec.opened_at_ms).max(0) as f64 / 1000.0;
+                    metrics::histogram!("meldnet_time_to_removal_seconds").record(secs);
+                }
+                tracing::info!(caller = %caller.id, case = %rec.case_id, step = kind.name(), "case step recorded");
+                Ok(Response::new(receipt(&rec, now)))
+            }
+            StepOutcome::Duplicate(rec) => Ok(Response::new(receipt(&rec, now))),
+            StepOutcome::Conflict => Err(Refusal::new(
+                RefusalKind::AlreadyExists,
+                "step.step_id",
+                "this step id was recorded with different content",
+            )
+            .into()),
+            StepOutcome::NoCase => {
+                Err(Refusal::new(RefusalKind::NotFound, "step.case_id", "no such case").into())
+            }
+        }
+    }
+}
+
+/// Watches takedown deadlines: every second, and at once when woken (the
+/// clock was moved), escalates each case whose deadline passed without
+/// removal. Runs until `stopping`.
+pub struct DeadlineWatcher {
+    /// The store.
+    pub store: Store,
+    /// Signs escalation decisions.
+    pub signer: Arc<SigningKey>,
+    /// The hub's clock.
+    pub clock: Arc<Clock>,
+    /// The hub's identity (actor of escalations).
+    pub hub: SpiffeId,
+    /// Woken when the clock moves.
+    pub wake: Arc<Notify>,
+}
+
+impl DeadlineWatcher {
+    /// Runs until `stopping` turns true.
+    pub async fn run(self, mut stopping: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.escalate_due().await {
+                tracing::error!(error = %e, "deadline check failed; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.wake.notified() => {}
+                _ = stopping.changed() => return,
+            }
+            if *stopping.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Escalates every case due now; returns how many were escalated.
+    pub async fn escalate_due(&self) -> Result<usize, StoreError> {
+        let mut done = 0;
+        loop {
+            let now = self.clock.now_ms();
+            let due = self.store.due(now, 64)?;
+            if due.is_empty() {
+                return Ok(done);
+            }
+            for (deadline_ms, case_id) in due {
+                if self.escalate(deadline_ms, case_id).await? {
+                    done += 1;
+                }
+            }
+        }
+    }
+
+    async fn escalate(&self, deadline_ms: i64, case_id: CaseId) -> Result<bool, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("case {case_id}: {what}"));
+        let rec = self
+            .store
+            .case(&case_id)?
+            .ok_or_else(|| corrupt("deadline of a case not stored"))?;
+        let report_id =
+            ReportId::parse(&rec.first_report_id).map_err(|_| corrupt("first report"))?;
+        let first = self
+            .store
+            .report(&report_id)?
+            .ok_or_else(|| corrupt("first report not stored"))?;
+        let signed_report = first
+            .report
+            .clone()
+            .ok_or_else(|| corrupt("first report empty"))?;
+        let opening = first
+            .decision
+            .as_ref()
+            .and_then(|d| pb::Decision::decode(d.decision.as_slice()).ok())
+            .ok_or_else(|| corrupt("first decision"))?;
+        let now = self.clock.now_ms();
+        let recipients: Vec<SpiffeId> = rec
+            .escalate_to
+            .iter()
+            .filter_map(|s| SpiffeId::parse(s).ok())
+            .collect();
+        let mut reasons = vec![format!(
+            "takedown deadline of case {case_id} ({}) passed without removal: escalation",
+            rfc3339(deadline_ms)
+        )];
+        reasons.push(match &rec.provider {
+            Some(p) => format!("notice sent to {} (AS{})", p.name, p.asn),
+            None => "no notice to a hosting provider was recorded".into(),
+        });
+        if rec.not_removed {
+            reasons.push("the hotline recorded that the provider did not remove it".into());
+        }
+        if rec.removed_at_ms > 0 {
+            reasons.push(format!("removed late, at {}", rfc3339(rec.removed_at_ms)));
+        }
+        if recipients.is_empty() {
+            reasons.push("no escalation recipient is registered for the hosting country".into());
+        }
+        let info = CaseInfo {
+            id: case_id,
+            first_report: report_id,
+            hosting: CountryCode::parse(&rec.hosting_country).ok(),
+            deadline_ms,
+        };
+        let decision = pb::Decision {
+            report_id: rec.first_report_id.clone(),
+            report_digest: opening.report_digest.clone(),
+            origin: opening.origin.clone(),
+            decided_at_ms: now,
+            eu_link: opening.eu_link,
+            eu_link_facts: opening.eu_link_facts.clone(),
+            recipients: recipients
+                .iter()
+                .map(|r| pb::Recipient {
+                    identity: r.to_string(),
+                    purpose: pb::Purpose::Escalation as i32,
+                    reason: format!(
+                        "{}: takedown deadline missed in {}",
+                        match r.role() {
+                            Role::Regulator { .. } => "regulator",
+                            _ => "police",
+                        },
+                        rec.hosting_country
+                    ),
+                    first: true,
+                    rule: "takedown-deadline".into(),
+                })
+                .collect(),
+            reasons,
+            items: opening.items.clone(),
+            rules_version: opening.rules_version,
+            rules: Vec::new(),
+            case: Some(case_ref(&info, pb::DecisionKind::Escalation, "")),
+            kind: pb::DecisionKind::Escalation as i32,
+        };
+        let mut signed = pb::SignedDecision {
+            decision: decision.encode_to_vec(),
+            ..Default::default()
+        };
+        sign_tree(&self.signer, &mut [&mut signed]);
+        let escalated = self
+            .store
+            .escalate(Escalation {
+                id: CaseId::new_v7(),
+                case_id,
+                deadline_ms,
+                stored: pb::StoredReport {
+                    report: Some(signed_report),
+                    decision: Some(signed),
+                    received_at_ms: now,
+                },
+                report_id,
+                recipients,
+                actor: self.hub.clone(),
+            })
+            .await?;
+        if escalated {
+            metrics::counter!("meldnet_escalations_total").increment(1);
+            tracing::warn!(case = %case_id, deadline = %rfc3339(deadline_ms), "takedown deadline missed: escalated");
+        }
+        Ok(escalated)
+    }
+}
