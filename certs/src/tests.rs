@@ -97,7 +97,7 @@ fn init_makes_a_tree_that_every_role_loads() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fed");
     let summary = init(&options(&dir)).unwrap();
-    assert_eq!(summary.parties.len(), 1 + 3 + 3 + 1);
+    assert_eq!(summary.parties.len(), 1 + 3 + 3 + 1 + 1);
     assert_eq!(
         summary.files.last(),
         Some(&dir.join("ca.pem")),
@@ -223,9 +223,9 @@ fn init_makes_a_tree_that_every_role_loads() {
 
     // The ledger lists every certificate with the serial it really carries.
     let ledger = Ledger::load(&dir.join("issued.toml")).unwrap();
-    assert_eq!(ledger.certs.len(), 8);
+    assert_eq!(ledger.certs.len(), 9);
     assert_eq!(ledger.ca.serial, Serial(1));
-    assert_eq!(ledger.next_serial, Serial(10));
+    assert_eq!(ledger.next_serial, Serial(11));
     for e in &ledger.certs {
         let path = dir.join(&e.cert);
         assert_eq!(serial_of(&path), e.serial, "{}", e.cert.display());
@@ -373,7 +373,7 @@ fn issue_expired_gives_a_certificate_that_has_ended() {
     };
 
     let s = issue(&opts(&id("node/NL").to_string(), "certs/nl-expired", true)).unwrap();
-    assert_eq!(s.serial, Serial(10), "serials continue after init's");
+    assert_eq!(s.serial, Serial(11), "serials continue after init's");
     let der = cert_der(&s.cert);
     let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -389,7 +389,7 @@ fn issue_expired_gives_a_certificate_that_has_ended() {
 
     // A fresh hub certificate carries the server names and a new serial.
     let s = issue(&opts(&id("hub").to_string(), "hub2", false)).unwrap();
-    assert_eq!(s.serial, Serial(11));
+    assert_eq!(s.serial, Serial(12));
     let der = cert_der(&s.cert);
     let (_, x) = x509_parser::parse_x509_certificate(&der).unwrap();
     assert!(x.extended_key_usage().unwrap().unwrap().value.server_auth);
@@ -405,11 +405,11 @@ fn issue_expired_gives_a_certificate_that_has_ended() {
     accepts(&hub_verifier(&dir), &s.cert).unwrap();
 
     let ledger = Ledger::load(&dir.join("issued.toml")).unwrap();
-    assert_eq!(ledger.next_serial, Serial(12));
+    assert_eq!(ledger.next_serial, Serial(13));
     let last = &ledger.certs[ledger.certs.len() - 2];
     assert_eq!(
         (last.identity.clone(), last.serial),
-        (id("node/NL"), Serial(10))
+        (id("node/NL"), Serial(11))
     );
     assert!(
         last.cert.is_absolute(),
@@ -428,6 +428,6 @@ fn issue_expired_gives_a_certificate_that_has_ended() {
     assert!(issue(&too_long).unwrap_err().to_string().contains("CA"));
     assert_eq!(
         Ledger::load(&dir.join("issued.toml")).unwrap().next_serial,
-        Serial(12)
+        Serial(13)
     );
 }

@@ -161,33 +161,60 @@ impl PdqIndex {
     }
 }
 
-/// A growing set of PDQ hashes for near matching (list entries, cases):
-/// a multi-index built over most of them plus a short list of recent additions scanned directly,
-/// folded into the index when it grows past a fraction of it (so the cost
-/// of rebuilding stays linear overall).
+/// Hashes scanned directly before they are built into a run.
+const RECENT_MAX: usize = 1024;
+
+/// A built run of the set: its index and, per entry, (id, quality).
+struct Run {
+    index: PdqIndex,
+    hashes: Vec<PdqHash>,
+    meta: Vec<(u64, u8)>,
+}
+
+/// A growing set of PDQ hashes for near matching (list entries, cases).
+/// Why runs: cases grow with every report and are searched before each
+/// addition, so neither one index rebuilt per addition nor a long list
+/// scanned per search will do. New hashes are scanned directly until there
+/// are 1024; then they become a run, and runs of similar size are merged
+/// (the logarithmic method): a search looks in at most log2(n / 1024) runs,
+/// and each hash is rebuilt into an index O(log n) times overall.
 #[derive(Default)]
 pub struct PdqSet {
-    index: Option<PdqIndex>,
-    indexed: Vec<(u64, u8)>,
+    /// Largest first; each at least twice the size of the next.
+    runs: Vec<Run>,
     recent: Vec<(PdqHash, u64, u8)>,
-    all: Vec<PdqHash>,
 }
 
 impl PdqSet {
     /// Adds a hash under `id`; searchable at once.
-    pub fn add(&mut self, h: PdqHash, version: u64, quality: u8) {
-        self.recent.push((h, version, quality));
+    pub fn add(&mut self, h: PdqHash, id: u64, quality: u8) {
+        self.recent.push((h, id, quality));
     }
 
-    /// Folds the recent hashes into the index once they are many; ids for
-    /// which `live` is false leave it.
+    /// Builds the recent hashes into a run once they are many, merging runs
+    /// of similar size; ids for which `live` is false leave what is rebuilt.
     pub fn settle(&mut self, live: impl Fn(u64) -> bool) {
-        if self.recent.len() <= 4096 + self.indexed.len() / 4 {
+        if self.recent.len() < RECENT_MAX {
             return;
         }
-        let mut hashes = std::mem::take(&mut self.all);
-        let mut meta = std::mem::take(&mut self.indexed);
-        // Withdrawn entries leave the index when it is rebuilt.
+        let mut hashes = Vec::with_capacity(self.recent.len());
+        let mut meta = Vec::with_capacity(self.recent.len());
+        for (h, v, q) in self.recent.drain(..) {
+            hashes.push(h);
+            meta.push((v, q));
+        }
+        while let Some(last) = self.runs.last() {
+            if last.meta.len() > 2 * meta.len() {
+                break;
+            }
+            let Some(run) = self.runs.pop() else { break };
+            let mut merged_h = run.hashes;
+            let mut merged_m = run.meta;
+            merged_h.append(&mut hashes);
+            merged_m.append(&mut meta);
+            hashes = merged_h;
+            meta = merged_m;
+        }
         let mut keep = 0;
         for i in 0..meta.len() {
             if live(meta[i].0) {
@@ -198,15 +225,13 @@ impl PdqSet {
         }
         hashes.truncate(keep);
         meta.truncate(keep);
-        for (h, v, q) in self.recent.drain(..) {
-            if live(v) {
-                hashes.push(h);
-                meta.push((v, q));
-            }
+        if !hashes.is_empty() {
+            self.runs.push(Run {
+                index: PdqIndex::build(&hashes),
+                hashes,
+                meta,
+            });
         }
-        self.index = Some(PdqIndex::build(&hashes));
-        self.all = hashes;
-        self.indexed = meta;
     }
 
     /// The nearest live match of acceptable quality (distance <= 31, both
@@ -218,9 +243,9 @@ impl PdqSet {
                 best = Some((d, v));
             }
         };
-        if let Some(index) = &self.index {
-            for m in index.search(query, MATCH_THRESHOLD) {
-                let Some(&(v, q)) = self.indexed.get(m.entry as usize) else {
+        for run in &self.runs {
+            for m in run.index.search(query, MATCH_THRESHOLD) {
+                let Some(&(v, q)) = run.meta.get(m.entry as usize) else {
                     continue;
                 };
                 consider(m.distance, v, q);
@@ -235,9 +260,9 @@ impl PdqSet {
         best.map(|(d, v)| (v, d))
     }
 
-    /// Hashes held.
+    /// Hashes held (withdrawn ones until their run is rebuilt).
     pub fn len(&self) -> usize {
-        self.indexed.len() + self.recent.len()
+        self.runs.iter().map(|r| r.meta.len()).sum::<usize>() + self.recent.len()
     }
 
     /// Whether none is held.
@@ -245,9 +270,18 @@ impl PdqSet {
         self.len() == 0
     }
 
-    /// Index bytes per indexed hash (0 before the first build).
+    /// Index bytes per indexed hash, over all runs (0 before the first run).
     pub fn index_bytes_per_entry(&self) -> f64 {
-        self.index.as_ref().map_or(0.0, |i| i.bytes_per_entry())
+        let n: usize = self.runs.iter().map(|r| r.meta.len()).sum();
+        if n == 0 {
+            return 0.0;
+        }
+        let bytes: f64 = self
+            .runs
+            .iter()
+            .map(|r| r.index.bytes_per_entry() * r.meta.len() as f64)
+            .sum();
+        bytes / n as f64
     }
 }
 
@@ -316,5 +350,32 @@ mod tests {
             1 + 32,
             "the original, itself again at 0, and 1..=31"
         );
+    }
+
+    #[test]
+    fn a_growing_set_finds_what_brute_force_finds() {
+        let hashes = random_hashes(6000, 7);
+        let mut set = PdqSet::default();
+        for (i, h) in hashes.iter().enumerate() {
+            set.add(*h, i as u64, 90);
+            set.settle(|v| v % 7 != 3);
+            if i % 500 == 0 || i == hashes.len() - 1 {
+                // A near copy of an earlier hash is found, unless withdrawn.
+                let j = i / 2;
+                let q = flip(&hashes[j], &[1, 50, 99]);
+                let want = if j % 7 == 3 {
+                    None
+                } else {
+                    Some((j as u64, 3))
+                };
+                assert_eq!(set.best(&q, |v| v % 7 != 3), want, "after {i}");
+            }
+        }
+        // Runs stay few: logarithmic in the number of hashes.
+        assert!(set.runs.len() <= 4, "{} runs", set.runs.len());
+        assert!(set
+            .runs
+            .windows(2)
+            .all(|w| w[0].meta.len() > w[1].meta.len()));
     }
 }

@@ -40,7 +40,7 @@ pub struct HubConfig {
     #[serde(default, skip_serializing_if = "ClockConfig::is_default")]
     pub clock: ClockConfig,
     /// Notice-and-takedown deadlines and where a missed one goes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "TakedownConfig::is_default")]
     pub takedown: TakedownConfig,
 }
 
@@ -110,6 +110,10 @@ pub struct TakedownPolicy {
 }
 
 impl TakedownConfig {
+    fn is_default(&self) -> bool {
+        self == &TakedownConfig::default()
+    }
+
     /// The policy for a hosting country (validated at load).
     pub fn policy(&self, country: CountryCode) -> TakedownPolicy {
         let c = self.countries.get(&country);

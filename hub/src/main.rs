@@ -133,6 +133,25 @@ enum AuditCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the audit events, one JSON object per line.
+    Show {
+        /// The hub's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only events of this kind (e.g. setting, case-step, escalated, submitted).
+        #[arg(long)]
+        kind: Option<String>,
+    },
+}
+
+fn open_stopped_store(config: &std::path::Path) -> anyhow::Result<meldnet_hub::store::Store> {
+    let cfg = HubConfig::load(config)?;
+    meldnet_hub::store::Store::open(&cfg.data_dir).with_context(|| {
+        format!(
+            "opening {} (is the hub still running?)",
+            cfg.data_dir.display()
+        )
+    })
 }
 
 /// mimalloc: the store and the gRPC stack allocate and free millions of small
@@ -185,15 +204,24 @@ fn run() -> anyhow::Result<()> {
         Command::List { command } => list_command(command),
         Command::Admin { operator, command } => admin_command(&operator, command),
         Command::Audit {
+            command: AuditCommand::Show { config, kind },
+        } => {
+            let store = open_stopped_store(&config)?;
+            for (seq, ev) in store.audit_events()? {
+                if kind.as_ref().is_some_and(|k| *k != ev.kind) {
+                    continue;
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({"seq": seq, "at_ms": ev.at_ms, "kind": ev.kind, "actor": ev.actor, "subject": ev.subject, "detail": ev.detail})
+                );
+            }
+            Ok(())
+        }
+        Command::Audit {
             command: AuditCommand::Verify { config },
         } => {
-            let cfg = HubConfig::load(&config)?;
-            let store = meldnet_hub::store::Store::open(&cfg.data_dir).with_context(|| {
-                format!(
-                    "opening {} (is the hub still running?)",
-                    cfg.data_dir.display()
-                )
-            })?;
+            let store = open_stopped_store(&config)?;
             let head = store
                 .verify_audit()
                 .map_err(|e| anyhow::anyhow!("audit chain broken: {e}"))?;

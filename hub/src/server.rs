@@ -65,6 +65,9 @@ pub enum HubError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// How long connections may drain after shutdown begins.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Starts the hub and serves until `shutdown` completes. `on_listening`
 /// gets the bound address (the config may say port 0).
 pub async fn run(
@@ -209,11 +212,12 @@ pub async fn run(
         wake: deadlines.clone(),
     };
     let watching = tokio::spawn(watcher.run(stopping.clone()));
+    let stopping_watch = stopping.clone();
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
-    tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -243,8 +247,18 @@ pub async fn run(
             routes,
             deadlines,
         )))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    // Graceful shutdown waits for clients to close their connections; an
+    // idle client that never does must not keep the hub from stopping.
+    let mut stopped = stopping_watch;
+    let drain_limit = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+    };
+    tokio::select! {
+        r = serving => r?,
+        () = drain_limit => tracing::warn!("clients still connected {} s after shutdown began: closing", SHUTDOWN_DRAIN.as_secs()),
+    }
     let _ = watching.await;
     store.flush()?;
     tracing::info!("hub stopped");

@@ -933,6 +933,22 @@ impl Store {
         Ok(d)
     }
 
+    /// Every audit event with its sequence number, in order (for reading
+    /// the log; `verify_audit` checks the chain).
+    pub fn audit_events(&self) -> Result<Vec<(u64, pb::AuditEvent)>, StoreError> {
+        self.tree
+            .scan_prefix([AUDIT])
+            .map(|kv| {
+                let (_, v) = kv?;
+                let rec = pb::AuditRecord::decode(load_body(&self.blobs, &v)?.as_slice())
+                    .map_err(|e| StoreError::Corrupt(format!("audit record: {e}")))?;
+                let ev = pb::AuditEvent::decode(rec.event.as_slice())
+                    .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))?;
+                Ok((rec.seq, ev))
+            })
+            .collect()
+    }
+
     /// Walks the audit chain from the genesis and checks every link, and
     /// that the stored head is the chain's end.
     pub fn verify_audit(&self) -> Result<ChainHead, String> {

@@ -117,21 +117,29 @@ impl Federation {
     /// Certificates, keys and configs for these nodes and agencies
     /// (`meldnet-certs init`); the hub is not started yet.
     pub fn init(nodes: &str, agencies: &str) -> Result<Federation> {
+        Self::init_with(nodes, agencies, &[])
+    }
+
+    /// As `init`, with more `meldnet-certs init` arguments (e.g.
+    /// `--regulators DE/bnetza`).
+    pub fn init_with(nodes: &str, agencies: &str, extra: &[&str]) -> Result<Federation> {
         let dir = tempfile::tempdir()?;
         let hub_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let out = run(Command::new(bin("meldnet-certs")).args([
-            "init",
-            "--dir",
-            &dir.path().join("fed").display().to_string(),
-            "--federation",
-            FEDERATION,
-            "--nodes",
-            nodes,
-            "--agencies",
-            agencies,
-            "--hub-addr",
-            &hub_addr.to_string(),
-        ]));
+        let out = run(Command::new(bin("meldnet-certs"))
+            .args([
+                "init",
+                "--dir",
+                &dir.path().join("fed").display().to_string(),
+                "--federation",
+                FEDERATION,
+                "--nodes",
+                nodes,
+                "--agencies",
+                agencies,
+                "--hub-addr",
+                &hub_addr.to_string(),
+            ])
+            .args(extra));
         if !out.status.success() {
             bail!("meldnet-certs init failed: {}", stderr(&out));
         }
@@ -187,6 +195,43 @@ impl Federation {
             .args(["list", command, "--operator"])
             .arg(self.operator_config())
             .args(args))
+    }
+
+    /// Runs `meldnet-hub admin --operator <admin's config> ARGS`.
+    pub fn hub_admin(&self, args: &[&str]) -> Output {
+        run(Command::new(bin("meldnet-hub"))
+            .args(["admin", "--operator"])
+            .arg(self.operator_config())
+            .args(args))
+    }
+
+    /// Appends TOML to `hub.toml` (before the hub starts).
+    pub fn add_hub_config(&self, text: &str) -> Result<()> {
+        let path = self.hub_config();
+        let old = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, format!("{old}\n{text}\n"))?;
+        Ok(())
+    }
+
+    /// Runs `meldnet-agency COMMAND` as regulator `dir` (e.g. `DE-bnetza`).
+    pub fn regulator(&self, dir: &str, command: &str, args: &[&str]) -> Output {
+        run(Command::new(bin("meldnet-agency"))
+            .args([command, "--config"])
+            .arg(self.root().join(format!("regulators/{dir}/agency.toml")))
+            .args(args))
+    }
+
+    /// Signs `report` as node `cc` and submits it over gRPC: the decision
+    /// from the receipt, or the refusal.
+    pub async fn submit_as(&self, cc: &str, report: &pb::Report) -> Result<pb::Decision> {
+        let ch = self.channel_as(&format!("nodes/{cc}/node")).await?;
+        let mut client = pb::submission_client::SubmissionClient::new(ch);
+        let receipt = client
+            .submit(sign_proto(report, &self.node_key(cc)))
+            .await?
+            .into_inner();
+        let d = receipt.decision.context("receipt without decision")?;
+        Ok(pb::Decision::decode(d.decision.as_slice())?)
     }
 
     /// The hub's log file (stderr of every hub process started).

@@ -1,6 +1,7 @@
-//! A report from NL about material hosted in DE reaches node DE and police
-//! DE exactly once, with both signatures verifiable offline; a report without
-//! an EU link is stored with a decision saying so and delivered to nobody.
+//! A report from NL about new material hosted in DE reaches node DE, police
+//! DE and Europol exactly once, with both signatures verifiable offline; a
+//! report without an EU link is stored with a decision saying so and
+//! delivered to nobody.
 
 use meldnet_tests::*;
 use std::process::Command;
@@ -31,11 +32,13 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
+    // New material (the hub's list is empty): Europol too, with police first.
     assert_eq!(
         to,
         [
             "spiffe://eu.meldnet.test/node/DE",
-            "spiffe://eu.meldnet.test/agency/DE/bka"
+            "spiffe://eu.meldnet.test/agency/DE/bka",
+            "spiffe://eu.meldnet.test/agency/EU/europol"
         ]
     );
 
@@ -169,8 +172,13 @@ fn hosted_in_de_reaches_node_de_and_police_de_exactly_once() {
             stderr(&o)
         );
     }
+    let o = fed.pull(
+        "EU-europol",
+        &["--out", fed.scratch("europol").to_str().unwrap()],
+    );
+    assert_received(&o, std::slice::from_ref(&id));
     // Nobody else received it.
-    for agency in ["NL-politie", "FR-police", "EU-europol"] {
+    for agency in ["NL-politie", "FR-police"] {
         let o = fed.pull(agency, &["--out", fed.scratch(agency).to_str().unwrap()]);
         assert!(o.status.success());
         assert!(
