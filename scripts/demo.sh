@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # A local federation on loopback, on the embedded defaults: certificates made,
 # the hub started, three nodes (NL, DE, FR) and three agencies (police DE,
-# police NL, Europol) run as processes, a few reports routed, and what was
-# delivered to whom shown. Everything lives in ./demo-federation (removed
-# first). No imagery: the "files" are generated random bytes.
+# police NL, Europol) run as processes, a few reports routed (one of them a
+# sighting of an earlier case), what was delivered to whom shown, a takedown
+# deadline missed and escalated, and an operator's session (rules, explain,
+# stats). Everything lives in ./demo-federation (removed first). No imagery:
+# the "files" are generated stripes and random bytes. One change from the
+# defaults, for the demonstration only: the hub's clock is adjustable, so
+# that the operator can move it past a 24-hour deadline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --quiet
@@ -18,6 +22,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say "1. meldnet-certs init: CA, certificates with SPIFFE ids, signing keys, configs"
 $BIN/meldnet-certs init --dir "$DIR/fed" --federation eu.meldnet.test \
   --nodes NL,DE,FR --agencies DE/bka,NL/politie,EU/europol --hub-addr "127.0.0.1:$PORT"
+
+printf '\n# Demonstration only: lets an operator move the clock past a deadline.\n[clock]\nadjustable = true\n' >> "$DIR/fed/hub/hub.toml"
 
 say "2. meldnet-hub serve (mTLS, TLS 1.3, client certificates required)"
 $BIN/meldnet-hub serve --config "$DIR/fed/hub/hub.toml" --ready-file "$DIR/hub.ready" 2> "$DIR/hub.log" &
@@ -55,7 +61,12 @@ done
 say "4. Hotlines report (files are hashed locally; only hashes and metadata leave; items marked known or new)"
 echo "-- NL: material hosted in DE"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/NL/node.toml" --url https://img.example.de/a/1 \
-  --hosting DE --classification baseline --age-group prepubescent --submit "$DIR/files/item1.png" "$DIR/files/item2.png"
+  --hosting DE --classification baseline --age-group prepubescent --submit "$DIR/files/item1.png" "$DIR/files/item2.png" \
+  | tee "$DIR/first.jsonl"
+FIRST=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["report_id"])' "$DIR/first.jsonl")
+echo "-- FR: the same location, spelled otherwise: a sighting of NL's case, no second notice"
+$BIN/meldnet-node report new --config "$DIR/fed/nodes/FR/node.toml" --url 'HTTPS://IMG.example.de:443/a/1/#top' \
+  --hosting DE --classification baseline --age-group prepubescent --submit "$DIR/files/item1.png"
 echo "-- FR: material hosted in NL, suspect in DE"
 $BIN/meldnet-node report new --config "$DIR/fed/nodes/FR/node.toml" --url https://cdn.example.nl/v/9 \
   --hosting NL --suspect DE --classification baseline --age-group pubescent --submit "$DIR/files/clip.mp4"
@@ -87,8 +98,11 @@ who = sys.argv[2].split("/fed/", 1)[-1].rsplit("/", 1)[0]
 print(f"{who}: {len(lines)} report(s)")
 for d in lines:
     print(f"   {d['report_id']}  from {d['origin'].rsplit('/', 1)[-1]}  {d['url']}")
+    case = d['decision'].get('case') or {}
+    if case:
+        print(f"      {case['kind'].replace('DECISION_KIND_', '').lower()} of case {case['case_id']}")
     for r in d['decision']['recipients']:
-        print(f"      -> {r['identity']}: {r['reason']}")
+        print(f"      -> {r['identity']} ({r['purpose'].replace('PURPOSE_', '').lower()}): {r['reason']}")
     print("      " + next((x for x in d['decision']['reasons'] if x.startswith('hash list')), ''))
 PY
 }
@@ -99,7 +113,37 @@ for n in NL DE FR; do
   show $BIN/meldnet-node received --config "$DIR/fed/nodes/$n/node.toml"
 done
 
-say "7. A hosting provider in DE asks node DE whether uploads are known (HTTP/JSON over mTLS)"
+say "7. Notice-and-takedown: node DE sends the notice; the provider does not remove it in 24 hours"
+CASE=$(python3 - "$DIR/fed/nodes/DE/inbox" "$FIRST" <<'PY'
+import json, subprocess, sys
+out = subprocess.run(["target/debug/meldnet-node", "received", "--config", sys.argv[1].rsplit("/inbox", 1)[0] + "/node.toml", sys.argv[2]],
+                     capture_output=True, text=True, check=True).stdout
+print(json.loads(out.splitlines()[0])["decision"]["case"]["case_id"])
+PY
+)
+$BIN/meldnet-node case step --config "$DIR/fed/nodes/DE/node.toml" --case "$CASE" \
+  --kind notice-sent --provider-name "Example Hosting GmbH" --asn 64500
+OP="$DIR/fed/operators/admin/operator.toml"
+$BIN/meldnet-hub admin --operator "$OP" advance-clock --hours 25
+sleep 1.5
+echo "-- police DE receive the escalation"
+$BIN/meldnet-agency pull --config "$DIR/fed/agencies/DE-bka/agency.toml"
+$BIN/meldnet-agency received --config "$DIR/fed/agencies/DE-bka/agency.toml" "$FIRST" | python3 -c '
+import json, sys
+for l in sys.stdin:
+    d = json.loads(l)["decision"]
+    if d["kind"] == "DECISION_KIND_ESCALATION":
+        print("escalation:", "; ".join(d["reasons"]))'
+
+say "8. An operator's session: the rules in force, one report explained, statistics"
+echo "\$ meldnet-hub admin --operator $OP rules   (first lines)"
+$BIN/meldnet-hub admin --operator "$OP" rules | head -n 8
+echo "\$ meldnet-hub admin --operator $OP explain $FIRST"
+$BIN/meldnet-hub admin --operator "$OP" explain "$FIRST"
+echo "\$ meldnet-hub admin --operator $OP stats"
+$BIN/meldnet-hub admin --operator "$OP" stats
+
+say "9. A hosting provider in DE asks node DE whether uploads are known (HTTP/JSON over mTLS)"
 $BIN/meldnet-certs provider --node-dir "$DIR/fed/nodes/DE" --name hoster1 --out "$DIR/providers"
 $BIN/meldnet-node serve --config "$DIR/fed/nodes/DE/node.toml" --ready-file "$DIR/node-DE.ready" 2> "$DIR/node-DE.log" &
 NODE=$!
@@ -118,10 +162,10 @@ else
 fi
 kill $NODE; wait $NODE 2>/dev/null || true
 
-say "8. Provenance, offline: meldnet-agency verify with public keys only"
+say "10. Provenance, offline: meldnet-agency verify with public keys only"
 $BIN/meldnet-agency verify --keyring "$DIR/fed/keyring.toml" "$DIR/fed/agencies/DE-bka/deliveries/deliveries.log"
 
-say "9. The hub's audit chain"
+say "11. The hub's audit chain"
 kill $HUB; wait $HUB 2>/dev/null || true
 trap - EXIT
 $BIN/meldnet-hub audit verify --config "$DIR/fed/hub/hub.toml"

@@ -234,8 +234,16 @@ impl CaseStep {
     /// One line for history and audit records.
     pub fn describe(&self) -> String {
         match &self.provider {
-            Some(p) => format!("{} ({p}) at {}", self.kind.name(), self.at_ms),
-            None => format!("{} at {}", self.kind.name(), self.at_ms),
+            Some(p) => format!(
+                "{} ({p}), at {} by the node's clock",
+                self.kind.name(),
+                crate::time::rfc3339(self.at_ms)
+            ),
+            None => format!(
+                "{}, at {} by the node's clock",
+                self.kind.name(),
+                crate::time::rfc3339(self.at_ms)
+            ),
         }
     }
 }

@@ -528,16 +528,27 @@ fn print_stats(st: &pb::Stats) {
     println!("reports by origin:  {}", line(&st.by_origin));
     println!("reports by hosting: {}", line(&st.by_hosting));
     println!(
-        "known {}  new {}  cases {}  sightings {}  deadlines missed {}",
-        st.known, st.new, st.cases, st.sightings, st.deadlines_missed
+        "reports of known material {}, of new material {}",
+        st.known, st.new
+    );
+    println!(
+        "cases {}  sightings {}  deadlines missed {}",
+        st.cases, st.sightings, st.deadlines_missed
     );
     println!("hosting providers, those that don't clean up first:");
     println!(
         "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12}",
         "provider", "asn", "notices", "removed", "not removed", "missed", "median h", "p90 h"
     );
-    let h = |ms: i64| format!("{:.1}", ms as f64 / 3_600_000.0);
     for p in &st.providers {
+        // No removal yet: no time to removal to show.
+        let h = |ms: i64| {
+            if p.removed == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", ms as f64 / 3_600_000.0)
+            }
+        };
         println!(
             "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12}",
             p.name,

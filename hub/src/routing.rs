@@ -270,6 +270,7 @@ impl Router {
                 continue;
             }
             let mut named = Vec::new();
+            let notes_before = route.reasons.len();
             for target in &rule.send {
                 match target {
                     Target::HostingNode => {
@@ -323,6 +324,12 @@ impl Router {
                     }
                     Target::Party(id) => named.push(id.clone()),
                 }
+            }
+            // A rule whose conditions hold but that names nobody and has
+            // nothing to say (linked police without another linked
+            // country) did not shape the decision: not recorded.
+            if named.is_empty() && route.reasons.len() == notes_before {
+                continue;
             }
             for id in &named {
                 match route.recipients.iter_mut().find(|r| &r.identity == id) {
@@ -452,7 +459,7 @@ mod tests {
         assert_eq!(r.recipients[0].purpose, Purpose::NoticeAndTakedown);
         assert!(r.recipients[1].first && !r.recipients[0].first);
         let names: Vec<&str> = r.matched.iter().map(|m| m.rule.as_str()).collect();
-        assert_eq!(names, ["takedown", "new-material-first", "linked-police"]);
+        assert_eq!(names, ["takedown", "new-material-first"]);
         // Known material: the police of the hosting country, not first, no Europol.
         let known = router().decide(
             &report(

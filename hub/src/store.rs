@@ -1596,7 +1596,7 @@ impl Writer {
         let line = format!(
             "escalation {}: deadline {} passed without removal; to {}",
             e.id,
-            e.deadline_ms,
+            meldnet_core::time::rfc3339(e.deadline_ms),
             if to.is_empty() {
                 "nobody registered".into()
             } else {

@@ -45,7 +45,7 @@ const TABLE: &[Row] = &[
             ("agency/DE/bka", Investigation, true),
             ("agency/EU/europol", Investigation, true),
         ],
-        rules: &["takedown", "new-material-first", "linked-police"],
+        rules: &["takedown", "new-material-first"],
         says: "new material may show a child not yet safeguarded",
     },
     Row {
@@ -61,7 +61,7 @@ const TABLE: &[Row] = &[
             ("node/DE", NoticeAndTakedown, false),
             ("agency/DE/bka", Investigation, false),
         ],
-        rules: &["takedown", "hosting-police", "linked-police"],
+        rules: &["takedown", "hosting-police"],
         says: "known material hosted in a linked country",
     },
     Row {
@@ -168,7 +168,7 @@ const TABLE: &[Row] = &[
             ("agency/DE/bka", Investigation, true),
             ("agency/EU/europol", Investigation, true),
         ],
-        rules: &["takedown", "new-material-first", "linked-police"],
+        rules: &["takedown", "new-material-first"],
         says: "hosted in DE, the origin node's own country: its hotline acts itself",
     },
     Row {
@@ -184,7 +184,7 @@ const TABLE: &[Row] = &[
             ("node/NO", NoticeAndTakedown, false),
             ("agency/EU/europol", Investigation, true),
         ],
-        rules: &["takedown", "new-material-first", "linked-police"],
+        rules: &["takedown", "new-material-first"],
         says: "no police agency of NO is registered",
     },
     Row {
