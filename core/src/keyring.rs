@@ -124,6 +124,29 @@ impl Keyring {
     }
 
     /// Every owner with at least one key.
+    /// A copy in which `owner` holds exactly `keys` (none: it is gone).
+    /// Why a copy: readers keep the keyring they started a batch with.
+    pub fn with_owner_keys(&self, owner: &SpiffeId, keys: &[PublicKey]) -> Keyring {
+        let mut k = self.clone();
+        k.keys.retain(|(o, _), _| o != owner);
+        for key in keys {
+            k.keys.insert((owner.clone(), key.id()), *key);
+        }
+        k
+    }
+
+    /// The keys of `owner`.
+    pub fn keys_of(&self, owner: &SpiffeId) -> Vec<PublicKey> {
+        let mut v: Vec<PublicKey> = self
+            .keys
+            .iter()
+            .filter(|((o, _), _)| o == owner)
+            .map(|(_, k)| *k)
+            .collect();
+        v.sort_by_key(|k| k.to_hex());
+        v
+    }
+
     pub fn owners(&self) -> impl Iterator<Item = &SpiffeId> {
         let mut v: Vec<&SpiffeId> = self.keys.keys().map(|(o, _)| o).collect();
         v.sort();

@@ -6,10 +6,13 @@ use crate::auth::Auth;
 use crate::hash_list::parse_entries;
 use crate::hash_list::HashList;
 use crate::ingest::{current, Routes};
+use crate::registry::{storage_key, Registry};
 use crate::rules::RuleSet;
 use crate::store::{case_state, Store, StoreError, META_RULES};
 use meldnet_core::case::CaseId;
+use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
+use meldnet_core::signing::PublicKey;
 use meldnet_core::time::{Clock, ClockError};
 use meldnet_core::{Refusal, RefusalKind};
 use meldnet_proto::v1 as pb;
@@ -31,10 +34,12 @@ pub struct AdminService {
     clock: Arc<Clock>,
     auth: Auth,
     routes: Routes,
-    /// One rule change at a time, so versions follow each other.
-    rules_change: Arc<tokio::sync::Mutex<()>>,
+    /// One change of rules or registry at a time: versions follow each
+    /// other and each router swap starts from the last.
+    changes: Arc<tokio::sync::Mutex<()>>,
     /// Woken when the clock moves: deadlines may have passed.
     deadlines: Arc<Notify>,
+    registry: Arc<Registry>,
 }
 
 impl AdminService {
@@ -47,6 +52,7 @@ impl AdminService {
         auth: Auth,
         routes: Routes,
         deadlines: Arc<Notify>,
+        registry: Arc<Registry>,
     ) -> Self {
         AdminService {
             store,
@@ -54,9 +60,44 @@ impl AdminService {
             clock,
             auth,
             routes,
-            rules_change: Arc::new(tokio::sync::Mutex::new(())),
+            changes: Arc::new(tokio::sync::Mutex::new(())),
             deadlines,
+            registry,
         }
+    }
+
+    /// Routes to the registry's parties from now on.
+    fn reroute(&self) {
+        let router = current(&self.routes);
+        *self.routes.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(router.with_parties(self.registry.nodes(), self.registry.agencies()));
+    }
+
+    /// Stores a registration with its audit record, then applies it.
+    async fn store_registration(
+        &self,
+        caller: &SpiffeId,
+        r: pb::Registration,
+        keys: &[PublicKey],
+        detail: String,
+    ) -> Result<pb::Registration, Status> {
+        let id = SpiffeId::parse(&r.identity)
+            .map_err(|e| Refusal::invalid("identity", e.to_string()))?;
+        self.store
+            .set_meta(
+                &storage_key(&id),
+                r.encode_to_vec(),
+                caller,
+                format!("registry {id}"),
+                detail,
+                r.updated_at_ms,
+            )
+            .await
+            .map_err(storage)?;
+        self.registry.apply(r.clone(), keys)?;
+        self.reroute();
+        tracing::warn!(caller = %caller, party = %id, revoked = r.revoked, "registry changed");
+        Ok(r)
     }
 }
 
@@ -332,7 +373,7 @@ impl Admin for AdminService {
         request: Request<pb::RoutingRules>,
     ) -> Result<Response<pb::RoutingRules>, Status> {
         let caller = self.auth.operator(&request)?;
-        let _one_at_a_time = self.rules_change.lock().await;
+        let _one_at_a_time = self.changes.lock().await;
         let router = current(&self.routes);
         let old = router.rules().version;
         let set = RuleSet::parse(&request.get_ref().toml, router.federation(), old + 1)
@@ -380,5 +421,84 @@ impl Admin for AdminService {
         self.auth.operator(&request)?;
         let store = self.store.clone();
         Ok(Response::new(blocking(move || stats(&store)).await?))
+    }
+
+    async fn register(
+        &self,
+        request: Request<pb::Registration>,
+    ) -> Result<Response<pb::Registration>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let _one_at_a_time = self.changes.lock().await;
+        let c = self.registry.check(request.get_ref())?;
+        let before = self.registry.get(&c.id);
+        let r = pb::Registration {
+            identity: c.id.to_string(),
+            signing_keys: c.keys.iter().map(|k| k.to_hex()).collect(),
+            revoked: false,
+            reason: String::new(),
+            updated_at_ms: self.clock.now_ms(),
+            source: "operator".into(),
+        };
+        let ids: Vec<String> = c.keys.iter().map(|k| k.id().to_string()).collect();
+        let detail = format!(
+            "{} {}{}",
+            match &before {
+                None => "registered",
+                Some(b) if b.revoked => "registered again after revocation",
+                Some(_) => "updated",
+            },
+            c.id,
+            if ids.is_empty() {
+                String::new()
+            } else {
+                format!(" with signing keys {}", ids.join(", "))
+            }
+        );
+        Ok(Response::new(
+            self.store_registration(&caller.id, r, &c.keys, detail)
+                .await?,
+        ))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::Registration>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let _one_at_a_time = self.changes.lock().await;
+        let req = request.into_inner();
+        if req.reason.trim().is_empty() || req.reason.len() > 512 {
+            return Err(Refusal::invalid("reason", "say why, in at most 512 bytes").into());
+        }
+        let id = SpiffeId::parse(&req.identity)
+            .map_err(|e| Refusal::invalid("identity", e.to_string()))?;
+        let before = self.registry.get(&id).ok_or_else(|| {
+            Status::from(Refusal::new(
+                RefusalKind::NotFound,
+                "identity",
+                format!("{id} is not registered"),
+            ))
+        })?;
+        let r = pb::Registration {
+            revoked: true,
+            reason: req.reason.clone(),
+            updated_at_ms: self.clock.now_ms(),
+            source: "operator".into(),
+            ..before
+        };
+        let detail = format!("revoked {id}: {}", req.reason);
+        Ok(Response::new(
+            self.store_registration(&caller.id, r, &[], detail).await?,
+        ))
+    }
+
+    async fn list_registry(
+        &self,
+        request: Request<pb::ListRegistryRequest>,
+    ) -> Result<Response<pb::RegistryList>, Status> {
+        self.auth.operator(&request)?;
+        Ok(Response::new(pb::RegistryList {
+            parties: self.registry.list(),
+        }))
     }
 }

@@ -4,6 +4,7 @@
 //! expiry keeps no rights. No request field is ever consulted. Every refusal
 //! here is logged.
 
+use crate::registry::Registry;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::tls::{PeerInfo, ReloadingVerifier};
 use std::sync::Arc;
@@ -18,10 +19,12 @@ pub struct Caller {
     pub peer: PeerInfo,
 }
 
-/// The hub's authentication: the verifier that also checks each handshake.
+/// The hub's authentication: the verifier that also checks each handshake,
+/// and the registry, whose revocations apply at once.
 #[derive(Clone)]
 pub struct Auth {
     verifier: Arc<ReloadingVerifier>,
+    registry: Arc<Registry>,
 }
 
 fn refuse(peer: Option<&PeerInfo>, status: Status) -> Status {
@@ -38,19 +41,32 @@ fn refuse(peer: Option<&PeerInfo>, status: Status) -> Status {
 }
 
 impl Auth {
-    /// Authentication with `verifier` (the one the TLS server uses).
-    pub fn new(verifier: Arc<ReloadingVerifier>) -> Self {
-        Auth { verifier }
+    /// Authentication with `verifier` (the one the TLS server uses) and
+    /// the registry's revocations.
+    pub fn new(verifier: Arc<ReloadingVerifier>, registry: Arc<Registry>) -> Self {
+        Auth { verifier, registry }
     }
 
-    /// Checks that a connection's certificate is still valid now.
+    /// Checks that a connection's certificate is still valid now and that
+    /// no operator revoked its party.
     pub fn still_valid(&self, peer: &PeerInfo) -> Result<(), Status> {
         self.verifier.recheck(&peer.chain).map_err(|e| {
             refuse(
                 Some(peer),
                 Status::unauthenticated(format!("client certificate: no longer valid: {e}")),
             )
-        })
+        })?;
+        if let Ok(id) = &peer.identity {
+            if let Some(reason) = self.registry.revoked(id) {
+                return Err(refuse(
+                    Some(peer),
+                    Status::permission_denied(format!(
+                        "caller: {id} was revoked by an operator: {reason}"
+                    )),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The caller, or `UNAUTHENTICATED`.

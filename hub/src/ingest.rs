@@ -6,6 +6,7 @@
 use crate::cases::{CaseIndex, CaseInfo, Placement};
 use crate::config::{EscalateTo, TakedownConfig};
 use crate::hash_list::HashList;
+use crate::registry::Registry;
 use crate::routing::{Material, Route, Router};
 use crate::rules::ReportClass;
 use crate::store::{CaseWrite, Committed, NewReport, Store, StoreError};
@@ -49,7 +50,7 @@ struct Checked {
 /// Everything ingest needs; shared by the submission service's handlers.
 #[derive(Clone)]
 pub struct Ingest {
-    keyring: Arc<Keyring>,
+    registry: Arc<Registry>,
     routes: Routes,
     signer: Arc<SigningKey>,
     store: Store,
@@ -119,7 +120,7 @@ impl Ingest {
     /// Ingest over these keys, routes, signing key and store.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        keyring: Arc<Keyring>,
+        registry: Arc<Registry>,
         routes: Routes,
         signer: Arc<SigningKey>,
         store: Store,
@@ -129,7 +130,7 @@ impl Ingest {
         takedown: Arc<TakedownConfig>,
     ) -> Self {
         Ingest {
-            keyring,
+            registry,
             routes,
             signer,
             store,
@@ -142,7 +143,12 @@ impl Ingest {
 
     /// Checks one report up to (not including) its signature: envelope,
     /// canonical bytes, every field, origin against the certificate, key.
-    fn check(&self, caller: &SpiffeId, sr: pb::SignedReport) -> Result<Checked, Refusal> {
+    fn check(
+        &self,
+        keyring: &Keyring,
+        caller: &SpiffeId,
+        sr: pb::SignedReport,
+    ) -> Result<Checked, Refusal> {
         let env = Envelope::from_signed_report(sr)?;
         let report = Report::decode(&env.bytes)?;
         let caller_cc = match caller.role() {
@@ -165,8 +171,8 @@ impl Ingest {
                 ),
             ));
         }
-        let origin = SpiffeId::node(self.keyring.federation(), report.origin);
-        let key = *lookup_key(&self.keyring, &origin, env.key_id, "signed_report")?;
+        let origin = SpiffeId::node(keyring.federation(), report.origin);
+        let key = *lookup_key(keyring, &origin, env.key_id, "signed_report")?;
         Ok(Checked {
             env,
             report,
@@ -526,8 +532,10 @@ impl Ingest {
             .map(|n| n.get())
             .unwrap_or(1);
         let chunk = reports.len().div_ceil(workers).max(16);
-        // One batch, one rule set: a change applies to batches routed after it.
+        // One batch, one rule set and one keyring: a change applies to
+        // batches routed after it.
         let router = current(&self.routes);
+        let keyring = self.registry.keyring();
         let mut handles = Vec::new();
         let mut iter = reports.into_iter().peekable();
         while iter.peek().is_some() {
@@ -536,8 +544,12 @@ impl Ingest {
             let this = self.clone();
             let caller = caller.clone();
             let router = router.clone();
+            let keyring = keyring.clone();
             let handle = tokio::task::spawn_blocking(move || {
-                let checked = part.into_iter().map(|sr| this.check(&caller, sr)).collect();
+                let checked = part
+                    .into_iter()
+                    .map(|sr| this.check(&keyring, &caller, sr))
+                    .collect();
                 verify_report_signatures(checked, |c| (&c.env, &c.key))
                     .into_iter()
                     .map(|c| c.map(|c| this.decide(&router, c)))

@@ -79,6 +79,26 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Register a node (with its signing public keys), an agency or a
+    /// regulator, or replace a node's keys (rotation). Audited; applies at once.
+    Register {
+        /// The SPIFFE id, e.g. spiffe://eu.meldnet.test/node/NL.
+        #[arg(long)]
+        identity: String,
+        /// A node's Ed25519 public key, 64 hex digits (repeat for several).
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+    },
+    /// Revoke a registered party: refused at every call, routed to no more.
+    Revoke {
+        #[arg(long)]
+        identity: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Every registered party: identity, keys, revoked, where it comes from.
+    Registry,
     /// Move the hub's clock forward (only a hub with [clock] adjustable =
     /// true: tests and demonstrations of deadlines).
     AdvanceClock {
@@ -327,6 +347,13 @@ fn list_command(command: ListCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn registration_json(r: &pb::Registration) -> serde_json::Value {
+    serde_json::json!({
+        "identity": r.identity, "signing_keys": r.signing_keys, "revoked": r.revoked,
+        "reason": r.reason, "updated_at_ms": r.updated_at_ms, "source": r.source,
+    })
 }
 
 fn when(ms: i64) -> String {
@@ -600,6 +627,33 @@ fn admin_command(operator: &std::path::Path, command: AdminCommand) -> anyhow::R
                 println!("{}", stats_json(&st));
             } else {
                 print_stats(&st);
+            }
+        }
+        AdminCommand::Register {
+            identity,
+            public_keys,
+        } => {
+            let r = rt
+                .block_on(op.admin.register(pb::Registration {
+                    identity,
+                    signing_keys: public_keys,
+                    ..Default::default()
+                }))?
+                .into_inner();
+            println!("{}", registration_json(&r));
+        }
+        AdminCommand::Revoke { identity, reason } => {
+            let r = rt
+                .block_on(op.admin.revoke(pb::RevokeRequest { identity, reason }))?
+                .into_inner();
+            println!("{}", registration_json(&r));
+        }
+        AdminCommand::Registry => {
+            let l = rt
+                .block_on(op.admin.list_registry(pb::ListRegistryRequest {}))?
+                .into_inner();
+            for r in &l.parties {
+                println!("{}", registration_json(r));
             }
         }
         AdminCommand::AdvanceClock { hours } => {

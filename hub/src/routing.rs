@@ -129,6 +129,15 @@ impl Router {
         }
     }
 
+    /// The same rules for other parties (the registry changed).
+    pub fn with_parties(&self, nodes: Vec<CountryCode>, agencies: Vec<SpiffeId>) -> Router {
+        Router {
+            nodes: nodes.into_iter().collect(),
+            agencies,
+            ..self.clone()
+        }
+    }
+
     /// The same parties under other rules.
     pub fn with_rules(&self, rules: Arc<RuleSet>) -> Router {
         Router {

@@ -9,13 +9,14 @@ use crate::delivery::InboxService;
 use crate::hash_list::{HashList, HashListService, ListError};
 use crate::ingest::Ingest;
 use crate::ingest::Routes;
+use crate::registry::Registry;
 use crate::routing::Router;
 use crate::rules::RuleSet;
 use crate::store::META_RULES;
 use crate::store::{Store, StoreError};
 use crate::submission::SubmissionService;
 use crate::takedown::{CasesService, DeadlineWatcher};
-use meldnet_core::identity::{Role, SpiffeId};
+use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::{Keyring, KeyringError};
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use meldnet_core::signing::{SigningError, SigningKey};
@@ -97,13 +98,6 @@ pub async fn run(
             ),
         });
     }
-    let nodes: Vec<_> = keyring
-        .owners()
-        .filter_map(|o| match o.role() {
-            Role::Node(cc) => Some(*cc),
-            _ => None,
-        })
-        .collect();
     let clock = Arc::new(if cfg.clock.adjustable {
         tracing::warn!(
             "clock.adjustable is true: operators can move this hub's clock (tests only)"
@@ -142,12 +136,17 @@ pub async fn run(
         rules = rules.rules.len(),
         "routing rules"
     );
+    let agencies: Vec<_> = cfg.agencies.iter().map(|a| a.identity.clone()).collect();
+    let registry = Arc::new(
+        Registry::new((*keyring).clone(), &agencies, store.registrations()?)
+            .map_err(|m| HubError::Store(StoreError::Corrupt(m)))?,
+    );
     let router = Router::new(
         cfg.federation.clone(),
         cfg.routing.member_states.iter().copied(),
         cfg.routing.participating.iter().copied(),
-        nodes,
-        cfg.agencies.iter().map(|a| a.identity.clone()).collect(),
+        registry.nodes(),
+        registry.agencies(),
         Arc::new(rules),
     );
     let routes: Routes = Arc::new(RwLock::new(Arc::new(router)));
@@ -162,7 +161,7 @@ pub async fn run(
     )?);
     tracing::info!(list = %list.tip(), "known-hash list loaded");
     let ingest = Ingest::new(
-        keyring.clone(),
+        registry.clone(),
         routes.clone(),
         signer.clone(),
         store.clone(),
@@ -172,7 +171,7 @@ pub async fn run(
         takedown.clone(),
     );
     let (tls, verifier) = server_config(&cfg.tls)?;
-    let auth = Auth::new(verifier);
+    let auth = Auth::new(verifier, registry.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, federation = %cfg.federation, "hub listening (mTLS, TLS 1.3)");
@@ -234,7 +233,7 @@ pub async fn run(
         )))
         .add_service(CasesServer::new(CasesService::new(
             store.clone(),
-            keyring,
+            registry.clone(),
             clock.clone(),
             takedown,
             auth.clone(),
@@ -246,6 +245,7 @@ pub async fn run(
             auth,
             routes,
             deadlines,
+            registry,
         )))
         .serve_with_incoming_shutdown(incoming, shutdown);
     // Graceful shutdown waits for clients to close their connections; an

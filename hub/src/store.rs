@@ -19,6 +19,7 @@
 //!   case's first report with the escalation decision)
 //! - `h` + report id + seq (8 BE)                 -> `HistoryEvent`: what happened to the report
 //! - `s` + name                                   -> a statistics counter (8 BE)
+//! - `g` + SPIFFE id                              -> `Registration` an operator stored
 //! - `m` + name                                   -> counters (audit head, next queue seq, blob end,
 //!   list tip, history seq) and the routing rules in force
 //!
@@ -642,6 +643,18 @@ impl Store {
     /// A stored setting.
     pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Registrations operators stored (`g` + identity).
+    pub fn registrations(&self) -> Result<Vec<pb::Registration>, StoreError> {
+        self.tree
+            .scan_prefix([b'g'])
+            .map(|kv| {
+                let (_, v) = kv?;
+                pb::Registration::decode(v.as_ref())
+                    .map_err(|e| StoreError::Corrupt(format!("registration: {e}")))
+            })
+            .collect()
     }
 
     /// A case.

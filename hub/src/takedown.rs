@@ -9,11 +9,11 @@ use crate::auth::Auth;
 use crate::cases::CaseInfo;
 use crate::config::TakedownConfig;
 use crate::ingest::{case_ref, sign_tree};
+use crate::registry::Registry;
 use crate::store::{case_state, Escalation, StepOutcome, StepWrite, Store, StoreError};
 use meldnet_core::case::{CaseId, CaseStep, StepKind};
 use meldnet_core::country::CountryCode;
 use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::keyring::Keyring;
 use meldnet_core::provenance::{lookup_key, Envelope};
 use meldnet_core::report::ReportId;
 use meldnet_core::signing::{Context, SigningKey};
@@ -31,24 +31,25 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct CasesService {
     store: Store,
-    keyring: Arc<Keyring>,
+    registry: Arc<Registry>,
     clock: Arc<Clock>,
     takedown: Arc<TakedownConfig>,
     auth: Auth,
 }
 
 impl CasesService {
-    /// Serves nodes over `store`, checking step signatures with `keyring`.
+    /// Serves nodes over `store`, checking step signatures with the
+    /// registry's keys.
     pub fn new(
         store: Store,
-        keyring: Arc<Keyring>,
+        registry: Arc<Registry>,
         clock: Arc<Clock>,
         takedown: Arc<TakedownConfig>,
         auth: Auth,
     ) -> Self {
         CasesService {
             store,
-            keyring,
+            registry,
             clock,
             takedown,
             auth,
@@ -93,7 +94,8 @@ impl Cases for CasesService {
             )
             .into());
         }
-        let key = lookup_key(&self.keyring, &caller.id, env.key_id, "signed_step")?;
+        let keyring = self.registry.keyring();
+        let key = lookup_key(&keyring, &caller.id, env.key_id, "signed_step")?;
         env.verify(key, Context::CaseStep, "signed_step")?;
         let rec = self
             .store
