@@ -354,7 +354,6 @@ impl Ingest {
                     decision.case = Some(case_ref(&info, pb::DecisionKind::Sighting, &how));
                     new.summary
                         .push_str(&format!("; sighting of case {} by {how}", info.id));
-                    new.counts.push("material/sighting".into());
                     new.case = Some(CaseWrite::Sighting {
                         case_id: info.id,
                         first_report: info.first_report,

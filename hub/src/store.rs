@@ -1581,6 +1581,10 @@ impl Writer {
         queued_any: &mut bool,
     ) -> Result<bool, StoreError> {
         let Some(mut rec) = self.load_case(&e.case_id)? else {
+            // A deadline without its case: nothing to escalate, and the
+            // watcher must not meet it again.
+            tracing::error!(case = %e.case_id, "deadline of a case that is not stored: dropped");
+            batch.remove(deadline_key(e.deadline_ms, &e.case_id));
             return Ok(false);
         };
         let in_time = rec.removed_at_ms > 0 && rec.removed_at_ms <= e.deadline_ms;

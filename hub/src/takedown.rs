@@ -204,17 +204,25 @@ impl DeadlineWatcher {
     /// Escalates every case due now; returns how many were escalated.
     pub async fn escalate_due(&self) -> Result<usize, StoreError> {
         let mut done = 0;
+        let mut last_round = Vec::new();
         loop {
             let now = self.clock.now_ms();
             let due = self.store.due(now, 64)?;
-            if due.is_empty() {
+            // Nothing due, or the same deadlines again (an entry that could
+            // not be handled): wait for the next tick instead of spinning.
+            if due.is_empty() || due == last_round {
                 return Ok(done);
             }
-            for (deadline_ms, case_id) in due {
-                if self.escalate(deadline_ms, case_id).await? {
-                    done += 1;
+            for (deadline_ms, case_id) in due.iter().copied() {
+                match self.escalate(deadline_ms, case_id).await {
+                    Ok(true) => done += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(case = %case_id, error = %e, "escalation failed; tried again at the next tick")
+                    }
                 }
             }
+            last_round = due;
         }
     }
 

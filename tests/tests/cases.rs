@@ -42,7 +42,7 @@ fn purposes(deliveries: &[Value]) -> Vec<(String, String)> {
 
 #[test]
 fn a_respelled_url_and_a_reencoded_image_join_the_first_case() {
-    let fed = Federation::start_default().unwrap();
+    let mut fed = Federation::start_default().unwrap();
     let data = pdq_data();
     let files = fed.scratch("files");
     let other = synthetic_file(&files, "other.png", 7);
@@ -166,6 +166,22 @@ fn a_respelled_url_and_a_reencoded_image_join_the_first_case() {
     let e = &json_lines(&o)[0];
     assert_eq!(e["case"]["case_id"], case_id.as_str());
     assert_eq!(e["case"]["sightings"], serde_json::json!([second, third]));
+
+    // Killed (SIGKILL) and started again, the hub still knows the case: the
+    // index is rebuilt from what was acknowledged.
+    fed.kill_hub();
+    fed.start_hub().unwrap();
+    let (_, lines) = fed
+        .report(
+            "FR",
+            "https://elsewhere.example.test/copy.jpg#again",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "third.png", 11)],
+        )
+        .unwrap();
+    let s = &accepted(&lines)["case"];
+    assert_eq!(s["kind"], "DECISION_KIND_SIGHTING", "{lines:?}");
+    assert_eq!(s["case_id"], case_id.as_str());
 }
 
 #[tokio::test]
@@ -313,6 +329,10 @@ async fn a_missed_deadline_escalates_once_and_a_removal_in_time_never() {
     let o = step("DE", de_id, &["--kind", "removed"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json_lines(&o)[0]["state"], "removed_late");
+
+    // SIGKILL: every step and the escalation were acknowledged, so all survive.
+    fed.kill_hub();
+    fed.start_hub().unwrap();
 
     // `explain` shows the whole history of the DE report.
     let o = fed.hub_admin(&["explain", "--json", &in_de]);
