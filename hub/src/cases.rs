@@ -9,12 +9,19 @@
 //! Which items count: those assessed illegal or not yet assessed. An item
 //! assessed as not illegal (a logo, a screenshot beside the material) never
 //! joins two unrelated cases.
+//!
+//! Why a presearch: a PDQ search of a large index is the costly part (a
+//! tenth of a millisecond per item at a million cases, bound by memory
+//! latency). Ingest, holding the lock, searches for a whole batch on all
+//! cores (`presearch`); `place` then, report by report, checks the exact
+//! keys and the PDQ hashes the batch added since (`delta`), which gives the
+//! same answer as a full search at that moment.
 
 use crate::store::{CaseIndexData, CaseKeys, StoreError};
 use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
-use meldnet_core::hash::Sha256;
-use meldnet_core::pdq::MIN_MATCH_QUALITY;
+use meldnet_core::hash::{PdqHash, Sha256};
+use meldnet_core::pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 use meldnet_core::pdq_index::PdqSet;
 use meldnet_core::report::{Classification, Report, ReportId};
 use meldnet_core::url_norm;
@@ -42,6 +49,18 @@ pub enum Placement {
     Sighting(CaseInfo, String),
 }
 
+/// PDQ hashes added lately, kept so that a presearch can be completed.
+const DELTA_MAX: usize = 1 << 16;
+
+/// The PDQ part of deconfliction, done ahead under a read lock.
+#[derive(Debug, Clone, Default)]
+pub struct Presearch {
+    /// The index's generation when searched.
+    generation: u64,
+    /// Best match then: (distance, case number, item).
+    best: Option<(u32, u32, usize)>,
+}
+
 /// The deconfliction index.
 #[derive(Default)]
 pub struct CaseIndex {
@@ -50,6 +69,10 @@ pub struct CaseIndex {
     urls: HashMap<[u8; 32], u32>,
     files: HashMap<Sha256, u32>,
     pdq: PdqSet,
+    /// Reports placed so far (since start).
+    generation: u64,
+    /// PDQ hashes added at each generation (the last `DELTA_MAX`).
+    delta: std::collections::VecDeque<(u64, PdqHash, u32)>,
 }
 
 /// The deconfliction key of a report's location: SHA-256 of its
@@ -121,9 +144,28 @@ impl CaseIndex {
         self.cases.is_empty()
     }
 
+    /// The PDQ search of a report's items, to be completed by `place`.
+    pub fn presearch(&self, report: &Report) -> Presearch {
+        let mut best: Option<(u32, u32, usize)> = None;
+        for (i, item) in report.items.iter().enumerate() {
+            let Some((h, q)) = item.pdq else { continue };
+            if !counts(item.classification) || q < MIN_MATCH_QUALITY {
+                continue;
+            }
+            if let Some((n, d)) = self.pdq.best(&h, |_| true) {
+                best = better(best, (d, n as u32, i));
+            }
+        }
+        Presearch {
+            generation: self.generation,
+            best,
+        }
+    }
+
     /// The case that already holds this report's location or one of its
-    /// files, and how it matched.
-    pub fn find(&self, report: &Report) -> Option<(u32, String)> {
+    /// files, and how it matched: URL first, then exact hash, then PDQ
+    /// (`pre` completed with what was added since it was made).
+    fn find(&self, report: &Report, pre: &Presearch) -> Option<(u32, String)> {
         if let Some(n) = self.urls.get(&url_key(report)) {
             return Some((*n, "url".into()));
         }
@@ -135,18 +177,34 @@ impl CaseIndex {
                 return Some((*n, format!("sha256 of item {i}")));
             }
         }
-        let mut best: Option<(u32, u32, usize)> = None;
-        for (i, item) in report.items.iter().enumerate() {
-            let Some((h, q)) = item.pdq else { continue };
-            if !counts(item.classification) || q < MIN_MATCH_QUALITY {
-                continue;
-            }
-            if let Some((n, d)) = self.pdq.best(&h, |_| true) {
-                if best.is_none_or(|(bd, _, _)| d < bd) {
-                    best = Some((d, n as u32, i));
+        // The delta is complete from its first generation on (the one
+        // before may have been cut in part).
+        let stale = self
+            .delta
+            .front()
+            .is_some_and(|(g, _, _)| pre.generation < *g);
+        let best = if stale {
+            // Too old to complete from the delta: search again, in full.
+            self.presearch(report).best
+        } else {
+            let mut best = pre.best;
+            for (g, h, n) in self.delta.iter().rev() {
+                if *g <= pre.generation {
+                    break;
+                }
+                for (i, item) in report.items.iter().enumerate() {
+                    let Some((qh, q)) = item.pdq else { continue };
+                    if !counts(item.classification) || q < MIN_MATCH_QUALITY {
+                        continue;
+                    }
+                    let d = h.distance(&qh);
+                    if d <= MATCH_THRESHOLD {
+                        best = better(best, (d, *n, i));
+                    }
                 }
             }
-        }
+            best
+        };
         best.map(|(d, n, i)| (n, format!("pdq of item {i} at distance {d}")))
     }
 
@@ -156,15 +214,17 @@ impl CaseIndex {
     pub fn place(
         &mut self,
         report: &Report,
+        pre: &Presearch,
         open: impl FnOnce() -> CaseInfo,
     ) -> (Placement, CaseKeys) {
-        let (n, placement) = match self.find(report) {
+        let (n, placement) = match self.find(report, pre) {
             Some((n, how)) => (n, Placement::Sighting(self.cases[n as usize].clone(), how)),
             None => {
                 let info = open();
                 (self.insert(info.clone()), Placement::Open(info))
             }
         };
+        self.generation += 1;
         let mut keys = CaseKeys::default();
         let u = url_key(report);
         if let std::collections::hash_map::Entry::Vacant(v) = self.urls.entry(u) {
@@ -176,24 +236,34 @@ impl CaseIndex {
                 v.insert(n);
                 keys.files.push(item.sha256);
             }
-            if let Some((h, q)) = item.pdq {
-                // A copy the index would match already adds nothing.
-                if q >= MIN_MATCH_QUALITY && self.pdq.best(&h, |_| true).is_none_or(|(_, d)| d > 0)
-                {
-                    self.pdq.add(h, u64::from(n), q);
-                    keys.pdqs.push((h, q));
-                }
+            // Every usable PDQ joins (an identical one only costs memory:
+            // checking first would cost a second search per item).
+            if let Some((h, q)) = item.pdq.filter(|(_, q)| *q >= MIN_MATCH_QUALITY) {
+                self.pdq.add(h, u64::from(n), q);
+                self.delta.push_back((self.generation, h, n));
+                keys.pdqs.push((h, q));
             }
+        }
+        while self.delta.len() > DELTA_MAX {
+            self.delta.pop_front();
         }
         self.pdq.settle(|_| true);
         (placement, keys)
     }
 }
 
+/// The nearer of two matches (distance, then the older case, then the item).
+fn better(a: Option<(u32, u32, usize)>, b: (u32, u32, usize)) -> Option<(u32, u32, usize)> {
+    match a {
+        Some(a) if a <= b => Some(a),
+        _ => Some(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meldnet_core::hash::{Md5, PdqHash};
+    use meldnet_core::hash::Md5;
     use meldnet_core::report::{AgeGroup, EuLinkFacts, Item, MediaType, ReportUrl};
 
     fn report(url: &str, sha: u8, pdq: Option<PdqHash>, class: Classification) -> Report {
@@ -234,7 +304,10 @@ mod tests {
             Some(pdq),
             Classification::Baseline,
         );
-        let (first, keys) = idx.place(&a, open(&a));
+        let (first, keys) = {
+            let p = idx.presearch(&a);
+            idx.place(&a, &p, open(&a))
+        };
         let Placement::Open(case) = first else {
             panic!("opens")
         };
@@ -249,12 +322,20 @@ mod tests {
             Classification::Baseline,
         );
         assert_eq!(
-            idx.place(&b, open(&b)).0,
+            {
+                let p = idx.presearch(&b);
+                idx.place(&b, &p, open(&b))
+            }
+            .0,
             Placement::Sighting(case.clone(), "url".into())
         );
         let c = report("https://other.example/", 1, None, Classification::Baseline);
         assert_eq!(
-            idx.place(&c, open(&c)).0,
+            {
+                let p = idx.presearch(&c);
+                idx.place(&c, &p, open(&c))
+            }
+            .0,
             Placement::Sighting(case.clone(), "sha256 of item 0".into())
         );
         let mut near = pdq;
@@ -266,12 +347,18 @@ mod tests {
             Classification::Baseline,
         );
         assert_eq!(
-            idx.place(&d, open(&d)).0,
+            {
+                let p = idx.presearch(&d);
+                idx.place(&d, &p, open(&d))
+            }
+            .0,
             Placement::Sighting(case.clone(), "pdq of item 0 at distance 3".into())
         );
         // The locations of sightings lead to the case too.
         let e = report("https://third.example", 4, None, Classification::Baseline);
-        assert!(matches!(idx.place(&e, open(&e)).0, Placement::Sighting(c, _) if c == case));
+        assert!(
+            matches!({ let p = idx.presearch(&e); idx.place(&e, &p, open(&e)) }.0, Placement::Sighting(c, _) if c == case)
+        );
         // An item assessed as not illegal joins nothing.
         let f = report(
             "https://fourth.example/",
@@ -279,7 +366,49 @@ mod tests {
             None,
             Classification::NotIllegal,
         );
-        assert!(matches!(idx.place(&f, open(&f)).0, Placement::Open(_)));
+        assert!(matches!(
+            {
+                let p = idx.presearch(&f);
+                idx.place(&f, &p, open(&f))
+            }
+            .0,
+            Placement::Open(_)
+        ));
         assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn a_presearch_made_before_other_placements_is_completed_by_them() {
+        let mut idx = CaseIndex::default();
+        let pdq = PdqHash([0x33; 32]);
+        let a = report("https://a.example/", 1, Some(pdq), Classification::Baseline);
+        let mut near = pdq;
+        near.0[5] ^= 1;
+        let b = report(
+            "https://b.example/",
+            2,
+            Some(near),
+            Classification::Baseline,
+        );
+        let z = report(
+            "https://z.example/",
+            9,
+            Some(PdqHash([0xc4; 32])),
+            Classification::Baseline,
+        );
+        let pre_z = idx.presearch(&z);
+        idx.place(&z, &pre_z, open(&z));
+        // b is searched before a is placed (two batches in flight): the
+        // delta since then completes its search.
+        let pre_b = idx.presearch(&b);
+        assert!(pre_b.best.is_none());
+        let pre_a = idx.presearch(&a);
+        let (Placement::Open(case), _) = idx.place(&a, &pre_a, open(&a)) else {
+            panic!("a opens")
+        };
+        assert_eq!(
+            idx.place(&b, &pre_b, open(&b)).0,
+            Placement::Sighting(case, "pdq of item 0 at distance 1".into())
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! spread over the cores, the storage part is one group commit per batch.
 //! A refused report leaves no trace in storage; it is logged with the field.
 
-use crate::cases::{CaseIndex, CaseInfo, Placement};
+use crate::cases::{CaseIndex, CaseInfo, Placement, Presearch};
 use crate::config::{EscalateTo, TakedownConfig};
 use crate::hash_list::HashList;
 use crate::registry::Registry;
@@ -25,7 +25,7 @@ use meldnet_core::signing::{Context, PublicKey, SigningKey};
 use meldnet_core::time::Clock;
 use meldnet_proto::v1 as pb;
 use prost::Message;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// The routing in force: replaced whole when operators change the rules;
 /// each batch routes with the one it read.
@@ -56,7 +56,7 @@ pub struct Ingest {
     store: Store,
     list: Arc<HashList>,
     clock: Arc<Clock>,
-    cases: Arc<Mutex<CaseIndex>>,
+    cases: Arc<RwLock<CaseIndex>>,
     takedown: Arc<TakedownConfig>,
 }
 
@@ -68,6 +68,9 @@ struct Routed {
     report: Report,
     route: Route,
     material: Material,
+    /// The PDQ part of deconfliction, searched for the whole batch on all
+    /// cores once the cases lock is held.
+    pre: Presearch,
 }
 
 /// Signs decisions (their `decision` bytes set) with one signature over
@@ -88,6 +91,23 @@ pub fn sign_tree(signer: &SigningKey, decisions: &mut [&mut pb::SignedDecision])
         d.leaf_index = i as u64;
         d.audit_path = tree.path(i).into_iter().map(|h| h.to_vec()).collect();
     }
+}
+
+/// The PDQ searches of a batch's EU-linked reports, on all cores, against
+/// the index as the lock holder sees it; `place` then completes each with
+/// what the batch itself added before it.
+fn presearch_all(cases: &CaseIndex, batch: &mut [Routed]) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = batch.len().div_ceil(workers).max(64);
+    std::thread::scope(|s| {
+        for part in batch.chunks_mut(chunk) {
+            s.spawn(move || {
+                for r in part.iter_mut().filter(|r| r.route.eu_link) {
+                    r.pre = cases.presearch(&r.report);
+                }
+            });
+        }
+    });
 }
 
 /// The case part of a decision.
@@ -126,7 +146,7 @@ impl Ingest {
         store: Store,
         list: Arc<HashList>,
         clock: Arc<Clock>,
-        cases: Arc<Mutex<CaseIndex>>,
+        cases: Arc<RwLock<CaseIndex>>,
         takedown: Arc<TakedownConfig>,
     ) -> Self {
         Ingest {
@@ -262,6 +282,7 @@ impl Ingest {
             report,
             route,
             material,
+            pre: Presearch::default(),
         }
     }
 
@@ -274,6 +295,7 @@ impl Ingest {
             report,
             route,
             material,
+            pre,
         } = r;
         if route.eu_link {
             let now = decision.decided_at_ms;
@@ -282,7 +304,7 @@ impl Ingest {
                 .filter(|_| route.class == ReportClass::Baseline);
             let policy = due.map(|h| self.takedown.policy(h));
             let deadline_ms = policy.as_ref().map_or(0, |p| now + p.deadline_ms);
-            let (placement, keys) = cases.place(&report, || CaseInfo {
+            let (placement, keys) = cases.place(&report, &pre, || CaseInfo {
                 id: CaseId::new_v7(),
                 first_report: report.id,
                 hosting: route.hosting,
@@ -471,7 +493,8 @@ impl Ingest {
             // Placed in cases, signed and handed to the store in one order:
             // the lock makes deconfliction and commit order the same.
             let (fresh, wait) = {
-                let mut cases = self.cases.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut cases = self.cases.write().unwrap_or_else(PoisonError::into_inner);
+                presearch_all(&cases, &mut to_store);
                 let mut placed: Vec<NewReport> = to_store
                     .into_iter()
                     .map(|r| self.place(&mut cases, r))

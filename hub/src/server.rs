@@ -29,7 +29,7 @@ use meldnet_proto::v1::inbox_server::InboxServer;
 use meldnet_proto::v1::submission_server::SubmissionServer;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 use tokio::sync::Notify;
 
 /// Why the hub could not start or stopped with an error.
@@ -152,7 +152,7 @@ pub async fn run(
     let routes: Routes = Arc::new(RwLock::new(Arc::new(router)));
     let cases = CaseIndex::load(store.case_index_data()?)?;
     tracing::info!(cases = cases.len(), "cases loaded");
-    let cases = Arc::new(Mutex::new(cases));
+    let cases = Arc::new(RwLock::new(cases));
     let takedown = Arc::new(cfg.takedown.clone());
     let list = Arc::new(HashList::load(
         store.clone(),
