@@ -377,29 +377,17 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;
     }
 
-    // Agencies.
-    for id in &c.agencies {
-        let Role::Agency { jurisdiction, name } = id.role() else {
-            continue;
+    // Agencies, and regulators (recipients like agencies: they use
+    // meldnet-agency), each with an agency.toml.
+    let recipients = c.agencies.iter().chain(&c.regulators).filter_map(|id| {
+        let dir = match id.role() {
+            Role::Agency { jurisdiction, name } => layout.agency_dir(*jurisdiction, name),
+            Role::Regulator { country, name } => layout.regulator_dir(*country, name),
+            _ => return None,
         };
-        let dir = layout.agency_dir(*jurisdiction, name);
-        let cert = issue(&mut plan, id, &dir, "agency")?;
-        let config = AgencyConfig {
-            keyring: "../../keyring.toml".into(),
-            out_dir: "deliveries".into(),
-            hub: hub_endpoint.clone(),
-            tls: client_tls("agency"),
-        };
-        let path = dir.join("agency.toml");
-        add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;
-    }
-
-    // Regulators: recipients like agencies (they use meldnet-agency).
-    for id in &c.regulators {
-        let Role::Regulator { country, name } = id.role() else {
-            continue;
-        };
-        let dir = layout.regulator_dir(*country, name);
+        Some((id, dir))
+    });
+    for (id, dir) in recipients {
         let cert = issue(&mut plan, id, &dir, "agency")?;
         let config = AgencyConfig {
             keyring: "../../keyring.toml".into(),

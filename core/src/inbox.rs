@@ -74,6 +74,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InboxError + '_ {
     }
 }
 
+/// A decision kind's name as the JSON shows it.
+fn kind_name(k: i32) -> &'static str {
+    pb::DecisionKind::try_from(k).map_or("UNKNOWN", |k| k.as_str_name())
+}
+
 /// The human-readable record of a verified delivery, with the raw signed
 /// bytes (base64) so that the JSON file alone can be re-verified.
 pub fn describe(
@@ -108,10 +113,10 @@ pub fn describe(
             "node_list_check": i.known.map(|k| k.describe()),
         })).collect::<Vec<_>>(),
         "decision": {
-            "kind": pb::DecisionKind::try_from(d.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+            "kind": kind_name(d.kind),
             "case": d.case.as_ref().map(|c| json!({
                 "case_id": c.case_id,
-                "kind": pb::DecisionKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
+                "kind": kind_name(c.kind),
                 "first_report_id": c.first_report_id,
                 "matched_by": c.matched_by,
                 "deadline_ms": c.deadline_ms,

@@ -33,6 +33,19 @@ pub struct PdqIndex {
     words: Vec<[u64; 4]>,
     offsets: Vec<Vec<u32>>,
     entries: Vec<Vec<u32>>,
+    /// Optionally, beside each bucket entry, 128 other bits of its hash:
+    /// their distance from the query is at most the whole distance, so a
+    /// candidate whose 128 bits already differ by more is dropped without
+    /// fetching its hash (a cache miss). Random hashes differ there by about
+    /// 64 bits, true matches by at most the threshold: nearly every
+    /// candidate that is no match is dropped. Costs 256 bytes per entry.
+    filters: Option<Vec<Vec<[u64; 2]>>>,
+}
+
+/// The two words a chunk's filter holds: those other than the chunk's own.
+fn filter_words(c: usize) -> (usize, usize) {
+    let own = c / 4;
+    ((own + 1) % 4, (own + 2) % 4)
 }
 
 /// The 256 bits as four words, word 0 holding bits 0..64.
@@ -89,6 +102,12 @@ fn neighbours(v: usize, radius: u32, from_bit: usize, f: &mut impl FnMut(usize))
 impl PdqIndex {
     /// Builds the index (a counting sort per chunk: linear in the entries).
     pub fn build(hashes: &[PdqHash]) -> PdqIndex {
+        Self::build_with(hashes, false)
+    }
+
+    /// Builds the index, with candidate filters beside the buckets when
+    /// `filters` (faster searches at about 3.5 times the memory).
+    pub fn build_with(hashes: &[PdqHash], filters: bool) -> PdqIndex {
         let words: Vec<[u64; 4]> = hashes.iter().map(words).collect();
         let mut offsets = Vec::with_capacity(CHUNKS);
         let mut entries = Vec::with_capacity(CHUNKS);
@@ -110,10 +129,26 @@ impl PdqIndex {
             offsets.push(off);
             entries.push(ids);
         }
+        let filters = filters.then(|| {
+            entries
+                .iter()
+                .enumerate()
+                .map(|(c, ids)| {
+                    let (a, b) = filter_words(c);
+                    ids.iter()
+                        .map(|&id| {
+                            let w = &words[id as usize];
+                            [w[a], w[b]]
+                        })
+                        .collect()
+                })
+                .collect()
+        });
         PdqIndex {
             words,
             offsets,
             entries,
+            filters,
         }
     }
 
@@ -130,7 +165,12 @@ impl PdqIndex {
     /// Memory held, per entry (the fixed offset tables spread over the entries).
     pub fn bytes_per_entry(&self) -> f64 {
         let fixed = (CHUNKS * (BUCKETS + 1) * 4) as f64;
-        let per = (32 + CHUNKS * 4) as f64;
+        let filters = if self.filters.is_some() {
+            CHUNKS * 16
+        } else {
+            0
+        };
+        let per = (32 + CHUNKS * 4 + filters) as f64;
         per + fixed / self.len().max(1) as f64
     }
 
@@ -159,14 +199,32 @@ impl PdqIndex {
             let (start, end) = (off[b] as usize, off[b + 1] as usize);
             if start < end {
                 prefetch(self.entries[c].get(start));
+                if let Some(f) = &self.filters {
+                    prefetch(f[c].get(start));
+                }
                 ranges.push((c, start, end));
             }
         }
         let mut candidates: Vec<u32> = Vec::new();
         for (c, start, end) in ranges {
-            for &id in &self.entries[c][start..end] {
-                prefetch(self.words.get(id as usize));
-                candidates.push(id);
+            let ids = &self.entries[c][start..end];
+            match &self.filters {
+                Some(f) => {
+                    let (a, b) = filter_words(c);
+                    for (&id, w) in ids.iter().zip(&f[c][start..end]) {
+                        let partial = (w[0] ^ q[a]).count_ones() + (w[1] ^ q[b]).count_ones();
+                        if partial <= max_distance {
+                            prefetch(self.words.get(id as usize));
+                            candidates.push(id);
+                        }
+                    }
+                }
+                None => {
+                    for &id in ids {
+                        prefetch(self.words.get(id as usize));
+                        candidates.push(id);
+                    }
+                }
             }
         }
         let mut out = Vec::new();
@@ -227,9 +285,21 @@ pub struct PdqSet {
     /// Largest first; each at least twice the size of the next.
     runs: Vec<Run>,
     recent: Vec<(PdqHash, u64, u8)>,
+    /// Runs built with candidate filters.
+    filters: bool,
 }
 
 impl PdqSet {
+    /// A set whose runs carry candidate filters: searches several times
+    /// faster, about 350 bytes per hash instead of 100. For sets searched
+    /// for every addition (cases), not for the largest lists.
+    pub fn with_filters() -> PdqSet {
+        PdqSet {
+            filters: true,
+            ..PdqSet::default()
+        }
+    }
+
     /// Adds a hash under `id`; searchable at once.
     pub fn add(&mut self, h: PdqHash, id: u64, quality: u8) {
         self.recent.push((h, id, quality));
@@ -271,7 +341,7 @@ impl PdqSet {
         meta.truncate(keep);
         if !hashes.is_empty() {
             self.runs.push(Run {
-                index: PdqIndex::build(&hashes),
+                index: PdqIndex::build_with(&hashes, self.filters),
                 hashes,
                 meta,
             });
@@ -397,29 +467,50 @@ mod tests {
     }
 
     #[test]
-    fn a_growing_set_finds_what_brute_force_finds() {
-        let hashes = random_hashes(6000, 7);
-        let mut set = PdqSet::default();
-        for (i, h) in hashes.iter().enumerate() {
-            set.add(*h, i as u64, 90);
-            set.settle(|v| v % 7 != 3);
-            if i % 500 == 0 || i == hashes.len() - 1 {
-                // A near copy of an earlier hash is found, unless withdrawn.
-                let j = i / 2;
-                let q = flip(&hashes[j], &[1, 50, 99]);
-                let want = if j % 7 == 3 {
-                    None
-                } else {
-                    Some((j as u64, 3))
-                };
-                assert_eq!(set.best(&q, |v| v % 7 != 3), want, "after {i}");
+    fn filtered_search_equals_brute_force() {
+        let mut hashes = random_hashes(5000, 43);
+        let base = hashes[11];
+        for d in 0..=40usize {
+            let bits: Vec<usize> = (0..d).map(|i| (i * 53) % 256).collect();
+            hashes.push(flip(&base, &bits));
+        }
+        let index = PdqIndex::build_with(&hashes, true);
+        for q in [base, hashes[200], flip(&base, &[7, 70, 170, 250])] {
+            for max in [0, 16, MATCH_THRESHOLD, 47] {
+                assert_eq!(
+                    index.search(&q, max),
+                    index.brute_force(&q, max),
+                    "max {max}"
+                );
             }
         }
-        // Runs stay few: logarithmic in the number of hashes.
-        assert!(set.runs.len() <= 4, "{} runs", set.runs.len());
-        assert!(set
-            .runs
-            .windows(2)
-            .all(|w| w[0].meta.len() > w[1].meta.len()));
+    }
+
+    #[test]
+    fn a_growing_set_finds_what_brute_force_finds() {
+        let hashes = random_hashes(6000, 7);
+        for mut set in [PdqSet::default(), PdqSet::with_filters()] {
+            for (i, h) in hashes.iter().enumerate() {
+                set.add(*h, i as u64, 90);
+                set.settle(|v| v % 7 != 3);
+                if i % 500 == 0 || i == hashes.len() - 1 {
+                    // A near copy of an earlier hash is found, unless withdrawn.
+                    let j = i / 2;
+                    let q = flip(&hashes[j], &[1, 50, 99]);
+                    let want = if j % 7 == 3 {
+                        None
+                    } else {
+                        Some((j as u64, 3))
+                    };
+                    assert_eq!(set.best(&q, |v| v % 7 != 3), want, "after {i}");
+                }
+            }
+            // Runs stay few: logarithmic in the number of hashes.
+            assert!(set.runs.len() <= 4, "{} runs", set.runs.len());
+            assert!(set
+                .runs
+                .windows(2)
+                .all(|w| w[0].meta.len() > w[1].meta.len()));
+        }
     }
 }

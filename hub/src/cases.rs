@@ -89,10 +89,23 @@ fn counts(c: Classification) -> bool {
     c != Classification::NotIllegal
 }
 
+/// The PDQ hashes of a report that deconfliction compares: of items that
+/// count, of matchable quality; with the item's position.
+fn usable_pdqs(report: &Report) -> impl Iterator<Item = (usize, PdqHash)> + '_ {
+    report
+        .items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| match item.pdq {
+            Some((h, q)) if counts(item.classification) && q >= MIN_MATCH_QUALITY => Some((i, h)),
+            _ => None,
+        })
+}
+
 impl CaseIndex {
     /// Rebuilds the index from what the store holds.
     pub fn load(data: CaseIndexData) -> Result<CaseIndex, StoreError> {
-        let mut index = CaseIndex::default();
+        let mut index = CaseIndex::new();
         for rec in data.cases {
             let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("case {what}: {e}"));
             let info = CaseInfo {
@@ -127,6 +140,15 @@ impl CaseIndex {
         Ok(index)
     }
 
+    /// An empty index. Its PDQ runs carry candidate filters: cases are
+    /// searched for every new picture, so search speed is worth the memory.
+    pub fn new() -> CaseIndex {
+        CaseIndex {
+            pdq: PdqSet::with_filters(),
+            ..CaseIndex::default()
+        }
+    }
+
     fn insert(&mut self, info: CaseInfo) -> u32 {
         let n = self.cases.len() as u32;
         self.by_id.insert(info.id, n);
@@ -147,11 +169,7 @@ impl CaseIndex {
     /// The PDQ search of a report's items, to be completed by `place`.
     pub fn presearch(&self, report: &Report) -> Presearch {
         let mut best: Option<(u32, u32, usize)> = None;
-        for (i, item) in report.items.iter().enumerate() {
-            let Some((h, q)) = item.pdq else { continue };
-            if !counts(item.classification) || q < MIN_MATCH_QUALITY {
-                continue;
-            }
+        for (i, h) in usable_pdqs(report) {
             if let Some((n, d)) = self.pdq.best(&h, |_| true) {
                 best = better(best, (d, n as u32, i));
             }
@@ -192,11 +210,7 @@ impl CaseIndex {
                 if *g <= pre.generation {
                     break;
                 }
-                for (i, item) in report.items.iter().enumerate() {
-                    let Some((qh, q)) = item.pdq else { continue };
-                    if !counts(item.classification) || q < MIN_MATCH_QUALITY {
-                        continue;
-                    }
+                for (i, qh) in usable_pdqs(report) {
                     let d = h.distance(&qh);
                     if d <= MATCH_THRESHOLD {
                         best = better(best, (d, *n, i));
@@ -296,7 +310,7 @@ mod tests {
 
     #[test]
     fn same_url_spelled_otherwise_same_file_and_near_pdq_join_the_first_case() {
-        let mut idx = CaseIndex::default();
+        let mut idx = CaseIndex::new();
         let pdq = PdqHash([0x5a; 32]);
         let a = report(
             "https://Host.example/a/b/?#frag",
@@ -379,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_presearch_made_before_other_placements_is_completed_by_them() {
-        let mut idx = CaseIndex::default();
+        let mut idx = CaseIndex::new();
         let pdq = PdqHash([0x33; 32]);
         let a = report("https://a.example/", 1, Some(pdq), Classification::Baseline);
         let mut near = pdq;

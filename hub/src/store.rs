@@ -574,6 +574,19 @@ impl Store {
         })
     }
 
+    /// Hands an operation to the writer and waits for its answer, which
+    /// comes only after the group it joined is flushed.
+    async fn ask<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> WriteOp,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(op(tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     /// Stores reports, their decisions and queue entries, and answers only
     /// after the flush. Same id and bytes as stored: the stored record.
     pub async fn commit_reports(
@@ -600,21 +613,13 @@ impl Store {
     /// Stores a case step (after the caller checked who may record it) and
     /// answers after the flush.
     pub async fn record_step(&self, write: StepWrite) -> Result<StepOutcome, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Step(write, tx))
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        self.ask(|tx| WriteOp::Step(write, tx)).await
     }
 
     /// Stores an escalation and queues it, unless the case was removed in
     /// time or this deadline was escalated already (then false).
     pub async fn escalate(&self, e: Escalation) -> Result<bool, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Escalate(e, tx))
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        self.ask(|tx| WriteOp::Escalate(e, tx)).await
     }
 
     /// Stores a setting (`key`, `value`) with an audit record, flushed
@@ -628,16 +633,9 @@ impl Store {
         detail: String,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Meta(
-                key.to_vec(),
-                value,
-                event(at_ms, "setting", actor, subject, detail),
-                tx,
-            ))
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        let ev = event(at_ms, "setting", actor, subject, detail);
+        self.ask(|tx| WriteOp::Meta(key.to_vec(), value, ev, tx))
+            .await
     }
 
     /// A stored setting.
@@ -799,21 +797,14 @@ impl Store {
     /// the key is built from its identity) and flushes. Returns the seqs
     /// that are now acknowledged, including ones acknowledged before.
     pub async fn ack(&self, recipient: &SpiffeId, seqs: Vec<u64>) -> Result<Vec<u64>, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Ack(recipient.clone(), seqs, tx))
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        self.ask(|tx| WriteOp::Ack(recipient.clone(), seqs, tx))
+            .await
     }
 
     /// Stores changes of the known-hash list and their audit record, and
     /// answers only after the flush.
     pub async fn commit_list(&self, write: ListWrite) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::List(write, tx))
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        self.ask(|tx| WriteOp::List(write, tx)).await
     }
 
     /// Appends an audit record (an operator's action) and answers after the flush.
@@ -825,14 +816,8 @@ impl Store {
         detail: String,
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(WriteOp::Audit(
-                event(at_ms, kind, actor, subject, detail),
-                tx,
-            ))
-            .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        let ev = event(at_ms, kind, actor, subject, detail);
+        self.ask(|tx| WriteOp::Audit(ev, tx)).await
     }
 
     /// The list's changes from version `from` on (inclusive), in order, at
