@@ -8,7 +8,7 @@ use crate::hash_list::HashList;
 use crate::ingest::{current, Routes};
 use crate::registry::{storage_key, Registry};
 use crate::rules::RuleSet;
-use crate::store::{case_state, Store, StoreError, META_RULES};
+use crate::store::{case_state, Store, META_RULES};
 use meldnet_core::case::CaseId;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
@@ -93,16 +93,12 @@ impl AdminService {
                 r.updated_at_ms,
             )
             .await
-            .map_err(storage)?;
+            .map_err(Status::from)?;
         self.registry.apply(r.clone(), keys)?;
         self.reroute();
         tracing::warn!(caller = %caller, party = %id, revoked = r.revoked, "registry changed");
         Ok(r)
     }
-}
-
-fn storage(e: StoreError) -> Status {
-    Status::unavailable(e.to_string())
 }
 
 /// Runs a store read off the request threads.
@@ -129,14 +125,14 @@ pub fn decode_rules(v: &[u8]) -> Option<(u64, String)> {
 }
 
 fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, Status> {
-    let stored = store.report(&id).map_err(storage)?.ok_or_else(|| {
+    let stored = store.report(&id).map_err(Status::from)?.ok_or_else(|| {
         Status::from(Refusal::new(
             RefusalKind::NotFound,
             "report_id",
             format!("no report {id} is stored"),
         ))
     })?;
-    let history = store.history(&id).map_err(storage)?;
+    let history = store.history(&id).map_err(Status::from)?;
     let case_id = stored
         .decision
         .as_ref()
@@ -145,16 +141,16 @@ fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, 
         .and_then(|c| CaseId::parse(&c.case_id).ok());
     let case = match case_id {
         None => None,
-        Some(cid) => match store.case(&cid).map_err(storage)? {
+        Some(cid) => match store.case(&cid).map_err(Status::from)? {
             None => None,
             Some(rec) => {
                 let sightings = store
                     .sightings(&cid, MAX_EXPLAINED_SIGHTINGS)
-                    .map_err(storage)?;
+                    .map_err(Status::from)?;
                 let mut escalations = Vec::new();
                 for e in &rec.escalations {
                     let Ok(eid) = CaseId::parse(e) else { continue };
-                    if let Some(s) = store.escalation(&eid).map_err(storage)? {
+                    if let Some(s) = store.escalation(&eid).map_err(Status::from)? {
                         escalations.extend(s.decision);
                     }
                 }
@@ -196,7 +192,7 @@ fn quantile(v: &[i64], q: f64) -> i64 {
 
 fn stats(store: &Store) -> Result<pb::Stats, Status> {
     let mut out = pb::Stats::default();
-    for (name, n) in store.counts().map_err(storage)? {
+    for (name, n) in store.counts().map_err(Status::from)? {
         let country = |c: &str| pb::CountryCount {
             country: c.to_string(),
             reports: n,
@@ -216,7 +212,7 @@ fn stats(store: &Store) -> Result<pb::Stats, Status> {
     }
     let mut providers: BTreeMap<(String, u32), (pb::ProviderStats, Vec<i64>)> = BTreeMap::new();
     for rec in store.cases() {
-        let rec = rec.map_err(storage)?;
+        let rec = rec.map_err(Status::from)?;
         let Some(p) = &rec.provider else { continue };
         let (s, times) = providers.entry((p.name.clone(), p.asn)).or_insert_with(|| {
             (
@@ -389,7 +385,7 @@ impl Admin for AdminService {
                 self.clock.now_ms(),
             )
             .await
-            .map_err(storage)?;
+            .map_err(Status::from)?;
         let answer = pb::RoutingRules {
             version: set.version,
             toml: set.text.clone(),

@@ -67,7 +67,6 @@ struct Routed {
     decision: pb::Decision,
     report: Report,
     route: Route,
-    material: Material,
     /// The PDQ part of deconfliction, searched for the whole batch on all
     /// cores once the cases lock is held.
     pre: Presearch,
@@ -281,7 +280,6 @@ impl Ingest {
             decision,
             report,
             route,
-            material,
             pre: Presearch::default(),
         }
     }
@@ -294,7 +292,6 @@ impl Ingest {
             mut decision,
             report,
             route,
-            material,
             pre,
         } = r;
         if route.eu_link {
@@ -349,12 +346,6 @@ impl Ingest {
                             opened_at_ms: now,
                             deadline_ms,
                             escalate_to,
-                            recipients: decision
-                                .recipients
-                                .iter()
-                                .map(|r| r.identity.clone())
-                                .collect(),
-                            new_material: material == Material::New,
                             ..Default::default()
                         }),
                         keys,

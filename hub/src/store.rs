@@ -90,6 +90,14 @@ pub enum StoreError {
     WriterGone,
 }
 
+/// The one mapping of a storage failure to gRPC: `UNAVAILABLE`, so that
+/// the client retries (every write is idempotent).
+impl From<StoreError> for tonic::Status {
+    fn from(e: StoreError) -> tonic::Status {
+        tonic::Status::unavailable(e.to_string())
+    }
+}
+
 impl From<BlobError> for StoreError {
     fn from(e: BlobError) -> Self {
         StoreError::Corrupt(e.to_string())

@@ -57,10 +57,6 @@ impl CasesService {
     }
 }
 
-fn storage(e: StoreError) -> Status {
-    Status::unavailable(e.to_string())
-}
-
 fn receipt(rec: &pb::CaseRecord, now_ms: i64) -> pb::CaseStepReceipt {
     pb::CaseStepReceipt {
         case_id: rec.case_id.clone(),
@@ -100,7 +96,7 @@ impl Cases for CasesService {
         let rec = self
             .store
             .case(&step.case_id)
-            .map_err(storage)?
+            .map_err(Status::from)?
             .ok_or_else(|| {
                 Refusal::new(
                     RefusalKind::NotFound,
@@ -142,7 +138,7 @@ impl Cases for CasesService {
                 reappear_deadline_ms,
             })
             .await
-            .map_err(storage)?;
+            .map_err(Status::from)?;
         match outcome {
             StepOutcome::Stored(rec) => {
                 metrics::counter!("meldnet_case_steps_total", "kind" => kind.name()).increment(1);
