@@ -10,6 +10,7 @@ const FILES: &[&str] = &[
     "meldnet/v1/hub.proto",
     "meldnet/v1/store.proto",
     "meldnet/v1/hashlist.proto",
+    "meldnet/v1/series.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

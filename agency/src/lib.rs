@@ -1,2 +1,3 @@
 //! The agency client. See ARCHITECTURE.md.
 pub mod config;
+pub mod series;

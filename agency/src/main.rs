@@ -1,6 +1,8 @@
 //! `meldnet-agency`: the police client. Receives the reports routed to this
 //! agency over mTLS, verifies both signatures, stores and acknowledges them;
-//! re-verifies a stored delivery offline with public keys only.
+//! re-verifies a stored delivery offline with public keys only. Also the
+//! client of regulators and of victims' representatives (notifications), and
+//! of victim identification units (series).
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
@@ -28,6 +30,12 @@ enum Command {
     Pull(ReceiveArgs),
     /// Show the reports received (verified again from the stored bytes); export them as files.
     Received(ReceivedArgs),
+    /// Victim notification: series (police), proceedings (police), the
+    /// victim's choice (representatives).
+    Series {
+        #[command(subcommand)]
+        command: meldnet_agency::series::SeriesCommand,
+    },
     /// Re-verify stored deliveries offline, with public keys only: a delivery
     /// log (every record) or exported `.json`/`.pb` files.
     Verify {
@@ -58,8 +66,11 @@ fn run() -> anyhow::Result<()> {
         Command::Pull(args) => {
             let cfg = AgencyConfig::load(&args.config)?;
             let me = cfg.tls.identity()?;
-            if !matches!(me.role(), Role::Agency { .. } | Role::Regulator { .. }) {
-                bail!("tls.cert: {me} is not an agency or regulator identity");
+            if !matches!(
+                me.role(),
+                Role::Agency { .. } | Role::Regulator { .. } | Role::Representative { .. }
+            ) {
+                bail!("tls.cert: {me} is not an agency, regulator or representative identity");
             }
             let rt = tokio::runtime::Runtime::new()?;
             let ok = rt.block_on(receive_and_print(
@@ -74,6 +85,10 @@ fn run() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Series { command } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(meldnet_agency::series::run(command))
         }
         Command::Received(args) => {
             let cfg = AgencyConfig::load(&args.config)?;
@@ -96,14 +111,7 @@ fn run() -> anyhow::Result<()> {
             let mut failed = 0;
             for (name, result) in files.iter().flat_map(|f| verify_any(f, &keyring)) {
                 match result {
-                    Ok(v) => println!(
-                        "{name}: OK report {} from {} (key {}), decision by the hub (key {}), sha256 {}",
-                        v.report.id,
-                        v.decision.origin,
-                        v.report_key,
-                        v.decision_key,
-                        v.report_digest
-                    ),
+                    Ok(v) => println!("{name}: {}", v.line()),
                     Err(e) => {
                         failed += 1;
                         println!("{name}: FAILED {e:#}");

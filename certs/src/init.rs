@@ -52,6 +52,10 @@ pub struct InitOptions {
     /// National regulators as CC/name, e.g. DE/bnetza (receive escalations where configured).
     #[arg(long, value_delimiter = ',')]
     pub regulators: Vec<String>,
+    /// Victims' representatives (victim-support organisations, lawyers) as
+    /// CC/name, e.g. NL/fier (receive the notifications victims chose).
+    #[arg(long, value_delimiter = ',')]
+    pub representatives: Vec<String>,
     /// Hub operator names.
     #[arg(long, value_delimiter = ',', default_value = "admin")]
     pub operators: Vec<String>,
@@ -125,6 +129,7 @@ struct Checked {
     nodes: Vec<SpiffeId>,
     agencies: Vec<SpiffeId>,
     regulators: Vec<SpiffeId>,
+    representatives: Vec<SpiffeId>,
     operators: Vec<SpiffeId>,
     hub_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
@@ -149,6 +154,12 @@ fn check(opts: &InitOptions) -> Result<Checked> {
         .map(|r| spec::regulator(&federation, r.trim()))
         .collect::<Result<Vec<_>>>()?;
     spec::no_duplicates("--regulators", &regulators)?;
+    let representatives = opts
+        .representatives
+        .iter()
+        .map(|r| spec::representative(&federation, r.trim()))
+        .collect::<Result<Vec<_>>>()?;
+    spec::no_duplicates("--representatives", &representatives)?;
     let operators = opts
         .operators
         .iter()
@@ -178,6 +189,7 @@ fn check(opts: &InitOptions) -> Result<Checked> {
         nodes,
         agencies,
         regulators,
+        representatives,
         operators,
         hub_addr,
         metrics_addr,
@@ -377,16 +389,22 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;
     }
 
-    // Agencies, and regulators (recipients like agencies: they use
-    // meldnet-agency), each with an agency.toml.
-    let recipients = c.agencies.iter().chain(&c.regulators).filter_map(|id| {
-        let dir = match id.role() {
-            Role::Agency { jurisdiction, name } => layout.agency_dir(*jurisdiction, name),
-            Role::Regulator { country, name } => layout.regulator_dir(*country, name),
-            _ => return None,
-        };
-        Some((id, dir))
-    });
+    // Agencies, regulators and representatives (recipients like agencies:
+    // they use meldnet-agency), each with an agency.toml.
+    let recipients = c
+        .agencies
+        .iter()
+        .chain(&c.regulators)
+        .chain(&c.representatives)
+        .filter_map(|id| {
+            let dir = match id.role() {
+                Role::Agency { jurisdiction, name } => layout.agency_dir(*jurisdiction, name),
+                Role::Regulator { country, name } => layout.regulator_dir(*country, name),
+                Role::Representative { country, name } => layout.representative_dir(*country, name),
+                _ => return None,
+            };
+            Some((id, dir))
+        });
     for (id, dir) in recipients {
         let cert = issue(&mut plan, id, &dir, "agency")?;
         let config = AgencyConfig {

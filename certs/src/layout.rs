@@ -75,6 +75,13 @@ impl Layout {
             .join(format!("{jurisdiction}-{name}"))
     }
 
+    /// `representatives/CC-name/`.
+    pub fn representative_dir(&self, cc: CountryCode, name: &str) -> PathBuf {
+        self.root
+            .join("representatives")
+            .join(format!("{cc}-{name}"))
+    }
+
     /// `regulators/CC-name/`.
     pub fn regulator_dir(&self, cc: CountryCode, name: &str) -> PathBuf {
         self.root.join("regulators").join(format!("{cc}-{name}"))

@@ -40,17 +40,34 @@ pub fn agency(federation: &TrustDomain, spec: &str) -> Result<SpiffeId> {
 /// A national regulator's id from `CC/name`, e.g. `DE/bnetza`: it
 /// receives escalations of missed takedown deadlines, where configured.
 pub fn regulator(federation: &TrustDomain, spec: &str) -> Result<SpiffeId> {
-    let bad = |message: String| CertsError::invalid("regulator", spec, message);
+    country_party(federation, "regulator", spec, "DE/bnetza")
+}
+
+/// A victim's representative's id from `CC/name`, e.g. `NL/fier`: it
+/// receives the notifications victims chose.
+pub fn representative(federation: &TrustDomain, spec: &str) -> Result<SpiffeId> {
+    country_party(federation, "representative", spec, "NL/fier")
+}
+
+/// `spiffe://<federation>/<kind>/<CC>/<name>` from `CC/name`.
+fn country_party(
+    federation: &TrustDomain,
+    kind: &'static str,
+    spec: &str,
+    example: &str,
+) -> Result<SpiffeId> {
+    let bad = |message: String| CertsError::invalid(kind, spec, message);
     let (cc, name) = spec
         .split_once('/')
         .filter(|(_, name)| !name.contains('/'))
-        .ok_or_else(|| bad("expected CC/name, e.g. DE/bnetza".into()))?;
+        .ok_or_else(|| bad(format!("expected CC/name, e.g. {example}")))?;
     let cc = CountryCode::parse(cc).map_err(|e| bad(e.to_string()))?;
-    let id = SpiffeId::parse(&format!("spiffe://{federation}/regulator/{cc}/{name}"))
+    let id = SpiffeId::parse(&format!("spiffe://{federation}/{kind}/{cc}/{name}"))
         .map_err(|e| bad(e.to_string()))?;
     match id.role() {
-        Role::Regulator { .. } => Ok(id),
-        _ => Err(bad("not a regulator".into())),
+        Role::Regulator { .. } if kind == "regulator" => Ok(id),
+        Role::Representative { .. } if kind == "representative" => Ok(id),
+        _ => Err(bad(format!("not a {kind}"))),
     }
 }
 

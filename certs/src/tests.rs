@@ -32,6 +32,7 @@ fn options(dir: &Path) -> InitOptions {
         nodes: vec!["NL".into(), "DE".into(), "FR".into()],
         agencies: vec!["DE/bka".into(), "NL/politie".into(), "EU/europol".into()],
         regulators: vec!["DE/bnetza".into()],
+        representatives: vec!["NL/fier".into()],
         operators: vec!["admin".into()],
         hub_addr: "127.0.0.1:7443".into(),
         metrics_addr: Some("127.0.0.1:9464".into()),

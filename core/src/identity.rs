@@ -5,7 +5,9 @@
 //! `.../agency/<CC or EU>/<name>`, `.../operator/<name>`,
 //! `.../provider/<CC>/<name>` (a hosting provider, certified by its
 //! country's node), `.../regulator/<CC>/<name>` (a national regulator that
-//! receives escalations).
+//! receives escalations), `.../representative/<CC>/<name>` (a
+//! victim-support organisation or lawyer that receives victims' chosen
+//! notifications).
 
 use crate::country::CountryCode;
 use std::fmt;
@@ -137,6 +139,15 @@ pub enum Role {
         /// Short name, e.g. `acm`.
         name: String,
     },
+    /// A victim-support organisation or lawyer that represents victims of
+    /// series linked to it by a police agency, and receives the
+    /// notifications the victims chose.
+    Representative {
+        /// Its country.
+        country: CountryCode,
+        /// Short name, e.g. `fier`.
+        name: String,
+    },
     /// A hosting provider that checks uploads against the known-hash list
     /// at its country's node, with a certificate that node issued.
     Provider {
@@ -189,6 +200,13 @@ impl SpiffeId {
             ["regulator", cc, name] => {
                 check_name(name)?;
                 Role::Regulator {
+                    country: country(cc)?,
+                    name: (*name).to_string(),
+                }
+            }
+            ["representative", cc, name] => {
+                check_name(name)?;
+                Role::Representative {
                     country: country(cc)?,
                     name: (*name).to_string(),
                 }
@@ -274,6 +292,9 @@ impl fmt::Display for SpiffeId {
             Role::Operator(name) => write!(f, "operator/{name}"),
             Role::Provider { country, name } => write!(f, "provider/{country}/{name}"),
             Role::Regulator { country, name } => write!(f, "regulator/{country}/{name}"),
+            Role::Representative { country, name } => {
+                write!(f, "representative/{country}/{name}")
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
 use crate::provenance::{verify_routed, verify_routed_many, Verified};
 use crate::report::ReportId;
+use crate::series::{describe_notification, verify_notification, VerifiedNotification};
 use base64::Engine as _;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_client::InboxClient;
@@ -181,9 +182,78 @@ pub enum StoredFileError {
     Format(String),
 }
 
+/// What a delivery carries: a routed report, or a notification for a
+/// victim's representative.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// The signed report and the hub's signed decision on it.
+    Routed(pb::SignedReport, pb::SignedDecision),
+    /// A notification signed by the hub.
+    Notification(pb::SignedNotification),
+}
+
+impl Stored {
+    /// What `d` carries, or why it is incomplete.
+    pub fn of(d: pb::Delivery) -> Result<Stored, String> {
+        match (d.report, d.decision, d.notification) {
+            (Some(r), Some(dec), None) => Ok(Stored::Routed(r, dec)),
+            (None, None, Some(n)) => Ok(Stored::Notification(n)),
+            _ => Err("a delivery carries a report and its decision, or a notification".into()),
+        }
+    }
+}
+
+/// A delivery whose signatures verified.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    /// A routed report: both signatures and the binding.
+    Routed(Box<Verified>),
+    /// A notification: the hub's signature.
+    Notification(VerifiedNotification),
+}
+
+impl Checked {
+    /// Verifies what `stored` carries, offline, with public keys only.
+    pub fn verify(stored: &Stored, keyring: &Keyring) -> Result<Checked, String> {
+        match stored {
+            Stored::Routed(sr, sd) => verify_routed(sr.clone(), sd.clone(), keyring)
+                .map(|v| Checked::Routed(Box::new(v)))
+                .map_err(|e| e.to_string()),
+            Stored::Notification(sn) => verify_notification(sn, keyring)
+                .map(Checked::Notification)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// One line saying what verified, for `verify` printouts.
+    pub fn line(&self) -> String {
+        match self {
+            Checked::Routed(v) => format!(
+                "OK report {} from {} (key {}), decision by the hub (key {}), sha256 {}",
+                v.report.id, v.decision.origin, v.report_key, v.decision_key, v.report_digest
+            ),
+            Checked::Notification(n) => format!(
+                "OK notification {} for series {}, signed by the hub (key {})",
+                n.notification.notification_id, n.notification.series_id, n.key_id
+            ),
+        }
+    }
+
+    /// The human-readable record of `stored` (see [`describe`]).
+    fn describe(&self, stored: &Stored, seq: u64) -> Option<serde_json::Value> {
+        match (self, stored) {
+            (Checked::Routed(v), Stored::Routed(sr, sd)) => Some(describe(v, sr, sd, seq)),
+            (Checked::Notification(v), Stored::Notification(sn)) => {
+                Some(describe_notification(v, sn, seq))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Reads a stored delivery (`.pb` raw bytes or `.json`) back into the signed
 /// messages, taking the signed bytes as stored: nothing is re-encoded.
-pub fn load_stored(path: &Path) -> Result<(pb::SignedReport, pb::SignedDecision), StoredFileError> {
+pub fn load_stored(path: &Path) -> Result<Stored, StoredFileError> {
     let bytes = std::fs::read(path)?;
     if path.extension().and_then(|e| e.to_str()) == Some("json") {
         let v: serde_json::Value = serde_json::from_slice(&bytes)
@@ -198,7 +268,14 @@ pub fn load_stored(path: &Path) -> Result<(pb::SignedReport, pb::SignedDecision)
                 .map_err(|e| StoredFileError::Format(format!("signed.{k}: {e}")))
         };
         let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
-        Ok((
+        if s.get("notification").is_some() {
+            return Ok(Stored::Notification(pb::SignedNotification {
+                notification: field("notification")?,
+                signature: field("signature")?,
+                key_id: text("key_id"),
+            }));
+        }
+        Ok(Stored::Routed(
             pb::SignedReport {
                 report: field("report")?,
                 signature: field("report_signature")?,
@@ -228,27 +305,25 @@ pub fn load_stored(path: &Path) -> Result<(pb::SignedReport, pb::SignedDecision)
     } else {
         let d = pb::Delivery::decode(bytes.as_slice())
             .map_err(|e| StoredFileError::Format(format!("protobuf: {e}")))?;
-        match (d.report, d.decision) {
-            (Some(r), Some(dec)) => Ok((r, dec)),
-            _ => Err(StoredFileError::Format(
-                "delivery lacks report or decision".into(),
-            )),
-        }
+        Stored::of(d).map_err(StoredFileError::Format)
     }
 }
 
 /// Verifies a stored delivery offline: both signatures and the binding from
 /// the signed bytes; for a JSON file also that every readable field says what
 /// the signed bytes say (an edited URL or item would otherwise pass).
-pub fn verify_stored(path: &Path, keyring: &Keyring) -> Result<Verified, String> {
-    let (sr, sd) = load_stored(path).map_err(|e| e.to_string())?;
-    let verified = verify_routed(sr.clone(), sd.clone(), keyring).map_err(|e| e.to_string())?;
+pub fn verify_stored(path: &Path, keyring: &Keyring) -> Result<Checked, String> {
+    let stored = load_stored(path).map_err(|e| e.to_string())?;
+    let verified = Checked::verify(&stored, keyring)?;
     if path.extension().and_then(|e| e.to_str()) == Some("json") {
         let text = std::fs::read(path).map_err(|e| e.to_string())?;
         let on_disk: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| e.to_string())?;
-        let seq = on_disk["delivery_seq"].as_u64().unwrap_or_default();
-        let expected = describe(&verified, &sr, &sd, seq);
+        let seq = on_disk["delivery_seq"]
+            .as_u64()
+            .or_else(|| on_disk["seq"].as_u64())
+            .unwrap_or_default();
+        let expected = verified.describe(&stored, seq).unwrap_or_default();
         if let (Some(got), Some(want)) = (on_disk.as_object(), expected.as_object()) {
             let mut keys: Vec<&String> = got.keys().chain(want.keys()).collect();
             keys.sort();
@@ -267,25 +342,35 @@ pub fn verify_stored(path: &Path, keyring: &Keyring) -> Result<Verified, String>
 pub struct CheckedRecord {
     /// Where the record starts in the log.
     pub offset: u64,
-    /// The report id the record is filed under.
+    /// The id the record is filed under: the report's, or a
+    /// notification's (same 16-byte form).
     pub report_id: ReportId,
-    /// The delivery as stored.
-    pub delivery: pb::Delivery,
+    /// What the delivery carries, as stored.
+    pub stored: Option<Stored>,
+    /// Its queue position at the hub.
+    pub seq: u64,
     /// The stored `Delivery` bytes.
     pub raw: Vec<u8>,
-    /// Both signatures and the binding, or why not.
-    pub verdict: Result<Verified, String>,
+    /// The signatures (and the binding of a routed report), or why not.
+    pub verdict: Result<Checked, String>,
 }
 
 impl CheckedRecord {
     /// The human-readable record (see [`describe`]), when it verified.
     pub fn describe(&self) -> Option<serde_json::Value> {
         let v = self.verdict.as_ref().ok()?;
-        let (r, d) = (
-            self.delivery.report.as_ref()?,
-            self.delivery.decision.as_ref()?,
-        );
-        Some(describe(v, r, d, self.delivery.seq))
+        v.describe(self.stored.as_ref()?, self.seq)
+    }
+}
+
+/// The id a verified delivery is filed under.
+fn filed_id(c: &Checked) -> Result<ReportId, String> {
+    match c {
+        Checked::Routed(v) => Ok(v.report.id),
+        Checked::Notification(n) => n
+            .id()
+            .map(|id| ReportId::from_bytes(*id.as_bytes()))
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -313,42 +398,50 @@ pub fn check_log<E: From<LogError>>(
         if chunk.is_empty() {
             return Ok(());
         }
-        let decoded: Vec<Result<pb::Delivery, String>> = chunk
+        let decoded: Vec<Result<(u64, Stored), String>> = chunk
             .iter()
-            .map(|r| pb::Delivery::decode(r.bytes.as_slice()).map_err(|e| format!("protobuf: {e}")))
+            .map(|r| {
+                let d = pb::Delivery::decode(r.bytes.as_slice())
+                    .map_err(|e| format!("protobuf: {e}"))?;
+                Ok((d.seq, Stored::of(d)?))
+            })
             .collect();
+        // Routed reports are checked as one batch; notifications one by one.
         let pairs = decoded
             .iter()
-            .filter_map(|d| d.as_ref().ok())
-            .map(|d| {
-                (
-                    d.report.clone().unwrap_or_default(),
-                    d.decision.clone().unwrap_or_default(),
-                )
+            .filter_map(|d| match d {
+                Ok((_, Stored::Routed(r, dec))) => Some((r.clone(), dec.clone())),
+                _ => None,
             })
             .collect();
         let mut verified = verify_routed_many(pairs, keyring).into_iter();
         for (record, delivery) in chunk.into_iter().zip(decoded) {
-            let (delivery, verdict) = match delivery {
-                Ok(d) => {
-                    let verdict = match verified.next() {
-                        Some(Ok(v)) if v.report.id == record.report_id() => Ok(v),
-                        Some(Ok(v)) => Err(format!(
-                            "filed under report {} but the signed report is {}",
-                            record.report_id(),
-                            v.report.id
-                        )),
-                        Some(Err(e)) => Err(e.to_string()),
-                        None => Err("not verified".to_string()),
+            let (seq, stored, verdict) = match delivery {
+                Ok((seq, stored)) => {
+                    let checked = match &stored {
+                        Stored::Routed(..) => match verified.next() {
+                            Some(Ok(v)) => Ok(Checked::Routed(Box::new(v))),
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => Err("not verified".to_string()),
+                        },
+                        Stored::Notification(_) => Checked::verify(&stored, keyring),
                     };
-                    (d, verdict)
+                    let verdict = checked.and_then(|c| match filed_id(&c)? {
+                        id if id == record.report_id() => Ok(c),
+                        id => Err(format!(
+                            "filed under {} but the signed delivery is {id}",
+                            record.report_id()
+                        )),
+                    });
+                    (seq, Some(stored), verdict)
                 }
-                Err(e) => (pb::Delivery::default(), Err(e)),
+                Err(e) => (0, None, Err(e)),
             };
             each(CheckedRecord {
                 offset: record.offset,
                 report_id: record.report_id(),
-                delivery,
+                stored,
+                seq,
                 raw: record.bytes,
                 verdict,
             })?;
@@ -359,7 +452,7 @@ pub fn check_log<E: From<LogError>>(
 /// Verifies what `path` holds, offline: a delivery log (every record), or
 /// one exported delivery (`.json` or `.pb`). One entry per delivery, named
 /// `path` or `path@offset`.
-pub fn verify_any(path: &Path, keyring: &Keyring) -> Vec<(String, Result<Verified, String>)> {
+pub fn verify_any(path: &Path, keyring: &Keyring) -> Vec<(String, Result<Checked, String>)> {
     let name = path.display().to_string();
     if !is_delivery_log(path) {
         return vec![(name, verify_stored(path, keyring))];
@@ -414,28 +507,39 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
     let mut results = Vec::with_capacity(part.len());
     let mut complete = Vec::with_capacity(part.len());
     let mut pairs = Vec::with_capacity(part.len());
+    let mut notes = Vec::new();
     for d in part {
-        let raw = d.encode_to_vec();
-        match (d.report, d.decision) {
-            (Some(r), Some(dec)) => {
-                complete.push((d.seq, raw));
+        let (seq, raw) = (d.seq, d.encode_to_vec());
+        match Stored::of(d) {
+            Ok(Stored::Routed(r, dec)) => {
+                complete.push((seq, raw));
                 pairs.push((r, dec));
             }
-            _ => {
-                tracing::error!(
-                    seq = d.seq,
-                    "delivery lacks report or decision; not acknowledged"
-                );
-                results.push((d.seq, None));
+            Ok(Stored::Notification(n)) => notes.push((seq, raw, n)),
+            Err(e) => {
+                tracing::error!(seq, "{e}; not acknowledged");
+                results.push((seq, None));
             }
         }
     }
-    let verified = verify_routed_many(pairs, keyring);
-    for ((seq, raw), v) in complete.into_iter().zip(verified) {
+    let routed = verify_routed_many(pairs, keyring).into_iter().map(|v| {
+        v.map(|v| Checked::Routed(Box::new(v)))
+            .map_err(|e| e.to_string())
+    });
+    let notes: Vec<_> = notes
+        .into_iter()
+        .map(|(seq, raw, n)| {
+            let v = verify_notification(&n, keyring)
+                .map(Checked::Notification)
+                .map_err(|e| e.to_string());
+            ((seq, raw), v)
+        })
+        .collect();
+    let all = complete.into_iter().zip(routed).chain(notes);
+    for ((seq, raw), v) in all {
         let accepted = match v {
-            Ok(v) if v.decision.recipients.iter().any(|r| r.identity == me) => {
-                Some((v.report.id, raw))
-            }
+            // A verified notification always has a well-formed id.
+            Ok(c) if addressed_to(&c, me) => filed_id(&c).ok().map(|id| (id, raw)),
             Ok(_) => {
                 tracing::error!(seq, "delivery is not addressed to {me}; not acknowledged");
                 None
@@ -452,6 +556,15 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
         results.push((seq, accepted));
     }
     Ok(results)
+}
+
+/// Whether a verified delivery is for `me`: a recipient of the decision, or
+/// the representative the notification names.
+fn addressed_to(c: &Checked, me: &str) -> bool {
+    match c {
+        Checked::Routed(v) => v.decision.recipients.iter().any(|r| r.identity == me),
+        Checked::Notification(n) => n.notification.representative == me,
+    }
 }
 
 /// Verifies a batch on all cores, then appends what is new to the log and

@@ -27,6 +27,7 @@ pub mod pdq;
 pub mod pdq_index;
 pub mod provenance;
 pub mod report;
+pub mod series;
 pub mod signing;
 pub mod time;
 pub mod tls;

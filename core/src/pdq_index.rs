@@ -352,26 +352,37 @@ impl PdqSet {
     /// qualities >= 50: the caller checks the query's), ties to the lowest id.
     pub fn best(&self, query: &PdqHash, live: impl Fn(u64) -> bool) -> Option<(u64, u32)> {
         let mut best: Option<(u32, u64)> = None;
-        let mut consider = |d: u32, v: u64, q: u8| {
-            if q >= MIN_MATCH_QUALITY && live(v) && best.is_none_or(|b| (d, v) < b) {
+        self.each_match(query, |d, v| {
+            if live(v) && best.is_none_or(|b| (d, v) < b) {
                 best = Some((d, v));
             }
-        };
+        });
+        best.map(|(d, v)| (v, d))
+    }
+
+    /// Every match of acceptable quality (distance <= 31, quality >= 50:
+    /// the caller checks the query's) as (id, distance), in no order.
+    pub fn matches(&self, query: &PdqHash) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        self.each_match(query, |d, v| out.push((v, d)));
+        out
+    }
+
+    fn each_match(&self, query: &PdqHash, mut f: impl FnMut(u32, u64)) {
         for run in &self.runs {
             for m in run.index.search(query, MATCH_THRESHOLD) {
-                let Some(&(v, q)) = run.meta.get(m.entry as usize) else {
-                    continue;
-                };
-                consider(m.distance, v, q);
+                match run.meta.get(m.entry as usize) {
+                    Some(&(v, q)) if q >= MIN_MATCH_QUALITY => f(m.distance, v),
+                    _ => {}
+                }
             }
         }
         for (h, v, q) in &self.recent {
             let d = h.distance(query);
-            if d <= MATCH_THRESHOLD {
-                consider(d, *v, *q);
+            if d <= MATCH_THRESHOLD && *q >= MIN_MATCH_QUALITY {
+                f(d, *v);
             }
         }
-        best.map(|(d, v)| (v, d))
     }
 
     /// Hashes held (withdrawn ones until their run is rebuilt).

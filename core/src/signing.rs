@@ -35,6 +35,9 @@ pub enum Context {
     /// country's node: prefix `meldnet.v1.case-step\0`, then the encoded
     /// `CaseStep`.
     CaseStep,
+    /// A notification to a victim's representative, signed by the hub:
+    /// prefix `meldnet.v1.notification\0`, then the encoded `Notification`.
+    Notification,
 }
 
 impl Context {
@@ -45,6 +48,7 @@ impl Context {
             Context::DecisionTree => b"meldnet.v1.decision-tree\0",
             Context::ListHead => b"meldnet.v1.list-head\0",
             Context::CaseStep => b"meldnet.v1.case-step\0",
+            Context::Notification => b"meldnet.v1.notification\0",
         }
     }
 

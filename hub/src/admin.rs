@@ -37,21 +37,21 @@ pub struct AdminService {
     /// One change of rules or registry at a time: versions follow each
     /// other and each router swap starts from the last.
     changes: Arc<tokio::sync::Mutex<()>>,
-    /// Woken when the clock moves: deadlines may have passed.
-    deadlines: Arc<Notify>,
+    /// Woken when the clock moves: deadlines may have passed, digests be due.
+    clock_moved: Vec<Arc<Notify>>,
     registry: Arc<Registry>,
 }
 
 impl AdminService {
     /// Serves operators over `store`, `list`, the routing in force and the
-    /// hub's `clock`; `deadlines` is woken when the clock moves.
+    /// hub's `clock`; each of `clock_moved` is woken when the clock moves.
     pub fn new(
         store: Store,
         list: Arc<HashList>,
         clock: Arc<Clock>,
         auth: Auth,
         routes: Routes,
-        deadlines: Arc<Notify>,
+        clock_moved: Vec<Arc<Notify>>,
         registry: Arc<Registry>,
     ) -> Self {
         AdminService {
@@ -61,7 +61,7 @@ impl AdminService {
             auth,
             routes,
             changes: Arc::new(tokio::sync::Mutex::new(())),
-            deadlines,
+            clock_moved,
             registry,
         }
     }
@@ -338,7 +338,9 @@ impl Admin for AdminService {
             ClockError::NotForward(_) => Status::invalid_argument(e.to_string()),
         })?;
         tracing::warn!(caller = %caller.id, by_ms, now_ms, "clock moved forward");
-        self.deadlines.notify_one();
+        for w in &self.clock_moved {
+            w.notify_one();
+        }
         self.store
             .audit(
                 "clock",

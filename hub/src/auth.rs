@@ -132,10 +132,31 @@ impl Auth {
             |r| {
                 matches!(
                     r,
-                    Role::Node(_) | Role::Agency { .. } | Role::Regulator { .. }
+                    Role::Node(_)
+                        | Role::Agency { .. }
+                        | Role::Regulator { .. }
+                        | Role::Representative { .. }
                 )
             },
             "has no delivery queue",
+        )
+    }
+
+    /// The caller, if it is a police agency (series, proceedings).
+    pub fn agency<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.with_role(
+            req,
+            |r| matches!(r, Role::Agency { .. }),
+            "is not a police agency",
+        )
+    }
+
+    /// The caller, if it is a victim's representative (preferences).
+    pub fn representative<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        self.with_role(
+            req,
+            |r| matches!(r, Role::Representative { .. }),
+            "is not a representative; only a series' representative sets its preference",
         )
     }
 

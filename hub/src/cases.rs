@@ -91,7 +91,7 @@ fn counts(c: Classification) -> bool {
 
 /// The PDQ hashes of a report that deconfliction compares: of items that
 /// count, of matchable quality; with the item's position.
-fn usable_pdqs(report: &Report) -> impl Iterator<Item = (usize, PdqHash)> + '_ {
+pub fn usable_pdqs(report: &Report) -> impl Iterator<Item = (usize, PdqHash)> + '_ {
     report
         .items
         .iter()

@@ -126,6 +126,7 @@ impl Session {
                 seq: e.seq,
                 report: e.stored.report,
                 decision: e.stored.decision,
+                notification: e.notification,
             })
             .collect();
         self.cursor = deliveries.last().map_or(self.cursor, |d| d.seq);

@@ -10,6 +10,7 @@ use crate::registry::Registry;
 use crate::routing::{Material, Route, Router};
 use crate::rules::ReportClass;
 use crate::store::{CaseWrite, Committed, NewReport, Store, StoreError};
+use crate::victims::SeriesIndex;
 use meldnet_core::case::CaseId;
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
@@ -58,6 +59,8 @@ pub struct Ingest {
     clock: Arc<Clock>,
     cases: Arc<RwLock<CaseIndex>>,
     takedown: Arc<TakedownConfig>,
+    /// Victims' series: every report placed in a case is matched against them.
+    series: Arc<RwLock<SeriesIndex>>,
 }
 
 /// A routed report whose decision is not yet final: deconfliction (in
@@ -147,6 +150,7 @@ impl Ingest {
         clock: Arc<Clock>,
         cases: Arc<RwLock<CaseIndex>>,
         takedown: Arc<TakedownConfig>,
+        series: Arc<RwLock<SeriesIndex>>,
     ) -> Self {
         Ingest {
             registry,
@@ -157,6 +161,7 @@ impl Ingest {
             clock,
             cases,
             takedown,
+            series,
         }
     }
 
@@ -274,6 +279,7 @@ impl Ingest {
             summary: format!("sha256 {digest}"),
             case: None,
             counts,
+            series: Vec::new(),
         };
         Routed {
             new,
@@ -374,6 +380,17 @@ impl Ingest {
                         keys,
                     });
                 }
+            }
+            // Recorded against each series it holds; never in the decision:
+            // recipients are not told that a report shows an identified victim.
+            new.series = self
+                .series
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .matching(&report);
+            if !new.series.is_empty() {
+                new.summary
+                    .push_str(&format!("; material of {} series", new.series.len()));
             }
         }
         new.recipients = route

@@ -19,3 +19,4 @@ pub mod server;
 pub mod store;
 pub mod submission;
 pub mod takedown;
+pub mod victims;

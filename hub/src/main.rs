@@ -38,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// What the hub stores (the hub must be stopped).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// The known-hash list of the running hub, as an operator.
     List {
         #[command(subcommand)]
@@ -164,6 +169,21 @@ enum AuditCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Everything stored for one victim series, one JSON object per
+    /// record: kind, key, value, the decoded fields, and whether they are
+    /// the whole value.
+    Series {
+        /// The hub's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The series id.
+        #[arg(long)]
+        series: String,
+    },
+}
+
 fn open_stopped_store(config: &std::path::Path) -> anyhow::Result<meldnet_hub::store::Store> {
     let cfg = HubConfig::load(config)?;
     meldnet_hub::store::Store::open(&cfg.data_dir).with_context(|| {
@@ -234,6 +254,20 @@ fn run() -> anyhow::Result<()> {
                 println!(
                     "{}",
                     serde_json::json!({"seq": seq, "at_ms": ev.at_ms, "kind": ev.kind, "actor": ev.actor, "subject": ev.subject, "detail": ev.detail})
+                );
+            }
+            Ok(())
+        }
+        Command::Store {
+            command: StoreCommand::Series { config, series },
+        } => {
+            let id = meldnet_core::series::SeriesId::parse(&series)
+                .map_err(|e| anyhow::anyhow!("--series: {e}"))?;
+            let store = open_stopped_store(&config)?;
+            for (kind, key, value) in store.series_footprint(&id)? {
+                println!(
+                    "{}",
+                    meldnet_hub::victims::footprint_json(kind, &key, &value)
                 );
             }
             Ok(())

@@ -16,6 +16,7 @@ use crate::store::META_RULES;
 use crate::store::{Store, StoreError};
 use crate::submission::SubmissionService;
 use crate::takedown::{CasesService, DeadlineWatcher};
+use crate::victims::{Notifier, SeriesIndex, SeriesService};
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::{Keyring, KeyringError};
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
@@ -26,6 +27,7 @@ use meldnet_proto::v1::admin_server::AdminServer;
 use meldnet_proto::v1::cases_server::CasesServer;
 use meldnet_proto::v1::hash_list_server::HashListServer;
 use meldnet_proto::v1::inbox_server::InboxServer;
+use meldnet_proto::v1::series_server::SeriesServer;
 use meldnet_proto::v1::submission_server::SubmissionServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -153,6 +155,8 @@ pub async fn run(
     let cases = CaseIndex::load(store.case_index_data()?)?;
     tracing::info!(cases = cases.len(), "cases loaded");
     let cases = Arc::new(RwLock::new(cases));
+    let series = SeriesIndex::load(&store)?;
+    let series = Arc::new(RwLock::new(series));
     let takedown = Arc::new(cfg.takedown.clone());
     let list = Arc::new(HashList::load(
         store.clone(),
@@ -169,6 +173,7 @@ pub async fn run(
         clock.clone(),
         cases,
         takedown.clone(),
+        series.clone(),
     );
     let (tls, verifier) = server_config(&cfg.tls)?;
     let auth = Auth::new(verifier, registry.clone());
@@ -190,6 +195,9 @@ pub async fn run(
     health_reporter
         .set_serving::<CasesServer<CasesService>>()
         .await;
+    health_reporter
+        .set_serving::<SeriesServer<SeriesService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meldnet_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -203,6 +211,15 @@ pub async fn run(
     // Delivery streams never end by themselves: tell them when to.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let deadlines = Arc::new(Notify::new());
+    let notifications = Arc::new(Notify::new());
+    let notifier = Notifier {
+        store: store.clone(),
+        signer: signer.clone(),
+        clock: clock.clone(),
+        hub: hub_id.clone(),
+        wake: notifications.clone(),
+    };
+    let notifying = tokio::spawn(notifier.run(stopping.clone()));
     let watcher = DeadlineWatcher {
         store: store.clone(),
         signer,
@@ -238,13 +255,19 @@ pub async fn run(
             takedown,
             auth.clone(),
         )))
+        .add_service(SeriesServer::new(SeriesService::new(
+            store.clone(),
+            auth.clone(),
+            series,
+            notifications.clone(),
+        )))
         .add_service(AdminServer::new(AdminService::new(
             store.clone(),
             list,
             clock,
             auth,
             routes,
-            deadlines,
+            vec![deadlines, notifications],
             registry,
         )))
         .serve_with_incoming_shutdown(incoming, shutdown);
@@ -260,6 +283,7 @@ pub async fn run(
         () = drain_limit => tracing::warn!("clients still connected {} s after shutdown began: closing", SHUTDOWN_DRAIN.as_secs()),
     }
     let _ = watching.await;
+    let _ = notifying.await;
     store.flush()?;
     tracing::info!("hub stopped");
     Ok(())

@@ -23,8 +23,12 @@
 //! - `m` + name                                   -> counters (audit head, next queue seq, blob end,
 //!   list tip, history seq) and the routing rules in force
 //!
+//! - `v`, `k`, `w`, `y`, `i`, `n`, `t`, `o`: series, their hashes,
+//!   preferences, digests, matches and notifications (see `store::series`)
+//!
 //! A queue entry's value is the report id, or the report id and an
-//! escalation id (32 bytes): the delivery is then the escalation.
+//! escalation id (32 bytes): the delivery is then the escalation; or a
+//! notification id and `n` (17 bytes): the delivery is that notification.
 //!
 //! Durability: all writes go through one writer thread. It takes every
 //! pending operation (group commit), writes the group's report bodies to the
@@ -51,6 +55,13 @@ use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
+
+mod series;
+use series::{
+    decode_preference, digest_key, series_key, MATCH, NOTIFICATION, PREFERENCE,
+    QUEUED_NOTIFICATION, SERIES, SERIES_HASH,
+};
+pub use series::{Outgoing, SeriesOp, SeriesOutcome, Why};
 
 const REPORT: u8 = b'r';
 const QUEUE: u8 = b'q';
@@ -127,6 +138,8 @@ pub struct NewReport {
     pub case: Option<CaseWrite>,
     /// Statistics counters it adds one to.
     pub counts: Vec<String>,
+    /// Series whose material it holds (recorded with its case).
+    pub series: Vec<meldnet_core::series::SeriesId>,
 }
 
 /// What a report does to the cases.
@@ -262,6 +275,7 @@ enum WriteOp {
     ),
     Step(StepWrite, oneshot::Sender<Result<StepOutcome, StoreError>>),
     Escalate(Escalation, oneshot::Sender<Result<bool, StoreError>>),
+    Series(SeriesOp, oneshot::Sender<Result<SeriesOutcome, StoreError>>),
 }
 
 /// Changes of the known-hash list to store at once, with their audit record.
@@ -327,6 +341,18 @@ fn list_key(version: u64) -> [u8; 9] {
     k
 }
 
+/// A stored record: its kind (a word), its key and its value.
+pub type StoredRecord = (&'static str, Vec<u8>, Vec<u8>);
+
+/// A hash of a series as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeriesHashKey {
+    /// An exact hash.
+    Sha256(meldnet_core::series::SeriesId, Sha256),
+    /// A PDQ hash and its quality.
+    Pdq(meldnet_core::series::SeriesId, PdqHash, u8),
+}
+
 /// One entry of a recipient's queue, with the stored report it points to.
 #[derive(Debug, Clone)]
 pub struct QueueEntry {
@@ -334,8 +360,11 @@ pub struct QueueEntry {
     pub seq: u64,
     /// The report.
     pub report_id: ReportId,
-    /// The signed report and signed decision, as stored.
+    /// The signed report and signed decision, as stored (empty for a
+    /// notification).
     pub stored: pb::StoredReport,
+    /// A notification for a representative, as signed.
+    pub notification: Option<pb::SignedNotification>,
 }
 
 /// Counts and a digest over everything stored.
@@ -646,6 +675,179 @@ impl Store {
             .await
     }
 
+    /// Applies a series operation in the writer (who may, the preference
+    /// in force, the hard cap: all checked there) and answers after the flush.
+    pub async fn series(&self, op: SeriesOp) -> Result<SeriesOutcome, StoreError> {
+        self.ask(|tx| WriteOp::Series(op, tx)).await
+    }
+
+    /// A series as stored.
+    pub fn series_record(
+        &self,
+        id: &meldnet_core::series::SeriesId,
+    ) -> Result<Option<pb::SeriesRecord>, StoreError> {
+        self.tree
+            .get(series_key(id))?
+            .map(|v| pb::SeriesRecord::decode(v.as_ref()).map_err(series::corrupt("series")))
+            .transpose()
+    }
+
+    /// Every series with its representative (for the representative's list).
+    pub fn series_records(&self) -> Result<Vec<pb::SeriesRecord>, StoreError> {
+        self.tree
+            .scan_prefix([SERIES])
+            .map(|kv| {
+                let (_, v) = kv?;
+                pb::SeriesRecord::decode(v.as_ref()).map_err(series::corrupt("series"))
+            })
+            .collect()
+    }
+
+    /// Every hash of every series, for the matching index: (series, SHA-256
+    /// or PDQ with quality).
+    pub fn series_hashes(&self) -> Result<Vec<SeriesHashKey>, StoreError> {
+        self.tree
+            .scan_prefix([SERIES_HASH])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let id = meldnet_core::series::SeriesId::from_bytes(id16(&k[1..], "series hash")?);
+                let hash: [u8; 32] = k
+                    .get(18..50)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StoreError::Corrupt("series hash".into()))?;
+                Ok(match k.get(17) {
+                    Some(1) => SeriesHashKey::Sha256(id, Sha256(hash)),
+                    _ => SeriesHashKey::Pdq(id, PdqHash(hash), v.first().copied().unwrap_or(0)),
+                })
+            })
+            .collect()
+    }
+
+    /// The preference in force for a series and when it was set (none: never).
+    pub fn preference(
+        &self,
+        id: &meldnet_core::series::SeriesId,
+    ) -> Result<Option<(meldnet_core::series::Preference, i64)>, StoreError> {
+        self.tree
+            .get(series::preference_key(id))?
+            .map(|v| decode_preference(&v))
+            .transpose()
+    }
+
+    /// Every series with a preference, with it and when it was set.
+    pub fn preferences(
+        &self,
+    ) -> Result<
+        Vec<(
+            meldnet_core::series::SeriesId,
+            meldnet_core::series::Preference,
+            i64,
+        )>,
+        StoreError,
+    > {
+        self.tree
+            .scan_prefix([PREFERENCE])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let id = meldnet_core::series::SeriesId::from_bytes(id16(&k[1..], "preference")?);
+                let (p, at) = decode_preference(&v)?;
+                Ok((id, p, at))
+            })
+            .collect()
+    }
+
+    /// Where a series' digest stands.
+    pub fn digest_state(
+        &self,
+        id: &meldnet_core::series::SeriesId,
+    ) -> Result<Option<pb::DigestState>, StoreError> {
+        self.tree
+            .get(digest_key(id))?
+            .map(|v| pb::DigestState::decode(v.as_ref()).map_err(series::corrupt("digest state")))
+            .transpose()
+    }
+
+    /// New cases and sightings of a series recorded in `[from, to)`.
+    pub fn series_counts(
+        &self,
+        id: &meldnet_core::series::SeriesId,
+        from: i64,
+        to: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let start = key_with(MATCH, &[id.as_bytes(), &from.max(0).to_be_bytes()]);
+        let end = key_with(MATCH, &[id.as_bytes(), &to.max(0).to_be_bytes()]);
+        let (mut opened, mut sightings) = (0, 0);
+        for kv in self.tree.range(start..end) {
+            let (_, v) = kv?;
+            let m = pb::SeriesMatch::decode(v.as_ref()).map_err(series::corrupt("series match"))?;
+            if m.opened {
+                opened += 1;
+            } else {
+                sightings += 1;
+            }
+        }
+        Ok((opened, sightings))
+    }
+
+    /// Proceedings notifications waiting to be signed: (case, draft).
+    pub fn proceedings_drafts(&self) -> Result<Vec<(CaseId, pb::ProceedingsDraft)>, StoreError> {
+        self.tree
+            .scan_prefix([b't'])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let case = CaseId::from_bytes(id16(&k[1..], "draft")?);
+                let d =
+                    pb::ProceedingsDraft::decode(v.as_ref()).map_err(series::corrupt("draft"))?;
+                Ok((case, d))
+            })
+            .collect()
+    }
+
+    /// Everything the store keeps that belongs to one series: each key's
+    /// kind, the key and the value as stored (bodies read from the blob
+    /// file). What `meldnet-hub store series` lists, so anyone can see
+    /// that nothing but hashes and a choice is kept.
+    pub fn series_footprint(
+        &self,
+        id: &meldnet_core::series::SeriesId,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let mut out = Vec::new();
+        let sid = id.as_bytes();
+        for (prefix, kind) in [
+            (SERIES, "series"),
+            (SERIES_HASH, "hash"),
+            (PREFERENCE, "preference"),
+            (b'y', "digest_state"),
+            (MATCH, "match"),
+        ] {
+            for kv in self.tree.scan_prefix(key_with(prefix, &[sid])) {
+                let (k, v) = kv?;
+                out.push((kind, k.to_vec(), v.to_vec()));
+            }
+        }
+        // Keyed by case first: the series id is the key's tail.
+        for (prefix, kind) in [(b'n', "case_link"), (b't', "draft")] {
+            for kv in self.tree.scan_prefix([prefix]) {
+                let (k, v) = kv?;
+                if k.get(17..33) == Some(&sid[..]) {
+                    out.push((kind, k.to_vec(), v.to_vec()));
+                }
+            }
+        }
+        for kv in self.tree.scan_prefix([NOTIFICATION]) {
+            let (k, v) = kv?;
+            let body = load_body(&self.blobs, &v)?;
+            let sn = pb::SignedNotification::decode(body.as_slice())
+                .map_err(series::corrupt("notification"))?;
+            let n = pb::Notification::decode(sn.notification.as_slice())
+                .map_err(series::corrupt("notification"))?;
+            if n.series_id == id.to_string() {
+                out.push(("notification", k.to_vec(), body));
+            }
+        }
+        Ok(out)
+    }
+
     /// A stored setting.
     pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
@@ -880,8 +1082,10 @@ impl Store {
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("queue key".into()))?;
             let report_id = ReportId::from_bytes(id16(&v, "queue entry")?);
+            let notification = v.len() == 17 && v[16] == QUEUED_NOTIFICATION;
             let pointer = match v.get(16..) {
                 Some(esc) if esc.len() == 16 => self.tree.get(key_with(ESCALATION, &[esc]))?,
+                _ if notification => self.tree.get(key_with(NOTIFICATION, &[&v[..16]]))?,
                 _ => self.tree.get(report_key(&report_id))?,
             }
             .ok_or_else(|| {
@@ -892,10 +1096,19 @@ impl Store {
                 return Ok((out, true));
             }
             bytes += size;
+            let (stored, notification) = if notification {
+                let body = load_body(&self.blobs, &pointer)?;
+                let sn = pb::SignedNotification::decode(body.as_slice())
+                    .map_err(|e| StoreError::Corrupt(format!("notification: {e}")))?;
+                (pb::StoredReport::default(), Some(sn))
+            } else {
+                (load_report(&self.blobs, &pointer)?, None)
+            };
             out.push(QueueEntry {
                 seq: u64::from_be_bytes(seq_bytes),
                 report_id,
-                stored: load_report(&self.blobs, &pointer)?,
+                stored,
+                notification,
             });
         }
         Ok((out, false))
@@ -920,7 +1133,9 @@ impl Store {
                 continue;
             }
             let v = match k.first() {
-                Some(&REPORT) | Some(&AUDIT) | Some(&ESCALATION) => load_body(&self.blobs, &v)?,
+                Some(&REPORT) | Some(&AUDIT) | Some(&ESCALATION) | Some(&NOTIFICATION) => {
+                    load_body(&self.blobs, &v)?
+                }
                 _ => v.to_vec(),
             };
             h.update((k.len() as u64).to_be_bytes());
@@ -1078,6 +1293,9 @@ impl Reply {
             (Reply::Escalated(tx, done), result) => {
                 let _ = tx.send(result.map(|()| done));
             }
+            (Reply::Series(tx, out), result) => {
+                let _ = tx.send(result.map(|()| out));
+            }
         }
     }
 }
@@ -1095,6 +1313,10 @@ enum Reply {
         StepOutcome,
     ),
     Escalated(oneshot::Sender<Result<bool, StoreError>>, bool),
+    Series(
+        oneshot::Sender<Result<SeriesOutcome, StoreError>>,
+        SeriesOutcome,
+    ),
 }
 
 impl Writer {
@@ -1171,6 +1393,15 @@ impl Writer {
                 WriteOp::Escalate(e, reply) => {
                     match self.stage_escalation(&mut batch, e, &mut queued_any) {
                         Ok(done) => replies.push(Reply::Escalated(reply, done)),
+                        Err(e) => {
+                            failure = Some(e.clone());
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                WriteOp::Series(op, reply) => {
+                    match self.stage_series(&mut batch, op, &mut queued_any) {
+                        Ok(out) => replies.push(Reply::Series(reply, out)),
                         Err(e) => {
                             failure = Some(e.clone());
                             let _ = reply.send(Err(e));
@@ -1306,6 +1537,15 @@ impl Writer {
             for c in &r.counts {
                 self.bump(c);
             }
+            let placed = match &r.case {
+                Some(CaseWrite::Open(record, _)) => Some((
+                    CaseId::parse(&record.case_id)
+                        .map_err(|e| StoreError::Corrupt(format!("case id: {e}")))?,
+                    true,
+                )),
+                Some(CaseWrite::Sighting { case_id, .. }) => Some((*case_id, false)),
+                None => None,
+            };
             match r.case {
                 Some(CaseWrite::Open(record, keys)) => {
                     let case_id = CaseId::parse(&record.case_id)
@@ -1349,6 +1589,9 @@ impl Writer {
                     }
                 },
                 None => {}
+            }
+            if let Some((case_id, opened)) = placed {
+                self.stage_series_matches(batch, &r.id, &case_id, opened, &r.series)?;
             }
             audit_lines.push(format!("{} {}", r.id, r.summary));
             origin.get_or_insert(r.origin);
@@ -1657,6 +1900,7 @@ mod tests {
             summary: "test".into(),
             case: None,
             counts: vec![],
+            series: vec![],
         }
     }
 

@@ -234,6 +234,58 @@ impl Federation {
         Ok(pb::Decision::decode(d.decision.as_slice())?)
     }
 
+    /// Signs `reports` as node `cc` and submits them in batches of 1000 on
+    /// one stream: the decisions, in order; a refusal fails.
+    pub async fn submit_many(&self, cc: &str, reports: &[pb::Report]) -> Result<Vec<pb::Decision>> {
+        let ch = self.channel_as(&format!("nodes/{cc}/node")).await?;
+        let mut client = pb::submission_client::SubmissionClient::new(ch)
+            .max_decoding_message_size(meldnet_core::limits::MAX_MESSAGE_BYTES);
+        let key = self.node_key(cc);
+        let batches: Vec<pb::SubmitBatch> = reports
+            .chunks(1000)
+            .map(|c| pb::SubmitBatch {
+                reports: c.iter().map(|r| sign_proto(r, &key)).collect(),
+            })
+            .collect();
+        let mut results = client
+            .submit_stream(tokio_stream::iter(batches))
+            .await?
+            .into_inner();
+        let mut out = Vec::with_capacity(reports.len());
+        while let Some(batch) = results.message().await? {
+            for r in batch.results {
+                match r.outcome {
+                    Some(pb::submit_result::Outcome::Receipt(rc)) => {
+                        let d = rc.decision.context("receipt without decision")?;
+                        out.push(pb::Decision::decode(d.decision.as_slice())?);
+                    }
+                    other => bail!("report {} refused: {other:?}", r.index),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `meldnet-agency COMMAND` as representative `dir` (e.g. `NL-fier`).
+    pub fn representative(&self, dir: &str, command: &str, args: &[&str]) -> Output {
+        let config = self
+            .root()
+            .join(format!("representatives/{dir}/agency.toml"));
+        let mut a: Vec<String> = vec![];
+        let config = config.display().to_string();
+        let mut it = args.iter();
+        // `series preference ...` takes --config after the subcommand.
+        if command == "series" {
+            if let Some(sub) = it.next() {
+                a.push(sub.to_string());
+            }
+        }
+        a.push("--config".into());
+        a.push(config);
+        a.extend(it.map(|s| s.to_string()));
+        run(Command::new(bin("meldnet-agency")).arg(command).args(&a))
+    }
+
     /// The hub's log file (stderr of every hub process started).
     pub fn hub_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("hub.log")).unwrap_or_default()
