@@ -32,7 +32,7 @@ fn options(dir: &Path) -> InitOptions {
         nodes: vec!["NL".into(), "DE".into(), "FR".into()],
         agencies: vec!["DE/bka".into(), "NL/politie".into(), "EU/europol".into()],
         regulators: vec!["DE/bnetza".into()],
-        representatives: vec!["NL/fier".into()],
+        representatives: vec![],
         operators: vec!["admin".into()],
         hub_addr: "127.0.0.1:7443".into(),
         metrics_addr: Some("127.0.0.1:9464".into()),
@@ -358,6 +358,37 @@ fn revoke_lists_the_serial_in_the_crl_and_refuses_twice() {
         &RevokeTarget::Identity("spiffe://other.test/node/NL".into())
     )
     .is_err());
+}
+
+#[test]
+fn init_makes_representatives_that_the_agency_client_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fed");
+    init(&InitOptions {
+        representatives: vec!["NL/fier".into(), "DE/weisser".into()],
+        ..options(&dir)
+    })
+    .unwrap();
+    let verifier = hub_verifier(&dir);
+    for (folder, path) in [
+        ("NL-fier", "representative/NL/fier"),
+        ("DE-weisser", "representative/DE/weisser"),
+    ] {
+        let rep =
+            AgencyConfig::load(&dir.join(format!("representatives/{folder}/agency.toml"))).unwrap();
+        assert_eq!(rep.tls.identity().unwrap(), id(path));
+        Keyring::load(&rep.keyring).unwrap();
+        accepts(&verifier, &rep.tls.cert).unwrap();
+    }
+    let e = init(&InitOptions {
+        representatives: vec!["NL".into()],
+        ..options(&tmp.path().join("bad"))
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("expected CC/name, e.g. NL/fier"),
+        "{e}"
+    );
 }
 
 #[test]
