@@ -9,37 +9,33 @@ use crate::limits::{MAX_ITEMS, MAX_URL_BYTES};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 
-/// Defines a UUIDv7 id type: parsed only from its canonical text, stored
-/// as its 16 bytes (time-ordered keys). One definition for every id kind.
+/// Defines a UUID id type of one version: parsed only from its canonical
+/// text, stored as its 16 bytes. One definition for every id kind.
 #[macro_export]
-macro_rules! uuid7_id {
-    ($(#[$doc:meta])* $name:ident) => {
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $version:literal, $what:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(uuid::Uuid);
 
         impl $name {
-            /// A new id, made now.
-            pub fn new_v7() -> Self {
-                $name(uuid::Uuid::now_v7())
-            }
-
-            /// Parses canonical hyphenated text of a version-7 UUID.
+            /// Parses canonical lower-case hyphenated text of a UUID of this version.
             pub fn parse(s: &str) -> Result<Self, String> {
                 let u = uuid::Uuid::try_parse(s).map_err(|e| format!("not a UUID: {e}"))?;
                 if s.len() != 36 || s != u.hyphenated().to_string() {
                     return Err("expected the canonical lower-case hyphenated form".into());
                 }
-                if u.get_version_num() != 7 {
+                if u.get_version_num() != $version {
                     return Err(format!(
-                        "expected a UUIDv7, got version {}",
+                        "expected {}, got version {}",
+                        $what,
                         u.get_version_num()
                     ));
                 }
                 Ok($name(u))
             }
 
-            /// The 16 bytes, used as storage keys (time-ordered for v7).
+            /// The 16 bytes, used as storage keys.
             pub fn as_bytes(&self) -> &[u8; 16] {
                 self.0.as_bytes()
             }
@@ -59,6 +55,21 @@ macro_rules! uuid7_id {
         impl std::fmt::Debug for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+    };
+}
+
+/// Defines a UUIDv7 id type (time-ordered keys), made with `new_v7`.
+#[macro_export]
+macro_rules! uuid7_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $crate::uuid_id!($(#[$doc])* $name, 7, "a UUIDv7");
+
+        impl $name {
+            /// A new id, made now.
+            pub fn new_v7() -> Self {
+                $name(uuid::Uuid::now_v7())
             }
         }
     };

@@ -20,10 +20,13 @@ use prost::Message;
 /// Most hashes in one `Register`/`AddHashes` call.
 pub const MAX_SERIES_HASHES: usize = 4096;
 
-/// A series id: a random UUID (version 4), so that not even the time of
-/// registration can be read from it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesId(uuid::Uuid);
+crate::uuid_id!(
+    /// A series id: a random UUID (version 4), so that not even the time of
+    /// registration can be read from it.
+    SeriesId,
+    4,
+    "a random UUID (version 4)"
+);
 
 impl SeriesId {
     /// A new random id.
@@ -31,46 +34,9 @@ impl SeriesId {
         SeriesId(uuid::Uuid::new_v4())
     }
 
-    /// Parses the canonical lower-case hyphenated text of a version-4 UUID.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let u = uuid::Uuid::try_parse(s).map_err(|e| format!("not a UUID: {e}"))?;
-        if s.len() != 36 || s != u.hyphenated().to_string() {
-            return Err("expected the canonical lower-case hyphenated form".into());
-        }
-        if u.get_version_num() != 4 {
-            return Err(format!(
-                "expected a random UUID (version 4), got version {}",
-                u.get_version_num()
-            ));
-        }
-        Ok(SeriesId(u))
-    }
-
     /// Parses `s`, a refusal naming `field`.
     pub fn parse_field(s: &str, field: &str) -> Result<Self, Refusal> {
         SeriesId::parse(s).map_err(|e| Refusal::invalid(field, e))
-    }
-
-    /// The 16 bytes, used in storage keys.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-
-    /// From storage-key bytes.
-    pub fn from_bytes(b: [u8; 16]) -> Self {
-        SeriesId(uuid::Uuid::from_bytes(b))
-    }
-}
-
-impl std::fmt::Display for SeriesId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl std::fmt::Debug for SeriesId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SeriesId({})", self.0.hyphenated())
     }
 }
 
