@@ -6,6 +6,7 @@
 use crate::config::AgencyConfig;
 use anyhow::{bail, Context};
 use meldnet_core::client::connect;
+use meldnet_core::series::Preference;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::series_client::SeriesClient;
 use std::path::{Path, PathBuf};
@@ -142,20 +143,9 @@ fn print_view(v: &pb::SeriesView) {
     );
 }
 
+/// The choice in words, as the hub's audit records say it.
 fn choice_word(p: &pb::Preference) -> String {
-    match pb::Choice::try_from(p.choice) {
-        Ok(pb::Choice::LegalOnly) => "legal-only".into(),
-        Ok(pb::Choice::Digest) => format!(
-            "digest, at most {} a {}",
-            p.cap,
-            if p.period == pb::Period::Week as i32 {
-                "week"
-            } else {
-                "month"
-            }
-        ),
-        _ => "never".into(),
-    }
+    Preference::from_proto(p).map_or_else(|e| format!("unreadable: {e}"), |(_, p)| p.describe())
 }
 
 /// Runs a series command.

@@ -58,10 +58,10 @@ use tokio::sync::{oneshot, watch};
 
 mod series;
 use series::{
-    decode_preference, digest_key, series_key, MATCH, NOTIFICATION, PREFERENCE,
-    QUEUED_NOTIFICATION, SERIES, SERIES_HASH,
+    decode_preference, CASE_SERIES, DIGEST, DRAFT, MATCH, NOTIFICATION, PREFERENCE, SERIES,
+    SERIES_HASH,
 };
-pub use series::{Outgoing, SeriesOp, SeriesOutcome, Why};
+pub use series::{sent_in, Outgoing, SeriesOp, SeriesOutcome, Why};
 
 const REPORT: u8 = b'r';
 const QUEUE: u8 = b'q';
@@ -686,10 +686,7 @@ impl Store {
         &self,
         id: &meldnet_core::series::SeriesId,
     ) -> Result<Option<pb::SeriesRecord>, StoreError> {
-        self.tree
-            .get(series_key(id))?
-            .map(|v| pb::SeriesRecord::decode(v.as_ref()).map_err(series::corrupt("series")))
-            .transpose()
+        series::read_series(&self.tree, id)
     }
 
     /// Every series with its representative (for the representative's list).
@@ -728,10 +725,7 @@ impl Store {
         &self,
         id: &meldnet_core::series::SeriesId,
     ) -> Result<Option<(meldnet_core::series::Preference, i64)>, StoreError> {
-        self.tree
-            .get(series::preference_key(id))?
-            .map(|v| decode_preference(&v))
-            .transpose()
+        series::read_preference(&self.tree, id)
     }
 
     /// Every series with a preference, with it and when it was set.
@@ -761,10 +755,7 @@ impl Store {
         &self,
         id: &meldnet_core::series::SeriesId,
     ) -> Result<Option<pb::DigestState>, StoreError> {
-        self.tree
-            .get(digest_key(id))?
-            .map(|v| pb::DigestState::decode(v.as_ref()).map_err(series::corrupt("digest state")))
-            .transpose()
+        series::read_digest(&self.tree, id)
     }
 
     /// New cases and sightings of a series recorded in `[from, to)`.
@@ -792,7 +783,7 @@ impl Store {
     /// Proceedings notifications waiting to be signed: (case, draft).
     pub fn proceedings_drafts(&self) -> Result<Vec<(CaseId, pb::ProceedingsDraft)>, StoreError> {
         self.tree
-            .scan_prefix([b't'])
+            .scan_prefix([DRAFT])
             .map(|kv| {
                 let (k, v) = kv?;
                 let case = CaseId::from_bytes(id16(&k[1..], "draft")?);
@@ -817,7 +808,7 @@ impl Store {
             (SERIES, "series"),
             (SERIES_HASH, "hash"),
             (PREFERENCE, "preference"),
-            (b'y', "digest_state"),
+            (DIGEST, "digest_state"),
             (MATCH, "match"),
         ] {
             for kv in self.tree.scan_prefix(key_with(prefix, &[sid])) {
@@ -826,7 +817,7 @@ impl Store {
             }
         }
         // Keyed by case first: the series id is the key's tail.
-        for (prefix, kind) in [(b'n', "case_link"), (b't', "draft")] {
+        for (prefix, kind) in [(CASE_SERIES, "case_link"), (DRAFT, "draft")] {
             for kv in self.tree.scan_prefix([prefix]) {
                 let (k, v) = kv?;
                 if k.get(17..33) == Some(&sid[..]) {
@@ -836,11 +827,7 @@ impl Store {
         }
         for kv in self.tree.scan_prefix([NOTIFICATION]) {
             let (k, v) = kv?;
-            let body = load_body(&self.blobs, &v)?;
-            let sn = pb::SignedNotification::decode(body.as_slice())
-                .map_err(series::corrupt("notification"))?;
-            let n = pb::Notification::decode(sn.notification.as_slice())
-                .map_err(series::corrupt("notification"))?;
+            let (body, _, n) = series::load_notification(&self.blobs, &v)?;
             if n.series_id == id.to_string() {
                 out.push(("notification", k.to_vec(), body));
             }
@@ -1082,10 +1069,12 @@ impl Store {
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("queue key".into()))?;
             let report_id = ReportId::from_bytes(id16(&v, "queue entry")?);
-            let notification = v.len() == 17 && v[16] == QUEUED_NOTIFICATION;
-            let pointer = match v.get(16..) {
-                Some(esc) if esc.len() == 16 => self.tree.get(key_with(ESCALATION, &[esc]))?,
-                _ if notification => self.tree.get(key_with(NOTIFICATION, &[&v[..16]]))?,
+            let notification = series::queued_notification(&v);
+            let pointer = match (v.get(16..), &notification) {
+                (Some(esc), None) if esc.len() == 16 => {
+                    self.tree.get(key_with(ESCALATION, &[esc]))?
+                }
+                (_, Some(key)) => self.tree.get(key)?,
                 _ => self.tree.get(report_key(&report_id))?,
             }
             .ok_or_else(|| {
@@ -1096,10 +1085,8 @@ impl Store {
                 return Ok((out, true));
             }
             bytes += size;
-            let (stored, notification) = if notification {
-                let body = load_body(&self.blobs, &pointer)?;
-                let sn = pb::SignedNotification::decode(body.as_slice())
-                    .map_err(|e| StoreError::Corrupt(format!("notification: {e}")))?;
+            let (stored, notification) = if notification.is_some() {
+                let (_, sn, _) = series::load_notification(&self.blobs, &pointer)?;
                 (pb::StoredReport::default(), Some(sn))
             } else {
                 (load_report(&self.blobs, &pointer)?, None)

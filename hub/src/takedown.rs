@@ -163,6 +163,17 @@ impl Cases for CasesService {
     }
 }
 
+/// Waits a second, or until woken; false once `stopping` turns true. The
+/// pace of the hub's watchers (deadlines, notifications).
+pub async fn next_tick(wake: &Notify, stopping: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        _ = wake.notified() => {}
+        _ = stopping.changed() => return false,
+    }
+    !*stopping.borrow()
+}
+
 /// Watches takedown deadlines: every second, and at once when woken (the
 /// clock was moved), escalates each case whose deadline passed without
 /// removal. Runs until `stopping`.
@@ -186,12 +197,7 @@ impl DeadlineWatcher {
             if let Err(e) = self.escalate_due().await {
                 tracing::error!(error = %e, "deadline check failed; retrying");
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = self.wake.notified() => {}
-                _ = stopping.changed() => return,
-            }
-            if *stopping.borrow() {
+            if !next_tick(&self.wake, &mut stopping).await {
                 return;
             }
         }

@@ -11,7 +11,10 @@
 
 use crate::auth::Auth;
 use crate::cases::usable_pdqs;
-use crate::store::{Outgoing, SeriesHashKey, SeriesOp, SeriesOutcome, Store, StoreError, Why};
+use crate::store::{
+    sent_in, Outgoing, SeriesHashKey, SeriesOp, SeriesOutcome, Store, StoreError, Why,
+};
+use crate::takedown::next_tick;
 use meldnet_core::case::CaseId;
 use meldnet_core::hash::Sha256;
 use meldnet_core::identity::SpiffeId;
@@ -28,7 +31,6 @@ use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::series_server::Series;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
 
@@ -325,12 +327,7 @@ impl Notifier {
             if let Err(e) = self.round().await {
                 tracing::error!(error = %e, "notifications: round failed; retrying");
             }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = self.wake.notified() => {}
-                _ = stopping.changed() => return,
-            }
-            if *stopping.borrow() {
+            if !next_tick(&self.wake, &mut stopping).await {
                 return;
             }
         }
@@ -372,11 +369,7 @@ impl Notifier {
                 continue;
             }
             let period_start = cal.period_of(to);
-            let sent = if state.period_start_ms == period_start {
-                state.sent
-            } else {
-                0
-            };
+            let sent = sent_in(&state, period_start);
             if sent >= cap {
                 // Cannot happen on the calendar; kept counting for the next period.
                 continue;

@@ -185,6 +185,67 @@ pub(super) fn decode_preference(v: &[u8]) -> Result<(Preference, i64), StoreErro
     Ok((pref, sp.set_at_ms))
 }
 
+/// A series as stored.
+pub(super) fn read_series(
+    tree: &sled::Tree,
+    id: &SeriesId,
+) -> Result<Option<pb::SeriesRecord>, StoreError> {
+    tree.get(series_key(id))?
+        .map(|v| pb::SeriesRecord::decode(v.as_ref()).map_err(corrupt("series")))
+        .transpose()
+}
+
+/// The preference in force and when it was set (none: never).
+pub(super) fn read_preference(
+    tree: &sled::Tree,
+    id: &SeriesId,
+) -> Result<Option<(Preference, i64)>, StoreError> {
+    tree.get(preference_key(id))?
+        .map(|v| decode_preference(&v))
+        .transpose()
+}
+
+/// Where a series' digest stands.
+pub(super) fn read_digest(
+    tree: &sled::Tree,
+    id: &SeriesId,
+) -> Result<Option<pb::DigestState>, StoreError> {
+    tree.get(digest_key(id))?
+        .map(|v| pb::DigestState::decode(v.as_ref()).map_err(corrupt("digest state")))
+        .transpose()
+}
+
+/// A notification as stored: the body's bytes, the signed message and the
+/// notification inside it.
+pub(super) fn load_notification(
+    blobs: &BlobFile,
+    pointer: &[u8],
+) -> Result<(Vec<u8>, pb::SignedNotification, pb::Notification), StoreError> {
+    let body = super::load_body(blobs, pointer)?;
+    let sn = pb::SignedNotification::decode(body.as_slice()).map_err(corrupt("notification"))?;
+    let n =
+        pb::Notification::decode(sn.notification.as_slice()).map_err(corrupt("notification"))?;
+    Ok((body, sn, n))
+}
+
+/// The key of the notification a queue entry's value points to, if it is
+/// a notification's entry (its id and `n`).
+pub(super) fn queued_notification(value: &[u8]) -> Option<Vec<u8>> {
+    match value {
+        [id @ .., QUEUED_NOTIFICATION] if id.len() == 16 => Some(key_with(NOTIFICATION, &[id])),
+        _ => None,
+    }
+}
+
+/// Digests already made in the period starting at `period_start`.
+pub fn sent_in(state: &pb::DigestState, period_start: i64) -> u32 {
+    if state.period_start_ms == period_start {
+        state.sent
+    } else {
+        0
+    }
+}
+
 fn denied(field: &str, why: &str) -> SeriesOutcome {
     SeriesOutcome::Refused(Refusal::new(RefusalKind::PermissionDenied, field, why))
 }
@@ -208,20 +269,6 @@ fn view(rec: &pb::SeriesRecord, tree: &sled::Tree) -> Result<pb::SeriesView, Sto
 }
 
 impl Writer {
-    fn series_record(&self, id: &SeriesId) -> Result<Option<pb::SeriesRecord>, StoreError> {
-        self.tree
-            .get(series_key(id))?
-            .map(|v| pb::SeriesRecord::decode(v.as_ref()).map_err(corrupt("series")))
-            .transpose()
-    }
-
-    fn preference(&self, id: &SeriesId) -> Result<Option<(Preference, i64)>, StoreError> {
-        self.tree
-            .get(preference_key(id))?
-            .map(|v| decode_preference(&v))
-            .transpose()
-    }
-
     fn stage_hashes(&self, batch: &mut sled::Batch, id: &SeriesId, h: &SeriesHashes) {
         for s in &h.sha256 {
             batch.insert(
@@ -269,7 +316,7 @@ impl Writer {
                 }))
             }
             SeriesOp::AddHashes { id, actor, hashes } => {
-                let Some(rec) = self.series_record(&id)?.filter(|r| mine(r, &actor)) else {
+                let Some(rec) = read_series(&self.tree, &id)?.filter(|r| mine(r, &actor)) else {
                     return Ok(denied("series_id", "not a series this agency registered"));
                 };
                 self.stage_hashes(batch, &id, &hashes);
@@ -289,7 +336,8 @@ impl Writer {
                 actor,
                 representative,
             } => {
-                let Some(mut rec) = self.series_record(&id)?.filter(|r| mine(r, &actor)) else {
+                let Some(mut rec) = read_series(&self.tree, &id)?.filter(|r| mine(r, &actor))
+                else {
                     return Ok(denied("series_id", "not a series this agency registered"));
                 };
                 let to = representative.to_string();
@@ -311,9 +359,8 @@ impl Writer {
                 actor,
                 preference,
             } => {
-                let Some(rec) = self
-                    .series_record(&id)?
-                    .filter(|r| r.representative == actor.to_string())
+                let Some(rec) =
+                    read_series(&self.tree, &id)?.filter(|r| r.representative == actor.to_string())
                 else {
                     return Ok(denied(
                         "preference.series_id",
@@ -395,9 +442,7 @@ impl Writer {
             }
             SeriesOp::Notify(out) => self.stage_notification(batch, *out, queued_any),
             SeriesOp::DigestAdvance { id, from, to } => {
-                if let Some(v) = self.tree.get(digest_key(&id))? {
-                    let mut state =
-                        pb::DigestState::decode(v.as_ref()).map_err(corrupt("digest state"))?;
+                if let Some(mut state) = read_digest(&self.tree, &id)? {
                     if state.from_ms == from {
                         state.from_ms = to;
                         batch.insert(digest_key(&id), state.encode_to_vec());
@@ -417,7 +462,10 @@ impl Writer {
         series: &SeriesId,
         rec: &pb::CaseRecord,
     ) -> Result<bool, StoreError> {
-        if !matches!(self.preference(series)?, Some((Preference::LegalOnly, _))) {
+        if !matches!(
+            read_preference(&self.tree, series)?,
+            Some((Preference::LegalOnly, _))
+        ) {
             return Ok(false);
         }
         let draft = pb::ProceedingsDraft {
@@ -453,17 +501,13 @@ impl Writer {
         };
         for kv in self.tree.scan_prefix(queue_prefix(&rep)) {
             let (k, v) = kv?;
-            if v.len() != 17 || v[16] != QUEUED_NOTIFICATION {
-                continue;
-            }
-            let Some(pointer) = self.tree.get(key_with(NOTIFICATION, &[&v[..16]]))? else {
+            let Some(key) = queued_notification(&v) else {
                 continue;
             };
-            let body = super::load_body(&self.blobs, &pointer)?;
-            let sn =
-                pb::SignedNotification::decode(body.as_slice()).map_err(corrupt("notification"))?;
-            let n = pb::Notification::decode(sn.notification.as_slice())
-                .map_err(corrupt("notification"))?;
+            let Some(pointer) = self.tree.get(key)? else {
+                continue;
+            };
+            let (_, _, n) = load_notification(&self.blobs, &pointer)?;
             if n.series_id == id.to_string() {
                 batch.remove(k);
             }
@@ -522,10 +566,9 @@ impl Writer {
         out: Outgoing,
         queued_any: &mut bool,
     ) -> Result<SeriesOutcome, StoreError> {
-        let linked = self
-            .series_record(&out.series)?
+        let linked = read_series(&self.tree, &out.series)?
             .is_some_and(|r| r.representative == out.representative.to_string());
-        let pref = self.preference(&out.series)?;
+        let pref = read_preference(&self.tree, &out.series)?;
         let wanted = linked
             && match (&out.why, pref) {
                 (Why::Proceedings { case }, Some((Preference::LegalOnly, _))) => {
@@ -540,15 +583,9 @@ impl Writer {
                         set_at_ms,
                     },
                     Some((Preference::Digest { cap, .. }, set)),
-                ) if set == *set_at_ms => match self.tree.get(digest_key(&out.series))? {
-                    Some(v) => {
-                        let mut state =
-                            pb::DigestState::decode(v.as_ref()).map_err(corrupt("digest state"))?;
-                        let sent = if state.period_start_ms == *period_start {
-                            state.sent
-                        } else {
-                            0
-                        };
+                ) if set == *set_at_ms => match read_digest(&self.tree, &out.series)? {
+                    Some(mut state) => {
+                        let sent = sent_in(&state, *period_start);
                         // The hard cap, checked where the notification is queued.
                         let ok = state.from_ms == *from && sent < cap && *number == sent + 1;
                         if ok {
