@@ -105,6 +105,15 @@ pub fn assert_received(o: &Output, expected: &[String]) {
     );
 }
 
+/// Runs `meldnet-agency COMMAND... --config CONFIG ARGS`.
+fn agency_command(config: &Path, command: &[&str], args: &[&str]) -> Output {
+    run(Command::new(bin("meldnet-agency"))
+        .args(command)
+        .arg("--config")
+        .arg(config)
+        .args(args))
+}
+
 /// A federation in a temporary folder, with the hub as a child process.
 pub struct Federation {
     dir: tempfile::TempDir,
@@ -215,10 +224,25 @@ impl Federation {
 
     /// Runs `meldnet-agency COMMAND` as regulator `dir` (e.g. `DE-bnetza`).
     pub fn regulator(&self, dir: &str, command: &str, args: &[&str]) -> Output {
-        run(Command::new(bin("meldnet-agency"))
-            .args([command, "--config"])
-            .arg(self.root().join(format!("regulators/{dir}/agency.toml")))
-            .args(args))
+        let config = self.root().join(format!("regulators/{dir}/agency.toml"));
+        agency_command(&config, &[command], args)
+    }
+
+    /// `representatives/CC-name/agency.toml`, e.g. `NL-fier`.
+    pub fn representative_config(&self, dir: &str) -> PathBuf {
+        self.root()
+            .join(format!("representatives/{dir}/agency.toml"))
+    }
+
+    /// Runs `meldnet-agency COMMAND` as representative `dir` (e.g. `NL-fier`).
+    pub fn representative(&self, dir: &str, command: &str, args: &[&str]) -> Output {
+        agency_command(&self.representative_config(dir), &[command], args)
+    }
+
+    /// Runs `meldnet-agency series SUB --config CONFIG ARGS` (police or
+    /// representative, by the config).
+    pub fn series(&self, config: &Path, sub: &str, args: &[&str]) -> Output {
+        agency_command(config, &["series", sub], args)
     }
 
     /// Signs `report` as node `cc` and submits it over gRPC: the decision
@@ -264,26 +288,6 @@ impl Federation {
             }
         }
         Ok(out)
-    }
-
-    /// Runs `meldnet-agency COMMAND` as representative `dir` (e.g. `NL-fier`).
-    pub fn representative(&self, dir: &str, command: &str, args: &[&str]) -> Output {
-        let config = self
-            .root()
-            .join(format!("representatives/{dir}/agency.toml"));
-        let mut a: Vec<String> = vec![];
-        let config = config.display().to_string();
-        let mut it = args.iter();
-        // `series preference ...` takes --config after the subcommand.
-        if command == "series" {
-            if let Some(sub) = it.next() {
-                a.push(sub.to_string());
-            }
-        }
-        a.push("--config".into());
-        a.push(config);
-        a.extend(it.map(|s| s.to_string()));
-        run(Command::new(bin("meldnet-agency")).arg(command).args(&a))
     }
 
     /// The hub's log file (stderr of every hub process started).
@@ -384,10 +388,7 @@ impl Federation {
 
     /// Runs `meldnet-agency COMMAND --config <dir's config> ARGS`.
     pub fn agency(&self, agency_dir: &str, command: &str, args: &[&str]) -> Output {
-        run(Command::new(bin("meldnet-agency"))
-            .args([command, "--config"])
-            .arg(self.agency_config(agency_dir))
-            .args(args))
+        agency_command(&self.agency_config(agency_dir), &[command], args)
     }
 
     /// A gRPC channel to the hub presenting the given certificate and key.

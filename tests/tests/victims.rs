@@ -13,12 +13,20 @@ use std::process::{Command, Output};
 const HOUR: i64 = 3_600_000;
 const FED: &str = "spiffe://eu.meldnet.test";
 
-/// `meldnet-agency series SUB --config <agency J-name> ARGS`.
+/// `meldnet-agency series SUB` as police agency `dir` (e.g. `DE-bka`).
 fn police(fed: &Federation, dir: &str, sub: &str, args: &[&str]) -> Output {
-    run(Command::new(bin("meldnet-agency"))
-        .args(["series", sub, "--config"])
-        .arg(fed.agency_config(dir))
-        .args(args))
+    fed.series(&fed.agency_config(dir), sub, args)
+}
+
+/// `meldnet-agency series SUB` as representative `dir` (e.g. `NL-fier`).
+fn rep(fed: &Federation, dir: &str, sub: &str, args: &[&str]) -> Output {
+    fed.series(&fed.representative_config(dir), sub, args)
+}
+
+/// The command failed, saying `why`.
+fn refused(o: &Output, why: &str) {
+    assert!(!o.status.success(), "{}", stdout(o));
+    assert!(stderr(o).contains(why), "{}", stderr(o));
 }
 
 fn ok(o: &Output) -> Value {
@@ -121,42 +129,25 @@ async fn notifications_follow_the_victims_choice_and_never_flood() {
             &hashes_csv(&fed, "x.csv", &["x"]),
         ],
     );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("series_id: not a series this agency registered"),
-        "{}",
-        stderr(&o)
-    );
-    let o = fed.representative(
+    refused(&o, "series_id: not a series this agency registered");
+    let o = rep(
+        &fed,
         "NL-fier",
-        "series",
-        &["link", "--series", s1, "--representative", &fier],
+        "link",
+        &["--series", s1, "--representative", &fier],
     );
-    assert!(
-        stderr(&o).contains("is not a police agency"),
-        "{}",
-        stderr(&o)
-    );
-    let o = fed.representative(
+    refused(&o, "is not a police agency");
+    let o = rep(
+        &fed,
         "DE-weisser",
-        "series",
+        "preference",
         &[
-            "preference",
-            "--series",
-            s1,
-            "--choice",
-            "digest",
-            "--period",
-            "week",
-            "--cap",
-            "7",
+            "--series", s1, "--choice", "digest", "--period", "week", "--cap", "7",
         ],
     );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("preference.series_id: not a series linked to this representative"),
-        "{}",
-        stderr(&o)
+    refused(
+        &o,
+        "preference.series_id: not a series linked to this representative",
     );
     let o = police(
         &fed,
@@ -164,34 +155,23 @@ async fn notifications_follow_the_victims_choice_and_never_flood() {
         "preference",
         &["--series", s1, "--choice", "legal-only"],
     );
-    assert!(
-        stderr(&o).contains("is not a representative"),
-        "{}",
-        stderr(&o)
-    );
-    let o = fed.representative(
+    refused(&o, "is not a representative");
+    let o = rep(
+        &fed,
         "NL-fier",
-        "series",
+        "preference",
         &[
-            "preference",
-            "--series",
-            s1,
-            "--choice",
-            "digest",
-            "--period",
-            "week",
-            "--cap",
-            "8",
+            "--series", s1, "--choice", "digest", "--period", "week", "--cap", "8",
         ],
     );
-    assert!(stderr(&o).contains("preference.cap"), "{}", stderr(&o));
+    refused(&o, "preference.cap");
 
     // The victims' choices: s0 none (never), s1 legal proceedings only,
     // s2 and s3 a weekly digest of at most two messages.
     let set = |dir: &str, id: &str, args: &[&str]| {
-        let mut a = vec!["preference", "--series", id];
+        let mut a = vec!["--series", id];
         a.extend_from_slice(args);
-        ok(&fed.representative(dir, "series", &a))
+        ok(&rep(&fed, dir, "preference", &a))
     };
     set("NL-fier", s1, &["--choice", "legal-only"]);
     set(
@@ -204,7 +184,7 @@ async fn notifications_follow_the_victims_choice_and_never_flood() {
         s3,
         &["--choice", "digest", "--period", "week", "--cap", "2"],
     );
-    let linked = json_lines(&fed.representative("NL-fier", "series", &["linked"]));
+    let linked = json_lines(&rep(&fed, "NL-fier", "linked", &[]));
     assert_eq!(linked.len(), 3);
 
     // Cases: s0's; A and B with s1; C with no series; s2 and s3 open cases.
@@ -308,13 +288,14 @@ async fn notifications_follow_the_victims_choice_and_never_flood() {
     assert!(!serde_json::to_string(n).unwrap().contains(s0.as_str()));
     // Received once: a second pull brings nothing new.
     let o = fed.representative("NL-fier", "pull", &[]);
-    assert!(stderr(&o).contains("0 stored"), "{}", stderr(&o));
+    assert!(
+        o.status.success() && stderr(&o).contains("0 stored"),
+        "{}",
+        stderr(&o)
+    );
     // What was received verifies offline with the hub's public key.
     let log = fed.root().join("representatives/NL-fier/deliveries");
-    let o = run(Command::new(bin("meldnet-agency"))
-        .args(["verify", "--config"])
-        .arg(fed.root().join("representatives/NL-fier/agency.toml"))
-        .arg(&log));
+    let o = fed.representative("NL-fier", "verify", &[&log.display().to_string()]);
     assert!(
         stdout(&o).contains(": OK notification"),
         "{}{}",
