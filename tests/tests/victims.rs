@@ -207,6 +207,10 @@ async fn notifications_follow_the_victims_choice_and_never_flood() {
     let more = hashes_csv(&fed, "s1b.csv", &["s1-other"]);
     let o = police(&fed, "DE-bka", "add", &["--series", s1, "--hashes", &more]);
     assert_eq!(ok(&o)["sha256"], 2);
+    // The same hashes again, twice in one file: nothing new.
+    let again = hashes_csv(&fed, "s1c.csv", &["s1-other", "s1-other", "s1"]);
+    let o = police(&fed, "DE-bka", "add", &["--series", s1, "--hashes", &again]);
+    assert_eq!(ok(&o)["sha256"], 2);
     let (case_a, case_c) = (case_of(&opened[1]), case_of(&opened[3]));
     // A report of s1's second picture: a sighting of B, recorded against s1.
     fed.submit_many("NL", &[report("https://b.example.test/B", "s1-other")])

@@ -269,19 +269,30 @@ fn view(rec: &pb::SeriesRecord, tree: &sled::Tree) -> Result<pb::SeriesView, Sto
 }
 
 impl Writer {
-    fn stage_hashes(&self, batch: &mut sled::Batch, id: &SeriesId, h: &SeriesHashes) {
+    /// Stages the hashes of a series; returns how many of each kind the
+    /// series did not hold yet (SHA-256, PDQ).
+    fn stage_hashes(
+        &self,
+        batch: &mut sled::Batch,
+        id: &SeriesId,
+        h: &SeriesHashes,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut new = |key: &Vec<u8>| -> Result<bool, StoreError> {
+            Ok(seen.insert(key.clone()) && !self.tree.contains_key(key)?)
+        };
+        let (mut sha, mut pdq) = (0, 0);
         for s in &h.sha256 {
-            batch.insert(
-                key_with(SERIES_HASH, &[id.as_bytes(), &[HASH_SHA256], &s.0]),
-                &[][..],
-            );
+            let key = key_with(SERIES_HASH, &[id.as_bytes(), &[HASH_SHA256], &s.0]);
+            sha += u64::from(new(&key)?);
+            batch.insert(key, &[][..]);
         }
         for (p, q) in &h.pdq {
-            batch.insert(
-                key_with(SERIES_HASH, &[id.as_bytes(), &[HASH_PDQ], &p.0]),
-                &[*q][..],
-            );
+            let key = key_with(SERIES_HASH, &[id.as_bytes(), &[HASH_PDQ], &p.0]);
+            pdq += u64::from(new(&key)?);
+            batch.insert(key, &[*q][..]);
         }
+        Ok((sha, pdq))
     }
 
     /// Applies a series operation: checks who may, stages it with its audit
@@ -302,16 +313,16 @@ impl Writer {
                     representative: String::new(),
                 };
                 batch.insert(series_key(&id), rec.encode_to_vec());
-                self.stage_hashes(batch, &id, &hashes);
-                let detail = format!("{} sha256, {} pdq", hashes.sha256.len(), hashes.pdq.len());
+                let (sha, pdq) = self.stage_hashes(batch, &id, &hashes)?;
+                let detail = format!("{sha} sha256, {pdq} pdq");
                 self.stage_audit(
                     batch,
                     event(now, "series-registered", &owner, id.to_string(), detail),
                 );
                 Ok(SeriesOutcome::View(pb::SeriesView {
                     series_id: rec.series_id,
-                    sha256_count: hashes.sha256.len() as u64,
-                    pdq_count: hashes.pdq.len() as u64,
+                    sha256_count: sha,
+                    pdq_count: pdq,
                     representative: String::new(),
                 }))
             }
@@ -319,16 +330,16 @@ impl Writer {
                 let Some(rec) = read_series(&self.tree, &id)?.filter(|r| mine(r, &actor)) else {
                     return Ok(denied("series_id", "not a series this agency registered"));
                 };
-                self.stage_hashes(batch, &id, &hashes);
-                let detail = format!("+{} sha256, +{} pdq", hashes.sha256.len(), hashes.pdq.len());
+                let (sha, pdq) = self.stage_hashes(batch, &id, &hashes)?;
+                let detail = format!("+{sha} sha256, +{pdq} pdq");
                 self.stage_audit(
                     batch,
                     event(now, "series-hashes", &actor, id.to_string(), detail),
                 );
                 let mut v = view(&rec, &self.tree)?;
-                // Counted before this batch applies; duplicates count once more here.
-                v.sha256_count += hashes.sha256.len() as u64;
-                v.pdq_count += hashes.pdq.len() as u64;
+                // Counted before this batch applies, so the new ones are added.
+                v.sha256_count += sha;
+                v.pdq_count += pdq;
                 Ok(SeriesOutcome::View(v))
             }
             SeriesOp::Link {
