@@ -16,7 +16,7 @@
 use crate::country::CountryCode;
 use crate::hash::{Md5, PdqHash, Sha1, Sha256};
 use crate::pdq::MIN_MATCH_QUALITY;
-use crate::pdq_index::PdqSet;
+use crate::pdq_index::{NearSet, PdqSet};
 use crate::report::{AgeGroup, Classification, Known, MatchKind, MediaType};
 use crate::signing::{Context, KeyId, PublicKey, SigningKey};
 use crate::Refusal;

@@ -22,7 +22,7 @@ use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
 use meldnet_core::hash::{PdqHash, Sha256};
 use meldnet_core::pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
-use meldnet_core::pdq_index::PdqSet;
+use meldnet_core::pdq_index::{NearSet, PdqTable};
 use meldnet_core::report::{Classification, Report, ReportId};
 use meldnet_core::url_norm;
 use std::collections::HashMap;
@@ -68,7 +68,7 @@ pub struct CaseIndex {
     by_id: HashMap<CaseId, u32>,
     urls: HashMap<[u8; 32], u32>,
     files: HashMap<Sha256, u32>,
-    pdq: PdqSet,
+    pdq: PdqTable,
     /// Reports placed so far (since start).
     generation: u64,
     /// PDQ hashes added at each generation (the last `DELTA_MAX`).
@@ -136,17 +136,12 @@ impl CaseIndex {
             let n = number(&index, &id)?;
             index.pdq.add(h, u64::from(n), q);
         }
-        index.pdq.settle(|_| true);
         Ok(index)
     }
 
-    /// An empty index. Its PDQ runs carry candidate filters: cases are
-    /// searched for every new picture, so search speed is worth the memory.
+    /// An empty index.
     pub fn new() -> CaseIndex {
-        CaseIndex {
-            pdq: PdqSet::with_filters(),
-            ..CaseIndex::default()
-        }
+        CaseIndex::default()
     }
 
     fn insert(&mut self, info: CaseInfo) -> u32 {
@@ -261,7 +256,6 @@ impl CaseIndex {
         while self.delta.len() > DELTA_MAX {
             self.delta.pop_front();
         }
-        self.pdq.settle(|_| true);
         (placement, keys)
     }
 }

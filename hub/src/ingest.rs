@@ -112,6 +112,23 @@ fn presearch_all(cases: &CaseIndex, batch: &mut [Routed]) {
     });
 }
 
+/// A batch's answers, each report not processed refused as unavailable
+/// (retrying it is safe: nothing of it was stored).
+fn finish(results: Vec<Option<Result<pb::Receipt, Refusal>>>) -> Vec<Result<pb::Receipt, Refusal>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Refusal::new(
+                    RefusalKind::Unavailable,
+                    "report",
+                    "not processed",
+                ))
+            })
+        })
+        .collect()
+}
+
 /// The case part of a decision.
 pub fn case_ref(info: &CaseInfo, kind: pb::DecisionKind, matched_by: &str) -> pb::CaseRef {
     pb::CaseRef {
@@ -472,6 +489,35 @@ impl Ingest {
         sign_tree(&self.signer, &mut decisions);
     }
 
+    /// Places a batch in cases, signs it and hands it to the store, in one
+    /// order: the cases lock makes deconfliction and commit order the same.
+    /// Returns the receipts of new reports (made now: the store keeps the
+    /// records) and the wait for the flush.
+    #[allow(clippy::type_complexity)]
+    fn sequence(
+        &self,
+        mut batch: Vec<Routed>,
+    ) -> Result<
+        (
+            Vec<(ReportId, pb::Receipt)>,
+            impl std::future::Future<Output = Result<Vec<Committed>, StoreError>>,
+        ),
+        StoreError,
+    > {
+        let mut cases = self.cases.write().unwrap_or_else(PoisonError::into_inner);
+        presearch_all(&cases, &mut batch);
+        let mut placed: Vec<NewReport> = batch
+            .into_iter()
+            .map(|r| self.place(&mut cases, r))
+            .collect();
+        self.sign_decisions(&mut placed);
+        let fresh = placed
+            .iter()
+            .map(|r| (r.id, receipt(&r.id, &r.stored)))
+            .collect();
+        Ok((fresh, self.store.send_reports(placed)?))
+    }
+
     /// Ingests a batch from `caller`: one result per report, in order. A
     /// receipt is returned only after its report is flushed to disk.
     pub async fn submit(
@@ -498,23 +544,20 @@ impl Ingest {
             }
         }
         if !to_store.is_empty() {
-            // Placed in cases, signed and handed to the store in one order:
-            // the lock makes deconfliction and commit order the same.
-            let (fresh, wait) = {
-                let mut cases = self.cases.write().unwrap_or_else(PoisonError::into_inner);
-                presearch_all(&cases, &mut to_store);
-                let mut placed: Vec<NewReport> = to_store
-                    .into_iter()
-                    .map(|r| self.place(&mut cases, r))
-                    .collect();
-                self.sign_decisions(&mut placed);
-                // The receipts of new reports, made now: the store keeps the records.
-                let fresh: Vec<(ReportId, pb::Receipt)> = placed
-                    .iter()
-                    .map(|r| (r.id, receipt(&r.id, &r.stored)))
-                    .collect();
-                (fresh, self.store.send_reports(placed)?)
-            };
+            // On a blocking thread: the batch waits for the cases lock and
+            // searches on every core, which must never stall the runtime's
+            // workers (they carry every other stream meanwhile).
+            let this = self.clone();
+            let (fresh, wait) =
+                match tokio::task::spawn_blocking(move || this.sequence(to_store)).await {
+                    Ok(sequenced) => sequenced?,
+                    Err(e) => {
+                        // Nothing was handed to the store: every report of the
+                        // batch is answered "not processed" below.
+                        tracing::error!(error = %e, "ingest sequencing failed");
+                        return Ok(finish(results));
+                    }
+                };
             let committed = wait.await?;
             for ((i, c), (id, fresh)) in positions.into_iter().zip(committed).zip(fresh) {
                 results[i] = Some(match c {
@@ -539,18 +582,7 @@ impl Ingest {
                 });
             }
         }
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Refusal::new(
-                        RefusalKind::Unavailable,
-                        "report",
-                        "not processed",
-                    ))
-                })
-            })
-            .collect())
+        Ok(finish(results))
     }
 
     async fn prepare_parallel(

@@ -75,9 +75,8 @@ const META_HIST_SEQ: &[u8] = b"mhist_seq";
 /// The routing rules in force: version (8 BE) then the TOML text.
 pub const META_RULES: &[u8] = b"mrules";
 const CASE: u8 = b'c';
-const CASE_URL: u8 = b'u';
-const CASE_FILE: u8 = b'f';
-const CASE_PDQ: u8 = b'p';
+/// A report's deconfliction keys (`CaseKeysRecord`), by report id.
+const CASE_KEYS: u8 = b'j';
 const SIGHTING: u8 = b'x';
 const DEADLINE: u8 = b'd';
 const ESCALATION: u8 = b'e';
@@ -439,18 +438,6 @@ fn audit_key(seq: u64) -> [u8; 9] {
     k[0] = AUDIT;
     k[1..].copy_from_slice(&seq.to_be_bytes());
     k
-}
-
-fn stage_case_keys(batch: &mut sled::Batch, case_id: &CaseId, keys: &CaseKeys) {
-    for u in &keys.urls {
-        batch.insert(key_with(CASE_URL, &[u]), &case_id.as_bytes()[..]);
-    }
-    for f in &keys.files {
-        batch.insert(key_with(CASE_FILE, &[&f.0]), &case_id.as_bytes()[..]);
-    }
-    for (h, q) in &keys.pdqs {
-        batch.insert(key_with(CASE_PDQ, &[case_id.as_bytes(), &h.0]), &[*q][..]);
-    }
 }
 
 fn key_with(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -874,33 +861,27 @@ impl Store {
         for c in self.cases() {
             d.cases.push(c?);
         }
-        for kv in self.tree.scan_prefix([CASE_URL]) {
-            let (k, v) = kv?;
-            let url: [u8; 32] = k[1..]
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("case url key".into()))?;
-            d.urls
-                .push((url, CaseId::from_bytes(id16(&v, "case url")?)));
-        }
-        for kv in self.tree.scan_prefix([CASE_FILE]) {
-            let (k, v) = kv?;
-            let h: [u8; 32] = k[1..]
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("case file key".into()))?;
-            d.files
-                .push((Sha256(h), CaseId::from_bytes(id16(&v, "case file")?)));
-        }
-        for kv in self.tree.scan_prefix([CASE_PDQ]) {
-            let (k, v) = kv?;
-            let id = CaseId::from_bytes(id16(&k[1..], "case pdq key")?);
-            let h: [u8; 32] = k
-                .get(17..)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("case pdq key".into()))?;
-            let q = *v
-                .first()
-                .ok_or_else(|| StoreError::Corrupt("case pdq".into()))?;
-            d.pdqs.push((id, PdqHash(h), q));
+        let hash = |b: &[u8], what: &str| -> Result<[u8; 32], StoreError> {
+            b.try_into()
+                .map_err(|_| StoreError::Corrupt(format!("case keys: {what}")))
+        };
+        for kv in self.tree.scan_prefix([CASE_KEYS]) {
+            let (_, v) = kv?;
+            let r = pb::CaseKeysRecord::decode(&load_body(&self.blobs, &v)?[..])
+                .map_err(|e| StoreError::Corrupt(format!("case keys: {e}")))?;
+            let id = CaseId::from_bytes(id16(&r.case_id, "case keys: case_id")?);
+            for u in &r.urls {
+                d.urls.push((hash(u, "urls")?, id));
+            }
+            for f in &r.files {
+                d.files.push((Sha256(hash(f, "files")?), id));
+            }
+            if r.pdq_qualities.len() != r.pdqs.len() {
+                return Err(StoreError::Corrupt("case keys: pdq_qualities".into()));
+            }
+            for (h, q) in r.pdqs.iter().zip(&r.pdq_qualities) {
+                d.pdqs.push((id, PdqHash(hash(h, "pdqs")?), *q));
+            }
         }
         Ok(d)
     }
@@ -966,7 +947,7 @@ impl Store {
             .scan_prefix(key_with(HISTORY, &[id.as_bytes()]))
             .map(|kv| {
                 let (_, v) = kv?;
-                pb::HistoryEvent::decode(v.as_ref())
+                pb::HistoryEvent::decode(&load_body(&self.blobs, &v)?[..])
                     .map_err(|e| StoreError::Corrupt(format!("history: {e}")))
             })
             .collect()
@@ -1120,9 +1101,8 @@ impl Store {
                 continue;
             }
             let v = match k.first() {
-                Some(&REPORT) | Some(&AUDIT) | Some(&ESCALATION) | Some(&NOTIFICATION) => {
-                    load_body(&self.blobs, &v)?
-                }
+                Some(&REPORT) | Some(&AUDIT) | Some(&ESCALATION) | Some(&NOTIFICATION)
+                | Some(&HISTORY) | Some(&CASE_KEYS) => load_body(&self.blobs, &v)?,
                 _ => v.to_vec(),
             };
             h.update((k.len() as u64).to_be_bytes());
@@ -1540,7 +1520,7 @@ impl Writer {
                     if record.deadline_ms > 0 {
                         batch.insert(deadline_key(record.deadline_ms, &case_id), &[][..]);
                     }
-                    stage_case_keys(batch, &case_id, &keys);
+                    self.stage_case_keys(batch, &case_id, &r.id, &keys);
                     self.bump("cases");
                     self.group_cases.insert(case_id, *record);
                 }
@@ -1556,7 +1536,7 @@ impl Writer {
                             key_with(SIGHTING, &[case_id.as_bytes(), r.id.as_bytes()]),
                             &[][..],
                         );
-                        stage_case_keys(batch, &case_id, &keys);
+                        self.stage_case_keys(batch, &case_id, &r.id, &keys);
                         self.stage_history(
                             batch,
                             &first_report,
@@ -1709,6 +1689,33 @@ impl Writer {
             .transpose()
     }
 
+    /// One record of the keys a report brought to its case (none if it
+    /// brought none), in the blob file like every larger value: sled's
+    /// cost grows with the bytes it keeps in its nodes.
+    fn stage_case_keys(
+        &mut self,
+        batch: &mut sled::Batch,
+        case_id: &CaseId,
+        report: &ReportId,
+        keys: &CaseKeys,
+    ) {
+        if keys.urls.is_empty() && keys.files.is_empty() && keys.pdqs.is_empty() {
+            return;
+        }
+        let record = pb::CaseKeysRecord {
+            case_id: case_id.as_bytes().to_vec(),
+            urls: keys.urls.iter().map(|u| u.to_vec()).collect(),
+            files: keys.files.iter().map(|f| f.0.to_vec()).collect(),
+            pdqs: keys.pdqs.iter().map(|(h, _)| h.0.to_vec()).collect(),
+            pdq_qualities: keys.pdqs.iter().map(|(_, q)| *q).collect(),
+        };
+        let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &record);
+        batch.insert(
+            key_with(CASE_KEYS, &[report.as_bytes()]),
+            &body.to_bytes()[..],
+        );
+    }
+
     fn stage_history(
         &mut self,
         batch: &mut sled::Batch,
@@ -1726,9 +1733,10 @@ impl Writer {
             actor: actor.to_string(),
             detail,
         };
+        let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &ev);
         batch.insert(
             key_with(HISTORY, &[report.as_bytes(), &seq.to_be_bytes()]),
-            ev.encode_to_vec(),
+            &body.to_bytes()[..],
         );
     }
 

@@ -18,7 +18,7 @@ use crate::takedown::next_tick;
 use meldnet_core::case::CaseId;
 use meldnet_core::hash::Sha256;
 use meldnet_core::identity::SpiffeId;
-use meldnet_core::pdq_index::PdqSet;
+use meldnet_core::pdq_index::{NearSet, PdqTable};
 use meldnet_core::report::{Classification, Report};
 use meldnet_core::series::{
     representative, sign_notification, DigestCalendar, NotificationId, Preference, SeriesHashes,
@@ -41,7 +41,7 @@ pub struct SeriesIndex {
     ids: Vec<SeriesId>,
     numbers: HashMap<SeriesId, u64>,
     files: HashMap<Sha256, Vec<u64>>,
-    pdq: PdqSet,
+    pdq: PdqTable,
 }
 
 impl SeriesIndex {
@@ -60,7 +60,6 @@ impl SeriesIndex {
                 }
             }
         }
-        index.pdq.settle(|_| true);
         Ok(index)
     }
 
@@ -83,7 +82,6 @@ impl SeriesIndex {
         for (h, q) in &hashes.pdq {
             self.pdq.add(*h, n, *q);
         }
-        self.pdq.settle(|_| true);
     }
 
     /// Whether no series is held (then matching costs nothing).
