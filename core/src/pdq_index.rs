@@ -58,6 +58,29 @@ fn distance(a: &[u64; 4], b: &[u64; 4]) -> u32 {
         + (a[3] ^ b[3]).count_ones()
 }
 
+/// The candidates within `max_distance` on all 256 bits, nearest first,
+/// ties by entry number, each once (a match may be found in several chunks).
+fn confirm(
+    q: &[u64; 4],
+    words: &[[u64; 4]],
+    candidates: Vec<u32>,
+    max_distance: u32,
+) -> Vec<Match> {
+    let mut out: Vec<Match> = candidates
+        .into_iter()
+        .filter_map(|id| {
+            let d = distance(q, words.get(id as usize)?);
+            (d <= max_distance).then_some(Match {
+                distance: d,
+                entry: id,
+            })
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Asks the processor to start loading `v`'s cache line: a hint that never
 /// faults and changes no result.
 #[inline(always)]
@@ -171,19 +194,7 @@ impl PdqIndex {
                 candidates.push(id);
             }
         }
-        let mut out = Vec::new();
-        for id in candidates {
-            let d = distance(&q, &self.words[id as usize]);
-            if d <= max_distance {
-                out.push(Match {
-                    distance: d,
-                    entry: id,
-                });
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
+        confirm(&q, &self.words, candidates, max_distance)
     }
 
     /// The same answer by comparing with every entry: the reference that
@@ -468,19 +479,7 @@ impl PdqTable {
                 }
             }
         }
-        let mut out = Vec::new();
-        for id in candidates {
-            let d = distance(&q, &self.words[id as usize]);
-            if d <= max_distance {
-                out.push(Match {
-                    distance: d,
-                    entry: id,
-                });
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        out
+        confirm(&q, &self.words, candidates, max_distance)
     }
 }
 
