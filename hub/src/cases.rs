@@ -132,10 +132,11 @@ impl CaseIndex {
             let n = number(&index, &id)?;
             index.files.insert(f, n);
         }
+        let mut pdqs = Vec::with_capacity(data.pdqs.len());
         for (id, h, q) in data.pdqs {
-            let n = number(&index, &id)?;
-            index.pdq.add(h, u64::from(n), q);
+            pdqs.push((h, u64::from(number(&index, &id)?), q));
         }
+        index.pdq.extend(&pdqs);
         Ok(index)
     }
 
