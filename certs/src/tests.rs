@@ -55,6 +55,15 @@ fn hub_verifier(dir: &Path) -> Arc<ReloadingVerifier> {
     ReloadingVerifier::new(roots(dir), vec![dir.join("crl.pem")]).unwrap()
 }
 
+/// The `agency.toml` in `folder` loads, names `path`, has a keyring that
+/// loads and a certificate the hub accepts: what `meldnet-agency` needs.
+fn agency_client_works(verifier: &ReloadingVerifier, folder: &Path, path: &str) {
+    let config = AgencyConfig::load(&folder.join("agency.toml")).unwrap();
+    assert_eq!(config.tls.identity().unwrap(), id(path));
+    Keyring::load(&config.keyring).unwrap();
+    accepts(verifier, &config.tls.cert).unwrap();
+}
+
 fn accepts(verifier: &ReloadingVerifier, cert: &Path) -> Result<(), rustls::Error> {
     verifier
         .verify_client_cert(&cert_der(cert), &[], UnixTime::now())
@@ -200,11 +209,7 @@ fn init_makes_a_tree_that_every_role_loads() {
         ("NL-politie", "agency/NL/politie"),
         ("EU-europol", "agency/EU/europol"),
     ] {
-        let agency =
-            AgencyConfig::load(&dir.join(format!("agencies/{folder}/agency.toml"))).unwrap();
-        assert_eq!(agency.tls.identity().unwrap(), id(path));
-        Keyring::load(&agency.keyring).unwrap();
-        accepts(&verifier, &agency.tls.cert).unwrap();
+        agency_client_works(&verifier, &dir.join(format!("agencies/{folder}")), path);
     }
     let operator = dir.join("operators/admin/operator.pem");
     assert_eq!(
@@ -374,11 +379,11 @@ fn init_makes_representatives_that_the_agency_client_loads() {
         ("NL-fier", "representative/NL/fier"),
         ("DE-weisser", "representative/DE/weisser"),
     ] {
-        let rep =
-            AgencyConfig::load(&dir.join(format!("representatives/{folder}/agency.toml"))).unwrap();
-        assert_eq!(rep.tls.identity().unwrap(), id(path));
-        Keyring::load(&rep.keyring).unwrap();
-        accepts(&verifier, &rep.tls.cert).unwrap();
+        agency_client_works(
+            &verifier,
+            &dir.join(format!("representatives/{folder}")),
+            path,
+        );
     }
     let e = init(&InitOptions {
         representatives: vec!["NL".into()],

@@ -410,54 +410,60 @@ pub struct PdqTable {
     buckets: Vec<Vec<Slot>>,
 }
 
+/// Where entry `entry` with words `w` goes in chunk `c`: its bucket and slot.
+fn slot(w: &[u64; 4], c: usize, entry: u32) -> (usize, Slot) {
+    let half = halves(w);
+    let [a, b, d] = filter_halves(c);
+    (
+        c * BUCKETS + chunk(w, c),
+        [half[a], half[b], half[d], entry],
+    )
+}
+
 impl PdqTable {
-    /// Adds a hash under `id`; searchable at once.
-    pub fn add(&mut self, h: PdqHash, id: u64, quality: u8) {
+    /// The bucket lists, made on first use.
+    fn buckets_mut(&mut self) -> &mut Vec<Vec<Slot>> {
         if self.buckets.is_empty() {
             self.buckets = vec![Vec::new(); CHUNKS * BUCKETS];
         }
+        &mut self.buckets
+    }
+
+    /// Adds a hash under `id`; searchable at once.
+    pub fn add(&mut self, h: PdqHash, id: u64, quality: u8) {
         let entry = self.words.len() as u32;
         let w = words(&h);
-        let half = halves(&w);
+        let buckets = self.buckets_mut();
         for c in 0..CHUNKS {
-            let [a, b, d] = filter_halves(c);
-            self.buckets[c * BUCKETS + chunk(&w, c)].push([half[a], half[b], half[d], entry]);
+            let (at, s) = slot(&w, c, entry);
+            buckets[at].push(s);
         }
         self.words.push(w);
         self.meta.push((id, quality));
     }
 
     /// Adds many hashes at once (a rebuild at start): every bucket is
-    /// sized first, so none grows by copying, several times faster than
-    /// adding them one by one.
+    /// sized first, so none grows by copying, and filled chunk by chunk;
+    /// about twice as fast as adding them one by one.
     pub fn extend(&mut self, hashes: &[(PdqHash, u64, u8)]) {
-        if self.buckets.is_empty() {
-            self.buckets = vec![Vec::new(); CHUNKS * BUCKETS];
-        }
+        self.buckets_mut();
+        let first = self.words.len();
+        self.words.extend(hashes.iter().map(|(h, _, _)| words(h)));
+        self.meta.extend(hashes.iter().map(|(_, id, q)| (*id, *q)));
         let mut counts = vec![0u32; CHUNKS * BUCKETS];
-        for (h, _, _) in hashes {
-            let w = words(h);
+        for w in &self.words[first..] {
             for c in 0..CHUNKS {
-                counts[c * BUCKETS + chunk(&w, c)] += 1;
+                counts[c * BUCKETS + chunk(w, c)] += 1;
             }
         }
         for (bucket, n) in self.buckets.iter_mut().zip(counts) {
             bucket.reserve_exact(n as usize);
         }
         // Chunk by chunk: one chunk's bucket headers stay in cache.
-        let first = self.words.len();
-        self.words.extend(hashes.iter().map(|(h, _, _)| words(h)));
-        self.meta.extend(hashes.iter().map(|(_, id, q)| (*id, *q)));
         for c in 0..CHUNKS {
-            let [a, b, d] = filter_halves(c);
             for (i, w) in self.words[first..].iter().enumerate() {
-                let half = halves(w);
-                self.buckets[c * BUCKETS + chunk(w, c)].push([
-                    half[a],
-                    half[b],
-                    half[d],
-                    (first + i) as u32,
-                ]);
+                let (at, s) = slot(w, c, (first + i) as u32);
+                self.buckets[at].push(s);
             }
         }
     }
