@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Every service and client refuses oversized repeated fields before
+        // decoding them (src/codec.rs).
+        .codec_path("crate::codec::BoundedCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -331,6 +331,8 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         routing: RoutingConfig::default(),
         clock: Default::default(),
         takedown: Default::default(),
+        connections: Default::default(),
+        calls: Default::default(),
     };
     let hub_toml = hub_dir.join("hub.toml");
     add_config(

@@ -27,10 +27,7 @@ use std::collections::HashMap;
 
 /// The running digest before the first change.
 pub const EMPTY_DIGEST: [u8; 32] = [0; 32];
-/// Entries a hub's `ListAdd` takes at once.
-pub const MAX_ADD_BATCH: usize = 4096;
-/// Hashes a provider may check in one call.
-pub const MAX_CHECK_BATCH: usize = 10_000;
+pub use meldnet_proto::limits::{MAX_ADD_BATCH, MAX_CHECK_BATCH};
 const CHANGE_PREFIX: &[u8] = b"meldnet.v1.list-change\0";
 const SNAPSHOT_PREFIX: &[u8] = b"meldnet.v1.list-snapshot\0";
 const MAX_REASON: usize = 512;

@@ -493,16 +493,36 @@ pub fn export(record: &CheckedRecord, to: &Path) -> Result<(), InboxError> {
 enum Outcome {
     Stored(String),
     AlreadyStored,
-    Rejected,
+    /// Refused, with the reason the hub is told.
+    Rejected(String),
 }
 
 /// A delivery that verified and is addressed to us: its id and the bytes to store.
 type Accepted = (ReportId, Vec<u8>);
-/// What verifying a chunk gives: per sequence number, the accepted delivery or none.
-type Verdicts = Result<Vec<(u64, Option<Accepted>)>, InboxError>;
+/// What verifying a chunk gives: per sequence number, the accepted delivery
+/// or why it was refused.
+type Verdicts = Result<Vec<(u64, Result<Accepted, String>)>, InboxError>;
+
+/// The longest reason sent back for a refused delivery (the hub's limit).
+const MAX_REASON: usize = 512;
+
+/// `why` cut to what the hub takes: at most [`MAX_REASON`] bytes, no
+/// control characters.
+fn reason(why: &str) -> String {
+    let mut out = String::new();
+    for c in why.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + c.len_utf8() > MAX_REASON {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Verifies a chunk of deliveries together. Those that fail are kept apart
-/// in `rejected/` for a person to look at, and never acknowledged.
+/// in `rejected/` for a person to look at, not stored in the log, and
+/// refused back to the hub with their reason (which records it for its
+/// operators and takes them out of the queue, so they never block it).
 fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path) -> Verdicts {
     let mut results = Vec::with_capacity(part.len());
     let mut complete = Vec::with_capacity(part.len());
@@ -517,8 +537,8 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
             }
             Ok(Stored::Notification(n)) => notes.push((seq, raw, n)),
             Err(e) => {
-                tracing::error!(seq, "{e}; not acknowledged");
-                results.push((seq, None));
+                tracing::error!(seq, "{e}; refused");
+                results.push((seq, Err(reason(&e))));
             }
         }
     }
@@ -539,18 +559,20 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
     for ((seq, raw), v) in all {
         let accepted = match v {
             // A verified notification always has a well-formed id.
-            Ok(c) if addressed_to(&c, me) => filed_id(&c).ok().map(|id| (id, raw)),
+            Ok(c) if addressed_to(&c, me) => {
+                filed_id(&c).map(|id| (id, raw)).map_err(|e| reason(&e))
+            }
             Ok(_) => {
-                tracing::error!(seq, "delivery is not addressed to {me}; not acknowledged");
-                None
+                tracing::error!(seq, "delivery is not addressed to {me}; refused");
+                Err(format!("not addressed to {me}"))
             }
             Err(e) => {
-                tracing::error!(seq, error = %e, "delivery failed verification; kept apart, not acknowledged");
+                tracing::error!(seq, error = %e, "delivery failed verification; kept apart and refused");
                 let dir = out.join("rejected");
                 std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
                 let p = dir.join(format!("{seq}.pb"));
                 std::fs::write(&p, &raw).map_err(io_err(&p))?;
-                None
+                Err(reason(&format!("failed verification: {e}")))
             }
         };
         results.push((seq, accepted));
@@ -609,8 +631,8 @@ fn store_batch(
     for r in results {
         for (seq, accepted) in r? {
             let outcome = match accepted {
-                None => Outcome::Rejected,
-                Some((id, raw)) => {
+                Err(why) => Outcome::Rejected(why),
+                Ok((id, raw)) => {
                     // Stored before (the hub did not record our acknowledgement),
                     // or twice in this batch? Only if the bytes are exactly these.
                     if log.holds(&id, &raw)? || new.iter().any(|(i, b)| *i == id && *b == raw) {
@@ -646,20 +668,24 @@ pub async fn receive(
         .await?
         .into_inner();
     let mut summary = InboxSummary::default();
+    // Sent and not yet confirmed by the hub: acknowledged ones, and refused
+    // ones (`refusing`), which the hub confirms the same way.
     let mut pending: HashSet<u64> = HashSet::new();
+    let mut refusing: HashSet<u64> = HashSet::new();
     let mut taken = 0usize;
     loop {
         let Some(batch) = inbound.message().await? else {
             break;
         };
         for seq in &batch.acked {
-            if pending.remove(seq) {
+            if pending.remove(seq) && !refusing.remove(seq) {
                 summary.acked += 1;
             }
         }
         let room = opts.max.map_or(usize::MAX, |m| m.saturating_sub(taken));
         let deliveries: Vec<pb::Delivery> = batch.deliveries.into_iter().take(room).collect();
         let mut acks = Vec::new();
+        let mut rejected = Vec::new();
         if !deliveries.is_empty() {
             let out = opts.out_dir.clone();
             let (keyring, me) = (keyring.clone(), me.clone());
@@ -682,8 +708,11 @@ pub async fn receive(
                         summary.report_ids.push(id);
                     }
                     Outcome::AlreadyStored => summary.already_stored += 1,
-                    Outcome::Rejected => {
+                    Outcome::Rejected(reason) => {
                         summary.rejected += 1;
+                        pending.insert(seq);
+                        refusing.insert(seq);
+                        rejected.push(pb::Rejection { seq, reason });
                         continue;
                     }
                 }
@@ -691,9 +720,13 @@ pub async fn receive(
                 acks.push(seq);
             }
         }
-        if !acks.is_empty() {
+        if !acks.is_empty() || !rejected.is_empty() {
             pending.extend(acks.iter().copied());
-            if ack_tx.send(pb::DeliveryAck { seqs: acks }).await.is_err() {
+            let ack = pb::DeliveryAck {
+                seqs: acks,
+                rejected,
+            };
+            if ack_tx.send(ack).await.is_err() {
                 break;
             }
         }

@@ -5,6 +5,8 @@
 //!
 //! This crate never stores reports and never routes: that is the hub's job.
 
+pub mod accept;
+pub mod admission;
 pub mod append_file;
 pub mod audit;
 pub mod case;

@@ -17,8 +17,7 @@ use crate::signing::{Context, KeyId, SigningKey};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 
-/// Most hashes in one `Register`/`AddHashes` call.
-pub const MAX_SERIES_HASHES: usize = 4096;
+pub use meldnet_proto::limits::MAX_SERIES_HASHES;
 
 crate::uuid_id!(
     /// A series id: a random UUID (version 4), so that not even the time of

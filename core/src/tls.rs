@@ -4,7 +4,7 @@
 //! read from its certificate once, at the handshake, and handed to every
 //! request of that connection: no request field can claim another identity.
 
-use crate::identity::{SpiffeId, TrustDomain};
+use crate::identity::SpiffeId;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
@@ -14,12 +14,8 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
 use std::time::SystemTime;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Errors of TLS set-up, each naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -316,121 +312,4 @@ pub struct PeerInfo {
     pub chain: Vec<CertificateDer<'static>>,
     /// The peer's address.
     pub remote: Option<SocketAddr>,
-}
-
-/// A TLS connection whose peer identity was read at the handshake.
-pub struct AuthedStream {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: PeerInfo,
-}
-
-impl tonic::transport::server::Connected for AuthedStream {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for AuthedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for AuthedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// Accepts TCP connections, runs the TLS handshakes concurrently and yields
-/// the authenticated streams for `serve_with_incoming`. Failed handshakes
-/// (foreign CA, revoked, expired, no certificate) are logged and dropped.
-pub fn incoming(
-    listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
-    federation: TrustDomain,
-) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<AuthedStream>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(128);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, remote) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            let federation = federation.clone();
-            tokio::spawn(async move {
-                let handshake =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
-                        .await;
-                let tls = match handshake {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::warn!(%remote, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::warn!(%remote, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let chain: Vec<CertificateDer<'static>> = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-                    .unwrap_or_default();
-                let identity = chain
-                    .first()
-                    .ok_or_else(|| "no client certificate".to_string())
-                    .and_then(|c| SpiffeId::from_certificate(c).map_err(|e| e.to_string()))
-                    .and_then(|id| {
-                        id.require_federation(&federation)
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = &identity {
-                    tracing::warn!(%remote, error = %e, "peer certificate carries no usable identity");
-                }
-                let peer = PeerInfo {
-                    identity,
-                    chain,
-                    remote: Some(remote),
-                };
-                let _ = tx.send(Ok(AuthedStream { inner: tls, peer })).await;
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

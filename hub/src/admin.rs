@@ -206,6 +206,8 @@ fn stats(store: &Store) -> Result<pb::Stats, Status> {
                 "cases" => out.cases = n,
                 "sightings" => out.sightings = n,
                 "deadlines_missed" => out.deadlines_missed = n,
+                "deliveries_refused" => out.deliveries_refused = n,
+                "deliveries_held_back" => out.deliveries_held_back = n,
                 _ => {}
             },
         }
@@ -265,13 +267,14 @@ impl Admin for AdminService {
         let d = tokio::task::spawn_blocking(move || store.state_digest())
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(Status::from)?;
         Ok(Response::new(pb::StateDigestResponse {
             digest: d.digest.to_vec(),
             entries: d.entries,
             reports: d.reports,
             queued: d.queued,
             audit_records: d.audit_records,
+            damaged: d.damaged,
         }))
     }
 
@@ -350,7 +353,7 @@ impl Admin for AdminService {
                 now_ms,
             )
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(Status::from)?;
         Ok(Response::new(pb::AdvanceClockResponse { now_ms }))
     }
 

@@ -71,7 +71,11 @@ impl Auth {
 
     /// The caller, or `UNAUTHENTICATED`.
     pub fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        let peer = req.extensions().get::<PeerInfo>();
+        self.peer_caller(req.extensions().get::<PeerInfo>())
+    }
+
+    /// The caller of a connection, or `UNAUTHENTICATED`.
+    pub fn peer_caller(&self, peer: Option<&PeerInfo>) -> Result<Caller, Status> {
         match peer {
             Some(
                 p @ PeerInfo {
@@ -105,7 +109,16 @@ impl Auth {
         allowed: impl Fn(&Role) -> bool,
         why: &str,
     ) -> Result<Caller, Status> {
-        let c = self.caller(req)?;
+        self.peer_with_role(req.extensions().get::<PeerInfo>(), allowed, why)
+    }
+
+    fn peer_with_role(
+        &self,
+        peer: Option<&PeerInfo>,
+        allowed: impl Fn(&Role) -> bool,
+        why: &str,
+    ) -> Result<Caller, Status> {
+        let c = self.peer_caller(peer)?;
         if allowed(c.id.role()) {
             Ok(c)
         } else {
@@ -116,56 +129,183 @@ impl Auth {
         }
     }
 
+    /// The caller, if its role has `access`; else `PERMISSION_DENIED`.
+    pub fn with_access<T>(&self, req: &Request<T>, access: Access) -> Result<Caller, Status> {
+        self.with_role(req, |r| access.allows(r), access.refusal())
+    }
+
     /// The caller, if it is a node; else `PERMISSION_DENIED`.
     pub fn node<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        self.with_role(
-            req,
-            |r| matches!(r, Role::Node(_)),
-            "is not a node; only nodes submit reports",
-        )
+        self.with_access(req, Access::Nodes)
     }
 
     /// The caller, if it has a delivery queue (a node or an agency).
     pub fn recipient<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        self.with_role(
-            req,
-            |r| {
-                matches!(
-                    r,
-                    Role::Node(_)
-                        | Role::Agency { .. }
-                        | Role::Regulator { .. }
-                        | Role::Representative { .. }
-                )
-            },
-            "has no delivery queue",
-        )
+        self.with_access(req, Access::Recipients)
     }
 
     /// The caller, if it is a police agency (series, proceedings).
     pub fn agency<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        self.with_role(
-            req,
-            |r| matches!(r, Role::Agency { .. }),
-            "is not a police agency",
-        )
+        self.with_access(req, Access::Agencies)
     }
 
     /// The caller, if it is a victim's representative (preferences).
     pub fn representative<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        self.with_role(
-            req,
-            |r| matches!(r, Role::Representative { .. }),
-            "is not a representative; only a series' representative sets its preference",
-        )
+        self.with_access(req, Access::Representatives)
     }
 
     /// The caller, if it is an operator.
     pub fn operator<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        self.with_role(
-            req,
-            |r| matches!(r, Role::Operator(_)),
-            "is not an operator",
-        )
+        self.with_access(req, Access::Operators)
+    }
+}
+
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Nodes (hotlines).
+    Nodes,
+    /// Every party with a delivery queue.
+    Recipients,
+    /// Police agencies.
+    Agencies,
+    /// Victims' representatives.
+    Representatives,
+    /// Operators.
+    Operators,
+    /// Any party of the federation (health, reflection).
+    Anyone,
+}
+
+impl Access {
+    /// Whether `role` has this access.
+    pub fn allows(self, role: &Role) -> bool {
+        match self {
+            Access::Nodes => matches!(role, Role::Node(_)),
+            Access::Recipients => matches!(
+                role,
+                Role::Node(_)
+                    | Role::Agency { .. }
+                    | Role::Regulator { .. }
+                    | Role::Representative { .. }
+            ),
+            Access::Agencies => matches!(role, Role::Agency { .. }),
+            Access::Representatives => matches!(role, Role::Representative { .. }),
+            Access::Operators => matches!(role, Role::Operator(_)),
+            Access::Anyone => true,
+        }
+    }
+
+    fn refusal(self) -> &'static str {
+        match self {
+            Access::Nodes => "is not a node; only nodes submit reports, follow the list and record case steps",
+            Access::Recipients => "has no delivery queue",
+            Access::Agencies => "is not a police agency",
+            Access::Representatives => {
+                "is not a representative; only a series' representative sets its preference"
+            }
+            Access::Operators => "is not an operator",
+            Access::Anyone => "",
+        }
+    }
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// Every method the hub serves: who may call it, and its largest request
+/// message. The one table of the identity matrix (tested role by role and
+/// method by method in `tests/tests/identity.rs`); a method missing here
+/// is refused.
+pub const METHODS: &[(&str, Access, usize)] = &[
+    ("/meldnet.v1.Submission/Submit", Access::Nodes, 260 * KIB),
+    (
+        "/meldnet.v1.Submission/SubmitStream",
+        Access::Nodes,
+        meldnet_core::limits::MAX_MESSAGE_BYTES,
+    ),
+    ("/meldnet.v1.Inbox/Receive", Access::Recipients, 128 * KIB),
+    ("/meldnet.v1.Cases/RecordStep", Access::Nodes, 16 * KIB),
+    ("/meldnet.v1.HashList/Sync", Access::Nodes, KIB),
+    ("/meldnet.v1.HashList/Contribute", Access::Nodes, 2 * MIB),
+    ("/meldnet.v1.Series/Register", Access::Agencies, MIB),
+    ("/meldnet.v1.Series/AddHashes", Access::Agencies, MIB),
+    ("/meldnet.v1.Series/Link", Access::Agencies, 4 * KIB),
+    ("/meldnet.v1.Series/MarkProceedings", Access::Agencies, 4 * KIB),
+    ("/meldnet.v1.Series/SetPreference", Access::Representatives, 4 * KIB),
+    ("/meldnet.v1.Series/Linked", Access::Representatives, KIB),
+    ("/meldnet.v1.Admin/StateDigest", Access::Operators, KIB),
+    ("/meldnet.v1.Admin/VerifyAudit", Access::Operators, KIB),
+    ("/meldnet.v1.Admin/ListAdd", Access::Operators, 2 * MIB),
+    ("/meldnet.v1.Admin/ListWithdraw", Access::Operators, 4 * KIB),
+    ("/meldnet.v1.Admin/ListStatus", Access::Operators, KIB),
+    ("/meldnet.v1.Admin/AdvanceClock", Access::Operators, KIB),
+    ("/meldnet.v1.Admin/GetRules", Access::Operators, KIB),
+    ("/meldnet.v1.Admin/SetRules", Access::Operators, MIB),
+    ("/meldnet.v1.Admin/Explain", Access::Operators, KIB),
+    ("/meldnet.v1.Admin/Stats", Access::Operators, KIB),
+    ("/meldnet.v1.Admin/Register", Access::Operators, 16 * KIB),
+    ("/meldnet.v1.Admin/Revoke", Access::Operators, 4 * KIB),
+    ("/meldnet.v1.Admin/ListRegistry", Access::Operators, KIB),
+    ("/grpc.health.v1.Health/Check", Access::Anyone, KIB),
+    ("/grpc.health.v1.Health/Watch", Access::Anyone, KIB),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        Access::Anyone,
+        64 * KIB,
+    ),
+];
+
+/// The hub's gate (`meldnet_core::admission`): the caller's certificate
+/// checked again, its role against [`METHODS`], and nodes, agencies and
+/// regulators known to the registry (or, for a regulator, named in
+/// `[takedown]`), all before a byte of the request is decoded.
+pub struct HubGate {
+    auth: Auth,
+    regulators: std::collections::HashSet<SpiffeId>,
+}
+
+impl HubGate {
+    /// A gate through `auth`; `regulators` are those the configuration
+    /// escalates to.
+    pub fn new(auth: Auth, regulators: impl IntoIterator<Item = SpiffeId>) -> Self {
+        HubGate {
+            auth,
+            regulators: regulators.into_iter().collect(),
+        }
+    }
+
+    /// Whether the hub knows this party: a registered node, agency or
+    /// regulator (or one `[takedown]` names); other roles are not registered.
+    fn known(&self, id: &SpiffeId) -> bool {
+        match id.role() {
+            Role::Node(_) | Role::Agency { .. } => self.auth.registry.get(id).is_some(),
+            Role::Regulator { .. } => {
+                self.regulators.contains(id) || self.auth.registry.get(id).is_some()
+            }
+            _ => true,
+        }
+    }
+}
+
+impl meldnet_core::admission::Gate for HubGate {
+    fn admit(
+        &self,
+        path: &str,
+        peer: Option<&PeerInfo>,
+    ) -> Result<meldnet_core::admission::Admit, Status> {
+        let Some(&(_, access, max_message)) = METHODS.iter().find(|(p, _, _)| *p == path) else {
+            return Err(Status::unimplemented(format!("{path}: no such method")));
+        };
+        let caller = self
+            .auth
+            .peer_with_role(peer, |r| access.allows(r), access.refusal())?;
+        if !self.known(&caller.id) {
+            return Err(Status::permission_denied(format!(
+                "caller: {} is not registered with this hub",
+                caller.id
+            )));
+        }
+        Ok(meldnet_core::admission::Admit { max_message })
     }
 }

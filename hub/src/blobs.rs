@@ -150,13 +150,8 @@ impl BlobFile {
         self.file.sync_data().map_err(io)
     }
 
-    /// Reads the body at `r`, checking its length and checksum.
-    pub fn read(&self, r: BlobRef) -> Result<Vec<u8>, BlobError> {
-        let damaged = |reason| BlobError::Damaged {
-            path: self.path.display().to_string(),
-            offset: r.offset,
-            reason,
-        };
+    /// The bytes at `r`, header and body, as they are on disk (unchecked).
+    pub fn read_raw(&self, r: BlobRef) -> Result<Vec<u8>, BlobError> {
         let mut buf = vec![0u8; HEADER as usize + r.len as usize];
         self.file
             .read_exact_at(&mut buf, r.offset)
@@ -164,6 +159,17 @@ impl BlobFile {
                 path: self.path.display().to_string(),
                 source,
             })?;
+        Ok(buf)
+    }
+
+    /// Reads the body at `r`, checking its length and checksum.
+    pub fn read(&self, r: BlobRef) -> Result<Vec<u8>, BlobError> {
+        let damaged = |reason| BlobError::Damaged {
+            path: self.path.display().to_string(),
+            offset: r.offset,
+            reason,
+        };
+        let mut buf = self.read_raw(r)?;
         let (header, body) = buf.split_at(HEADER as usize);
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);

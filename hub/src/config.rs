@@ -1,6 +1,8 @@
 //! `hub.toml`: validated at start-up, every error naming the key.
 
 use crate::rules::{RuleSet, RuleSpec, RulesError, RulesFile};
+use meldnet_core::accept::ConnectionLimits;
+use meldnet_core::admission::CallLimits;
 use meldnet_core::client::HubEndpoint;
 use meldnet_core::config::{self, invalid, ConfigError};
 use meldnet_core::country::{CountryCode, EU_MEMBER_STATES};
@@ -42,6 +44,12 @@ pub struct HubConfig {
     /// Notice-and-takedown deadlines and where a missed one goes.
     #[serde(default, skip_serializing_if = "TakedownConfig::is_default")]
     pub takedown: TakedownConfig,
+    /// What a client may cost: connection caps, timeouts, open calls.
+    #[serde(default, skip_serializing_if = "ConnectionLimits::is_default")]
+    pub connections: ConnectionLimits,
+    /// What calls may hold in all: open calls, bytes being received.
+    #[serde(default, skip_serializing_if = "CallLimits::is_default")]
+    pub calls: CallLimits,
 }
 
 /// `[takedown]`: how long a hosting provider has, per country, and who is
@@ -127,6 +135,20 @@ impl TakedownConfig {
             deadline_ms: i64::from(hours) * 3_600_000,
             escalate_to: to.iter().filter_map(|t| parse_escalate(t).ok()).collect(),
         }
+    }
+
+    /// Every agency or regulator named as an escalation target.
+    pub fn escalation_targets(&self) -> Vec<SpiffeId> {
+        self.countries
+            .values()
+            .filter_map(|c| c.escalate_to.as_ref())
+            .chain(std::iter::once(&self.escalate_to))
+            .flatten()
+            .filter_map(|t| match parse_escalate(t) {
+                Ok(EscalateTo::Party(id)) => Some(id),
+                _ => None,
+            })
+            .collect()
     }
 
     fn validate(&self, path: &Path, federation: &TrustDomain) -> Result<(), ConfigError> {
@@ -287,6 +309,10 @@ impl HubConfig {
             ));
         }
         c.takedown.validate(path, &c.federation)?;
+        c.connections
+            .validate()
+            .and_then(|()| c.calls.validate())
+            .map_err(|(key, message)| invalid(path, &key, message))?;
         c.rule_set(1)
             .map_err(|e| invalid(path, &format!("routing.{}", e.key), e.message))?;
         Ok(c)

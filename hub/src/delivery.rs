@@ -11,9 +11,14 @@
 //! and when the recipient's certificate stops being valid.
 
 use crate::auth::{Auth, Caller};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use meldnet_core::identity::SpiffeId;
-use meldnet_core::limits::{MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES};
+use meldnet_core::limits::{
+    MAX_ACKS, MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES, MAX_REJECTIONS,
+};
+
+/// Longest reason a recipient may give for refusing a delivery.
+pub const MAX_REJECTION_REASON: usize = 512;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_server::Inbox;
 use std::collections::{HashMap, HashSet};
@@ -24,8 +29,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-/// Most sequence numbers in one acknowledgement message.
-const MAX_ACKS: usize = 4096;
 /// Most deliveries sent and not yet acknowledged, per session.
 pub const MAX_UNACKED: usize = 2048;
 
@@ -84,9 +87,6 @@ struct Session {
     unacked: HashSet<u64>,
 }
 
-fn storage(e: StoreError) -> Status {
-    Status::unavailable(format!("storage: {e}"))
-}
 
 impl Session {
     async fn send(&self, batch: pb::DeliveryBatch) -> bool {
@@ -103,7 +103,7 @@ impl Session {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(storage)?;
+        .map_err(Status::from)?;
         self.pending = more;
         if entries.is_empty() {
             if self.announced_caught_up {
@@ -147,19 +147,43 @@ impl Session {
     }
 
     async fn apply_ack(&mut self, ack: pb::DeliveryAck) -> Result<bool, Status> {
+        let refuse = |status: Status| {
+            tracing::warn!(recipient = %self.caller.id, "refused: {}", status.message());
+            status
+        };
         if ack.seqs.len() > MAX_ACKS {
-            let status = Status::invalid_argument(format!(
+            return Err(refuse(Status::invalid_argument(format!(
                 "delivery_ack.seqs: {} entries, at most {MAX_ACKS}",
                 ack.seqs.len()
-            ));
-            tracing::warn!(recipient = %self.caller.id, "refused: {}", status.message());
-            return Err(status);
+            ))));
         }
+        if ack.rejected.len() > MAX_REJECTIONS {
+            return Err(refuse(Status::invalid_argument(format!(
+                "delivery_ack.rejected: {} entries, at most {MAX_REJECTIONS}",
+                ack.rejected.len()
+            ))));
+        }
+        let mut rejected = Vec::with_capacity(ack.rejected.len());
+        for (i, r) in ack.rejected.into_iter().enumerate() {
+            if r.reason.trim().is_empty() || r.reason.len() > MAX_REJECTION_REASON {
+                return Err(refuse(Status::invalid_argument(format!(
+                    "delivery_ack.rejected[{i}].reason: 1 to {MAX_REJECTION_REASON} bytes"
+                ))));
+            }
+            if r.reason.chars().any(char::is_control) {
+                return Err(refuse(Status::invalid_argument(format!(
+                    "delivery_ack.rejected[{i}].reason: no control characters"
+                ))));
+            }
+            rejected.push((r.seq, r.reason));
+        }
+        let refused = rejected.len() as u64;
         let applied = self
             .store
-            .ack(&self.caller.id, ack.seqs)
+            .settle(&self.caller.id, ack.seqs, rejected)
             .await
-            .map_err(storage)?;
+            .map_err(Status::from)?;
+        metrics::counter!("meldnet_deliveries_refused_total").increment(refused);
         for s in &applied {
             self.unacked.remove(s);
         }

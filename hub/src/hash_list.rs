@@ -24,8 +24,7 @@ use meldnet_proto::v1 as pb;
 use std::sync::{Arc, RwLock};
 use tonic::{Request, Response, Status};
 
-/// Changes sent in one sync batch (and snapshot records in one part).
-pub const SYNC_BATCH: usize = 4096;
+pub use meldnet_proto::limits::SYNC_BATCH;
 
 /// Why a list operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +48,7 @@ pub enum ListError {
 impl From<ListError> for Status {
     fn from(e: ListError) -> Status {
         match e {
-            ListError::Store(e) => Status::unavailable(e.to_string()),
+            ListError::Store(e) => Status::from(e),
             ListError::NotLive(_) => Status::not_found(e.to_string()),
             ListError::Damaged { .. } => Status::data_loss(e.to_string()),
         }
@@ -431,8 +430,17 @@ impl pb::hash_list_server::HashList for HashListService {
         tracing::info!(caller = %caller.id, since, to = tip.version, "list sync");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let list = self.list.clone();
+        let auth = self.auth.clone();
         tokio::task::spawn_blocking(move || {
-            let send = |b| tx.blocking_send(b).is_ok();
+            // Checked again before every batch: a revoked or expired node's
+            // open stream gets nothing more.
+            let send = |b| match auth.still_valid(&caller.peer) {
+                Ok(()) => tx.blocking_send(b).is_ok(),
+                Err(status) => {
+                    let _ = tx.blocking_send(Err(status));
+                    false
+                }
+            };
             if let Err(e) = list.produce(since, send) {
                 let _ = tx.blocking_send(Err(e.into()));
             }

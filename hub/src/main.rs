@@ -571,6 +571,8 @@ fn stats_json(st: &pb::Stats) -> serde_json::Value {
         "by_hosting": counts(&st.by_hosting),
         "known": st.known, "new": st.new, "cases": st.cases, "sightings": st.sightings,
         "deadlines_missed": st.deadlines_missed,
+        "deliveries_refused": st.deliveries_refused,
+        "deliveries_held_back": st.deliveries_held_back,
         "providers": st.providers.iter().map(|p| serde_json::json!({
             "name": p.name, "asn": p.asn, "notices": p.notices, "removed": p.removed,
             "not_removed": p.not_removed, "deadlines_missed": p.deadlines_missed,
@@ -595,6 +597,10 @@ fn print_stats(st: &pb::Stats) {
     println!(
         "cases {}  sightings {}  deadlines missed {}",
         st.cases, st.sightings, st.deadlines_missed
+    );
+    println!(
+        "deliveries refused by recipients {}  held back for a damaged body {}",
+        st.deliveries_refused, st.deliveries_held_back
     );
     println!("hosting providers, those that don't clean up first:");
     println!(

@@ -15,8 +15,7 @@ use meldnet_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-/// Most signing keys a node may hold at once (rotation keeps two or three).
-pub const MAX_KEYS: usize = 8;
+pub use meldnet_proto::limits::MAX_KEYS;
 
 /// The storage key of a party's registration.
 pub fn storage_key(id: &SpiffeId) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! gRPC services (plus health and reflection) over mTLS.
 
 use crate::admin::{decode_rules, AdminService};
-use crate::auth::Auth;
+use crate::auth::{Auth, HubGate};
 use crate::cases::CaseIndex;
 use crate::config::HubConfig;
 use crate::delivery::InboxService;
@@ -22,7 +22,9 @@ use meldnet_core::keyring::{Keyring, KeyringError};
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use meldnet_core::signing::{SigningError, SigningKey};
 use meldnet_core::time::Clock;
-use meldnet_core::tls::{incoming, server_config, TlsError};
+use meldnet_core::accept::incoming;
+use meldnet_core::admission::AdmissionLayer;
+use meldnet_core::tls::{server_config, TlsError};
 use meldnet_proto::v1::admin_server::AdminServer;
 use meldnet_proto::v1::cases_server::CasesServer;
 use meldnet_proto::v1::hash_list_server::HashListServer;
@@ -67,6 +69,9 @@ pub enum HubError {
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
+
+/// Calls one connection may have open at once (HTTP/2 streams).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 /// How long connections may drain after shutdown begins.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -207,7 +212,21 @@ pub async fn run(
             message: e.to_string(),
         })?;
 
-    let incoming = incoming(listener, tls, cfg.federation.clone());
+    let recheck_auth = auth.clone();
+    let recheck: meldnet_core::accept::Recheck = Arc::new(move |peer| {
+        recheck_auth
+            .still_valid(peer)
+            .map_err(|s| s.message().to_string())
+    });
+    let incoming = incoming(
+        listener,
+        tls,
+        cfg.federation.clone(),
+        cfg.connections.clone(),
+        Some(recheck),
+    );
+    let gate = HubGate::new(auth.clone(), cfg.takedown.escalation_targets());
+    let admission = AdmissionLayer::new(Arc::new(gate), cfg.calls.clone());
     // Delivery streams never end by themselves: tell them when to.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let deadlines = Arc::new(Notify::new());
@@ -234,6 +253,11 @@ pub async fn run(
         let _ = stopping_tx.send(true);
     };
     let serving = tonic::transport::Server::builder()
+        // A connection that stops answering pings is closed.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(admission)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -85,8 +85,9 @@ const STAT: u8 = b's';
 /// Most operations folded into one commit.
 const MAX_GROUP: usize = 64;
 
-/// Storage failures. Callers answer `UNAVAILABLE`: the client may retry,
-/// and retrying is safe because submission is idempotent.
+/// Storage failures. A failing disk or a stopping writer is `UNAVAILABLE`
+/// (the client may retry, and retrying is safe because every write is
+/// idempotent); damaged stored bytes are `DATA_LOSS`, which no retry mends.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// sled failed.
@@ -100,11 +101,17 @@ pub enum StoreError {
     WriterGone,
 }
 
-/// The one mapping of a storage failure to gRPC: `UNAVAILABLE`, so that
-/// the client retries (every write is idempotent).
+/// The one mapping of a storage failure to gRPC.
 impl From<StoreError> for tonic::Status {
     fn from(e: StoreError) -> tonic::Status {
-        tonic::Status::unavailable(e.to_string())
+        match e {
+            StoreError::Corrupt(_) => tonic::Status::data_loss(format!(
+                "{e}; nothing was changed; the hub's operators must look (meldnet-hub store check)"
+            )),
+            StoreError::Sled(_) | StoreError::WriterGone => tonic::Status::unavailable(format!(
+                "{e}; nothing was acknowledged, retrying is safe"
+            )),
+        }
     }
 }
 
@@ -260,8 +267,11 @@ enum WriteOp {
     Ack(
         SpiffeId,
         Vec<u64>,
+        Vec<(u64, String)>,
         oneshot::Sender<Result<Vec<u64>, StoreError>>,
     ),
+    /// A queue entry whose stored body is damaged: recorded once, held back.
+    HeldBack(SpiffeId, u64, ReportId, String),
     Delivered(SpiffeId, Vec<(u64, ReportId)>),
     List(ListWrite, oneshot::Sender<Result<(), StoreError>>),
     Audit(pb::AuditEvent, oneshot::Sender<Result<(), StoreError>>),
@@ -275,6 +285,23 @@ enum WriteOp {
     Step(StepWrite, oneshot::Sender<Result<StepOutcome, StoreError>>),
     Escalate(Escalation, oneshot::Sender<Result<bool, StoreError>>),
     Series(SeriesOp, oneshot::Sender<Result<SeriesOutcome, StoreError>>),
+    /// Tests only: the writer waits here until the sender is dropped or
+    /// sends, so that the operations queued meanwhile meet in one group.
+    #[cfg(test)]
+    Gate(std_mpsc::Receiver<()>),
+}
+
+impl WriteOp {
+    /// Whether the operation commits in a group of its own. A series
+    /// operation reads what earlier groups stored (the preference in
+    /// force, the queue, the drafts) and decides on it; staged beside
+    /// another operation of the same group it would read the state before
+    /// that one (a withdrawal and a notification in one group both went
+    /// through). Series operations are rare, so a group each costs nothing
+    /// measurable.
+    fn commits_alone(&self) -> bool {
+        matches!(self, WriteOp::Series(..))
+    }
 }
 
 /// Changes of the known-hash list to store at once, with their audit record.
@@ -379,6 +406,8 @@ pub struct StateDigest {
     pub queued: u64,
     /// Audit records.
     pub audit_records: u64,
+    /// Stored bodies that fail their checksum (digested as they are).
+    pub damaged: u64,
 }
 
 /// How much lower the request threads' scheduling priority is than the
@@ -411,6 +440,8 @@ pub struct Store {
     blobs: Arc<BlobFile>,
     writer: std_mpsc::Sender<WriteOp>,
     generation: watch::Receiver<u64>,
+    /// Queue entries held back for a damaged body, recorded once each.
+    held_back: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
 }
 
 fn queue_prefix(recipient: &SpiffeId) -> Vec<u8> {
@@ -480,6 +511,13 @@ pub struct CaseIndexData {
 }
 
 /// The body a sled pointer leads to.
+/// The bytes a pointer covers, header included, unchecked (for the digest
+/// of a damaged store).
+fn raw_body(blobs: &BlobFile, pointer: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let r = BlobRef::from_bytes(pointer).ok_or_else(|| StoreError::Corrupt("pointer".into()))?;
+    Ok(blobs.read_raw(r)?)
+}
+
 fn load_body(blobs: &BlobFile, pointer: &[u8]) -> Result<Vec<u8>, StoreError> {
     let r = BlobRef::from_bytes(pointer).ok_or_else(|| StoreError::Corrupt("pointer".into()))?;
     Ok(blobs.read(r)?)
@@ -595,6 +633,7 @@ impl Store {
             blobs,
             writer: tx,
             generation: gen_rx,
+            held_back: Arc::default(),
         })
     }
 
@@ -975,7 +1014,20 @@ impl Store {
     /// the key is built from its identity) and flushes. Returns the seqs
     /// that are now acknowledged, including ones acknowledged before.
     pub async fn ack(&self, recipient: &SpiffeId, seqs: Vec<u64>) -> Result<Vec<u64>, StoreError> {
-        self.ask(|tx| WriteOp::Ack(recipient.clone(), seqs, tx))
+        self.settle(recipient, seqs, Vec::new()).await
+    }
+
+    /// Takes entries out of `recipient`'s queue: those it acknowledged
+    /// (`seqs`) and those it refused, each with its reason (`rejected`:
+    /// recorded in the report's history and the audit log, counted). Answers
+    /// the sequence numbers settled, after the flush.
+    pub async fn settle(
+        &self,
+        recipient: &SpiffeId,
+        seqs: Vec<u64>,
+        rejected: Vec<(u64, String)>,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.ask(|tx| WriteOp::Ack(recipient.clone(), seqs, rejected, tx))
             .await
     }
 
@@ -1066,20 +1118,49 @@ impl Store {
                 return Ok((out, true));
             }
             bytes += size;
-            let (stored, notification) = if notification.is_some() {
-                let (_, sn, _) = series::load_notification(&self.blobs, &pointer)?;
-                (pb::StoredReport::default(), Some(sn))
+            let loaded = if notification.is_some() {
+                series::load_notification(&self.blobs, &pointer)
+                    .map(|(_, sn, _)| (pb::StoredReport::default(), Some(sn)))
             } else {
-                (load_report(&self.blobs, &pointer)?, None)
+                load_report(&self.blobs, &pointer).map(|r| (r, None))
+            };
+            let seq = u64::from_be_bytes(seq_bytes);
+            let (stored, notification) = match loaded {
+                Ok(l) => l,
+                Err(StoreError::Corrupt(why)) => {
+                    // One damaged body must not stop the queue: this entry
+                    // is held back (and stays queued), the rest flows.
+                    self.hold_back(recipient, seq, report_id, why);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             out.push(QueueEntry {
-                seq: u64::from_be_bytes(seq_bytes),
+                seq,
                 report_id,
                 stored,
                 notification,
             });
         }
         Ok((out, false))
+    }
+
+    /// Records, once per hub process, that a queue entry cannot be sent
+    /// because its stored body is damaged (operators see it in the
+    /// report's history, the audit log, `Stats` and the metrics).
+    fn hold_back(&self, recipient: &SpiffeId, seq: u64, report: ReportId, why: String) {
+        let first = self
+            .held_back
+            .lock()
+            .map(|mut h| h.insert(seq))
+            .unwrap_or(false);
+        if first {
+            tracing::error!(%recipient, seq, %report, "delivery held back: {why}");
+            metrics::counter!("meldnet_deliveries_held_back_total").increment(1);
+            let _ = self
+                .writer
+                .send(WriteOp::HeldBack(recipient.clone(), seq, report, why));
+        }
     }
 
     /// A stored report by id.
@@ -1102,7 +1183,16 @@ impl Store {
             }
             let v = match k.first() {
                 Some(&REPORT) | Some(&AUDIT) | Some(&ESCALATION) | Some(&NOTIFICATION)
-                | Some(&HISTORY) | Some(&CASE_KEYS) => load_body(&self.blobs, &v)?,
+                | Some(&HISTORY) | Some(&CASE_KEYS) => match load_body(&self.blobs, &v) {
+                    Ok(body) => body,
+                    // A damaged body counts as what is there, and is counted:
+                    // the digest still compares states, and says the damage.
+                    Err(StoreError::Corrupt(_)) => {
+                        d.damaged += 1;
+                        raw_body(&self.blobs, &v)?
+                    }
+                    Err(e) => return Err(e),
+                },
                 _ => v.to_vec(),
             };
             h.update((k.len() as u64).to_be_bytes());
@@ -1288,10 +1378,29 @@ enum Reply {
 
 impl Writer {
     fn run(mut self, rx: std_mpsc::Receiver<WriteOp>) {
-        while let Ok(first) = rx.recv() {
+        // An operation that must commit alone, taken while gathering a group.
+        let mut next: Option<WriteOp> = None;
+        loop {
+            let first = match next.take() {
+                Some(op) => op,
+                None => match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                },
+            };
+            #[cfg(test)]
+            if let WriteOp::Gate(gate) = first {
+                let _ = gate.recv();
+                continue;
+            }
+            let alone = first.commits_alone();
             let mut ops = vec![first];
-            while ops.len() < MAX_GROUP {
+            while !alone && ops.len() < MAX_GROUP {
                 match rx.try_recv() {
+                    Ok(op) if op.commits_alone() => {
+                        next = Some(op);
+                        break;
+                    }
                     Ok(op) => ops.push(op),
                     Err(_) => break,
                 }
@@ -1328,9 +1437,9 @@ impl Writer {
                         }
                     }
                 }
-                WriteOp::Ack(recipient, seqs, reply) => {
-                    match self.stage_ack(&mut batch, &recipient, &seqs) {
-                        Ok(()) => replies.push(Reply::Ack(reply, seqs)),
+                WriteOp::Ack(recipient, seqs, rejected, reply) => {
+                    match self.stage_ack(&mut batch, &recipient, &seqs, &rejected) {
+                        Ok(settled) => replies.push(Reply::Ack(reply, settled)),
                         Err(e) => {
                             failure = Some(e.clone());
                             let _ = reply.send(Err(e));
@@ -1374,6 +1483,18 @@ impl Writer {
                             let _ = reply.send(Err(e));
                         }
                     }
+                }
+                #[cfg(test)]
+                WriteOp::Gate(_) => {}
+                WriteOp::HeldBack(recipient, seq, report, why) => {
+                    let now = self.clock.now_ms();
+                    let line = format!("queue entry {seq} held back: {why}");
+                    self.stage_history(&mut batch, &report, now, "held-back", &recipient, line.clone());
+                    self.bump("deliveries_held_back");
+                    self.stage_audit(
+                        &mut batch,
+                        event(now, "held-back", &recipient, report.to_string(), line),
+                    );
                 }
                 WriteOp::Delivered(recipient, entries) => {
                     let now = self.clock.now_ms();
@@ -1581,44 +1702,74 @@ impl Writer {
         Ok(out)
     }
 
+    /// Removes acknowledged and refused entries from `recipient`'s queue;
+    /// returns the sequence numbers asked for (an entry already gone was
+    /// settled before).
     fn stage_ack(
         &mut self,
         batch: &mut sled::Batch,
         recipient: &SpiffeId,
         seqs: &[u64],
-    ) -> Result<(), StoreError> {
+        rejected: &[(u64, String)],
+    ) -> Result<Vec<u64>, StoreError> {
         let prefix = queue_prefix(recipient);
         let mut removed = Vec::new();
-        for seq in seqs {
-            let k = queue_key(&prefix, *seq);
-            if let Some(id) = self.tree.get(&k)? {
-                batch.remove(k);
-                let report = ReportId::from_bytes(id16(&id, "queue entry")?);
-                let now = self.clock.now_ms();
-                self.stage_history(
-                    batch,
-                    &report,
-                    now,
-                    "acknowledged",
-                    recipient,
-                    format!("queue entry {seq}"),
-                );
-                removed.push(format!("{seq}:{report}"));
+        let mut refused = Vec::new();
+        let asked = seqs
+            .iter()
+            .map(|s| (*s, None))
+            .chain(rejected.iter().map(|(s, why)| (*s, Some(why.as_str()))));
+        let mut settled = Vec::with_capacity(seqs.len() + rejected.len());
+        for (seq, why) in asked {
+            settled.push(seq);
+            let k = queue_key(&prefix, seq);
+            let Some(id) = self.tree.get(&k)? else {
+                continue;
+            };
+            batch.remove(k);
+            let report = ReportId::from_bytes(id16(&id, "queue entry")?);
+            let now = self.clock.now_ms();
+            match why {
+                None => {
+                    self.stage_history(
+                        batch,
+                        &report,
+                        now,
+                        "acknowledged",
+                        recipient,
+                        format!("queue entry {seq}"),
+                    );
+                    removed.push(format!("{seq}:{report}"));
+                }
+                Some(why) => {
+                    self.stage_history(
+                        batch,
+                        &report,
+                        now,
+                        "refused",
+                        recipient,
+                        format!("queue entry {seq}: {why}"),
+                    );
+                    self.bump("deliveries_refused");
+                    refused.push(format!("{seq}:{report}: {why}"));
+                }
             }
         }
-        if !removed.is_empty() {
-            self.stage_audit(
-                batch,
-                event(
-                    self.clock.now_ms(),
-                    "acknowledged",
-                    recipient,
-                    recipient.to_string(),
-                    removed.join(","),
-                ),
-            );
+        for (kind, lines) in [("acknowledged", removed), ("refused", refused)] {
+            if !lines.is_empty() {
+                self.stage_audit(
+                    batch,
+                    event(
+                        self.clock.now_ms(),
+                        kind,
+                        recipient,
+                        recipient.to_string(),
+                        lines.join(","),
+                    ),
+                );
+            }
         }
-        Ok(())
+        Ok(settled)
     }
 
     fn stage_list(&mut self, batch: &mut sled::Batch, write: ListWrite) {
@@ -1896,6 +2047,114 @@ mod tests {
             case: None,
             counts: vec![],
             series: vec![],
+        }
+    }
+
+    /// Sets up a series linked to a representative with a weekly digest
+    /// and returns the notification the notifier would queue next.
+    async fn series_with_a_digest_due(store: &Store) -> (SeriesOp, SeriesOp, SpiffeId) {
+        use meldnet_core::series::{NotificationId, Period, Preference, SeriesHashes, SeriesId};
+        let police = id("spiffe://t.test/agency/DE/bka");
+        let rep = id("spiffe://t.test/representative/DE/weisser");
+        let s = SeriesId::random();
+        let ops = [
+            SeriesOp::Register {
+                id: s,
+                owner: police.clone(),
+                hashes: SeriesHashes::default(),
+            },
+            SeriesOp::Link {
+                id: s,
+                actor: police.clone(),
+                representative: rep.clone(),
+            },
+            SeriesOp::SetPreference {
+                id: s,
+                actor: rep.clone(),
+                preference: Preference::Digest {
+                    period: Period::Week,
+                    cap: 2,
+                },
+            },
+        ];
+        for op in ops {
+            store.series(op).await.unwrap();
+        }
+        let state = store.digest_state(&s).unwrap().unwrap();
+        let (_, set_at_ms) = store.preference(&s).unwrap().unwrap();
+        let nid = NotificationId::new_v7();
+        let n = pb::Notification {
+            notification_id: nid.to_string(),
+            series_id: s.to_string(),
+            representative: rep.to_string(),
+            ..Default::default()
+        };
+        let key = meldnet_core::signing::SigningKey::generate();
+        let notify = SeriesOp::Notify(Box::new(Outgoing {
+            id: nid,
+            series: s,
+            representative: rep.clone(),
+            signed: meldnet_core::series::sign_notification(&key, &n),
+            why: Why::Digest {
+                from: state.from_ms,
+                to: state.from_ms + 1,
+                period_start: state.from_ms,
+                number: 1,
+                set_at_ms,
+            },
+            actor: id("spiffe://t.test/hub"),
+        }));
+        let withdraw = SeriesOp::SetPreference {
+            id: s,
+            actor: rep.clone(),
+            preference: Preference::Never,
+        };
+        (notify, withdraw, rep)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_withdrawal_and_a_notification_never_meet_in_one_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let queued = |rep: &SpiffeId| store.queue_after(rep, 0, 100, 1 << 20).unwrap().0.len();
+        // Alone, the notification goes: the set-up is one that notifies.
+        let (notify, withdraw, rep) = series_with_a_digest_due(&store).await;
+        assert!(matches!(
+            store.series(notify).await.unwrap(),
+            SeriesOutcome::Queued(true)
+        ));
+        assert_eq!(queued(&rep), 1);
+        store.series(withdraw).await.unwrap();
+        assert_eq!(queued(&rep), 0, "withdrawing dropped the queued digest");
+        // Handed to the writer together, in either order, while it waits:
+        // they would have been staged in one group.
+        for withdrawal_first in [true, false] {
+            let (notify, withdraw, rep) = series_with_a_digest_due(&store).await;
+            let (gate, wait) = std_mpsc::channel();
+            store.writer.send(WriteOp::Gate(wait)).unwrap();
+            let (a, b) = if withdrawal_first {
+                (withdraw, notify)
+            } else {
+                (notify, withdraw)
+            };
+            let first = tokio::spawn({
+                let store = store.clone();
+                async move { store.series(a).await }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let second = tokio::spawn({
+                let store = store.clone();
+                async move { store.series(b).await }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(gate);
+            first.await.unwrap().unwrap();
+            second.await.unwrap().unwrap();
+            assert_eq!(
+                queued(&rep),
+                0,
+                "withdrawal first: {withdrawal_first}: a notification outlived the withdrawal"
+            );
         }
     }
 

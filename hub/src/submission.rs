@@ -1,11 +1,10 @@
 //! The `Submission` gRPC service: nodes hand in signed reports, one at a
 //! time or as a stream of batches.
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Caller};
 use crate::ingest::Ingest;
 use futures::StreamExt;
 use meldnet_core::error::{Refusal, RefusalKind};
-use meldnet_core::identity::SpiffeId;
 use meldnet_core::limits::MAX_BATCH_REPORTS;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::submission_server::Submission;
@@ -27,24 +26,24 @@ impl SubmissionService {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Status {
-    Status::unavailable(format!(
-        "storage: {e}; nothing was acknowledged, retrying is safe"
-    ))
-}
 
 /// Batches of one stream in progress at once.
 const PIPELINE: usize = 8;
 
-/// The answer to one batch of a stream.
+/// The answer to one batch of a stream. The caller's certificate and
+/// registration are checked again for every batch: a stream opened before
+/// a revocation or an expiry gets nothing more through.
 async fn answer(
     ingest: &Ingest,
-    caller: &SpiffeId,
+    auth: &Auth,
+    caller: &Caller,
     batch: Result<pb::SubmitBatch, Status>,
 ) -> Result<pb::SubmitResults, Status> {
     let batch = batch.inspect_err(|status| {
-        tracing::warn!(caller = %caller, %status, "submission stream broke");
+        tracing::warn!(caller = %caller.id, %status, "submission stream broke");
     })?;
+    auth.still_valid(&caller.peer)?;
+    let caller = &caller.id;
     if batch.reports.len() > MAX_BATCH_REPORTS {
         let r = Refusal::new(
             RefusalKind::InvalidArgument,
@@ -60,7 +59,7 @@ async fn answer(
     let results = ingest
         .submit(caller, batch.reports)
         .await
-        .map_err(unavailable)?;
+        .map_err(Status::from)?;
     Ok(pb::SubmitResults {
         results: results
             .into_iter()
@@ -87,7 +86,7 @@ impl Submission for SubmissionService {
             .ingest
             .submit(&caller, vec![request.into_inner()])
             .await
-            .map_err(unavailable)?;
+            .map_err(Status::from)?;
         match results.pop() {
             Some(Ok(receipt)) => Ok(Response::new(receipt)),
             Some(Err(refusal)) => Err(refusal.into()),
@@ -102,18 +101,18 @@ impl Submission for SubmissionService {
         &self,
         request: Request<Streaming<pb::SubmitBatch>>,
     ) -> Result<Response<Self::SubmitStreamStream>, Status> {
-        let caller = self.auth.node(&request)?.id;
+        let caller = self.auth.node(&request)?;
         let inbound = request.into_inner();
         let ingest = self.ingest.clone();
+        let auth = self.auth.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             // Up to PIPELINE batches of one stream are verified and committed
             // at once (group commit joins them); answers keep the stream's order.
             let mut answers = inbound
                 .map(move |batch| {
-                    let ingest = ingest.clone();
-                    let caller = caller.clone();
-                    async move { answer(&ingest, &caller, batch).await }
+                    let (ingest, auth, caller) = (ingest.clone(), auth.clone(), caller.clone());
+                    async move { answer(&ingest, &auth, &caller, batch).await }
                 })
                 .buffered(PIPELINE);
             while let Some(out) = answers.next().await {

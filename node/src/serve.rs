@@ -8,7 +8,8 @@ use crate::hash_check::{http_routes, Checker};
 use crate::list::NodeList;
 use meldnet_core::country::CountryCode;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::tls::{incoming, server_config_with};
+use meldnet_core::accept::{incoming, ConnectionLimits, Recheck};
+use meldnet_core::tls::server_config_with;
 use meldnet_proto::v1::hash_check_server::HashCheckServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -87,6 +88,8 @@ pub async fn serve(
         Some(("hash_check.provider_ca", &hc.provider_ca)),
         true,
     )?;
+    let recheck_with = verifier.clone();
+    let recheck: Recheck = Arc::new(move |peer| recheck_with.recheck(&peer.chain));
     let checker = Checker::new(list.clone(), country, verifier);
     let listener = tokio::net::TcpListener::bind(hc.listen).await?;
     let addr = listener.local_addr()?;
@@ -115,7 +118,16 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(routes))
-        .serve_with_incoming_shutdown(incoming(listener, tls, federation), shutdown)
+        .serve_with_incoming_shutdown(
+            incoming(
+                listener,
+                tls,
+                federation,
+                ConnectionLimits::default(),
+                Some(recheck),
+            ),
+            shutdown,
+        )
         .await;
     follower.abort();
     result?;

@@ -77,6 +77,7 @@ async fn police_read_only_their_own_queue() {
             ack_tx
                 .send(pb::DeliveryAck {
                     seqs: (0..64).collect(),
+                    rejected: vec![],
                 })
                 .await
                 .unwrap();
