@@ -4,7 +4,9 @@
 //! Why: any holder of a certificate the CA signed (or anyone at all, before
 //! the handshake) could otherwise open connections that never send a byte
 //! and hold file descriptors and memory for ever. So: at most
-//! `max_handshakes` handshakes at once, each within `handshake_timeout_s`;
+//! `max_handshakes` handshakes at once (others wait their turn), each
+//! connection through its handshake within `handshake_timeout_s` of its
+//! accept;
 //! at most `max_connections` connections in all and `max_per_identity` per
 //! certificate identity; the first byte of HTTP/2 within
 //! `first_byte_timeout_s` of the handshake; and every connection's
@@ -260,12 +262,8 @@ pub fn incoming(
                 refused("connections");
                 continue;
             };
-            let Ok(handshake_slot) = handshakes.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, max = limits.max_handshakes, "connection refused: too many handshakes in progress");
-                refused("handshakes");
-                continue;
-            };
             let _ = tcp.set_nodelay(true);
+            let handshakes = handshakes.clone();
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             let federation = federation.clone();
@@ -273,12 +271,17 @@ pub fn incoming(
             let recheck = recheck.clone();
             let limits = limits.clone();
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(
-                    Duration::from_secs(limits.handshake_timeout_s),
-                    acceptor.accept(tcp),
-                )
-                .await;
-                drop(handshake_slot);
+                // Waiting for a handshake slot counts against the same
+                // timeout: a flood of silent connections delays others by
+                // at most that long, and each costs little while it waits.
+                let handshake =
+                    tokio::time::timeout(Duration::from_secs(limits.handshake_timeout_s), async {
+                        let slot = handshakes.acquire_owned().await;
+                        let tls = acceptor.accept(tcp).await;
+                        drop(slot);
+                        tls
+                    })
+                    .await;
                 let tls = match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
@@ -308,8 +311,7 @@ pub fn incoming(
                 if let Err(e) = &identity {
                     tracing::warn!(%remote, error = %e, "peer certificate carries no usable identity");
                 }
-                let Some(slot) =
-                    per_identity.take(identity.clone().ok(), limits.max_per_identity)
+                let Some(slot) = per_identity.take(identity.clone().ok(), limits.max_per_identity)
                 else {
                     tracing::warn!(%remote, identity = ?identity.as_ref().ok().map(ToString::to_string), max = limits.max_per_identity, "connection refused: too many connections of this identity");
                     refused("per_identity");
@@ -367,7 +369,10 @@ mod tests {
             max_per_identity: 8,
             ..Default::default()
         };
-        assert_eq!(over.validate().unwrap_err().0, "connections.max_per_identity");
+        assert_eq!(
+            over.validate().unwrap_err().0,
+            "connections.max_per_identity"
+        );
     }
 
     #[test]
@@ -376,9 +381,15 @@ mod tests {
         let a = SpiffeId::parse("spiffe://t.test/node/NL").ok();
         let first = counts.take(a.clone(), 2).unwrap();
         let _second = counts.take(a.clone(), 2).unwrap();
-        assert!(counts.take(a.clone(), 2).is_none(), "a third is over the cap");
+        assert!(
+            counts.take(a.clone(), 2).is_none(),
+            "a third is over the cap"
+        );
         assert!(counts.take(None, 2).is_some(), "other identities are apart");
         drop(first);
-        assert!(counts.take(a, 2).is_some(), "a closed connection frees its slot");
+        assert!(
+            counts.take(a, 2).is_some(),
+            "a closed connection frees its slot"
+        );
     }
 }

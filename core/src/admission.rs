@@ -447,7 +447,11 @@ mod tests {
         }
         assert_eq!(budget.used.load(Ordering::Acquire), 0);
         m.account(&frame(60, &[1; 20])).unwrap();
-        assert_eq!(budget.used.load(Ordering::Acquire), 60, "held while incomplete");
+        assert_eq!(
+            budget.used.load(Ordering::Acquire),
+            60,
+            "held while incomplete"
+        );
         drop(m);
         assert_eq!(budget.used.load(Ordering::Acquire), 0, "given back on drop");
     }

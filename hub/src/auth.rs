@@ -198,7 +198,9 @@ impl Access {
 
     fn refusal(self) -> &'static str {
         match self {
-            Access::Nodes => "is not a node; only nodes submit reports, follow the list and record case steps",
+            Access::Nodes => {
+                "is not a node; only nodes submit reports, follow the list and record case steps"
+            }
             Access::Recipients => "has no delivery queue",
             Access::Agencies => "is not a police agency",
             Access::Representatives => {
@@ -218,7 +220,7 @@ const MIB: usize = 1024 * 1024;
 /// method by method in `tests/tests/identity.rs`); a method missing here
 /// is refused.
 pub const METHODS: &[(&str, Access, usize)] = &[
-    ("/meldnet.v1.Submission/Submit", Access::Nodes, 260 * KIB),
+    ("/meldnet.v1.Submission/Submit", Access::Nodes, MIB),
     (
         "/meldnet.v1.Submission/SubmitStream",
         Access::Nodes,
@@ -231,8 +233,16 @@ pub const METHODS: &[(&str, Access, usize)] = &[
     ("/meldnet.v1.Series/Register", Access::Agencies, MIB),
     ("/meldnet.v1.Series/AddHashes", Access::Agencies, MIB),
     ("/meldnet.v1.Series/Link", Access::Agencies, 4 * KIB),
-    ("/meldnet.v1.Series/MarkProceedings", Access::Agencies, 4 * KIB),
-    ("/meldnet.v1.Series/SetPreference", Access::Representatives, 4 * KIB),
+    (
+        "/meldnet.v1.Series/MarkProceedings",
+        Access::Agencies,
+        4 * KIB,
+    ),
+    (
+        "/meldnet.v1.Series/SetPreference",
+        Access::Representatives,
+        4 * KIB,
+    ),
     ("/meldnet.v1.Series/Linked", Access::Representatives, KIB),
     ("/meldnet.v1.Admin/StateDigest", Access::Operators, KIB),
     ("/meldnet.v1.Admin/VerifyAudit", Access::Operators, KIB),
@@ -257,32 +267,26 @@ pub const METHODS: &[(&str, Access, usize)] = &[
 ];
 
 /// The hub's gate (`meldnet_core::admission`): the caller's certificate
-/// checked again, its role against [`METHODS`], and nodes, agencies and
-/// regulators known to the registry (or, for a regulator, named in
-/// `[takedown]`), all before a byte of the request is decoded.
+/// checked again, its role against [`METHODS`], and nodes and agencies
+/// known to the registry (`keyring.toml`, `hub.toml` or an operator's
+/// registration), all before a byte of the request is decoded. A node or
+/// agency the CA certified but the hub does not know gets nothing, not even
+/// an empty queue or the known-hash list. Regulators and representatives
+/// are not registered: they read only their own queue, and only police
+/// link a representative to a series.
 pub struct HubGate {
     auth: Auth,
-    regulators: std::collections::HashSet<SpiffeId>,
 }
 
 impl HubGate {
-    /// A gate through `auth`; `regulators` are those the configuration
-    /// escalates to.
-    pub fn new(auth: Auth, regulators: impl IntoIterator<Item = SpiffeId>) -> Self {
-        HubGate {
-            auth,
-            regulators: regulators.into_iter().collect(),
-        }
+    /// A gate through `auth`.
+    pub fn new(auth: Auth) -> Self {
+        HubGate { auth }
     }
 
-    /// Whether the hub knows this party: a registered node, agency or
-    /// regulator (or one `[takedown]` names); other roles are not registered.
     fn known(&self, id: &SpiffeId) -> bool {
         match id.role() {
             Role::Node(_) | Role::Agency { .. } => self.auth.registry.get(id).is_some(),
-            Role::Regulator { .. } => {
-                self.regulators.contains(id) || self.auth.registry.get(id).is_some()
-            }
             _ => true,
         }
     }

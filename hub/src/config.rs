@@ -137,20 +137,6 @@ impl TakedownConfig {
         }
     }
 
-    /// Every agency or regulator named as an escalation target.
-    pub fn escalation_targets(&self) -> Vec<SpiffeId> {
-        self.countries
-            .values()
-            .filter_map(|c| c.escalate_to.as_ref())
-            .chain(std::iter::once(&self.escalate_to))
-            .flatten()
-            .filter_map(|t| match parse_escalate(t) {
-                Ok(EscalateTo::Party(id)) => Some(id),
-                _ => None,
-            })
-            .collect()
-    }
-
     fn validate(&self, path: &Path, federation: &TrustDomain) -> Result<(), ConfigError> {
         let hours = |key: &str, h: u32| {
             if (1..=8760).contains(&h) {

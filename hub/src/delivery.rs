@@ -87,7 +87,6 @@ struct Session {
     unacked: HashSet<u64>,
 }
 
-
 impl Session {
     async fn send(&self, batch: pb::DeliveryBatch) -> bool {
         self.tx.send(Ok(batch)).await.is_ok()
@@ -226,6 +225,12 @@ impl Session {
                         if !self.apply_ack(a).await? {
                             return Ok(());
                         }
+                    }
+                    // An acknowledgement that does not decode is the
+                    // client's error, and it is told so.
+                    Some(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                        tracing::warn!(recipient = %self.caller.id, "refused: {}", status.message());
+                        return Err(status);
                     }
                     Some(Err(status)) => {
                         tracing::debug!(recipient = %self.caller.id, %status, "delivery stream closed by client");

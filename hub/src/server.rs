@@ -17,13 +17,13 @@ use crate::store::{Store, StoreError};
 use crate::submission::SubmissionService;
 use crate::takedown::{CasesService, DeadlineWatcher};
 use crate::victims::{Notifier, SeriesIndex, SeriesService};
+use meldnet_core::accept::incoming;
+use meldnet_core::admission::AdmissionLayer;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::{Keyring, KeyringError};
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use meldnet_core::signing::{SigningError, SigningKey};
 use meldnet_core::time::Clock;
-use meldnet_core::accept::incoming;
-use meldnet_core::admission::AdmissionLayer;
 use meldnet_core::tls::{server_config, TlsError};
 use meldnet_proto::v1::admin_server::AdminServer;
 use meldnet_proto::v1::cases_server::CasesServer;
@@ -225,7 +225,7 @@ pub async fn run(
         cfg.connections.clone(),
         Some(recheck),
     );
-    let gate = HubGate::new(auth.clone(), cfg.takedown.escalation_targets());
+    let gate = HubGate::new(auth.clone());
     let admission = AdmissionLayer::new(Arc::new(gate), cfg.calls.clone());
     // Delivery streams never end by themselves: tell them when to.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);

@@ -1489,7 +1489,14 @@ impl Writer {
                 WriteOp::HeldBack(recipient, seq, report, why) => {
                     let now = self.clock.now_ms();
                     let line = format!("queue entry {seq} held back: {why}");
-                    self.stage_history(&mut batch, &report, now, "held-back", &recipient, line.clone());
+                    self.stage_history(
+                        &mut batch,
+                        &report,
+                        now,
+                        "held-back",
+                        &recipient,
+                        line.clone(),
+                    );
                     self.bump("deliveries_held_back");
                     self.stage_audit(
                         &mut batch,

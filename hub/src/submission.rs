@@ -26,7 +26,6 @@ impl SubmissionService {
     }
 }
 
-
 /// Batches of one stream in progress at once.
 const PIPELINE: usize = 8;
 

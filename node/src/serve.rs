@@ -6,9 +6,9 @@
 use crate::config::NodeConfig;
 use crate::hash_check::{http_routes, Checker};
 use crate::list::NodeList;
+use meldnet_core::accept::{incoming, ConnectionLimits, Recheck};
 use meldnet_core::country::CountryCode;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::accept::{incoming, ConnectionLimits, Recheck};
 use meldnet_core::tls::server_config_with;
 use meldnet_proto::v1::hash_check_server::HashCheckServer;
 use std::future::Future;

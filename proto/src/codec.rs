@@ -188,8 +188,9 @@ impl<U: Message + Default + WireLimits> Decoder for BoundedDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        let refused =
-            |e: prost::DecodeError| Status::invalid_argument(format!("{}: {e}", message_name::<U>()));
+        let refused = |e: prost::DecodeError| {
+            Status::invalid_argument(format!("{}: {e}", message_name::<U>()))
+        };
         if buf.chunk().len() == buf.remaining() {
             check_counts::<U>(buf.chunk())?;
             U::decode(buf).map(Some).map_err(refused)
@@ -213,7 +214,10 @@ mod tests {
         }
         let e = check_counts::<pb::ListAddRequest>(&wire).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert_eq!(e.message(), "list_add_request.entries: more than 4096 entries");
+        assert_eq!(
+            e.message(),
+            "list_add_request.entries: more than 4096 entries"
+        );
         wire.truncate(2 * MAX_ADD_BATCH);
         assert!(check_counts::<pb::ListAddRequest>(&wire).is_ok());
     }

@@ -1,7 +1,6 @@
 //! The wire protocol, `meldnet.v1`. Generated from `proto/meldnet/v1/*.proto`;
 //! every other crate speaks to the others only through these types.
 
-
 /// Generated messages and services of package `meldnet.v1`.
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

@@ -21,7 +21,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 pub const FEDERATION: &str = "eu.meldnet.test";
 
 /// Path of a workspace binary, built by `cargo test --workspace` (or `cargo build`).
+/// `MELDNET_BIN_DIR` points the tests at other builds of the binaries (to
+/// show that a test fails against an older release).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("MELDNET_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe
@@ -311,6 +316,44 @@ impl Federation {
         )?;
         self.hub = Some(child);
         Ok(())
+    }
+
+    /// The hub's process id, while it runs.
+    pub fn hub_pid(&self) -> Option<u32> {
+        self.hub.as_ref().map(Child::id)
+    }
+
+    /// The hub's peak resident memory so far, in KiB (`VmHWM`).
+    pub fn hub_peak_kib(&self) -> Result<u64> {
+        let pid = self.hub_pid().context("the hub is not running")?;
+        peak_kib(pid)
+    }
+
+    /// Issues one more certificate from the federation CA for `identity`
+    /// (`meldnet-certs issue`), to `scratch/certs/<name>.pem|.key`; returns
+    /// the path stem.
+    pub fn issue(&self, identity: &str, name: &str, extra: &[&str]) -> Result<PathBuf> {
+        let out = self.scratch("certs").join(name);
+        let o = run(Command::new(bin("meldnet-certs"))
+            .args(["issue", "--dir"])
+            .arg(self.root())
+            .args(["--identity", identity, "--out"])
+            .arg(&out)
+            .args(extra));
+        if !o.status.success() {
+            bail!("meldnet-certs issue failed: {}", stderr(&o));
+        }
+        Ok(out)
+    }
+
+    /// A channel with the certificate at `stem` (`.pem`, `.key`).
+    pub async fn channel_stem(&self, stem: &Path) -> Result<Channel> {
+        self.channel_with(
+            &self.root().join("ca.pem"),
+            &stem.with_extension("pem"),
+            &stem.with_extension("key"),
+        )
+        .await
     }
 
     /// Kills the hub with SIGKILL: no chance to flush anything.
@@ -612,4 +655,99 @@ pub fn expected_pdq() -> Vec<(String, meldnet_core::hash::PdqHash, u8)> {
             )
         })
         .collect()
+}
+
+/// The peak resident memory of process `pid`, in KiB (`VmHWM`).
+pub fn peak_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/PID/status")
+}
+
+/// A codec that sends and receives raw protobuf bytes: what a hostile
+/// client sends is exactly what the test wrote.
+#[derive(Debug, Clone, Default)]
+pub struct RawCodec;
+
+/// Encodes raw bytes as they are.
+#[derive(Debug, Clone, Default)]
+pub struct RawEncoder;
+
+/// Decodes a message as its raw bytes.
+#[derive(Debug, Clone, Default)]
+pub struct RawDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+/// Calls `path` (`/meldnet.v1.Admin/Explain`) with `messages` as the raw
+/// request (a stream of them), waiting at most `wait` for the first answer
+/// or the status. `Ok` holds the raw answers received before the end.
+pub async fn raw_call(
+    channel: Channel,
+    path: &'static str,
+    messages: Vec<Vec<u8>>,
+    wait: Duration,
+) -> std::result::Result<Vec<Vec<u8>>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX);
+    let call = async {
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+        let req = tonic::Request::new(tokio_stream::iter(messages));
+        let mut answers = grpc.streaming(req, path, RawCodec).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = answers.message().await? {
+            out.push(m);
+        }
+        Ok(out)
+    };
+    match tokio::time::timeout(wait, call).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "{path}: no end within {wait:?}"
+        ))),
+    }
 }

@@ -262,3 +262,180 @@ async fn a_second_stream_of_the_same_recipient_replaces_the_first() {
         .expect_err("superseded");
     assert_eq!(e.code(), Code::Aborted, "{e:?}");
 }
+
+/// Who may call what: every role the federation knows, and parties the CA
+/// certified but the hub does not know, against every method the hub
+/// serves. Each call sends bytes that are not protobuf: a refused caller
+/// gets PERMISSION_DENIED (the role is checked before anything is decoded);
+/// an allowed one gets past the check to the decoder (INVALID_ARGUMENT).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_role_against_every_method() {
+    use tonic::Code::*;
+    let mut fed = Federation::init_with(
+        "NL,DE",
+        "DE/bka",
+        &["--regulators", "DE/bnetza", "--representatives", "NL/fier"],
+    )
+    .unwrap();
+    fed.start_hub().unwrap();
+    let before = fed.state().await.unwrap();
+    // Certified by the federation CA, unknown to the hub.
+    let ghost_agency = fed
+        .issue(
+            &format!("spiffe://{FEDERATION}/agency/DE/ghost"),
+            "ghost",
+            &[],
+        )
+        .unwrap();
+    let ghost_node = fed
+        .issue(&format!("spiffe://{FEDERATION}/node/IT"), "node-it", &[])
+        .unwrap();
+    let root = fed.root();
+    let parties: Vec<(&str, std::path::PathBuf)> = vec![
+        ("node", root.join("nodes/NL/node")),
+        ("agency", root.join("agencies/DE-bka/agency")),
+        ("regulator", root.join("regulators/DE-bnetza/agency")),
+        (
+            "representative",
+            root.join("representatives/NL-fier/agency"),
+        ),
+        ("operator", root.join("operators/admin/operator")),
+        ("unregistered agency", ghost_agency),
+        ("unregistered node", ghost_node),
+    ];
+    let recipients = ["node", "agency", "regulator", "representative"];
+    let known = ["node", "agency", "regulator", "representative", "operator"];
+    // The matrix as the protocol documents it.
+    let methods: &[(&'static str, &[&str])] = &[
+        ("/meldnet.v1.Submission/Submit", &["node"]),
+        ("/meldnet.v1.Submission/SubmitStream", &["node"]),
+        ("/meldnet.v1.Inbox/Receive", &recipients),
+        ("/meldnet.v1.Cases/RecordStep", &["node"]),
+        ("/meldnet.v1.HashList/Sync", &["node"]),
+        ("/meldnet.v1.HashList/Contribute", &["node"]),
+        ("/meldnet.v1.Series/Register", &["agency"]),
+        ("/meldnet.v1.Series/AddHashes", &["agency"]),
+        ("/meldnet.v1.Series/Link", &["agency"]),
+        ("/meldnet.v1.Series/MarkProceedings", &["agency"]),
+        ("/meldnet.v1.Series/SetPreference", &["representative"]),
+        ("/meldnet.v1.Series/Linked", &["representative"]),
+        ("/meldnet.v1.Admin/StateDigest", &["operator"]),
+        ("/meldnet.v1.Admin/VerifyAudit", &["operator"]),
+        ("/meldnet.v1.Admin/ListAdd", &["operator"]),
+        ("/meldnet.v1.Admin/ListWithdraw", &["operator"]),
+        ("/meldnet.v1.Admin/ListStatus", &["operator"]),
+        ("/meldnet.v1.Admin/AdvanceClock", &["operator"]),
+        ("/meldnet.v1.Admin/GetRules", &["operator"]),
+        ("/meldnet.v1.Admin/SetRules", &["operator"]),
+        ("/meldnet.v1.Admin/Explain", &["operator"]),
+        ("/meldnet.v1.Admin/Stats", &["operator"]),
+        ("/meldnet.v1.Admin/Register", &["operator"]),
+        ("/meldnet.v1.Admin/Revoke", &["operator"]),
+        ("/meldnet.v1.Admin/ListRegistry", &["operator"]),
+        ("/grpc.health.v1.Health/Check", &known),
+        (
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            &known,
+        ),
+    ];
+    let wait = std::time::Duration::from_secs(10);
+    let mut wrong = Vec::new();
+    for (who, stem) in &parties {
+        let ch = fed.channel_stem(stem).await.unwrap();
+        for (path, allowed) in methods {
+            let got = raw_call(ch.clone(), path, vec![vec![0x0f]], wait).await;
+            let code = got.as_ref().err().map_or(Ok, |s| s.code());
+            let ours = path.starts_with("/meldnet.v1.");
+            let fine = if !allowed.contains(who) {
+                code == PermissionDenied
+            } else if ours {
+                code == InvalidArgument
+            } else {
+                !matches!(code, PermissionDenied | Unauthenticated)
+            };
+            if !fine {
+                wrong.push(format!("{who} {path}: {got:?}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "unexpected answers:\n{}",
+        wrong.join("\n")
+    );
+    // An unknown method is refused, not passed on.
+    let ch = fed.channel_as("operators/admin/operator").await.unwrap();
+    let e = raw_call(ch, "/meldnet.v1.Admin/Shutdown", vec![vec![]], wait)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Unimplemented, "{e:?}");
+    assert_eq!(fed.state().await.unwrap().digest, before.digest);
+}
+
+/// A node whose certificate is revoked while its submission stream is open
+/// gets nothing more through it: the next batch is refused and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_node_cannot_go_on_submitting_on_an_open_stream() {
+    let fed = Federation::start_default().unwrap();
+    let mut fr = SubmissionClient::new(fed.channel_as("nodes/FR/node").await.unwrap());
+    let key = fed.node_key("FR");
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::SubmitBatch>(4);
+    let mut answers = fr
+        .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = sample_report("FR", "DE");
+    tx.send(pb::SubmitBatch {
+        reports: vec![sign_proto(&first.to_proto(), &key)],
+    })
+    .await
+    .unwrap();
+    let r = answers.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            r.results[0].outcome,
+            Some(pb::submit_result::Outcome::Receipt(_))
+        ),
+        "{r:?}"
+    );
+    let before = fed.state().await.unwrap();
+
+    let o = run(Command::new(bin("meldnet-certs"))
+        .args(["revoke", "--dir"])
+        .arg(fed.root())
+        .args(["--identity", "spiffe://eu.meldnet.test/node/FR"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = sample_report("FR", "DE");
+    tx.send(pb::SubmitBatch {
+        reports: vec![sign_proto(&second.to_proto(), &key)],
+    })
+    .await
+    .unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(15), answers.message())
+        .await
+        .expect("the stream should answer or end");
+    match next {
+        Ok(Some(r)) => panic!("a revoked node got an answer: {r:?}"),
+        Ok(None) => {}
+        Err(e) => assert!(
+            matches!(
+                e.code(),
+                Code::Unauthenticated | Code::Unavailable | Code::Unknown
+            ),
+            "{e:?}"
+        ),
+    }
+    // Nothing of the second report was stored or routed.
+    assert_eq!(fed.state().await.unwrap().digest, before.digest);
+    let mut admin = pb::admin_client::AdminClient::new(
+        fed.channel_as("operators/admin/operator").await.unwrap(),
+    );
+    let e = admin
+        .explain(pb::ExplainRequest {
+            report_id: second.id.to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}

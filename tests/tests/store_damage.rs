@@ -1,0 +1,161 @@
+//! Damage at the hub and refusals by recipients never block a queue: a
+//! report whose stored body fails its checksum is held back (operators see
+//! it) while every other delivery flows; a delivery a recipient refuses is
+//! recorded with its reason and taken out of the queue.
+
+use meldnet_proto::v1 as pb;
+use meldnet_proto::v1::admin_client::AdminClient;
+use meldnet_tests::*;
+use tonic::Code;
+
+fn reports(n: usize) -> Vec<pb::Report> {
+    (0..n)
+        .map(|i| {
+            let mut r = sample_report("NL", "DE");
+            r.url = meldnet_core::report::ReportUrl::parse(&format!("https://h.example.de/{i}"))
+                .unwrap();
+            r.items[0].sha256 = meldnet_core::hash::Sha256::of(format!("item {i}").as_bytes());
+            r.to_proto()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_body_is_held_back_and_the_rest_of_the_queue_flows() {
+    let mut fed = Federation::start_default().unwrap();
+    let sent = reports(20);
+    fed.submit_many("NL", &sent).await.unwrap();
+    fed.stop_hub();
+    // One flipped byte inside the 5th report's stored body.
+    let blobs = fed.root().join("hub/data/reports.blobs");
+    let mut bytes = std::fs::read(&blobs).unwrap();
+    let id = sent[4].id.as_bytes();
+    let at = bytes
+        .windows(id.len())
+        .position(|w| w == id)
+        .expect("the report's id is in its stored body");
+    bytes[at + 3] ^= 0x20;
+    std::fs::write(&blobs, &bytes).unwrap();
+    fed.start_hub().unwrap();
+
+    // Police DE receive the 19 intact reports; the damaged one is held back.
+    let out = fed.scratch("bka");
+    let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = stored_ids(&o);
+    assert_eq!(got.len(), 19, "{}", stdout(&o));
+    assert!(!got.contains(&sent[4].id));
+    // New reports still flow into the same queue.
+    let more = reports(1);
+    fed.submit_many("NL", &more).await.unwrap();
+    let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
+    assert_eq!(stored_ids(&o).len(), 1, "{}", stdout(&o));
+
+    // Operators see it: statistics, the report's history, the digest.
+    let mut admin = AdminClient::new(fed.channel_as("operators/admin/operator").await.unwrap());
+    let stats = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert!(stats.deliveries_held_back >= 1, "{stats:?}");
+    let d = fed.state().await.unwrap();
+    assert_eq!(d.damaged, 1, "{d:?}");
+    let e = admin
+        .explain(pb::ExplainRequest {
+            report_id: sent[4].id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(e.message().contains("offset"), "{}", e.message());
+    assert!(
+        fed.hub_log().contains("delivery held back"),
+        "{}",
+        fed.hub_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_the_recipient_refuses_is_recorded_and_leaves_the_queue() {
+    let fed = Federation::start_default().unwrap();
+    // Police DE's keyring lacks node NL's key: NL's reports do not verify
+    // there, and police DE refuses them.
+    let root = fed.root();
+    let keyring = std::fs::read_to_string(root.join("keyring.toml")).unwrap();
+    let mut kept = Vec::new();
+    let mut skip = false;
+    for block in keyring.split("[[keys]]") {
+        skip = block.contains("/node/NL\"");
+        if !skip {
+            kept.push(block);
+        }
+    }
+    assert!(!skip || kept.len() > 1);
+    std::fs::write(
+        root.join("agencies/DE-bka/keyring.toml"),
+        kept.join("[[keys]]"),
+    )
+    .unwrap();
+    let cfg = root.join("agencies/DE-bka/agency.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "keyring = \"../../keyring.toml\"",
+        "keyring = \"keyring.toml\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+
+    let sent = reports(3);
+    fed.submit_many("NL", &sent).await.unwrap();
+    let fr = sample_report("FR", "DE").to_proto();
+    fed.submit_many("FR", std::slice::from_ref(&fr))
+        .await
+        .unwrap();
+
+    let out = fed.scratch("bka");
+    let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("3 rejected") || stderr(&o).contains("3 rejected"),
+        "{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    assert_eq!(
+        stored_ids(&o),
+        std::slice::from_ref(&fr.id),
+        "FR's report verified and was stored"
+    );
+    // Refused deliveries do not come back, and do not block what follows.
+    let later = sample_report("FR", "DE").to_proto();
+    fed.submit_many("FR", std::slice::from_ref(&later))
+        .await
+        .unwrap();
+    let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
+    assert_eq!(stored_ids(&o), std::slice::from_ref(&later.id), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("rejected") || stdout(&o).contains("0 rejected"));
+
+    // The hub recorded each refusal with its reason.
+    let mut admin = AdminClient::new(fed.channel_as("operators/admin/operator").await.unwrap());
+    let stats = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.deliveries_refused, 3, "{stats:?}");
+    let x = admin
+        .explain(pb::ExplainRequest {
+            report_id: sent[0].id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let refused: Vec<_> = x.history.iter().filter(|h| h.kind == "refused").collect();
+    assert_eq!(refused.len(), 1, "{:?}", x.history);
+    assert!(
+        refused[0].actor.ends_with("/agency/DE/bka"),
+        "{:?}",
+        refused[0]
+    );
+    assert!(
+        refused[0].detail.contains("failed verification"),
+        "{:?}",
+        refused[0]
+    );
+    let v = admin
+        .verify_audit(pb::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.records > 0);
+}
