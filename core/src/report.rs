@@ -71,6 +71,14 @@ macro_rules! uuid7_id {
             pub fn new_v7() -> Self {
                 $name(uuid::Uuid::now_v7())
             }
+
+            /// The Unix time in milliseconds the id says it was made at.
+            pub fn made_at_ms(&self) -> i64 {
+                let b = self.0.as_bytes();
+                let mut ms = [0u8; 8];
+                ms[2..].copy_from_slice(&b[..6]);
+                i64::from_be_bytes(ms)
+            }
         }
     };
 }
@@ -247,8 +255,50 @@ pub const URL_SCHEMES: &[&str] = &["http", "https", "ftp", "ftps", "sftp", "ipfs
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ReportUrl(String);
 
+/// Whether `c` is invisible or changes the direction of the text around it
+/// (Unicode's format characters, category Cf, and the fillers and
+/// selectors that render as nothing): a URL holding one can show one
+/// address and lead to another (`…/exe.pdf` for `…/fdp.exe`), and two
+/// spellings of one location would look alike yet differ.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x034F
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x2800
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+            | 0xE0100..=0xE01EF
+    )
+}
+
 impl ReportUrl {
-    /// Checks length, characters and the presence of a scheme.
+    /// Checks length, characters and the presence of a scheme. Invisible
+    /// and direction-changing characters are refused, not dropped: the
+    /// analyst sees the address exactly as it goes out and can write such a
+    /// character percent-encoded (`%E2%80%AE`) where it really is part of it.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() {
             return Err("must be set".into());
@@ -258,6 +308,12 @@ impl ReportUrl {
         }
         if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err("contains white space or control characters".into());
+        }
+        if let Some((at, c)) = s.char_indices().find(|(_, c)| is_invisible(*c)) {
+            return Err(format!(
+                "contains the invisible or direction-changing character U+{:04X} at byte {at}; write it percent-encoded if it is part of the address",
+                c as u32
+            ));
         }
         match s.split_once("://") {
             Some((scheme, rest))
@@ -278,6 +334,11 @@ impl ReportUrl {
         &self.0
     }
 }
+
+/// How far ahead of the receiver's clock a report's times may be.
+pub const MAX_CLOCK_AHEAD_MS: i64 = 24 * 3_600_000;
+/// The earliest time a report may carry: 2000-01-01T00:00:00Z.
+pub const EARLIEST_MS: i64 = 946_684_800_000;
 
 /// A validated report.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -329,6 +390,34 @@ impl Report {
         Self::from_proto(&raw).map_err(|r| r.under("report"))
     }
 
+    /// Checks the report's times against the receiver's clock (`now_ms`):
+    /// the id's time and `created_at_ms` may be at most a day ahead (clocks
+    /// drift, a report is never made in the future) and not before 2000.
+    pub fn check_times(&self, now_ms: i64) -> Result<(), Refusal> {
+        for (field, at) in [
+            ("report.created_at_ms", self.created_at_ms),
+            ("report.id", self.id.made_at_ms()),
+        ] {
+            if at > now_ms.saturating_add(MAX_CLOCK_AHEAD_MS) {
+                return Err(Refusal::invalid(
+                    field,
+                    format!(
+                        "dated {}, more than a day after the hub's clock ({})",
+                        crate::time::rfc3339(at),
+                        crate::time::rfc3339(now_ms)
+                    ),
+                ));
+            }
+            if at < EARLIEST_MS {
+                return Err(Refusal::invalid(
+                    field,
+                    format!("dated {}, before 2000", crate::time::rfc3339(at)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates a decoded report; field names are relative to the report.
     pub fn from_proto(raw: &pb::Report) -> Result<Report, Refusal> {
         let id = ReportId::parse(&raw.id).map_err(|e| Refusal::invalid("id", e))?;
@@ -347,6 +436,12 @@ impl Report {
             victim: optional_country(&link.victim_country, "eu_link.victim_country")?,
             provider: optional_country(&link.provider_country, "eu_link.provider_country")?,
         };
+        if raw.items.is_empty() {
+            return Err(Refusal::invalid(
+                "items",
+                "at least one assessed item: the classification, known/new and deconfliction by file all come from items",
+            ));
+        }
         if raw.items.len() > MAX_ITEMS {
             return Err(Refusal::new(
                 crate::RefusalKind::InvalidArgument,

@@ -6,8 +6,10 @@
 //! ftps and sftp dropped too, user name and password dropped (they do not
 //! name the material), the fragment dropped (it never reaches the server),
 //! percent-encoding made canonical (unreserved characters decoded, the rest
-//! in upper-case hex), trailing slashes of the path dropped, and an empty
-//! query dropped. Query parameters keep their order: servers may read it.
+//! in upper-case hex), trailing slashes of the path dropped, an empty
+//! query dropped, and the trailing dot of a fully qualified host dropped.
+//! Invisible and direction-changing characters never get here: a URL
+//! holding one is refused (`report::ReportUrl::parse`). Query parameters keep their order: servers may read it.
 
 use crate::report::ReportUrl;
 
@@ -75,10 +77,14 @@ fn default_port(scheme: &str) -> Option<u16> {
 pub fn normalize(u: &ReportUrl) -> Result<NormalUrl, String> {
     let parsed = url::Url::parse(u.as_str()).map_err(|e| e.to_string())?;
     let scheme = parsed.scheme().to_ascii_lowercase();
-    let host = parsed
+    let mut host = parsed
         .host_str()
         .ok_or_else(|| "no host".to_string())?
         .to_ascii_lowercase();
+    // `example.test.` is the fully qualified spelling of `example.test`.
+    if host.len() > 1 && host.ends_with('.') {
+        host.pop();
+    }
     let port = parsed
         .port()
         .filter(|p| Some(*p) != default_port(&scheme))
@@ -120,6 +126,7 @@ mod tests {
             "https://files.example.test/%61/%62?x=%31",
             "https://files.example.test/a/b?x=1#part-2",
             "https://user:secret@files.example.test/a/b?x=1",
+            "https://files.example.test./a/b?x=1",
         ] {
             assert_eq!(norm(s), want, "{s}");
         }
@@ -135,6 +142,26 @@ mod tests {
             norm("https://e.test/a?y=2&x=1")
         );
         assert_ne!(norm("https://e.test/a%2Fb"), norm("https://e.test/a/b"));
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_refused() {
+        for (s, c) in [
+            ("https://e.test/\u{202E}fdp.exe", "U+202E"),
+            ("https://e.test/a\u{200B}b", "U+200B"),
+            ("https://e.test/\u{FEFF}a", "U+FEFF"),
+            ("https://e.test/\u{2066}a", "U+2066"),
+            ("https://e\u{00AD}x.test/", "U+00AD"),
+            ("https://e\u{200D}x.test/", "U+200D"),
+        ] {
+            let e = ReportUrl::parse(s).unwrap_err();
+            assert!(e.contains(c), "{s}: {e}");
+        }
+        // Percent-encoded, the same character is visible and allowed.
+        assert_eq!(
+            norm("https://e.test/%E2%80%AEa"),
+            "https://e.test/%E2%80%AEa"
+        );
     }
 
     #[test]

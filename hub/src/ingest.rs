@@ -192,6 +192,7 @@ impl Ingest {
     ) -> Result<Checked, Refusal> {
         let env = Envelope::from_signed_report(sr)?;
         let report = Report::decode(&env.bytes)?;
+        report.check_times(self.clock.now_ms())?;
         let caller_cc = match caller.role() {
             Role::Node(cc) => *cc,
             _ => {

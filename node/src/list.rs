@@ -25,6 +25,11 @@ use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::path::{Path, PathBuf};
 
+/// The most a snapshot may hold in memory before its signed head arrives
+/// and it can be checked (about seven million entries): a hub that sends
+/// more cannot make the node allocate without end.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+
 /// The list's file name in the node's data folder.
 pub const LIST_FILE: &str = "hashlist.log";
 /// The first bytes of the file: the format and its version.
@@ -189,6 +194,7 @@ pub async fn sync(
     .map_err(hub)?
     .into_inner();
     let mut snapshot: Vec<Vec<u8>> = Vec::new();
+    let mut snapshot_bytes = 0usize;
     let mut done = Synced {
         from,
         to: from,
@@ -216,6 +222,16 @@ pub async fn sync(
                     why: "the hub sent a snapshot to a node that already holds a list".into(),
                 }
                 .into());
+            }
+            snapshot_bytes = batch
+                .changes
+                .iter()
+                .fold(snapshot_bytes, |n, c| n.saturating_add(c.len() + 32));
+            if snapshot_bytes > MAX_SNAPSHOT_BYTES {
+                return Err(ListError::Hub(format!(
+                    "the snapshot holds more than {} MiB before its signed head; nothing of it was applied",
+                    MAX_SNAPSHOT_BYTES >> 20
+                )));
             }
             snapshot.extend(batch.changes);
             if let Some(signed) = batch.head {

@@ -126,7 +126,12 @@ async fn a_delivery_the_recipient_refuses_is_recorded_and_leaves_the_queue() {
         .await
         .unwrap();
     let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
-    assert_eq!(stored_ids(&o), std::slice::from_ref(&later.id), "{}", stdout(&o));
+    assert_eq!(
+        stored_ids(&o),
+        std::slice::from_ref(&later.id),
+        "{}",
+        stdout(&o)
+    );
     assert!(!stdout(&o).contains("rejected") || stdout(&o).contains("0 rejected"));
 
     // The hub recorded each refusal with its reason.
