@@ -70,6 +70,25 @@ async fn a_damaged_body_is_held_back_and_the_rest_of_the_queue_flows() {
         "{}",
         fed.hub_log()
     );
+
+    // With the hub stopped, the check names the damaged body and where it
+    // lies; the audit chain is intact.
+    fed.stop_hub();
+    let config = fed.hub_config();
+    let o = run(std::process::Command::new(bin("meldnet-hub"))
+        .args(["store", "check", "--config"])
+        .arg(&config));
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 1, "{}", stdout(&o));
+    assert_eq!(lines[0]["kind"], "report");
+    assert_eq!(lines[0]["of"], sent[4].id.as_str());
+    assert!(lines[0]["offset"].as_u64().unwrap() <= at as u64);
+    assert!(stdout(&o).contains("1 damaged"), "{}", stdout(&o));
+    let o = run(std::process::Command::new(bin("meldnet-hub"))
+        .args(["audit", "verify", "--config"])
+        .arg(&config));
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[tokio::test(flavor = "multi_thread")]
