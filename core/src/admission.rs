@@ -11,8 +11,9 @@
 //! - each gRPC message at most the method's `max_message` bytes, refused as
 //!   `INVALID_ARGUMENT` naming the method from its 5-byte length prefix,
 //!   before the message is buffered;
-//! - the bytes of messages being received, in all calls together, at most
-//!   `max_inflight_bytes` (`RESOURCE_EXHAUSTED` past it), and each message
+//! - the bytes of messages being received, and of single request messages
+//!   until their call is answered, in all calls together, at most
+//!   `max_inflight_mib` (`RESOURCE_EXHAUSTED` past it), and each message
 //!   complete within `message_timeout_s` of its first byte;
 //! - at most `max_calls` calls open at once (`RESOURCE_EXHAUSTED`).
 //!
@@ -38,6 +39,11 @@ use tonic::Status;
 pub struct Admit {
     /// The largest gRPC message of its request, in bytes.
     pub max_message: usize,
+    /// Whether its request is a stream of messages. A single request
+    /// message holds its place in the budget until the call is answered (it
+    /// lives, decoded, while the handler works); a stream's messages each
+    /// give theirs back once received (the service bounds what it holds).
+    pub streamed: bool,
 }
 
 /// Decides, per call, whether the caller may call the method (`path` is
@@ -91,10 +97,23 @@ impl CallLimits {
     }
 }
 
-/// Bytes reserved by messages being received.
+/// Bytes reserved by messages being received (and single request messages
+/// until their call is answered).
 struct Budget {
     used: AtomicUsize,
     max: usize,
+}
+
+/// Bytes a call holds until both its request body and its answer are gone.
+struct Hold {
+    budget: Arc<Budget>,
+    bytes: AtomicUsize,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes.load(Ordering::Acquire));
+    }
 }
 
 impl Budget {
@@ -210,6 +229,12 @@ where
             Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
         };
         let permit = Arc::new(permit);
+        let hold = (!admit.streamed).then(|| {
+            Arc::new(Hold {
+                budget: self.layer.budget.clone(),
+                bytes: AtomicUsize::new(0),
+            })
+        });
         let (parts, body) = req.into_parts();
         let metered = Metered {
             inner: body,
@@ -222,6 +247,7 @@ where
             budget: self.layer.budget.clone(),
             timeout: Duration::from_secs(self.layer.limits.message_timeout_s),
             deadline: None,
+            hold: hold.clone(),
             _call: permit.clone(),
         };
         let req = http::Request::from_parts(parts, Body::new(metered));
@@ -235,6 +261,7 @@ where
                 Body::new(Held {
                     inner: Box::pin(b),
                     _call: permit,
+                    _hold: hold,
                 })
             }))
         })
@@ -256,12 +283,19 @@ struct Metered {
     budget: Arc<Budget>,
     timeout: Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// For a single request message: where its bytes stay until answered.
+    hold: Option<Arc<Hold>>,
     _call: Arc<OwnedSemaphorePermit>,
 }
 
 impl Metered {
     fn done_with_message(&mut self) {
-        self.budget.release(self.reserved);
+        match &self.hold {
+            Some(h) => {
+                h.bytes.fetch_add(self.reserved, Ordering::AcqRel);
+            }
+            None => self.budget.release(self.reserved),
+        }
         self.reserved = 0;
         self.left = None;
         self.have = 0;
@@ -378,6 +412,7 @@ impl http_body::Body for Metered {
 struct Held<B> {
     inner: Pin<Box<B>>,
     _call: Arc<OwnedSemaphorePermit>,
+    _hold: Option<Arc<Hold>>,
 }
 
 impl<B> http_body::Body for Held<B>
@@ -423,6 +458,7 @@ mod tests {
             budget: budget.clone(),
             timeout: Duration::from_secs(5),
             deadline: None,
+            hold: None,
             _call: Arc::new(Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()),
         };
         (m, budget)
@@ -465,6 +501,25 @@ mod tests {
             e.message(),
             "/t.S/M: a request message of 101 bytes; at most 100 bytes"
         );
+    }
+
+    #[tokio::test]
+    async fn a_single_request_holds_its_bytes_until_answered() {
+        let (mut m, budget) = metered(100, 150);
+        let hold = Arc::new(Hold {
+            budget: budget.clone(),
+            bytes: AtomicUsize::new(0),
+        });
+        m.hold = Some(hold.clone());
+        m.account(&frame(40, &[0; 40])).unwrap();
+        drop(m);
+        assert_eq!(
+            budget.used.load(Ordering::Acquire),
+            40,
+            "the answer is not sent yet"
+        );
+        drop(hold);
+        assert_eq!(budget.used.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]

@@ -215,51 +215,82 @@ impl Access {
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 
-/// Every method the hub serves: who may call it, and its largest request
-/// message. The one table of the identity matrix (tested role by role and
-/// method by method in `tests/tests/identity.rs`); a method missing here
-/// is refused.
-pub const METHODS: &[(&str, Access, usize)] = &[
-    ("/meldnet.v1.Submission/Submit", Access::Nodes, MIB),
-    (
+/// A method the hub serves: who may call it, its largest request message,
+/// and whether its request is a stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Method {
+    /// `/package.Service/Method`.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    /// The largest request message, in bytes.
+    pub max_message: usize,
+    /// Whether the request is a stream of messages.
+    pub streamed: bool,
+}
+
+const fn unary(path: &'static str, access: Access, max_message: usize) -> Method {
+    Method {
+        path,
+        access,
+        max_message,
+        streamed: false,
+    }
+}
+
+const fn stream(path: &'static str, access: Access, max_message: usize) -> Method {
+    Method {
+        path,
+        access,
+        max_message,
+        streamed: true,
+    }
+}
+
+/// Every method the hub serves. The one table of the identity matrix
+/// (tested role by role and method by method in `tests/tests/identity.rs`,
+/// limits in `tests/tests/hostile.rs`); a method missing here is refused.
+pub const METHODS: &[Method] = &[
+    unary("/meldnet.v1.Submission/Submit", Access::Nodes, MIB),
+    stream(
         "/meldnet.v1.Submission/SubmitStream",
         Access::Nodes,
         meldnet_core::limits::MAX_MESSAGE_BYTES,
     ),
-    ("/meldnet.v1.Inbox/Receive", Access::Recipients, 128 * KIB),
-    ("/meldnet.v1.Cases/RecordStep", Access::Nodes, 16 * KIB),
-    ("/meldnet.v1.HashList/Sync", Access::Nodes, KIB),
-    ("/meldnet.v1.HashList/Contribute", Access::Nodes, 2 * MIB),
-    ("/meldnet.v1.Series/Register", Access::Agencies, MIB),
-    ("/meldnet.v1.Series/AddHashes", Access::Agencies, MIB),
-    ("/meldnet.v1.Series/Link", Access::Agencies, 4 * KIB),
-    (
+    stream("/meldnet.v1.Inbox/Receive", Access::Recipients, 128 * KIB),
+    unary("/meldnet.v1.Cases/RecordStep", Access::Nodes, 16 * KIB),
+    unary("/meldnet.v1.HashList/Sync", Access::Nodes, KIB),
+    unary("/meldnet.v1.HashList/Contribute", Access::Nodes, 2 * MIB),
+    unary("/meldnet.v1.Series/Register", Access::Agencies, MIB),
+    unary("/meldnet.v1.Series/AddHashes", Access::Agencies, MIB),
+    unary("/meldnet.v1.Series/Link", Access::Agencies, 4 * KIB),
+    unary(
         "/meldnet.v1.Series/MarkProceedings",
         Access::Agencies,
         4 * KIB,
     ),
-    (
+    unary(
         "/meldnet.v1.Series/SetPreference",
         Access::Representatives,
         4 * KIB,
     ),
-    ("/meldnet.v1.Series/Linked", Access::Representatives, KIB),
-    ("/meldnet.v1.Admin/StateDigest", Access::Operators, KIB),
-    ("/meldnet.v1.Admin/VerifyAudit", Access::Operators, KIB),
-    ("/meldnet.v1.Admin/ListAdd", Access::Operators, 2 * MIB),
-    ("/meldnet.v1.Admin/ListWithdraw", Access::Operators, 4 * KIB),
-    ("/meldnet.v1.Admin/ListStatus", Access::Operators, KIB),
-    ("/meldnet.v1.Admin/AdvanceClock", Access::Operators, KIB),
-    ("/meldnet.v1.Admin/GetRules", Access::Operators, KIB),
-    ("/meldnet.v1.Admin/SetRules", Access::Operators, MIB),
-    ("/meldnet.v1.Admin/Explain", Access::Operators, KIB),
-    ("/meldnet.v1.Admin/Stats", Access::Operators, KIB),
-    ("/meldnet.v1.Admin/Register", Access::Operators, 16 * KIB),
-    ("/meldnet.v1.Admin/Revoke", Access::Operators, 4 * KIB),
-    ("/meldnet.v1.Admin/ListRegistry", Access::Operators, KIB),
-    ("/grpc.health.v1.Health/Check", Access::Anyone, KIB),
-    ("/grpc.health.v1.Health/Watch", Access::Anyone, KIB),
-    (
+    unary("/meldnet.v1.Series/Linked", Access::Representatives, KIB),
+    unary("/meldnet.v1.Admin/StateDigest", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/VerifyAudit", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/ListAdd", Access::Operators, 2 * MIB),
+    unary("/meldnet.v1.Admin/ListWithdraw", Access::Operators, 4 * KIB),
+    unary("/meldnet.v1.Admin/ListStatus", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/AdvanceClock", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/GetRules", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/SetRules", Access::Operators, MIB),
+    unary("/meldnet.v1.Admin/Explain", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/Stats", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/Register", Access::Operators, 16 * KIB),
+    unary("/meldnet.v1.Admin/Revoke", Access::Operators, 4 * KIB),
+    unary("/meldnet.v1.Admin/ListRegistry", Access::Operators, KIB),
+    unary("/grpc.health.v1.Health/Check", Access::Anyone, KIB),
+    unary("/grpc.health.v1.Health/Watch", Access::Anyone, KIB),
+    stream(
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
         Access::Anyone,
         64 * KIB,
@@ -298,18 +329,21 @@ impl meldnet_core::admission::Gate for HubGate {
         path: &str,
         peer: Option<&PeerInfo>,
     ) -> Result<meldnet_core::admission::Admit, Status> {
-        let Some(&(_, access, max_message)) = METHODS.iter().find(|(p, _, _)| *p == path) else {
+        let Some(m) = METHODS.iter().find(|m| m.path == path) else {
             return Err(Status::unimplemented(format!("{path}: no such method")));
         };
         let caller = self
             .auth
-            .peer_with_role(peer, |r| access.allows(r), access.refusal())?;
+            .peer_with_role(peer, |r| m.access.allows(r), m.access.refusal())?;
         if !self.known(&caller.id) {
             return Err(Status::permission_denied(format!(
                 "caller: {} is not registered with this hub",
                 caller.id
             )));
         }
-        Ok(meldnet_core::admission::Admit { max_message })
+        Ok(meldnet_core::admission::Admit {
+            max_message: m.max_message,
+            streamed: m.streamed,
+        })
     }
 }

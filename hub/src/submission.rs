@@ -3,12 +3,16 @@
 
 use crate::auth::{Auth, Caller};
 use crate::ingest::Ingest;
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::limits::MAX_BATCH_REPORTS;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::submission_server::Submission;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -17,12 +21,25 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct SubmissionService {
     ingest: Ingest,
     auth: Auth,
+    /// Streamed batches taken in and not yet answered, in all streams.
+    batches: Arc<Semaphore>,
 }
+
+/// Streamed batches the hub holds at once, in all streams together: each
+/// is at most one request message (16 MiB), so what submissions hold
+/// decoded is bounded however many streams are open. A stream waits for a
+/// place before its next batch is even read (HTTP/2 flow control then
+/// holds the sender back).
+pub const MAX_BATCHES_IN_FLIGHT: usize = 32;
 
 impl SubmissionService {
     /// Serves submissions into `ingest`.
     pub fn new(ingest: Ingest, auth: Auth) -> Self {
-        SubmissionService { ingest, auth }
+        SubmissionService {
+            ingest,
+            auth,
+            batches: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
+        }
     }
 }
 
@@ -104,20 +121,46 @@ impl Submission for SubmissionService {
         let inbound = request.into_inner();
         let ingest = self.ingest.clone();
         let auth = self.auth.clone();
+        let places = self.batches.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             // Up to PIPELINE batches of one stream are verified and committed
-            // at once (group commit joins them); answers keep the stream's order.
-            let mut answers = inbound
-                .map(move |batch| {
-                    let (ingest, auth, caller) = (ingest.clone(), auth.clone(), caller.clone());
-                    async move { answer(&ingest, &auth, &caller, batch).await }
-                })
-                .buffered(PIPELINE);
-            while let Some(out) = answers.next().await {
-                let stop = out.is_err();
-                if tx.send(out).await.is_err() || stop {
-                    return;
+            // at once (group commit joins them); answers keep the stream's
+            // order. Each batch first takes a place among the hub's
+            // batches in all streams: only then is it read.
+            type Answer = Pin<Box<dyn Future<Output = Result<pb::SubmitResults, Status>> + Send>>;
+            let mut inbound = inbound;
+            let mut pending: FuturesOrdered<Answer> = FuturesOrdered::new();
+            let mut place: Option<OwnedSemaphorePermit> = None;
+            let mut open = true;
+            loop {
+                let room = open && pending.len() < PIPELINE;
+                tokio::select! {
+                    p = places.clone().acquire_owned(), if room && place.is_none() => {
+                        match p {
+                            Ok(p) => place = Some(p),
+                            Err(_) => return,
+                        }
+                    }
+                    batch = inbound.next(), if room && place.is_some() => match batch {
+                        Some(batch) => {
+                            let held = place.take();
+                            let (ingest, auth, caller) = (ingest.clone(), auth.clone(), caller.clone());
+                            pending.push_back(Box::pin(async move {
+                                let out = answer(&ingest, &auth, &caller, batch).await;
+                                drop(held);
+                                out
+                            }));
+                        }
+                        None => open = false,
+                    },
+                    Some(out) = pending.next(), if !pending.is_empty() => {
+                        let stop = out.is_err();
+                        if tx.send(out).await.is_err() || stop {
+                            return;
+                        }
+                    }
+                    else => return,
                 }
             }
         });
