@@ -157,38 +157,77 @@ pub fn salvage(path: &Path, format: &Format, keep: Keep) -> Result<Salvaged, Log
             original: None,
         });
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "log".into());
     let tmp = dir.join(format!(".{name}.salvage"));
+    let copied = write_copy(path, &tmp, format, keep)
+        .and_then(|c| keep_original(path, dir, &name).map(|original| (c, original)));
+    let ((scan, kept, left_out), original) = match copied {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing of ours may stay behind; the original was not touched.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(path)(e));
+    }
+    sync_dir(dir).map_err(io(dir))?;
+    drop(held);
+    Ok(Salvaged {
+        scan,
+        kept,
+        left_out,
+        original: Some(original),
+    })
+}
+
+/// Writes the records `keep` says to `tmp`, synced, and reads it back:
+/// what the original held, records kept, records left out.
+fn write_copy(
+    path: &Path,
+    tmp: &Path,
+    format: &Format,
+    keep: Keep,
+) -> Result<(Scan, u64, u64), LogError> {
+    let io = |source| LogError::Io {
+        path: tmp.display().to_string(),
+        source,
+    };
     let out = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
+        .open(tmp)
+        .map_err(io)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
-    w.write_all(format.magic).map_err(io(&tmp))?;
+    w.write_all(format.magic).map_err(io)?;
     let (mut kept, mut left_out) = (0u64, 0u64);
     let mut buf = Vec::new();
     let scan = scan_with(path, format, |r, before_damage| {
         if keep == Keep::EveryGoodRecord || before_damage {
             buf.clear();
             encode_record(&r.tag, &r.bytes, &mut buf);
-            w.write_all(&buf).map_err(io(&tmp))?;
+            w.write_all(&buf).map_err(io)?;
             kept += 1;
         } else {
             left_out += 1;
         }
         Ok(())
     })?;
-    let out = w.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-    out.sync_all().map_err(io(&tmp))?;
+    let out = w.into_inner().map_err(|e| io(e.into_error()))?;
+    out.sync_all().map_err(io)?;
     drop(out);
     // The new file must read back clean, with every record written.
-    let again = check(&tmp, format)?;
+    let again = check(tmp, format)?;
     if !again.is_clean() || again.good != kept || again.torn_tail.is_some() {
         return Err(LogError::Damaged {
             path: tmp.display().to_string(),
@@ -198,9 +237,13 @@ pub fn salvage(path: &Path, format: &Format, keep: Keep) -> Result<Salvaged, Log
             ),
         });
     }
-    // The original stays, untouched, under a new name (a second link to the
-    // same file: the log's name never goes missing), then the copy takes its
-    // place.
+    Ok((scan, kept, left_out))
+}
+
+/// Gives the original a second name, `<name>.damaged-<unix seconds>`, so
+/// that it stays untouched once the copy takes its place (a link: the log's
+/// own name never goes missing meanwhile).
+fn keep_original(path: &Path, dir: &Path, name: &str) -> Result<PathBuf, LogError> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -208,23 +251,19 @@ pub fn salvage(path: &Path, format: &Format, keep: Keep) -> Result<Salvaged, Log
     let mut n = 1;
     loop {
         match std::fs::hard_link(path, &original) {
-            Ok(()) => break,
+            Ok(()) => return Ok(original),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 n += 1;
                 original = dir.join(format!("{name}.damaged-{secs}-{n}"));
             }
-            Err(e) => return Err(io(&original)(e)),
+            Err(source) => {
+                return Err(LogError::Io {
+                    path: original.display().to_string(),
+                    source,
+                })
+            }
         }
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(dir).map_err(io(dir))?;
-    drop(held);
-    Ok(Salvaged {
-        scan,
-        kept,
-        left_out,
-        original: Some(original),
-    })
 }
 
 /// The tags of the damaged records, where their headers could be read.
