@@ -7,10 +7,14 @@
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use meldnet_agency::config::AgencyConfig;
-use meldnet_core::cli::{receive_and_print, show_received, ReceiveArgs, ReceivedArgs};
+use meldnet_core::cli::{
+    log_command, receive_and_print, show_received, LogCommand, ReceiveArgs, ReceivedArgs,
+};
+use meldnet_core::delivery_log::{DELIVERY_LOG, LOG_FILE};
 use meldnet_core::identity::Role;
 use meldnet_core::inbox::verify_any;
 use meldnet_core::keyring::Keyring;
+use meldnet_core::log_repair::Keep;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -35,6 +39,11 @@ enum Command {
     Series {
         #[command(subcommand)]
         command: meldnet_agency::series::SeriesCommand,
+    },
+    /// The delivery log: check it for damage, salvage its good records.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
     },
     /// Re-verify stored deliveries offline, with public keys only: a delivery
     /// log (every record) or exported `.json`/`.pb` files.
@@ -97,6 +106,25 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Log { command } => {
+            let a = command.args();
+            let path = match (&a.log, &a.config) {
+                (Some(p), _) => p.clone(),
+                (None, Some(c)) => AgencyConfig::load(c)?.out_dir.join(LOG_FILE),
+                (None, None) => bail!("give --config or --log"),
+            };
+            let ok = log_command(
+                &command,
+                &path,
+                &DELIVERY_LOG,
+                Keep::EveryGoodRecord,
+                "meldnet-agency log",
+            )?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Verify {
             keyring,
             config,
@@ -109,13 +137,24 @@ fn run() -> anyhow::Result<()> {
             };
             let keyring = Keyring::load(&keyring_path)?;
             let mut failed = 0;
-            for (name, result) in files.iter().flat_map(|f| verify_any(f, &keyring)) {
-                match result {
-                    Ok(v) => println!("{name}: {}", v.line()),
-                    Err(e) => {
-                        failed += 1;
-                        println!("{name}: FAILED {e:#}");
+            for file in &files {
+                let found = verify_any(file, &keyring);
+                for (name, result) in found.deliveries {
+                    match result {
+                        Ok(v) => println!("{name}: {}", v.line()),
+                        Err(e) => {
+                            failed += 1;
+                            println!("{name}: FAILED {e:#}");
+                        }
                     }
+                }
+                // Damage goes to stderr; every good record above is still verified.
+                for d in &found.damage {
+                    failed += 1;
+                    eprintln!("DAMAGED {d}");
+                }
+                if !found.damage.is_empty() {
+                    eprintln!("{}", DELIVERY_LOG.repair_hint);
                 }
             }
             if failed > 0 {

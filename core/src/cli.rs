@@ -1,11 +1,13 @@
 //! Command-line pieces that the node and agency binaries share: receiving a
 //! queue is the same job for a hotline and for the police, so it is one
-//! command shape, one loop and one printout.
+//! command shape, one loop and one printout; so are checking and salvaging a
+//! damaged delivery log (`log check`, `log salvage`).
 
 use crate::client::{connect, ConnectError, HubEndpoint};
-use crate::delivery_log::LogError;
-use crate::inbox::{check_log, export, receive, InboxError, InboxOptions};
+use crate::delivery_log::{log_path, Damage, Format, LogError};
+use crate::inbox::{check_log, export, receive, InboxError, InboxOptions, LogEntry};
 use crate::keyring::{Keyring, KeyringError};
+use crate::log_repair::{self, Keep};
 use crate::report::ReportId;
 use crate::tls::{ClientTlsFiles, TlsError};
 use serde_json::json;
@@ -136,8 +138,16 @@ pub fn show_received(
             ReportId::parse(s).map_err(|e| ReceiveError::Argument(format!("REPORT_ID {s}: {e}")))
         })
         .collect::<Result<HashSet<_>, _>>()?;
-    let (mut shown, mut failed) = (HashSet::new(), 0usize);
-    check_log::<ReceiveError>(dir, &keyring, &only, |record| {
+    let (mut shown, mut failed, mut damaged) = (HashSet::new(), 0usize, 0usize);
+    check_log::<ReceiveError>(dir, &keyring, &only, |entry| {
+        let record = match entry {
+            LogEntry::Record(record) => record,
+            LogEntry::Damaged(d) => {
+                damaged += 1;
+                eprintln!("DAMAGED {d}");
+                return Ok(());
+            }
+        };
         match record.describe() {
             Some(json) => {
                 println!("{json}");
@@ -159,14 +169,157 @@ pub fn show_received(
         }
         Ok(())
     })?;
+    if damaged > 0 {
+        eprintln!(
+            "{}: {damaged} damaged ranges (every good delivery is shown above); {}",
+            dir.join(crate::delivery_log::LOG_FILE).display(),
+            crate::delivery_log::DELIVERY_LOG.repair_hint
+        );
+    }
     let missing: Vec<String> = only.difference(&shown).map(ToString::to_string).collect();
     if !missing.is_empty() {
+        let why = if damaged > 0 {
+            "not among the good records (perhaps in a damaged range)"
+        } else {
+            "not received"
+        };
         return Err(ReceiveError::Argument(format!(
-            "not received: {}",
+            "{why}: {}",
             missing.join(", ")
         )));
     }
-    Ok(failed == 0)
+    Ok(failed == 0 && damaged == 0)
+}
+
+/// `log check` and `log salvage` of a delivery log (`meldnet-agency log`,
+/// `meldnet-node log`) or of a node's known-hash list (`meldnet-node list`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LogCommand {
+    /// List every damaged range (offset, length, the record's id where its
+    /// header can be read) and count the good records; exit status 1 when
+    /// anything is damaged. Changes nothing.
+    Check(LogArgs),
+    /// Replace a damaged file by one holding its good records, in order;
+    /// keep the original beside it untouched (`<name>.damaged-<unix
+    /// seconds>`) and say what was lost. Refused while the file is in use.
+    Salvage(LogArgs),
+}
+
+impl LogCommand {
+    /// Which file the command works on.
+    pub fn args(&self) -> &LogArgs {
+        match self {
+            LogCommand::Check(a) | LogCommand::Salvage(a) => a,
+        }
+    }
+}
+
+/// Which file `log check` and `log salvage` work on.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct LogArgs {
+    /// The party's TOML configuration: the file it names.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The file itself (or, for a delivery log, its folder).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+}
+
+/// Runs `check` or `salvage` on the file at `path`: JSON on stdout (one
+/// line per damaged range, then a summary), the same for people on stderr.
+/// `tool` is the command as people type it (`meldnet-agency log`). Returns
+/// whether the file was (check) or now is (salvage) undamaged.
+pub fn log_command(
+    command: &LogCommand,
+    path: &Path,
+    format: &Format,
+    keep: Keep,
+    tool: &str,
+) -> Result<bool, LogError> {
+    let path = log_path(path);
+    match command {
+        LogCommand::Check(_) => {
+            let scan = log_repair::check(&path, format)?;
+            for d in &scan.damage {
+                println!(
+                    "{}",
+                    json!({"log": path.display().to_string(), "damaged": d.to_json()})
+                );
+                eprintln!("DAMAGED {d}");
+            }
+            println!("{}", scan.to_json());
+            if let Some((at, n)) = scan.torn_tail {
+                eprintln!(
+                    "{}: a torn tail of {n} bytes at offset {at} (what a crash leaves, never acknowledged): the writer drops it",
+                    path.display()
+                );
+            }
+            if scan.is_clean() {
+                eprintln!("{}: {} good records, no damage", path.display(), scan.good);
+            } else {
+                eprintln!(
+                    "{}: {} good records, {} damaged ranges ({} bytes); `{tool} salvage` keeps {}",
+                    path.display(),
+                    scan.good,
+                    scan.damage.len(),
+                    scan.damaged_bytes(),
+                    match keep {
+                        Keep::EveryGoodRecord => "every good record",
+                        Keep::UpToFirstDamage { .. } => "the records before the first damage",
+                    }
+                );
+            }
+            Ok(scan.is_clean())
+        }
+        LogCommand::Salvage(_) => {
+            let s = log_repair::salvage(&path, format, keep)?;
+            let lost = log_repair::lost_tags(&s.scan.damage);
+            let mut out = json!({
+                "log": path.display().to_string(),
+                "status": if s.original.is_some() { "salvaged" } else { "undamaged" },
+                "kept_records": s.kept,
+                "left_out_records": s.left_out,
+                "lost": s.scan.damage.iter().map(Damage::to_json).collect::<Vec<_>>(),
+                "lost_tags": lost,
+                "torn_tail_bytes": s.scan.torn_tail.map_or(0, |(_, n)| n),
+            });
+            let Some(original) = &s.original else {
+                println!("{out}");
+                eprintln!("{}: not damaged, nothing changed", path.display());
+                return Ok(true);
+            };
+            out["original"] = original.display().to_string().into();
+            println!("{out}");
+            for d in &s.scan.damage {
+                eprintln!("LOST {d}");
+            }
+            eprintln!(
+                "{}: kept {} good records; the original is kept, untouched, as {}",
+                path.display(),
+                s.kept,
+                original.display()
+            );
+            match keep {
+                Keep::EveryGoodRecord => {
+                    if lost.is_empty() {
+                        eprintln!("the damaged records' ids could not be read: ask the hub's operators which deliveries the ranges above held");
+                    } else {
+                        eprintln!(
+                            "ask the hub's operators to deliver again: {} {}",
+                            format.tag_name,
+                            lost.join(", ")
+                        );
+                    }
+                }
+                Keep::UpToFirstDamage { refetch } => eprintln!(
+                    "{} good records after the first damage were left out: they cannot be applied without what was lost; `{refetch}` fetches them again from the hub, which signs them",
+                    s.left_out
+                ),
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// The end of every binary's `main`: an error is printed once, with its

@@ -3,12 +3,15 @@
 //! verify both signatures, append each batch to the delivery log
 //! (`delivery_log`) and sync it, and only then acknowledge it. Reading the
 //! store back (`check_log`, `export`, `verify_any`) verifies each record again
-//! from the stored bytes, and renders it for people (`describe`).
+//! from the stored bytes, and renders it for people (`describe`); a damaged
+//! range of the log is reported with its offset and reading goes on with the
+//! next good record. A damaged log is never written to (`DeliveryLog::open`
+//! refuses it): `log_repair` salvages it.
 //!
 //! Storage is idempotent by report id, so a delivery that comes again (the
 //! hub crashed before it recorded our acknowledgement) is not stored twice.
 
-use crate::delivery_log::{is_delivery_log, DeliveryLog, LogError, LogReader};
+use crate::delivery_log::{is_delivery_log, Damage, DeliveryLog, LogError, LogReader, LogRecord};
 use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
 use crate::provenance::{verify_routed, verify_routed_many, Verified};
@@ -374,96 +377,146 @@ fn filed_id(c: &Checked) -> Result<ReportId, String> {
     }
 }
 
+/// What reading a delivery log back gives, in log order.
+// Handed to a callback once each and never stored: boxing the record would
+// only add an allocation per delivery read.
+#[allow(clippy::large_enum_variant)]
+pub enum LogEntry {
+    /// A record, checked again from its stored bytes.
+    Record(CheckedRecord),
+    /// A damaged range: reading goes on with the next good record after it.
+    Damaged(Damage),
+}
+
 /// Reads the delivery log at `path` (file or folder) and checks every record
 /// (or those of `only`, when not empty) again from its stored bytes, a batch
-/// of signatures at a time; calls `each` in log order.
+/// of signatures at a time; calls `each` in log order, also for each damaged
+/// range (every one, whatever `only` says: a record asked for may be in it),
+/// after which it goes on with the next good record. So a damaged log still
+/// shows every good delivery.
 pub fn check_log<E: From<LogError>>(
     path: &Path,
     keyring: &Keyring,
     only: &HashSet<ReportId>,
-    mut each: impl FnMut(CheckedRecord) -> Result<(), E>,
+    mut each: impl FnMut(LogEntry) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut reader = LogReader::open(path)?;
     loop {
         let mut chunk = Vec::new();
+        let mut damage = None;
+        let mut ended = true;
         for record in reader.by_ref() {
-            let r = record?;
-            if only.is_empty() || only.contains(&r.report_id()) {
-                chunk.push(r);
+            match record {
+                Ok(r) => {
+                    if only.is_empty() || only.contains(&r.report_id()) {
+                        chunk.push(r);
+                    }
+                }
+                Err(LogError::Damage(d)) => damage = Some(*d),
+                Err(e) => return Err(e.into()),
             }
-            if chunk.len() == crate::limits::MAX_DELIVERY_BATCH {
+            if damage.is_some() || chunk.len() == crate::limits::MAX_DELIVERY_BATCH {
+                ended = false;
                 break;
             }
         }
-        if chunk.is_empty() {
-            return Ok(());
+        check_chunk(chunk, keyring, &mut each)?;
+        if let Some(d) = damage {
+            each(LogEntry::Damaged(d))?;
         }
-        let decoded: Vec<Result<(u64, Stored), String>> = chunk
-            .iter()
-            .map(|r| {
-                let d = pb::Delivery::decode(r.bytes.as_slice())
-                    .map_err(|e| format!("protobuf: {e}"))?;
-                Ok((d.seq, Stored::of(d)?))
-            })
-            .collect();
-        // Routed reports are checked as one batch; notifications one by one.
-        let pairs = decoded
-            .iter()
-            .filter_map(|d| match d {
-                Ok((_, Stored::Routed(r, dec))) => Some((r.clone(), dec.clone())),
-                _ => None,
-            })
-            .collect();
-        let mut verified = verify_routed_many(pairs, keyring).into_iter();
-        for (record, delivery) in chunk.into_iter().zip(decoded) {
-            let (seq, stored, verdict) = match delivery {
-                Ok((seq, stored)) => {
-                    let checked = match &stored {
-                        Stored::Routed(..) => match verified.next() {
-                            Some(Ok(v)) => Ok(Checked::Routed(Box::new(v))),
-                            Some(Err(e)) => Err(e.to_string()),
-                            None => Err("not verified".to_string()),
-                        },
-                        Stored::Notification(_) => Checked::verify(&stored, keyring),
-                    };
-                    let verdict = checked.and_then(|c| match filed_id(&c)? {
-                        id if id == record.report_id() => Ok(c),
-                        id => Err(format!(
-                            "filed under {} but the signed delivery is {id}",
-                            record.report_id()
-                        )),
-                    });
-                    (seq, Some(stored), verdict)
-                }
-                Err(e) => (0, None, Err(e)),
-            };
-            each(CheckedRecord {
-                offset: record.offset,
-                report_id: record.report_id(),
-                stored,
-                seq,
-                raw: record.bytes,
-                verdict,
-            })?;
+        if ended {
+            return Ok(());
         }
     }
 }
 
-/// Verifies what `path` holds, offline: a delivery log (every record), or
-/// one exported delivery (`.json` or `.pb`). One entry per delivery, named
-/// `path` or `path@offset`.
-pub fn verify_any(path: &Path, keyring: &Keyring) -> Vec<(String, Result<Checked, String>)> {
-    let name = path.display().to_string();
-    if !is_delivery_log(path) {
-        return vec![(name, verify_stored(path, keyring))];
+/// Checks a chunk of records (routed reports' signatures as one batch) and
+/// passes each to `each`, in order.
+fn check_chunk<E>(
+    chunk: Vec<LogRecord>,
+    keyring: &Keyring,
+    each: &mut impl FnMut(LogEntry) -> Result<(), E>,
+) -> Result<(), E> {
+    let decoded: Vec<Result<(u64, Stored), String>> = chunk
+        .iter()
+        .map(|r| {
+            let d =
+                pb::Delivery::decode(r.bytes.as_slice()).map_err(|e| format!("protobuf: {e}"))?;
+            Ok((d.seq, Stored::of(d)?))
+        })
+        .collect();
+    // Routed reports are checked as one batch; notifications one by one.
+    let pairs = decoded
+        .iter()
+        .filter_map(|d| match d {
+            Ok((_, Stored::Routed(r, dec))) => Some((r.clone(), dec.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut verified = verify_routed_many(pairs, keyring).into_iter();
+    for (record, delivery) in chunk.into_iter().zip(decoded) {
+        let (seq, stored, verdict) = match delivery {
+            Ok((seq, stored)) => {
+                let checked = match &stored {
+                    Stored::Routed(..) => match verified.next() {
+                        Some(Ok(v)) => Ok(Checked::Routed(Box::new(v))),
+                        Some(Err(e)) => Err(e.to_string()),
+                        None => Err("not verified".to_string()),
+                    },
+                    Stored::Notification(_) => Checked::verify(&stored, keyring),
+                };
+                let verdict = checked.and_then(|c| match filed_id(&c)? {
+                    id if id == record.report_id() => Ok(c),
+                    id => Err(format!(
+                        "filed under {} but the signed delivery is {id}",
+                        record.report_id()
+                    )),
+                });
+                (seq, Some(stored), verdict)
+            }
+            Err(e) => (0, None, Err(e)),
+        };
+        each(LogEntry::Record(CheckedRecord {
+            offset: record.offset,
+            report_id: record.report_id(),
+            stored,
+            seq,
+            raw: record.bytes,
+            verdict,
+        }))?;
     }
-    let mut out = Vec::new();
-    let result = check_log::<LogError>(path, keyring, &HashSet::new(), |r| {
-        out.push((format!("{name}@{}", r.offset), r.verdict));
+    Ok(())
+}
+
+/// What `verify_any` found in one file.
+#[derive(Default)]
+pub struct Verification {
+    /// One entry per delivery, named `path` or `path@offset`.
+    pub deliveries: Vec<(String, Result<Checked, String>)>,
+    /// The damaged ranges of a delivery log.
+    pub damage: Vec<Damage>,
+}
+
+/// Verifies what `path` holds, offline: a delivery log (every good record,
+/// and every damaged range), or one exported delivery (`.json` or `.pb`).
+pub fn verify_any(path: &Path, keyring: &Keyring) -> Verification {
+    let name = path.display().to_string();
+    let mut out = Verification::default();
+    if !is_delivery_log(path) {
+        out.deliveries.push((name, verify_stored(path, keyring)));
+        return out;
+    }
+    let result = check_log::<LogError>(path, keyring, &HashSet::new(), |entry| {
+        match entry {
+            LogEntry::Record(r) => out
+                .deliveries
+                .push((format!("{name}@{}", r.offset), r.verdict)),
+            LogEntry::Damaged(d) => out.damage.push(d),
+        }
         Ok(())
     });
     if let Err(e) = result {
-        out.push((name, Err(e.to_string())));
+        out.deliveries.push((name, Err(e.to_string())));
     }
     out
 }

@@ -24,6 +24,7 @@ pub mod inbox;
 pub mod keyring;
 pub mod limits;
 pub mod list_import;
+pub mod log_repair;
 pub mod merkle;
 pub mod pdq;
 pub mod pdq_index;

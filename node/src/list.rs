@@ -10,13 +10,15 @@
 //! the node holds (`meldnet_core::hash_list::check_batch`). Records after
 //! the last head were never applied: readers ignore them and the writer
 //! cuts them off, so a crash mid-sync resumes from the last applied batch.
+//! A damaged record (checksums, see `delivery_log`) is refused with its
+//! offset and never cut away; `list check` and `list salvage` mend it.
 //! Opening the file re-checks every head and digest, so the copy on disk is
 //! as trustworthy as the hub's signature.
 //!
 //! Readers (`report new` pre-classifying items) open it without the lock;
 //! only `list sync` and `serve` write.
 
-use meldnet_core::delivery_log::{LogError, LogReader, RecordFile};
+use meldnet_core::delivery_log::{Format, LogError, LogReader, RecordFile};
 use meldnet_core::hash_list::{check_batch, check_snapshot, Head, KnownSet, Query, SyncError, Tip};
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::Keyring;
@@ -33,10 +35,32 @@ pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 /// The list's file name in the node's data folder.
 pub const LIST_FILE: &str = "hashlist.log";
 /// The first bytes of the file: the format and its version.
-pub const LIST_MAGIC: &[u8; 8] = b"MELDLST1";
+pub const LIST_MAGIC: &[u8; 8] = b"MELDLST2";
 const CHANGE: u8 = 1;
 const SNAPSHOT: u8 = 2;
 const HEAD: u8 = 3;
+
+/// The list file's format: the delivery log's records, tagged by kind.
+/// Damage is refused with its offset, never cut away: `list salvage` keeps
+/// the list up to it, and the rest is fetched again from the hub.
+pub const LIST_FORMAT: Format = Format {
+    magic: LIST_MAGIC,
+    what: "a known-hash list",
+    tag_name: "record",
+    describe_tag: kind_name,
+    repair_hint: "`meldnet-node list check` lists the damage and `meldnet-node list salvage` \
+                  keeps the list up to it (`meldnet-node list sync` then fetches the rest again \
+                  from the hub, which signs it)",
+};
+
+fn kind_name(tag: &[u8; 16]) -> String {
+    match tag[0] {
+        CHANGE => "change".into(),
+        SNAPSHOT => "snapshot".into(),
+        HEAD => "head".into(),
+        k => format!("kind {k}"),
+    }
+}
 
 fn tag(kind: u8) -> [u8; 16] {
     let mut t = [0u8; 16];
@@ -92,7 +116,7 @@ impl NodeList {
     /// checks what is stored, drops a batch that never got its head.
     pub fn open_for_sync(list_dir: &Path, hub_keys: Keyring) -> Result<NodeList, ListError> {
         let path = list_dir.join(LIST_FILE);
-        let mut writer = RecordFile::open(&path, LIST_MAGIC)?;
+        let mut writer = RecordFile::open(&path, &LIST_FORMAT)?;
         let (set, end) = load(&path, &hub_keys)?;
         writer.keep(end, "list records without their head (a sync cut short)")?;
         Ok(NodeList {
@@ -275,13 +299,33 @@ fn load(path: &Path, hub_keys: &Keyring) -> Result<(KnownSet, u64), ListError> {
         path: path.display().to_string(),
         why,
     };
-    let mut reader = LogReader::open_format(path, LIST_MAGIC, "a known-hash list")?;
+    let mut reader = LogReader::open_format(path, &LIST_FORMAT)?;
     let mut set = KnownSet::default();
     let mut pending: Vec<Vec<u8>> = Vec::new();
     let mut pending_kind = None;
     let mut end = reader.offset();
     while let Some(record) = reader.next() {
-        let r = record?;
+        let r = match record {
+            Ok(r) => r,
+            Err(LogError::Damage(d)) => {
+                // Refused with every damaged range; nothing is cut.
+                let mut damage = vec![*d];
+                for rest in reader.by_ref() {
+                    match rest {
+                        Err(LogError::Damage(d)) => damage.push(*d),
+                        Err(e) => return Err(e.into()),
+                        Ok(_) => {}
+                    }
+                }
+                return Err(LogError::Refused {
+                    path: path.display().to_string(),
+                    damage,
+                    hint: LIST_FORMAT.repair_hint,
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         match r.tag[0] {
             HEAD => {
                 let signed = pb::SignedListHead::decode(r.bytes.as_slice())

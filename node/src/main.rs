@@ -4,16 +4,20 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
-use meldnet_core::cli::{receive_and_print, show_received, ReceiveArgs, ReceivedArgs};
+use meldnet_core::cli::{
+    log_command, receive_and_print, show_received, LogArgs, LogCommand, ReceiveArgs, ReceivedArgs,
+};
 use meldnet_core::country::CountryCode;
+use meldnet_core::delivery_log::{DELIVERY_LOG, LOG_FILE};
 use meldnet_core::hash_list::describe_head;
 use meldnet_core::identity::Role;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::list_import::{import_via, ListFormat};
+use meldnet_core::log_repair::Keep;
 use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
 use meldnet_core::signing::SigningKey;
 use meldnet_node::config::NodeConfig;
-use meldnet_node::list::NodeList;
+use meldnet_node::list::{NodeList, LIST_FILE, LIST_FORMAT};
 use meldnet_node::outbox::Outbox;
 use meldnet_node::picture::hash_many;
 use meldnet_node::report::{build, sign, ReportInput};
@@ -50,6 +54,11 @@ enum Command {
     Hash(HashArgs),
     /// Show the reports received (verified again from the stored bytes); export them as files.
     Received(ReceivedArgs),
+    /// The inbox's delivery log: check it for damage, salvage its good records.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Serve hash checks to this country's hosting providers (gRPC and
     /// HTTP/JSON over mTLS) and follow the hub's known-hash list, until
     /// SIGINT/SIGTERM.
@@ -181,6 +190,14 @@ enum ListCommand {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check the stored list for damage: every damaged range with its
+    /// offset; with --config also every batch against the hub's signed
+    /// heads. Exit status 1 when anything is wrong. Changes nothing.
+    Check(LogArgs),
+    /// Replace a damaged list by the part before the first damage (kept
+    /// original beside it); `list sync` then fetches the rest again from the
+    /// hub, which signs it.
+    Salvage(LogArgs),
     /// Import this country's national list into the federated list (each
     /// entry's source is this node's country): a summary (added, duplicate,
     /// invalid) last, each invalid row with its line and reason.
@@ -195,6 +212,42 @@ enum ListCommand {
         /// The list file.
         file: PathBuf,
     },
+}
+
+/// `list check` and `list salvage`: the records' checksums (the shared
+/// `log_repair`), then, for a check with the node's config, every batch
+/// against the hub's signed heads as `list sync` checks it.
+fn list_check(command: LogCommand) -> anyhow::Result<bool> {
+    let a = command.args();
+    let config = a.config.as_deref().map(NodeConfig::load).transpose()?;
+    let path = match (&a.log, &config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => c.list_dir.join(LIST_FILE),
+        (None, None) => bail!("give --config or --log"),
+    };
+    let keep = Keep::UpToFirstDamage {
+        refetch: "meldnet-node list sync",
+    };
+    let ok = log_command(&command, &path, &LIST_FORMAT, keep, "meldnet-node list")?;
+    if let (true, LogCommand::Check(_), Some(c)) = (ok, &command, &config) {
+        return match NodeList::open_read(&c.list_dir, Keyring::load(&c.keyring)?) {
+            Ok(list) => {
+                let tip = list.map(|l| l.tip()).unwrap_or_default();
+                eprintln!(
+                    "{}: every batch leads to the hub's signed head (version {}, {} entries)",
+                    path.display(),
+                    tip.version,
+                    tip.count
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                Ok(false)
+            }
+        };
+    }
+    Ok(ok)
 }
 
 #[derive(Args)]
@@ -560,6 +613,21 @@ fn run() -> anyhow::Result<()> {
                 let c = NodeConfig::load(&args.config)?;
                 Ok(show_received(&c.keyring, &c.inbox_dir, &args)?)
             }
+            Command::Log { command } => {
+                let a = command.args();
+                let path = match (&a.log, &a.config) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(c)) => NodeConfig::load(c)?.inbox_dir.join(LOG_FILE),
+                    (None, None) => bail!("give --config or --log"),
+                };
+                Ok(log_command(&command, &path, &DELIVERY_LOG, Keep::EveryGoodRecord, "meldnet-node log")?)
+            }
+            Command::List {
+                command: ListCommand::Check(a),
+            } => list_check(LogCommand::Check(a)),
+            Command::List {
+                command: ListCommand::Salvage(a),
+            } => list_check(LogCommand::Salvage(a)),
             Command::Case {
                 command:
                     CaseCommand::Step {
