@@ -228,6 +228,16 @@ impl SpiffeId {
         use x509_parser::extensions::GeneralName;
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        // TLS proves a certificate's key by a signature: a key its
+        // certificate does not allow to sign speaks for nobody.
+        let usage = cert
+            .key_usage()
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        if usage.is_some_and(|u| !u.value.digital_signature()) {
+            return Err(IdentityError::Certificate(
+                "its key usage does not include digitalSignature".into(),
+            ));
+        }
         let san = cert
             .subject_alternative_name()
             .map_err(|e| IdentityError::Certificate(e.to_string()))?;

@@ -439,3 +439,109 @@ async fn a_revoked_node_cannot_go_on_submitting_on_an_open_stream() {
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
 }
+
+/// A certificate made here with the federation's CA: `usage` as its key
+/// usage and valid until `not_after`.
+fn custom_certificate(
+    fed: &Federation,
+    identity: &str,
+    usage: Vec<rcgen::KeyUsagePurpose>,
+    not_after: time::OffsetDateTime,
+    name: &str,
+) -> std::path::PathBuf {
+    let root = fed.root();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(root.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(root.join("ca.pem")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, identity);
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    params.not_after = not_after;
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = usage;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.subject_alt_names = vec![rcgen::SanType::URI(identity.try_into().unwrap())];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let stem = fed.scratch("custom").join(name);
+    std::fs::write(stem.with_extension("pem"), cert.pem()).unwrap();
+    std::fs::write(stem.with_extension("key"), key.serialize_pem()).unwrap();
+    stem
+}
+
+/// A key its certificate does not allow to sign speaks for nobody; a
+/// certificate that expires while its stream is open loses the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_without_signing_usage_or_expiring_mid_stream_gets_nothing() {
+    let mut fed = Federation::init("NL,DE", "DE/bka").unwrap();
+    fed.add_hub_config("[connections]\nrecheck_s = 1\n")
+        .unwrap();
+    fed.start_hub().unwrap();
+    let bka = format!("spiffe://{FEDERATION}/agency/DE/bka");
+    let wait = std::time::Duration::from_secs(10);
+    let far = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+
+    let no_sign = custom_certificate(
+        &fed,
+        &bka,
+        vec![rcgen::KeyUsagePurpose::KeyEncipherment],
+        far,
+        "no-sign",
+    );
+    let ch = fed.channel_stem(&no_sign).await.unwrap();
+    let e = raw_call(ch, "/meldnet.v1.Inbox/Receive", vec![], wait)
+        .await
+        .unwrap_err();
+    // The TLS library accepts it; the hub does not take it as an identity.
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("digitalSignature"), "{e:?}");
+    // The same identity with a signing key usage is served.
+    let fine = custom_certificate(
+        &fed,
+        &bka,
+        vec![rcgen::KeyUsagePurpose::DigitalSignature],
+        far,
+        "fine",
+    );
+    let mut inbox = InboxClient::new(fed.channel_stem(&fine).await.unwrap());
+    let (_keep, rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(1);
+    let mut s = inbox
+        .receive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.message().await.unwrap().unwrap().caught_up);
+    drop(s);
+
+    // Valid for three more seconds: the open stream ends when it expires.
+    let soon = custom_certificate(
+        &fed,
+        &bka,
+        vec![rcgen::KeyUsagePurpose::DigitalSignature],
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(3),
+        "soon",
+    );
+    let mut inbox = InboxClient::new(fed.channel_stem(&soon).await.unwrap());
+    let (_keep, rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(1);
+    let mut s = inbox
+        .receive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.message().await.unwrap().unwrap().caught_up);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), s.message())
+        .await
+        .expect("the stream of an expired certificate must end");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    assert!(
+        fed.hub_log().contains("no longer valid"),
+        "{}",
+        fed.hub_log()
+    );
+}
