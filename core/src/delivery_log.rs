@@ -805,10 +805,10 @@ pub(crate) fn lock(file: &File) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn id(n: u8) -> ReportId {
+    pub(crate) fn id(n: u8) -> ReportId {
         ReportId::from_bytes([n; 16])
     }
 
@@ -833,8 +833,8 @@ mod tests {
     }
 
     /// A log of `n` records of 10 bytes each (record i tagged id(i)); its
-    /// path and where each record starts.
-    fn log_of(dir: &Path, n: u8) -> (PathBuf, Vec<u64>) {
+    /// path and where each record starts (also for `log_repair`'s tests).
+    pub(crate) fn log_of(dir: &Path, n: u8) -> (PathBuf, Vec<u64>) {
         let mut log = DeliveryLog::open(dir).unwrap();
         let bodies: Vec<Vec<u8>> = (0..n).map(|i| vec![i; 10]).collect();
         let records: Vec<(ReportId, &[u8])> = bodies

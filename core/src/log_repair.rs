@@ -284,28 +284,10 @@ pub fn lost_tags(damage: &[Damage]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery_log::{DeliveryLog, DELIVERY_LOG, HEADER, MAGIC};
+    use crate::delivery_log::{DeliveryLog, DELIVERY_LOG, HEADER};
     use crate::report::ReportId;
 
-    fn id(n: u8) -> ReportId {
-        ReportId::from_bytes([n; 16])
-    }
-
-    /// A log of `n` records of 10 bytes; where each starts.
-    fn log_of(dir: &Path, n: u8) -> (PathBuf, Vec<u64>) {
-        let mut log = DeliveryLog::open(dir).unwrap();
-        let bodies: Vec<Vec<u8>> = (0..n).map(|i| vec![i; 10]).collect();
-        let records: Vec<(ReportId, &[u8])> = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (id(i as u8), b.as_slice()))
-            .collect();
-        log.append(&records).unwrap();
-        let starts = (0..n as u64)
-            .map(|i| MAGIC.len() as u64 + i * (HEADER as u64 + 10))
-            .collect();
-        (log.path().to_path_buf(), starts)
-    }
+    use crate::delivery_log::tests::{id, log_of};
 
     fn flip(path: &Path, at: u64, bit: u8) -> Vec<u8> {
         let mut b = std::fs::read(path).unwrap();

@@ -229,22 +229,21 @@ pub struct Method {
     pub streamed: bool,
 }
 
-const fn unary(path: &'static str, access: Access, max_message: usize) -> Method {
+const fn method(path: &'static str, access: Access, max_message: usize, streamed: bool) -> Method {
     Method {
         path,
         access,
         max_message,
-        streamed: false,
+        streamed,
     }
 }
 
+const fn unary(path: &'static str, access: Access, max_message: usize) -> Method {
+    method(path, access, max_message, false)
+}
+
 const fn stream(path: &'static str, access: Access, max_message: usize) -> Method {
-    Method {
-        path,
-        access,
-        max_message,
-        streamed: true,
-    }
+    method(path, access, max_message, true)
 }
 
 /// Every method the hub serves. The one table of the identity matrix

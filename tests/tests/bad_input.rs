@@ -127,49 +127,29 @@ async fn each_bad_input_is_refused_naming_the_field_and_changes_nothing() {
     )
     .await;
     // No item at all: nothing assessed, nothing to route on.
+    let mut cases: Vec<(pb::Report, &str)> = Vec::new();
     let mut r = sample_report("NL", "DE").to_proto();
     r.items.clear();
-    refused(
-        &mut nl,
-        sign_proto(&r, &key),
-        Code::InvalidArgument,
-        "report.items",
-    )
-    .await;
+    cases.push((r, "report.items"));
     // A URL that shows one address and leads to another.
     for bad in ["\u{202E}", "\u{200B}", "\u{FEFF}", "\u{2066}", "\u{00AD}"] {
         let mut r = sample_report("NL", "DE").to_proto();
         r.url = format!("https://files.example.test/{bad}exe.pdf");
-        refused(
-            &mut nl,
-            sign_proto(&r, &key),
-            Code::InvalidArgument,
-            "report.url",
-        )
-        .await;
+        cases.push((r, "report.url"));
     }
     // Made in the far future, by its time or by its id's.
     let mut r = sample_report("NL", "DE").to_proto();
     r.created_at_ms = i64::MAX;
-    refused(
-        &mut nl,
-        sign_proto(&r, &key),
-        Code::InvalidArgument,
-        "report.created_at_ms",
-    )
-    .await;
+    cases.push((r, "report.created_at_ms"));
     let mut r = sample_report("NL", "DE").to_proto();
     let mut id = *uuid::Uuid::now_v7().as_bytes();
     // 2^48 - 1 ms: the year 10889.
     id[..6].copy_from_slice(&[0xff; 6]);
     r.id = uuid::Uuid::from_bytes(id).to_string();
-    refused(
-        &mut nl,
-        sign_proto(&r, &key),
-        Code::InvalidArgument,
-        "report.id",
-    )
-    .await;
+    cases.push((r, "report.id"));
+    for (r, field) in cases {
+        refused(&mut nl, sign_proto(&r, &key), Code::InvalidArgument, field).await;
+    }
     // A message larger than the method takes: refused from its length
     // prefix, before it is buffered, naming the method and the limit.
     let sr = pb::SignedReport {

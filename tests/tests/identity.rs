@@ -475,6 +475,26 @@ fn custom_certificate(
     stem
 }
 
+/// A delivery stream with the certificate at `stem`, past its first
+/// (caught up) batch; the sender keeps the stream open.
+async fn caught_up_stream(
+    fed: &Federation,
+    stem: &std::path::Path,
+) -> (
+    tonic::Streaming<pb::DeliveryBatch>,
+    tokio::sync::mpsc::Sender<pb::DeliveryAck>,
+) {
+    let mut inbox = InboxClient::new(fed.channel_stem(stem).await.unwrap());
+    let (keep, rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(1);
+    let mut s = inbox
+        .receive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.message().await.unwrap().unwrap().caught_up);
+    (s, keep)
+}
+
 /// A key its certificate does not allow to sign speaks for nobody; a
 /// certificate that expires while its stream is open loses the stream.
 #[tokio::test(flavor = "multi_thread")]
@@ -509,15 +529,7 @@ async fn a_certificate_without_signing_usage_or_expiring_mid_stream_gets_nothing
         far,
         "fine",
     );
-    let mut inbox = InboxClient::new(fed.channel_stem(&fine).await.unwrap());
-    let (_keep, rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(1);
-    let mut s = inbox
-        .receive(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(s.message().await.unwrap().unwrap().caught_up);
-    drop(s);
+    drop(caught_up_stream(&fed, &fine).await);
 
     // Valid for three more seconds: the open stream ends when it expires.
     let soon = custom_certificate(
@@ -527,14 +539,7 @@ async fn a_certificate_without_signing_usage_or_expiring_mid_stream_gets_nothing
         time::OffsetDateTime::now_utc() + time::Duration::seconds(3),
         "soon",
     );
-    let mut inbox = InboxClient::new(fed.channel_stem(&soon).await.unwrap());
-    let (_keep, rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(1);
-    let mut s = inbox
-        .receive(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(s.message().await.unwrap().unwrap().caught_up);
+    let (mut s, _keep) = caught_up_stream(&fed, &soon).await;
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), s.message())
         .await
         .expect("the stream of an expired certificate must end");
