@@ -201,7 +201,17 @@ const SYNC_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
 pub async fn sync(
     list: &tokio::sync::RwLock<NodeList>,
     channel: tonic::transport::Channel,
+    progress: impl FnMut(Tip),
+) -> Result<Synced, ListError> {
+    sync_within(list, channel, progress, MAX_SNAPSHOT_BYTES).await
+}
+
+/// `sync`, holding at most `max_snapshot_bytes` of a snapshot before its head.
+async fn sync_within(
+    list: &tokio::sync::RwLock<NodeList>,
+    channel: tonic::transport::Channel,
     mut progress: impl FnMut(Tip),
+    max_snapshot_bytes: usize,
 ) -> Result<Synced, ListError> {
     let from = list.read().await.tip();
     let mut client = pb::hash_list_client::HashListClient::new(channel)
@@ -251,10 +261,9 @@ pub async fn sync(
                 .changes
                 .iter()
                 .fold(snapshot_bytes, |n, c| n.saturating_add(c.len() + 32));
-            if snapshot_bytes > MAX_SNAPSHOT_BYTES {
+            if snapshot_bytes > max_snapshot_bytes {
                 return Err(ListError::Hub(format!(
-                    "the snapshot holds more than {} MiB before its signed head; nothing of it was applied",
-                    MAX_SNAPSHOT_BYTES >> 20
+                    "the snapshot holds more than {max_snapshot_bytes} bytes before its signed head; nothing of it was applied"
                 )));
             }
             snapshot.extend(batch.changes);
@@ -377,4 +386,75 @@ fn load(path: &Path, hub_keys: &Keyring) -> Result<(KnownSet, u64), ListError> {
         }
     }
     Ok((set, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use tokio_stream::Stream;
+
+    /// A hub that answers every sync with snapshot parts and never a head.
+    struct Endless;
+
+    #[tonic::async_trait]
+    impl pb::hash_list_server::HashList for Endless {
+        type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::SyncBatch, tonic::Status>> + Send>>;
+
+        async fn sync(
+            &self,
+            _: tonic::Request<pb::SyncRequest>,
+        ) -> Result<tonic::Response<Self::SyncStream>, tonic::Status> {
+            let part = pb::SyncBatch {
+                changes: vec![vec![0x5a; 100]; 1000],
+                head: None,
+                snapshot: true,
+            };
+            let parts = tokio_stream::iter(std::iter::repeat_n(Ok(part), 1000));
+            Ok(tonic::Response::new(Box::pin(parts)))
+        }
+
+        async fn contribute(
+            &self,
+            _: tonic::Request<pb::ListAddRequest>,
+        ) -> Result<tonic::Response<pb::ListAddResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("test"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_without_end_is_refused_at_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = meldnet_core::signing::SigningKey::generate();
+        let ring = dir.path().join("keyring.toml");
+        std::fs::write(
+            &ring,
+            format!(
+                "federation = \"t.test\"\n[[keys]]\nowner = \"spiffe://t.test/hub\"\npublic_key = \"{}\"\n",
+                key.public().to_hex()
+            ),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::hash_list_server::HashListServer::new(Endless))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let list = NodeList::open_for_sync(dir.path(), Keyring::load(&ring).unwrap()).unwrap();
+        let list = tokio::sync::RwLock::new(list);
+        // A bound of 1 MB: the hub's thousand parts (100 MB) never get held.
+        let e = sync_within(&list, channel, |_| {}, 1 << 20)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("before its signed head"), "{e}");
+        assert_eq!(list.read().await.tip().version, 0, "nothing applied");
+    }
 }
