@@ -64,6 +64,9 @@ pub struct CallLimits {
     pub max_inflight_mib: usize,
     /// Seconds a request message may take from its first byte to its last.
     pub message_timeout_s: u64,
+    /// Streamed batches a server works on at once, in all streams (the
+    /// hub's submissions: each is up to one request message).
+    pub max_stream_batches: usize,
 }
 
 impl Default for CallLimits {
@@ -72,6 +75,7 @@ impl Default for CallLimits {
             max_calls: 4096,
             max_inflight_mib: 256,
             message_timeout_s: 60,
+            max_stream_batches: 32,
         }
     }
 }
@@ -88,6 +92,7 @@ impl CallLimits {
             ("max_calls", self.max_calls as u64),
             ("max_inflight_mib", self.max_inflight_mib as u64),
             ("message_timeout_s", self.message_timeout_s),
+            ("max_stream_batches", self.max_stream_batches as u64),
         ] {
             if value == 0 {
                 return Err((format!("calls.{key}"), "must be at least 1".into()));

@@ -261,8 +261,12 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            SubmissionServer::new(SubmissionService::new(ingest, auth.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            SubmissionServer::new(SubmissionService::new(
+                ingest,
+                auth.clone(),
+                cfg.calls.max_stream_batches,
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             InboxServer::new(InboxService::new(store.clone(), auth.clone(), stopping))

@@ -25,20 +25,18 @@ pub struct SubmissionService {
     batches: Arc<Semaphore>,
 }
 
-/// Streamed batches the hub holds at once, in all streams together: each
-/// is at most one request message (16 MiB), so what submissions hold
-/// decoded is bounded however many streams are open. A stream waits for a
-/// place before its next batch is even read (HTTP/2 flow control then
-/// holds the sender back).
-pub const MAX_BATCHES_IN_FLIGHT: usize = 32;
-
 impl SubmissionService {
-    /// Serves submissions into `ingest`.
-    pub fn new(ingest: Ingest, auth: Auth) -> Self {
+    /// Serves submissions into `ingest`, working on at most `max_batches`
+    /// streamed batches at once in all streams together (`[calls]
+    /// max_stream_batches`): each is at most one request message (16 MiB),
+    /// so what submissions hold decoded is bounded however many streams are
+    /// open. A stream waits for a place before its next batch is even read
+    /// (HTTP/2 flow control then holds the sender back).
+    pub fn new(ingest: Ingest, auth: Auth, max_batches: usize) -> Self {
         SubmissionService {
             ingest,
             auth,
-            batches: Arc::new(Semaphore::new(MAX_BATCHES_IN_FLIGHT)),
+            batches: Arc::new(Semaphore::new(max_batches)),
         }
     }
 }
@@ -146,10 +144,17 @@ impl Submission for SubmissionService {
                         Some(batch) => {
                             let held = place.take();
                             let (ingest, auth, caller) = (ingest.clone(), auth.clone(), caller.clone());
-                            pending.push_back(Box::pin(async move {
+                            // Its own task: the batch is worked on (and its
+                            // place given back) even while this loop waits
+                            // for a client that does not read its answers.
+                            let work = tokio::spawn(async move {
                                 let out = answer(&ingest, &auth, &caller, batch).await;
                                 drop(held);
                                 out
+                            });
+                            pending.push_back(Box::pin(async move {
+                                work.await
+                                    .unwrap_or_else(|e| Err(Status::internal(format!("batch: {e}"))))
                             }));
                         }
                         None => open = false,

@@ -257,3 +257,48 @@ async fn hostile_input_is_refused_naming_what_and_changes_nothing() {
     assert_eq!(fed.state().await.unwrap().digest, before.digest);
     assert!(fed.hub_log().contains("refused"), "refusals are logged");
 }
+
+/// A node that streams batches and never reads the answers holds no place
+/// another node's batches need: their work goes on, and others are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_never_reads_its_answers_holds_back_no_one_else() {
+    use meldnet_proto::v1 as pb;
+    let mut fed = Federation::init("NL,DE", "DE/bka,NL/politie").unwrap();
+    fed.add_hub_config("[calls]\nmax_stream_batches = 4\n")
+        .unwrap();
+    fed.start_hub().unwrap();
+    let key = fed.node_key("NL");
+    let mut open = Vec::new();
+    // 3 streams of 8 batches, more than the hub's 4 places (in this test),
+    // each answer far larger than what HTTP/2 and the hub buffer, and none
+    // of them read.
+    for _ in 0..3 {
+        let ch = fed.channel_as(NODE).await.unwrap();
+        let mut c =
+            pb::submission_client::SubmissionClient::new(ch).max_encoding_message_size(usize::MAX);
+        let batches: Vec<pb::SubmitBatch> = (0..8)
+            .map(|_| pb::SubmitBatch {
+                reports: (0..500)
+                    .map(|_| {
+                        // 50 items: each answer is megabytes of receipts.
+                        let mut r = sample_report("NL", "DE");
+                        r.items = vec![r.items[0].clone(); 50];
+                        sign_proto(&r.to_proto(), &key)
+                    })
+                    .collect(),
+            })
+            .collect();
+        let answers = c.submit_stream(tokio_stream::iter(batches)).await.unwrap();
+        open.push((c, answers));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let de: Vec<_> = (0..10)
+        .map(|_| sample_report("DE", "NL").to_proto())
+        .collect();
+    let done = tokio::time::timeout(Duration::from_secs(60), fed.submit_many("DE", &de))
+        .await
+        .expect("node DE must be served while NL's answers go unread")
+        .unwrap();
+    assert_eq!(done.len(), 10);
+    drop(open);
+}
