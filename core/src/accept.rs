@@ -41,8 +41,8 @@ pub struct ConnectionLimits {
     pub max_handshakes: usize,
     /// Seconds a TLS handshake may take.
     pub handshake_timeout_s: u64,
-    /// Seconds from the handshake to the client's first byte (the HTTP/2
-    /// preface): a connection that says nothing is closed.
+    /// Seconds from the handshake to the end of the client's HTTP/2
+    /// preface: a connection that says nothing, or too little, is closed.
     pub first_byte_timeout_s: u64,
     /// Seconds between checks of a connection's certificate against the
     /// current CRLs, the clock and the server's revocations.
@@ -100,6 +100,10 @@ impl ConnectionLimits {
     }
 }
 
+/// The length of the client's HTTP/2 connection preface: a connection that
+/// has not sent it whole within `first_byte_timeout_s` is closed.
+const HTTP2_PREFACE: usize = 24;
+
 /// Checks a connection's peer again (certificate still valid, party not
 /// revoked); an error closes the connection.
 pub type Recheck = Arc<dyn Fn(&PeerInfo) -> Result<(), String> + Send + Sync>;
@@ -146,7 +150,10 @@ impl Drop for IdentitySlot {
 pub struct AuthedStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// Until the client's HTTP/2 preface is in: its deadline.
     first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes of the preface still to come.
+    preface_left: usize,
     recheck: Option<(tokio::time::Interval, Recheck)>,
     _connection: OwnedSemaphorePermit,
     _identity: IdentitySlot,
@@ -181,8 +188,12 @@ impl AsyncRead for AuthedStream {
         let before = buf.filled().len();
         let read = Pin::new(&mut me.inner).poll_read(cx, buf);
         if me.first_byte.is_some() {
-            if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-                me.first_byte = None;
+            if matches!(read, Poll::Ready(Ok(()))) {
+                let got = buf.filled().len() - before;
+                me.preface_left = me.preface_left.saturating_sub(got);
+                if me.preface_left == 0 {
+                    me.first_byte = None;
+                }
             } else if let Some(timer) = me.first_byte.as_mut() {
                 if read.is_pending() && timer.as_mut().poll(cx).is_ready() {
                     tracing::warn!(remote = ?me.peer.remote, "closing a connection that sent nothing after its handshake");
@@ -249,7 +260,13 @@ pub fn incoming(
     let per_identity = Arc::new(PerIdentity::default());
     tokio::spawn(async move {
         loop {
-            let (tcp, remote) = match listener.accept().await {
+            // The server dropped its end (shut down): stop accepting, which
+            // closes the listening socket.
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = tx.closed() => return,
+            };
+            let (tcp, remote) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -336,6 +353,7 @@ pub fn incoming(
                         limits.first_byte_timeout_s,
                     )))),
                     recheck,
+                    preface_left: HTTP2_PREFACE,
                     _connection: connection,
                     _identity: slot,
                 };

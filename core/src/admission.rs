@@ -251,7 +251,15 @@ where
             reserved: 0,
             budget: self.layer.budget.clone(),
             timeout: Duration::from_secs(self.layer.limits.message_timeout_s),
-            deadline: None,
+            // A single request message's call has its deadline from the start:
+            // headers without a body, or a body that never ends, hold nothing
+            // for longer.
+            deadline: hold.is_some().then(|| {
+                Box::pin(tokio::time::sleep(Duration::from_secs(
+                    self.layer.limits.message_timeout_s,
+                )))
+            }),
+            messages: 0,
             hold: hold.clone(),
             _call: permit.clone(),
         };
@@ -290,21 +298,26 @@ struct Metered {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// For a single request message: where its bytes stay until answered.
     hold: Option<Arc<Hold>>,
+    /// Messages received whole.
+    messages: usize,
     _call: Arc<OwnedSemaphorePermit>,
 }
 
 impl Metered {
     fn done_with_message(&mut self) {
+        self.messages += 1;
         match &self.hold {
             Some(h) => {
                 h.bytes.fetch_add(self.reserved, Ordering::AcqRel);
             }
-            None => self.budget.release(self.reserved),
+            None => {
+                self.budget.release(self.reserved);
+                self.deadline = None;
+            }
         }
         self.reserved = 0;
         self.left = None;
         self.have = 0;
-        self.deadline = None;
     }
 
     /// Follows the framing through `data`; refuses a message over the limit
@@ -313,7 +326,13 @@ impl Metered {
         while !data.is_empty() {
             match self.left {
                 None => {
-                    if self.have == 0 {
+                    if self.have == 0 && self.hold.is_some() && self.messages > 0 {
+                        return Err(Status::invalid_argument(format!(
+                            "{}: more than one request message",
+                            self.path
+                        )));
+                    }
+                    if self.have == 0 && self.hold.is_none() {
                         self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
                     }
                     let take = (5 - self.have).min(data.len());
@@ -387,12 +406,15 @@ impl http_body::Body for Metered {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Status::from_error(e.into())))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                me.deadline = None;
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if let Some(deadline) = me.deadline.as_mut() {
                     if deadline.as_mut().poll(cx).is_ready() {
                         let status = Status::invalid_argument(format!(
-                            "{}: a request message was not complete within {} s",
+                            "{}: a request was not complete within {} s",
                             me.path,
                             me.timeout.as_secs()
                         ));
@@ -463,6 +485,7 @@ mod tests {
             budget: budget.clone(),
             timeout: Duration::from_secs(5),
             deadline: None,
+            messages: 0,
             hold: None,
             _call: Arc::new(Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()),
         };
@@ -517,6 +540,12 @@ mod tests {
         });
         m.hold = Some(hold.clone());
         m.account(&frame(40, &[0; 40])).unwrap();
+        // A second message in a single-message call is refused.
+        let e = m.account(&frame(1, &[0])).unwrap_err();
+        assert!(
+            e.message().contains("more than one request message"),
+            "{e:?}"
+        );
         drop(m);
         assert_eq!(
             budget.used.load(Ordering::Acquire),

@@ -548,13 +548,24 @@ enum Outcome {
     AlreadyStored,
     /// Refused, with the reason the hub is told.
     Rejected(String),
+    /// Not verifiable with this keyring yet: neither stored nor settled.
+    Later,
 }
 
 /// A delivery that verified and is addressed to us: its id and the bytes to store.
 type Accepted = (ReportId, Vec<u8>);
-/// What verifying a chunk gives: per sequence number, the accepted delivery
-/// or why it was refused.
-type Verdicts = Result<Vec<(u64, Result<Accepted, String>)>, InboxError>;
+/// What verifying a chunk gives: per sequence number, the accepted delivery,
+/// or why it is refused (`Some`), or nothing yet (`None`: a key this
+/// recipient does not hold yet; the delivery stays queued and comes again
+/// once the keyring is updated).
+type Verdicts = Result<Vec<(u64, Result<Accepted, Option<String>>)>, InboxError>;
+
+/// Whether a verification failure may pass by itself: the recipient's
+/// keyring lacks the key (a node registered or rotated since), so the
+/// delivery must not be refused for good.
+fn may_pass(e: &crate::Refusal) -> bool {
+    e.kind == crate::RefusalKind::FailedPrecondition
+}
 
 /// The longest reason sent back for a refused delivery (the hub's limit).
 const MAX_REASON: usize = 512;
@@ -591,20 +602,17 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
             Ok(Stored::Notification(n)) => notes.push((seq, raw, n)),
             Err(e) => {
                 tracing::error!(seq, "{e}; refused");
-                results.push((seq, Err(reason(&e))));
+                results.push((seq, Err(Some(reason(&e)))));
             }
         }
     }
-    let routed = verify_routed_many(pairs, keyring).into_iter().map(|v| {
-        v.map(|v| Checked::Routed(Box::new(v)))
-            .map_err(|e| e.to_string())
-    });
+    let routed = verify_routed_many(pairs, keyring)
+        .into_iter()
+        .map(|v| v.map(|v| Checked::Routed(Box::new(v))));
     let notes: Vec<_> = notes
         .into_iter()
         .map(|(seq, raw, n)| {
-            let v = verify_notification(&n, keyring)
-                .map(Checked::Notification)
-                .map_err(|e| e.to_string());
+            let v = verify_notification(&n, keyring).map(Checked::Notification);
             ((seq, raw), v)
         })
         .collect();
@@ -612,12 +620,16 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
     for ((seq, raw), v) in all {
         let accepted = match v {
             // A verified notification always has a well-formed id.
-            Ok(c) if addressed_to(&c, me) => {
-                filed_id(&c).map(|id| (id, raw)).map_err(|e| reason(&e))
-            }
+            Ok(c) if addressed_to(&c, me) => filed_id(&c)
+                .map(|id| (id, raw))
+                .map_err(|e| Some(reason(&e))),
             Ok(_) => {
                 tracing::error!(seq, "delivery is not addressed to {me}; refused");
-                Err(format!("not addressed to {me}"))
+                Err(Some(format!("not addressed to {me}")))
+            }
+            Err(e) if may_pass(&e) => {
+                tracing::warn!(seq, error = %e, "delivery not verifiable with this keyring; left for later, not acknowledged");
+                Err(None)
             }
             Err(e) => {
                 tracing::error!(seq, error = %e, "delivery failed verification; kept apart and refused");
@@ -625,7 +637,7 @@ fn verify_chunk(part: Vec<pb::Delivery>, keyring: &Keyring, me: &str, out: &Path
                 std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
                 let p = dir.join(format!("{seq}.pb"));
                 std::fs::write(&p, &raw).map_err(io_err(&p))?;
-                Err(reason(&format!("failed verification: {e}")))
+                Err(Some(reason(&format!("failed verification: {e}"))))
             }
         };
         results.push((seq, accepted));
@@ -684,7 +696,8 @@ fn store_batch(
     for r in results {
         for (seq, accepted) in r? {
             let outcome = match accepted {
-                Err(why) => Outcome::Rejected(why),
+                Err(Some(why)) => Outcome::Rejected(why),
+                Err(None) => Outcome::Later,
                 Ok((id, raw)) => {
                     // Stored before (the hub did not record our acknowledgement),
                     // or twice in this batch? Only if the bytes are exactly these.
@@ -761,6 +774,10 @@ pub async fn receive(
                         summary.report_ids.push(id);
                     }
                     Outcome::AlreadyStored => summary.already_stored += 1,
+                    Outcome::Later => {
+                        summary.rejected += 1;
+                        continue;
+                    }
                     Outcome::Rejected(reason) => {
                         summary.rejected += 1;
                         pending.insert(seq);

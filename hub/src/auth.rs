@@ -256,7 +256,8 @@ pub const METHODS: &[Method] = &[
         Access::Nodes,
         meldnet_core::limits::MAX_MESSAGE_BYTES,
     ),
-    stream("/meldnet.v1.Inbox/Receive", Access::Recipients, 128 * KIB),
+    // 4,096 sequence numbers and 256 refusals of 512-byte reasons fit.
+    stream("/meldnet.v1.Inbox/Receive", Access::Recipients, 256 * KIB),
     unary("/meldnet.v1.Cases/RecordStep", Access::Nodes, 16 * KIB),
     unary("/meldnet.v1.HashList/Sync", Access::Nodes, KIB),
     unary("/meldnet.v1.HashList/Contribute", Access::Nodes, 2 * MIB),

@@ -176,13 +176,12 @@ impl Session {
             }
             rejected.push((r.seq, r.reason));
         }
-        let refused = rejected.len() as u64;
         let applied = self
             .store
             .settle(&self.caller.id, ack.seqs, rejected)
             .await
             .map_err(Status::from)?;
-        metrics::counter!("meldnet_deliveries_refused_total").increment(refused);
+
         for s in &applied {
             self.unacked.remove(s);
         }
@@ -226,9 +225,9 @@ impl Session {
                             return Ok(());
                         }
                     }
-                    // An acknowledgement that does not decode is the
-                    // client's error, and it is told so.
-                    Some(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                    // An acknowledgement that does not decode, or one over a
+                    // limit, is the client's error, and it is told so.
+                    Some(Err(status)) if status.code() != tonic::Code::Cancelled => {
                         tracing::warn!(recipient = %self.caller.id, "refused: {}", status.message());
                         return Err(status);
                     }

@@ -1801,7 +1801,13 @@ impl Writer {
             .map(|s| (*s, None))
             .chain(rejected.iter().map(|(s, why)| (*s, Some(why.as_str()))));
         let mut settled = Vec::with_capacity(seqs.len() + rejected.len());
+        let mut seen = std::collections::HashSet::new();
         for (seq, why) in asked {
+            // Each entry once: named twice (acknowledged and refused, or
+            // twice over) it is settled by its first mention.
+            if !seen.insert(seq) {
+                continue;
+            }
             settled.push(seq);
             let k = queue_key(&prefix, seq);
             let Some(id) = self.tree.get(&k)? else {
@@ -1832,6 +1838,7 @@ impl Writer {
                         format!("queue entry {seq}: {why}"),
                     );
                     self.bump("deliveries_refused");
+                    metrics::counter!("meldnet_deliveries_refused_total").increment(1);
                     refused.push(format!("{seq}:{report}: {why}"));
                 }
             }

@@ -12,7 +12,7 @@ use meldnet_proto::v1::submission_server::Submission;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -28,10 +28,11 @@ pub struct SubmissionService {
 impl SubmissionService {
     /// Serves submissions into `ingest`, working on at most `max_batches`
     /// streamed batches at once in all streams together (`[calls]
-    /// max_stream_batches`): each is at most one request message (16 MiB),
-    /// so what submissions hold decoded is bounded however many streams are
-    /// open. A stream waits for a place before its next batch is even read
-    /// (HTTP/2 flow control then holds the sender back).
+    /// max_stream_batches`): each is at most one request message (16 MiB).
+    /// A stream holds at most one more batch, decoded, while it waits for a
+    /// place (at most 30 s; then that batch is refused with
+    /// `RESOURCE_EXHAUSTED`, nothing of it stored), and reads no further
+    /// batch meanwhile (HTTP/2 flow control then holds the sender back).
     pub fn new(ingest: Ingest, auth: Auth, max_batches: usize) -> Self {
         SubmissionService {
             ingest,
@@ -43,6 +44,8 @@ impl SubmissionService {
 
 /// Batches of one stream in progress at once.
 const PIPELINE: usize = 8;
+/// How long a batch read from a stream may wait for a place.
+const PLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The answer to one batch of a stream. The caller's certificate and
 /// registration are checked again for every batch: a stream opened before
@@ -124,41 +127,57 @@ impl Submission for SubmissionService {
         tokio::spawn(async move {
             // Up to PIPELINE batches of one stream are verified and committed
             // at once (group commit joins them); answers keep the stream's
-            // order. Each batch first takes a place among the hub's
-            // batches in all streams: only then is it read.
+            // order. A batch read from the stream waits (at most
+            // PLACE_WAIT) for a place among the hub's batches in all
+            // streams before it is worked on, and no further batch of the
+            // stream is read meanwhile; an idle stream holds no place.
             type Answer = Pin<Box<dyn Future<Output = Result<pb::SubmitResults, Status>> + Send>>;
             let mut inbound = inbound;
             let mut pending: FuturesOrdered<Answer> = FuturesOrdered::new();
-            let mut place: Option<OwnedSemaphorePermit> = None;
+            let mut waiting: Option<(Result<pb::SubmitBatch, Status>, tokio::time::Instant)> = None;
             let mut open = true;
             loop {
-                let room = open && pending.len() < PIPELINE;
+                let room = open && waiting.is_none() && pending.len() < PIPELINE;
+                let until = waiting.as_ref().map(|(_, t)| *t);
                 tokio::select! {
-                    p = places.clone().acquire_owned(), if room && place.is_none() => {
-                        match p {
-                            Ok(p) => place = Some(p),
-                            Err(_) => return,
-                        }
-                    }
-                    batch = inbound.next(), if room && place.is_some() => match batch {
+                    batch = inbound.next(), if room => match batch {
                         Some(batch) => {
-                            let held = place.take();
-                            let (ingest, auth, caller) = (ingest.clone(), auth.clone(), caller.clone());
-                            // Its own task: the batch is worked on (and its
-                            // place given back) even while this loop waits
-                            // for a client that does not read its answers.
-                            let work = tokio::spawn(async move {
-                                let out = answer(&ingest, &auth, &caller, batch).await;
-                                drop(held);
-                                out
-                            });
-                            pending.push_back(Box::pin(async move {
-                                work.await
-                                    .unwrap_or_else(|e| Err(Status::internal(format!("batch: {e}"))))
-                            }));
+                            waiting = Some((batch, tokio::time::Instant::now() + PLACE_WAIT));
                         }
                         None => open = false,
                     },
+                    place = tokio::time::timeout_at(
+                        until.unwrap_or_else(tokio::time::Instant::now),
+                        places.clone().acquire_owned(),
+                    ), if until.is_some() => {
+                        let Some((batch, _)) = waiting.take() else { return };
+                        let held = match place {
+                            Ok(Ok(p)) => p,
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                let busy = Status::resource_exhausted(format!(
+                                    "the hub is working on as many batches as it takes; none had room for {} s: send again later (nothing of this batch was stored)",
+                                    PLACE_WAIT.as_secs()
+                                ));
+                                pending.push_back(Box::pin(std::future::ready(Err(busy))));
+                                open = false;
+                                continue;
+                            }
+                        };
+                        let (ingest, auth, caller) = (ingest.clone(), auth.clone(), caller.clone());
+                        // Its own task: the batch is worked on (and its
+                        // place given back) even while this loop waits
+                        // for a client that does not read its answers.
+                        let work = tokio::spawn(async move {
+                            let out = answer(&ingest, &auth, &caller, batch).await;
+                            drop(held);
+                            out
+                        });
+                        pending.push_back(Box::pin(async move {
+                            work.await
+                                .unwrap_or_else(|e| Err(Status::internal(format!("batch: {e}"))))
+                        }));
+                    }
                     Some(out) = pending.next(), if !pending.is_empty() => {
                         let stop = out.is_err();
                         if tx.send(out).await.is_err() || stop {

@@ -122,6 +122,15 @@ pub fn check_counts<M: WireLimits>(mut b: &[u8]) -> Result<(), Status> {
                 None => return Ok(()),
             },
             5 => 4,
+            // Groups are not proto3, and prost skips an unknown one whole:
+            // counting would stop there while decoding went on.
+            3 | 4 => {
+                return Err(Status::invalid_argument(format!(
+                    "{}: a group (wire type {}), which proto3 does not have",
+                    message_name::<M>(),
+                    tag & 7
+                )))
+            }
             _ => return Ok(()),
         };
         if let Some(i) = M::REPEATED.iter().position(|r| r.field == field) {
@@ -220,6 +229,15 @@ mod tests {
         );
         wire.truncate(2 * MAX_ADD_BATCH);
         assert!(check_counts::<pb::ListAddRequest>(&wire).is_ok());
+    }
+
+    #[test]
+    fn a_group_cannot_hide_the_entries_after_it() {
+        let mut wire = vec![0x7b, 0x7c];
+        wire.extend(std::iter::repeat_n([0x0a, 0x00], 10).flatten());
+        let e = check_counts::<pb::ListAddRequest>(&wire).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("group"), "{e:?}");
     }
 
     #[test]

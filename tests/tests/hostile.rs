@@ -69,7 +69,7 @@ const METHODS: &[(&str, &str, usize)] = &[
         NODE,
         16 * 1024 * 1024,
     ),
-    ("/meldnet.v1.Inbox/Receive", AGENCY, 128 * 1024),
+    ("/meldnet.v1.Inbox/Receive", AGENCY, 256 * 1024),
     ("/meldnet.v1.Cases/RecordStep", NODE, 16 * 1024),
     ("/meldnet.v1.HashList/Sync", NODE, 1024),
     ("/meldnet.v1.HashList/Contribute", NODE, 2 * 1024 * 1024),
