@@ -4,9 +4,10 @@
 //! Why: any holder of a certificate the CA signed (or anyone at all, before
 //! the handshake) could otherwise open connections that never send a byte
 //! and hold file descriptors and memory for ever. So: at most
-//! `max_handshakes` handshakes at once (others wait their turn), each
-//! connection through its handshake within `handshake_timeout_s` of its
-//! accept;
+//! `max_pending` connections not yet through their handshake
+//! (`max_pending_per_address` from one address), each through it within
+//! `handshake_timeout_s` of its accept; at most `max_handshakes` handshakes
+//! at once (others wait their turn); after it,
 //! at most `max_connections` connections in all and `max_per_identity` per
 //! certificate identity; the first byte of HTTP/2 within
 //! `first_byte_timeout_s` of the handshake; and every connection's
@@ -37,8 +38,13 @@ pub struct ConnectionLimits {
     /// Open connections of one certificate identity (certificates without
     /// a usable identity count as one).
     pub max_per_identity: usize,
-    /// TLS handshakes in progress at once.
+    /// TLS handshakes in progress at once (others wait their turn).
     pub max_handshakes: usize,
+    /// Connections not yet through their handshake, in all (over it a new
+    /// one is closed at once): what anyone, certificate or not, can hold.
+    pub max_pending: usize,
+    /// Connections not yet through their handshake from one address.
+    pub max_pending_per_address: usize,
     /// Seconds a TLS handshake may take.
     pub handshake_timeout_s: u64,
     /// Seconds from the handshake to the end of the client's HTTP/2
@@ -55,6 +61,8 @@ impl Default for ConnectionLimits {
             max_connections: 1024,
             max_per_identity: 32,
             max_handshakes: 64,
+            max_pending: 512,
+            max_pending_per_address: 64,
             handshake_timeout_s: 10,
             first_byte_timeout_s: 10,
             recheck_s: 10,
@@ -71,7 +79,13 @@ impl ConnectionLimits {
     /// Checks every value: the key (`connections.<key>`) of the first that
     /// is unusable, and why.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        let checks: [(&str, u64, u64); 6] = [
+        let checks: [(&str, u64, u64); 8] = [
+            ("max_pending", self.max_pending as u64, 1),
+            (
+                "max_pending_per_address",
+                self.max_pending_per_address as u64,
+                1,
+            ),
             ("max_connections", self.max_connections as u64, 1),
             ("max_per_identity", self.max_per_identity as u64, 1),
             ("max_handshakes", self.max_handshakes as u64, 1),
@@ -108,32 +122,38 @@ const HTTP2_PREFACE: usize = 24;
 /// revoked); an error closes the connection.
 pub type Recheck = Arc<dyn Fn(&PeerInfo) -> Result<(), String> + Send + Sync>;
 
-/// Open connections per identity.
-#[derive(Default)]
-struct PerIdentity(Mutex<HashMap<Option<SpiffeId>, usize>>);
+/// Places per key (an identity, a source address), each given back when
+/// its holder drops it.
+struct Places<K: std::hash::Hash + Eq + Clone>(Mutex<HashMap<K, usize>>);
 
-/// One identity's place, given back when its connection closes.
-struct IdentitySlot {
-    counts: Arc<PerIdentity>,
-    key: Option<SpiffeId>,
+impl<K: std::hash::Hash + Eq + Clone> Default for Places<K> {
+    fn default() -> Self {
+        Places(Mutex::new(HashMap::new()))
+    }
 }
 
-impl PerIdentity {
-    fn take(self: &Arc<Self>, key: Option<SpiffeId>, max: usize) -> Option<IdentitySlot> {
+/// One key's place.
+struct Place<K: std::hash::Hash + Eq + Clone> {
+    counts: Arc<Places<K>>,
+    key: K,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Places<K> {
+    fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Place<K>> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(key.clone()).or_default();
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(IdentitySlot {
+        Some(Place {
             counts: self.clone(),
             key,
         })
     }
 }
 
-impl Drop for IdentitySlot {
+impl<K: std::hash::Hash + Eq + Clone> Drop for Place<K> {
     fn drop(&mut self) {
         let mut map = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.key) {
@@ -144,6 +164,9 @@ impl Drop for IdentitySlot {
         }
     }
 }
+
+/// Open connections per identity (certificates without one count as one).
+type PerIdentity = Places<Option<SpiffeId>>;
 
 /// A TLS connection whose peer identity was read at the handshake, holding
 /// its places under the caps while it is open.
@@ -156,7 +179,7 @@ pub struct AuthedStream {
     preface_left: usize,
     recheck: Option<(tokio::time::Interval, Recheck)>,
     _connection: OwnedSemaphorePermit,
-    _identity: IdentitySlot,
+    _identity: Place<Option<SpiffeId>>,
 }
 
 impl tonic::transport::server::Connected for AuthedStream {
@@ -257,6 +280,8 @@ pub fn incoming(
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let per_address: Arc<Places<std::net::IpAddr>> = Arc::default();
     let per_identity = Arc::new(PerIdentity::default());
     tokio::spawn(async move {
         loop {
@@ -274,9 +299,17 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(connection) = connections.clone().try_acquire_owned() else {
-                tracing::warn!(%remote, max = limits.max_connections, "connection refused: too many open connections");
-                refused("connections");
+            // Before the handshake nobody is known: these places are few,
+            // per address too, and short-lived (the handshake timeout).
+            let Ok(waiting) = pending.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, max = limits.max_pending, "connection refused: too many connections in their handshake");
+                refused("pending");
+                continue;
+            };
+            let Some(from_address) = per_address.take(remote.ip(), limits.max_pending_per_address)
+            else {
+                tracing::warn!(%remote, max = limits.max_pending_per_address, "connection refused: too many connections in their handshake from this address");
+                refused("pending_per_address");
                 continue;
             };
             let _ = tcp.set_nodelay(true);
@@ -285,6 +318,7 @@ pub fn incoming(
             let tx = tx.clone();
             let federation = federation.clone();
             let per_identity = per_identity.clone();
+            let connections = connections.clone();
             let recheck = recheck.clone();
             let limits = limits.clone();
             tokio::spawn(async move {
@@ -299,6 +333,7 @@ pub fn incoming(
                         tls
                     })
                     .await;
+                drop((waiting, from_address));
                 let tls = match handshake {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
@@ -328,6 +363,11 @@ pub fn incoming(
                 if let Err(e) = &identity {
                     tracing::warn!(%remote, error = %e, "peer certificate carries no usable identity");
                 }
+                let Ok(connection) = connections.try_acquire_owned() else {
+                    tracing::warn!(%remote, max = limits.max_connections, "connection refused: too many open connections");
+                    refused("connections");
+                    return;
+                };
                 let Some(slot) = per_identity.take(identity.clone().ok(), limits.max_per_identity)
                 else {
                     tracing::warn!(%remote, identity = ?identity.as_ref().ok().map(ToString::to_string), max = limits.max_per_identity, "connection refused: too many connections of this identity");

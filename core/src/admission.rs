@@ -251,14 +251,8 @@ where
             reserved: 0,
             budget: self.layer.budget.clone(),
             timeout: Duration::from_secs(self.layer.limits.message_timeout_s),
-            // A single request message's call has its deadline from the start:
-            // headers without a body, or a body that never ends, hold nothing
-            // for longer.
-            deadline: hold.is_some().then(|| {
-                Box::pin(tokio::time::sleep(Duration::from_secs(
-                    self.layer.limits.message_timeout_s,
-                )))
-            }),
+            deadline: None,
+            ended: false,
             messages: 0,
             hold: hold.clone(),
             _call: permit.clone(),
@@ -295,7 +289,10 @@ struct Metered {
     reserved: usize,
     budget: Arc<Budget>,
     timeout: Duration,
+    /// While the reader waits for more of a request: when it gives up.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The body has ended.
+    ended: bool,
     /// For a single request message: where its bytes stay until answered.
     hold: Option<Arc<Hold>>,
     /// Messages received whole.
@@ -310,18 +307,22 @@ impl Metered {
             Some(h) => {
                 h.bytes.fetch_add(self.reserved, Ordering::AcqRel);
             }
-            None => {
-                self.budget.release(self.reserved);
-                self.deadline = None;
-            }
+            None => self.budget.release(self.reserved),
         }
         self.reserved = 0;
         self.left = None;
         self.have = 0;
     }
 
-    /// Follows the framing through `data`; refuses a message over the limit
-    /// or over the budget the moment its length is known.
+    /// Whether the reader is owed more: inside a message, or (for a single
+    /// request message) anywhere before the body's end.
+    fn in_progress(&self) -> bool {
+        !self.ended && (self.hold.is_some() || self.have > 0 || self.left.is_some())
+    }
+
+    /// Follows the framing through `data`: refuses a message over the limit
+    /// the moment its length is known, and takes each byte from the budget
+    /// as it comes (a length alone reserves nothing).
     fn account(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
             match self.left {
@@ -331,9 +332,6 @@ impl Metered {
                             "{}: more than one request message",
                             self.path
                         )));
-                    }
-                    if self.have == 0 && self.hold.is_none() {
-                        self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
                     }
                     let take = (5 - self.have).min(data.len());
                     self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
@@ -352,13 +350,6 @@ impl Metered {
                                 self.path, self.max
                             )));
                         }
-                        if !self.budget.reserve(len) {
-                            return Err(Status::resource_exhausted(format!(
-                                "{}: the server is receiving as much as it takes at once; retry later",
-                                self.path
-                            )));
-                        }
-                        self.reserved = len;
                         if len == 0 {
                             self.done_with_message();
                         } else {
@@ -368,6 +359,13 @@ impl Metered {
                 }
                 Some(left) => {
                     let take = left.min(data.len());
+                    if !self.budget.reserve(take) {
+                        return Err(Status::resource_exhausted(format!(
+                            "{}: the server is receiving as much as it takes at once; retry later",
+                            self.path
+                        )));
+                    }
+                    self.reserved += take;
                     data = &data[take..];
                     if take == left {
                         self.done_with_message();
@@ -398,6 +396,8 @@ impl http_body::Body for Metered {
         let me = self.get_mut();
         match Pin::new(&mut me.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                // Progress: the wait, if any, starts again from here.
+                me.deadline = None;
                 if let Some(data) = frame.data_ref() {
                     if let Err(status) = me.account(data.chunk()) {
                         return Poll::Ready(Some(Err(refuse(&me.path, None, status))));
@@ -408,13 +408,19 @@ impl http_body::Body for Metered {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Status::from_error(e.into())))),
             Poll::Ready(None) => {
                 me.deadline = None;
+                me.ended = true;
                 Poll::Ready(None)
             }
             Poll::Pending => {
+                // Only time the reader spends waiting for bytes it is owed
+                // counts: not time it spends elsewhere.
+                if me.deadline.is_none() && me.in_progress() {
+                    me.deadline = Some(Box::pin(tokio::time::sleep(me.timeout)));
+                }
                 if let Some(deadline) = me.deadline.as_mut() {
                     if deadline.as_mut().poll(cx).is_ready() {
                         let status = Status::invalid_argument(format!(
-                            "{}: a request was not complete within {} s",
+                            "{}: no more of the request within {} s",
                             me.path,
                             me.timeout.as_secs()
                         ));
@@ -485,6 +491,7 @@ mod tests {
             budget: budget.clone(),
             timeout: Duration::from_secs(5),
             deadline: None,
+            ended: false,
             messages: 0,
             hold: None,
             _call: Arc::new(Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()),
@@ -513,8 +520,8 @@ mod tests {
         m.account(&frame(60, &[1; 20])).unwrap();
         assert_eq!(
             budget.used.load(Ordering::Acquire),
-            60,
-            "held while incomplete"
+            20,
+            "what arrived is held while the message is incomplete"
         );
         drop(m);
         assert_eq!(budget.used.load(Ordering::Acquire), 0, "given back on drop");
@@ -561,10 +568,14 @@ mod tests {
         let (mut a, budget) = metered(100, 150);
         let (mut b, _) = metered(100, 0);
         b.budget = budget.clone();
-        a.account(&frame(100, &[0; 10])).unwrap();
-        let e = b.account(&frame(60, &[])).unwrap_err();
+        a.account(&frame(100, &[0; 99])).unwrap();
+        // A length alone takes nothing; its bytes do.
+        b.account(&frame(60, &[])).unwrap();
+        let e = b.account(&[0; 60]).unwrap_err();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         drop(a);
-        b.account(&frame(60, &[])).unwrap();
+        let (mut c, _) = metered(100, 0);
+        c.budget = budget.clone();
+        c.account(&frame(60, &[0; 60])).unwrap();
     }
 }

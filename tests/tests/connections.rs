@@ -58,7 +58,7 @@ async fn closed_within<R: tokio::io::AsyncRead + Unpin>(read: &mut R, limit: Dur
 async fn silent_and_surplus_connections_are_closed_and_honest_clients_served() {
     let mut fed = Federation::init("NL,DE", "DE/bka").unwrap();
     fed.add_hub_config(
-        "[connections]\nmax_per_identity = 8\nhandshake_timeout_s = 2\nfirst_byte_timeout_s = 2\n",
+        "[connections]\nmax_per_identity = 8\nhandshake_timeout_s = 2\nfirst_byte_timeout_s = 2\nmax_pending_per_address = 150\n",
     )
     .unwrap();
     fed.start_hub().unwrap();
@@ -115,4 +115,32 @@ async fn silent_and_surplus_connections_are_closed_and_honest_clients_served() {
     );
     // And still serving.
     assert_eq!(fed.state().await.unwrap().digest, state.digest);
+}
+
+/// Before the handshake nobody is known: one address may hold only so many
+/// connections there, and those past it are closed at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_past_the_pending_cap_of_an_address_are_closed_at_once() {
+    let mut fed = Federation::init("NL", "DE/bka").unwrap();
+    fed.add_hub_config("[connections]\nmax_pending_per_address = 10\nhandshake_timeout_s = 5\n")
+        .unwrap();
+    fed.start_hub().unwrap();
+    let mut raw = Vec::new();
+    for _ in 0..30 {
+        raw.push(TcpStream::connect(fed.hub_addr).await.unwrap());
+    }
+    let mut at_once = 0;
+    for c in &mut raw {
+        if closed_within(c, Duration::from_millis(300)).await {
+            at_once += 1;
+        }
+    }
+    assert_eq!(at_once, 20, "the 20 past the cap of 10 are closed at once");
+    assert!(fed
+        .hub_log()
+        .contains("too many connections in their handshake from this address"));
+    // Once those time out, the address is served again.
+    drop(raw);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fed.state().await.unwrap();
 }
