@@ -124,7 +124,7 @@ pub type Recheck = Arc<dyn Fn(&PeerInfo) -> Result<(), String> + Send + Sync>;
 
 /// Places per key (an identity, a source address), each given back when
 /// its holder drops it.
-struct Places<K: std::hash::Hash + Eq + Clone>(Mutex<HashMap<K, usize>>);
+pub(crate) struct Places<K: std::hash::Hash + Eq + Clone>(Mutex<HashMap<K, usize>>);
 
 impl<K: std::hash::Hash + Eq + Clone> Default for Places<K> {
     fn default() -> Self {
@@ -133,13 +133,13 @@ impl<K: std::hash::Hash + Eq + Clone> Default for Places<K> {
 }
 
 /// One key's place.
-struct Place<K: std::hash::Hash + Eq + Clone> {
+pub(crate) struct Place<K: std::hash::Hash + Eq + Clone> {
     counts: Arc<Places<K>>,
     key: K,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Places<K> {
-    fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Place<K>> {
+    pub(crate) fn take(self: &Arc<Self>, key: K, max: usize) -> Option<Place<K>> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(key.clone()).or_default();
         if *n >= max {

@@ -60,6 +60,8 @@ pub trait Gate: Send + Sync + 'static {
 pub struct CallLimits {
     /// Calls open at once, streams included.
     pub max_calls: usize,
+    /// Calls one certificate identity may have open at once.
+    pub max_calls_per_identity: usize,
     /// Mebibytes of request messages being received at once, in all calls.
     pub max_inflight_mib: usize,
     /// Seconds a request message may take from its first byte to its last.
@@ -73,6 +75,7 @@ impl Default for CallLimits {
     fn default() -> Self {
         CallLimits {
             max_calls: 4096,
+            max_calls_per_identity: 512,
             max_inflight_mib: 256,
             message_timeout_s: 60,
             max_stream_batches: 32,
@@ -90,6 +93,7 @@ impl CallLimits {
     pub fn validate(&self) -> Result<(), (String, String)> {
         for (key, value) in [
             ("max_calls", self.max_calls as u64),
+            ("max_calls_per_identity", self.max_calls_per_identity as u64),
             ("max_inflight_mib", self.max_inflight_mib as u64),
             ("message_timeout_s", self.message_timeout_s),
             ("max_stream_batches", self.max_stream_batches as u64),
@@ -140,6 +144,7 @@ impl Budget {
 pub struct AdmissionLayer {
     gate: Arc<dyn Gate>,
     calls: Arc<Semaphore>,
+    per_identity: Arc<crate::accept::Places<Option<crate::identity::SpiffeId>>>,
     budget: Arc<Budget>,
     limits: CallLimits,
 }
@@ -150,6 +155,7 @@ impl AdmissionLayer {
         AdmissionLayer {
             gate,
             calls: Arc::new(Semaphore::new(limits.max_calls)),
+            per_identity: Arc::default(),
             budget: Arc::new(Budget {
                 used: AtomicUsize::new(0),
                 max: limits.max_inflight_mib.saturating_mul(1 << 20),
@@ -227,7 +233,28 @@ where
                         )),
                     )
                 })?;
-                Ok((admit, permit))
+                let who = peer.and_then(|p| p.identity.clone().ok());
+                let mine = self
+                    .layer
+                    .per_identity
+                    .take(who, self.layer.limits.max_calls_per_identity)
+                    .ok_or_else(|| {
+                        refuse(
+                            &path,
+                            peer,
+                            Status::resource_exhausted(format!(
+                                "this caller has {} calls open, the most one may; retry later",
+                                self.layer.limits.max_calls_per_identity
+                            )),
+                        )
+                    })?;
+                Ok((
+                    admit,
+                    Call {
+                        _all: permit,
+                        _mine: mine,
+                    },
+                ))
             });
         let (admit, permit) = match admitted {
             Ok(a) => a,
@@ -297,7 +324,13 @@ struct Metered {
     hold: Option<Arc<Hold>>,
     /// Messages received whole.
     messages: usize,
-    _call: Arc<OwnedSemaphorePermit>,
+    _call: Arc<Call>,
+}
+
+/// A call's places: one of all calls, one of its caller's.
+struct Call {
+    _all: OwnedSemaphorePermit,
+    _mine: crate::accept::Place<Option<crate::identity::SpiffeId>>,
 }
 
 impl Metered {
@@ -444,7 +477,7 @@ impl http_body::Body for Metered {
 /// A response body that keeps its call's place until it ends.
 struct Held<B> {
     inner: Pin<Box<B>>,
-    _call: Arc<OwnedSemaphorePermit>,
+    _call: Arc<Call>,
     _hold: Option<Arc<Hold>>,
 }
 
@@ -494,7 +527,12 @@ mod tests {
             ended: false,
             messages: 0,
             hold: None,
-            _call: Arc::new(Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap()),
+            _call: Arc::new(Call {
+                _all: Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap(),
+                _mine: Arc::new(crate::accept::Places::default())
+                    .take(None, 1)
+                    .unwrap(),
+            }),
         };
         (m, budget)
     }

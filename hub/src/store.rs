@@ -19,6 +19,8 @@
 //!   case's first report with the escalation decision)
 //! - `h` + report id + seq (8 BE)                 -> `HistoryEvent`: what happened to the report
 //! - `s` + name                                   -> a statistics counter (8 BE)
+//! - `b` + queue seq (8 BE)                       -> (): a queue entry held back for a damaged
+//!   body, recorded once
 //! - `g` + SPIFFE id                              -> `Registration` an operator stored
 //! - `m` + name                                   -> counters (audit head, next queue seq, blob end,
 //!   list tip, history seq) and the routing rules in force
@@ -82,6 +84,8 @@ const DEADLINE: u8 = b'd';
 const ESCALATION: u8 = b'e';
 const HISTORY: u8 = b'h';
 const STAT: u8 = b's';
+/// A queue entry whose body was found damaged and recorded (seq, 8 BE).
+const HELD_BACK: u8 = b'b';
 /// Most operations folded into one commit.
 const MAX_GROUP: usize = 64;
 
@@ -1561,6 +1565,12 @@ impl Writer {
                 #[cfg(test)]
                 WriteOp::Gate(_) => {}
                 WriteOp::HeldBack(recipient, seq, report, why) => {
+                    // Recorded once, across restarts too.
+                    let marker = key_with(HELD_BACK, &[&seq.to_be_bytes()]);
+                    match self.tree.get(&marker) {
+                        Ok(None) => batch.insert(marker, &[][..]),
+                        _ => continue,
+                    }
                     let now = self.clock.now_ms();
                     let line = format!("queue entry {seq} held back: {why}");
                     self.stage_history(

@@ -302,3 +302,35 @@ async fn a_node_that_never_reads_its_answers_holds_back_no_one_else() {
     assert_eq!(done.len(), 10);
     drop(open);
 }
+
+/// One certificate may hold only so many calls open: idle streams past it
+/// are refused, and other parties are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_holds_at_most_its_share_of_open_calls() {
+    use meldnet_proto::v1 as pb;
+    let mut fed = Federation::init("NL,DE", "DE/bka").unwrap();
+    fed.add_hub_config("[calls]\nmax_calls_per_identity = 3\n")
+        .unwrap();
+    fed.start_hub().unwrap();
+    let mut open = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..5 {
+        let ch = fed.channel_as(NODE).await.unwrap();
+        let mut c = pb::submission_client::SubmissionClient::new(ch);
+        let (tx, rx) = tokio::sync::mpsc::channel::<pb::SubmitBatch>(1);
+        match c
+            .submit_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Ok(s) => open.push((c, tx, s)),
+            Err(e) => refused.push(e),
+        }
+    }
+    assert_eq!(open.len(), 3, "{refused:?}");
+    assert!(refused
+        .iter()
+        .all(|e| e.code() == Code::ResourceExhausted && e.message().contains("calls open")));
+    let de = vec![sample_report("DE", "NL").to_proto()];
+    fed.submit_many("DE", &de).await.unwrap();
+    drop(open);
+}

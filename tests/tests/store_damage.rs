@@ -71,6 +71,15 @@ async fn a_damaged_body_is_held_back_and_the_rest_of_the_queue_flows() {
         fed.hub_log()
     );
 
+    // Recorded once, across a restart too.
+    fed.stop_hub();
+    fed.start_hub().unwrap();
+    let o = fed.pull("DE-bka", &["--out", out.to_str().unwrap()]);
+    assert!(stored_ids(&o).is_empty(), "{}", stdout(&o));
+    let mut admin = AdminClient::new(fed.channel_as("operators/admin/operator").await.unwrap());
+    let again = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(again.deliveries_held_back, stats.deliveries_held_back);
+
     // With the hub stopped, the check names the damaged body and where it
     // lies; the audit chain is intact.
     fed.stop_hub();
