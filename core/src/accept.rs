@@ -220,8 +220,7 @@ impl AsyncRead for AuthedStream {
             } else if let Some(timer) = me.first_byte.as_mut() {
                 if read.is_pending() && timer.as_mut().poll(cx).is_ready() {
                     tracing::warn!(remote = ?me.peer.remote, "closing a connection that sent nothing after its handshake");
-                    metrics::counter!("meldnet_connections_refused_total", "why" => "silent")
-                        .increment(1);
+                    refused("silent");
                     return closed(
                         std::io::ErrorKind::TimedOut,
                         "no request after the handshake".into(),

@@ -48,7 +48,8 @@ pub struct Admit {
 
 /// Decides, per call, whether the caller may call the method (`path` is
 /// `/package.Service/Method`) and with what limits; the refusal is the
-/// status the client gets.
+/// status the client gets. The gate logs its refusals (it knows why); the
+/// layer counts them and logs its own.
 pub trait Gate: Send + Sync + 'static {
     /// Admits the call or refuses it.
     fn admit(&self, path: &str, peer: Option<&PeerInfo>) -> Result<Admit, Status>;
@@ -182,6 +183,14 @@ pub struct Admission<S> {
     layer: AdmissionLayer,
 }
 
+/// Counts a refusal (`meldnet_calls_refused_total`, by code).
+fn count(status: Status) -> Status {
+    metrics::counter!("meldnet_calls_refused_total", "code" => format!("{:?}", status.code()))
+        .increment(1);
+    status
+}
+
+/// Logs and counts one of the layer's own refusals.
 fn refuse(path: &str, peer: Option<&PeerInfo>, status: Status) -> Status {
     let who = peer
         .and_then(|p| p.identity.as_ref().ok())
@@ -189,9 +198,7 @@ fn refuse(path: &str, peer: Option<&PeerInfo>, status: Status) -> Status {
         .unwrap_or_default();
     let remote = peer.and_then(|p| p.remote).map(|r| r.to_string());
     tracing::warn!(caller = %who, remote = ?remote, %path, code = ?status.code(), "refused: {}", status.message());
-    metrics::counter!("meldnet_calls_refused_total", "code" => format!("{:?}", status.code()))
-        .increment(1);
-    status
+    count(status)
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -221,7 +228,7 @@ where
             .layer
             .gate
             .admit(&path, peer)
-            .map_err(|s| refuse(&path, peer, s))
+            .map_err(count)
             .and_then(|admit| {
                 let permit = self.layer.calls.clone().try_acquire_owned().map_err(|_| {
                     refuse(

@@ -103,35 +103,23 @@ impl Auth {
         }
     }
 
-    fn with_role<T>(
-        &self,
-        req: &Request<T>,
-        allowed: impl Fn(&Role) -> bool,
-        why: &str,
-    ) -> Result<Caller, Status> {
-        self.peer_with_role(req.extensions().get::<PeerInfo>(), allowed, why)
-    }
-
-    fn peer_with_role(
-        &self,
-        peer: Option<&PeerInfo>,
-        allowed: impl Fn(&Role) -> bool,
-        why: &str,
-    ) -> Result<Caller, Status> {
+    /// The caller of a connection, if its role has `access`; else
+    /// `PERMISSION_DENIED`.
+    fn peer_with_access(&self, peer: Option<&PeerInfo>, access: Access) -> Result<Caller, Status> {
         let c = self.peer_caller(peer)?;
-        if allowed(c.id.role()) {
+        if access.allows(c.id.role()) {
             Ok(c)
         } else {
             Err(refuse(
                 Some(&c.peer),
-                Status::permission_denied(format!("caller: {} {why}", c.id)),
+                Status::permission_denied(format!("caller: {} {}", c.id, access.refusal())),
             ))
         }
     }
 
     /// The caller, if its role has `access`; else `PERMISSION_DENIED`.
     pub fn with_access<T>(&self, req: &Request<T>, access: Access) -> Result<Caller, Status> {
-        self.with_role(req, |r| access.allows(r), access.refusal())
+        self.peer_with_access(req.extensions().get::<PeerInfo>(), access)
     }
 
     /// The caller, if it is a node; else `PERMISSION_DENIED`.
@@ -330,16 +318,20 @@ impl meldnet_core::admission::Gate for HubGate {
         peer: Option<&PeerInfo>,
     ) -> Result<meldnet_core::admission::Admit, Status> {
         let Some(m) = METHODS.iter().find(|m| m.path == path) else {
-            return Err(Status::unimplemented(format!("{path}: no such method")));
+            return Err(refuse(
+                peer,
+                Status::unimplemented(format!("{path}: no such method")),
+            ));
         };
-        let caller = self
-            .auth
-            .peer_with_role(peer, |r| m.access.allows(r), m.access.refusal())?;
+        let caller = self.auth.peer_with_access(peer, m.access)?;
         if !self.known(&caller.id) {
-            return Err(Status::permission_denied(format!(
-                "caller: {} is not registered with this hub",
-                caller.id
-            )));
+            return Err(refuse(
+                peer,
+                Status::permission_denied(format!(
+                    "caller: {} is not registered with this hub",
+                    caller.id
+                )),
+            ));
         }
         Ok(meldnet_core::admission::Admit {
             max_message: m.max_message,

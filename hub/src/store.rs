@@ -539,6 +539,19 @@ pub struct CaseIndexData {
 }
 
 /// The body a sled pointer leads to.
+/// What a key's value points to in the blob file, if it is a pointer.
+fn body_kind(key: &[u8]) -> Option<&'static str> {
+    match *key.first()? {
+        REPORT => Some("report"),
+        AUDIT => Some("audit record"),
+        ESCALATION => Some("escalation"),
+        NOTIFICATION => Some("notification"),
+        HISTORY => Some("history event"),
+        CASE_KEYS => Some("case keys"),
+        _ => None,
+    }
+}
+
 /// The bytes a pointer covers, header included, unchecked (for the digest
 /// of a damaged store).
 fn raw_body(blobs: &BlobFile, pointer: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -1209,9 +1222,8 @@ impl Store {
             if k.as_ref() == META_BLOB_END {
                 continue;
             }
-            let v = match k.first() {
-                Some(&REPORT) | Some(&AUDIT) | Some(&ESCALATION) | Some(&NOTIFICATION)
-                | Some(&HISTORY) | Some(&CASE_KEYS) => match load_body(&self.blobs, &v) {
+            let v = match body_kind(&k) {
+                Some(_) => match load_body(&self.blobs, &v) {
                     Ok(body) => body,
                     // A damaged body counts as what is there, and is counted:
                     // the digest still compares states, and says the damage.
@@ -1221,7 +1233,7 @@ impl Store {
                     }
                     Err(e) => return Err(e),
                 },
-                _ => v.to_vec(),
+                None => v.to_vec(),
             };
             h.update((k.len() as u64).to_be_bytes());
             h.update(&k);
@@ -1242,23 +1254,14 @@ impl Store {
     /// Reads every stored body back and checks it (length and checksum),
     /// for `meldnet-hub store check`: each damaged one with what points to
     /// it and where it lies. Nothing is changed: a damaged body stays where
-    /// it is, its queue entries held back, until an operator restores it.
+    /// it is, and its queue entries stay held back.
     pub fn check(&self) -> Result<StoreCheck, StoreError> {
         let mut out = StoreCheck::default();
         for kv in self.tree.iter() {
             let (k, v) = kv?;
-            let kind = match k.first() {
-                Some(&REPORT) => "report",
-                Some(&AUDIT) => "audit record",
-                Some(&ESCALATION) => "escalation",
-                Some(&NOTIFICATION) => "notification",
-                Some(&HISTORY) => "history event",
-                Some(&CASE_KEYS) => "case keys",
-                _ => continue,
-            };
-            if k.as_ref() == META_BLOB_END {
+            let Some(kind) = body_kind(&k) else {
                 continue;
-            }
+            };
             out.bodies += 1;
             let Some(r) = BlobRef::from_bytes(&v) else {
                 out.damaged.push(Damage {
