@@ -567,8 +567,7 @@ fn may_pass(e: &crate::Refusal) -> bool {
     e.kind == crate::RefusalKind::FailedPrecondition
 }
 
-/// The longest reason sent back for a refused delivery (the hub's limit).
-const MAX_REASON: usize = 512;
+use crate::limits::MAX_REJECTION_REASON as MAX_REASON;
 
 /// `why` cut to what the hub takes: at most [`MAX_REASON`] bytes, no
 /// control characters.

@@ -14,11 +14,8 @@ use crate::auth::{Auth, Caller};
 use crate::store::Store;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::limits::{
-    MAX_ACKS, MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES, MAX_REJECTIONS,
+    MAX_ACKS, MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES, MAX_REJECTIONS, MAX_REJECTION_REASON,
 };
-
-/// Longest reason a recipient may give for refusing a delivery.
-pub const MAX_REJECTION_REASON: usize = 512;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_server::Inbox;
 use std::collections::{HashMap, HashSet};

@@ -22,3 +22,5 @@ pub const MAX_SERIES_HASHES: usize = 4096;
 pub const MAX_KEYS: usize = 8;
 /// Rejections in one `DeliveryAck`.
 pub const MAX_REJECTIONS: usize = 256;
+/// Bytes of one rejection's reason.
+pub const MAX_REJECTION_REASON: usize = 512;
