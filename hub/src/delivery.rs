@@ -128,6 +128,11 @@ impl Session {
         self.cursor = deliveries.last().map_or(self.cursor, |d| d.seq);
         self.unacked.extend(deliveries.iter().map(|d| d.seq));
         self.announced_caught_up = !more;
+        // Recorded before the batch is handed to the stream: the store's one
+        // writer then commits this event before any acknowledgement of these
+        // entries, so the audit log's order is the order things happened (a
+        // delivery after its acknowledgement would show as one).
+        self.store.record_delivered(&self.caller.id, audit);
         let sent = self
             .send(pb::DeliveryBatch {
                 deliveries,
@@ -136,7 +141,6 @@ impl Session {
             })
             .await;
         if sent {
-            self.store.record_delivered(&self.caller.id, audit);
             metrics::counter!("meldnet_deliveries_sent_total").increment(n as u64);
         }
         Ok(sent)

@@ -4,6 +4,8 @@
 //! police engineer would, and talk gRPC directly where they need to forge
 //! what no honest client would send.
 
+pub mod crash;
+
 use anyhow::{bail, Context, Result};
 use meldnet_core::report::{
     AgeGroup, Classification, EuLinkFacts, Item, MediaType, Report, ReportId, ReportUrl,
@@ -28,12 +30,12 @@ pub fn bin(name: &str) -> PathBuf {
         return PathBuf::from(dir).join(name);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>; a harness
+    // binary (target/<profile>/<harness>) finds them beside itself.
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),

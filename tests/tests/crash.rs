@@ -193,3 +193,32 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_receipted_report() {
     let expected: HashSet<String> = reports.iter().map(id_of).collect();
     assert_eq!(all, expected);
 }
+
+/// The crash harness, short: kills of the hub, nodes and recipients from a
+/// seeded schedule while every node submits and every recipient receives.
+/// `scripts/crash.sh --kills 500` is the long run.
+#[test]
+fn seeded_kills_lose_nothing_receipted_and_repeat_nothing_acknowledged() {
+    use meldnet_tests::crash::{run_plan, Plan};
+    let seed = std::env::var("MELDNET_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261201);
+    println!("crash harness seed {seed} (replay: MELDNET_CRASH_SEED={seed})");
+    let plan = Plan {
+        seed,
+        kills: 12,
+        per_wave: 15,
+        gap_ms: (100, 900),
+    };
+    let out = run_plan(&plan, &mut |l| println!("{l}")).unwrap();
+    println!("{}", serde_json::to_string(&out).unwrap());
+    assert!(
+        out.kills_hub > 0 && out.kills_node + out.kills_recipient > 0,
+        "{out:?}"
+    );
+    assert!(
+        out.receipted > 0 && out.deliveries >= out.receipted,
+        "{out:?}"
+    );
+}
