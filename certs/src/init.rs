@@ -333,6 +333,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         takedown: Default::default(),
         connections: Default::default(),
         calls: Default::default(),
+        store: Default::default(),
     };
     let hub_toml = hub_dir.join("hub.toml");
     add_config(

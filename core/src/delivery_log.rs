@@ -701,9 +701,24 @@ impl RecordFile {
         if buf.is_empty() {
             return Ok(placed);
         }
-        self.file.write_all_at(&buf, self.end).map_err(io)?;
         // The durability point: data and the new length.
-        self.file.sync_data().map_err(io)?;
+        let written = self
+            .file
+            .write_all_at(&buf, self.end)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Part may be in the file and even be read back, without being
+            // on disk (a failed sync may have dropped it): it must not be
+            // taken for stored on the next start. Nothing of it was
+            // acknowledged; the hub sends it again.
+            let _ = cut_back(
+                &self.file,
+                &self.path,
+                self.end,
+                "records whose write or sync failed (never acknowledged)",
+            );
+            return Err(io(e));
+        }
         self.end += buf.len() as u64;
         Ok(placed)
     }

@@ -50,6 +50,44 @@ pub struct HubConfig {
     /// What calls may hold in all: open calls, bytes being received.
     #[serde(default, skip_serializing_if = "CallLimits::is_default")]
     pub calls: CallLimits,
+    /// The store's room on disk.
+    #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: what the store keeps back on its disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// New reports are refused (RESOURCE_EXHAUSTED, nothing acknowledged)
+    /// while the disk holding `data_dir` has less than this free (default
+    /// 128). The room left keeps sled's log, acknowledgements and
+    /// operators' changes writable: a hub whose store cannot flush stops.
+    #[serde(default = "default_min_free_mib")]
+    pub min_free_mib: u64,
+}
+
+fn default_min_free_mib() -> u64 {
+    128
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            min_free_mib: default_min_free_mib(),
+        }
+    }
+}
+
+impl StoreConfig {
+    fn is_default(&self) -> bool {
+        self == &StoreConfig::default()
+    }
+
+    /// `min_free_mib` in bytes.
+    pub fn min_free_bytes(&self) -> u64 {
+        self.min_free_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// `[takedown]`: how long a hosting provider has, per country, and who is

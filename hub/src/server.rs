@@ -113,7 +113,7 @@ pub async fn run(
     } else {
         Clock::system()
     });
-    let store = Store::open_with_clock(&cfg.data_dir, clock.clone())?;
+    let store = Store::open_with(&cfg.data_dir, clock.clone(), cfg.store.min_free_bytes())?;
     // Rules changed through the admin API outlive a restart; hub.toml's
     // rules (or the defaults) apply until the first change.
     let rules = match store.meta(META_RULES)?.as_deref().map(decode_rules) {

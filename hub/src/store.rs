@@ -53,7 +53,7 @@ use meldnet_proto::v1 as pb;
 use prost::Message;
 use sha2::Digest;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -103,6 +103,20 @@ pub enum StoreError {
     /// The writer thread is gone (shutting down).
     #[error("store: writer stopped")]
     WriterGone,
+    /// The file system refused a write or a sync: nothing of it counts,
+    /// and trying again may succeed.
+    #[error("store: {0}")]
+    Io(String),
+    /// The hub's disk is full, or has less free than `[store] min_free_mib`
+    /// keeps back: new reports are refused until there is room again;
+    /// acknowledgements and operators' changes still go through.
+    #[error("store: {0}")]
+    Full(String),
+}
+
+/// Whether an I/O error says the disk (or the quota) is full.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// The one mapping of a storage failure to gRPC.
@@ -112,8 +126,13 @@ impl From<StoreError> for tonic::Status {
             StoreError::Corrupt(_) => tonic::Status::data_loss(format!(
                 "{e}; nothing was changed; the hub's operators must look (meldnet-hub store check)"
             )),
-            StoreError::Sled(_) | StoreError::WriterGone => tonic::Status::unavailable(format!(
-                "{e}; nothing was acknowledged, retrying is safe"
+            StoreError::Sled(_) | StoreError::WriterGone | StoreError::Io(_) => {
+                tonic::Status::unavailable(format!(
+                    "{e}; nothing was acknowledged, retrying is safe"
+                ))
+            }
+            StoreError::Full(_) => tonic::Status::resource_exhausted(format!(
+                "{e}; nothing was acknowledged, retry when the hub has room again"
             )),
         }
     }
@@ -121,13 +140,20 @@ impl From<StoreError> for tonic::Status {
 
 impl From<BlobError> for StoreError {
     fn from(e: BlobError) -> Self {
-        StoreError::Corrupt(e.to_string())
+        match &e {
+            BlobError::Io { source, .. } if is_full(source) => StoreError::Full(e.to_string()),
+            BlobError::Io { .. } => StoreError::Io(e.to_string()),
+            BlobError::Damaged { .. } => StoreError::Corrupt(e.to_string()),
+        }
     }
 }
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Sled(e.to_string())
+        match &e {
+            sled::Error::Io(io) if is_full(io) => StoreError::Full(e.to_string()),
+            _ => StoreError::Sled(e.to_string()),
+        }
     }
 }
 
@@ -607,6 +633,14 @@ impl Store {
     /// Opens (or creates) the store in `dir` and starts its writer thread;
     /// audit records are stamped by `clock`.
     pub fn open_with_clock(dir: &Path, clock: Arc<Clock>) -> Result<Store, StoreError> {
+        Self::open_with(dir, clock, 0)
+    }
+
+    /// As [`open_with_clock`](Self::open_with_clock), refusing new reports
+    /// while the file system holding `dir` has less than `min_free` bytes
+    /// free. That room is kept for what must not fail: sled's own log
+    /// (a failed flush stops the hub), acknowledgements, operators' changes.
+    pub fn open_with(dir: &Path, clock: Arc<Clock>, min_free: u64) -> Result<Store, StoreError> {
         let db = sled::Config::new().path(dir).open()?;
         let tree = db.open_tree("hub")?;
         let head = match tree.get(META_AUDIT_HEAD)? {
@@ -655,6 +689,10 @@ impl Store {
             counts,
             group_counts: HashMap::new(),
             group_cases: HashMap::new(),
+            room: Room {
+                dir: dir.to_path_buf(),
+                min_free,
+            },
         };
         let flusher = Flusher {
             db: db.clone(),
@@ -1361,6 +1399,49 @@ struct Writer {
     group_counts: HashMap<String, u64>,
     /// Case records changed by the group being committed.
     group_cases: HashMap<CaseId, pb::CaseRecord>,
+    /// The free space new reports leave.
+    room: Room,
+}
+
+/// The room new reports must leave on the store's file system.
+struct Room {
+    dir: PathBuf,
+    min_free: u64,
+}
+
+impl Room {
+    /// `Full` while less than `min_free` bytes are free (checked per group:
+    /// one `statvfs`, far cheaper than the group's fsync).
+    fn check(&self) -> Result<(), StoreError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        let free = free_bytes(&self.dir)
+            .map_err(|e| StoreError::Io(format!("free space of {}: {e}", self.dir.display())))?;
+        if free < self.min_free {
+            metrics::counter!("meldnet_store_full_refusals_total").increment(1);
+            return Err(StoreError::Full(format!(
+                "{} has {} MiB free, less than the {} MiB kept back ([store] min_free_mib)",
+                self.dir.display(),
+                free >> 20,
+                self.min_free >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system of `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a NUL byte in the path"))?;
+    // SAFETY: `c` is a valid C string; `st` is written by statvfs only.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// A group that is applied and waits to be made durable and answered.
@@ -1510,6 +1591,12 @@ impl Writer {
         for op in ops {
             match op {
                 WriteOp::Reports(reports, reply) => {
+                    // Refused alone, before anything is staged: the rest of
+                    // the group commits.
+                    if let Err(e) = self.room.check() {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
                     match self.stage_reports(&mut batch, reports, &mut in_group, &mut queued_any) {
                         Ok(out) => replies.push(Reply::Reports(reply, out)),
                         Err(e) => {

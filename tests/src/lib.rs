@@ -5,6 +5,7 @@
 //! what no honest client would send.
 
 pub mod crash;
+pub mod faults;
 
 use anyhow::{bail, Context, Result};
 use meldnet_core::report::{
@@ -127,6 +128,8 @@ pub struct Federation {
     /// Where the hub listens.
     pub hub_addr: SocketAddr,
     hub: Option<Child>,
+    /// Environment of every hub process started from now on (a fault shim).
+    pub hub_env: Vec<(String, String)>,
 }
 
 impl Federation {
@@ -163,6 +166,7 @@ impl Federation {
             dir,
             hub_addr,
             hub: None,
+            hub_env: Vec::new(),
         })
     }
 
@@ -311,7 +315,8 @@ impl Federation {
         let (child, _) = start_serving(
             Command::new(bin("meldnet-hub"))
                 .args(["serve", "--config"])
-                .arg(self.hub_config()),
+                .arg(self.hub_config())
+                .envs(self.hub_env.iter().map(|(k, v)| (k, v))),
             &self.dir.path().join("hub.ready"),
             log,
             || self.hub_log(),
@@ -356,6 +361,16 @@ impl Federation {
             &stem.with_extension("key"),
         )
         .await
+    }
+
+    /// How the hub ended, if it did (it stops itself when its store cannot
+    /// be made durable); the process is forgotten then.
+    pub fn hub_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.hub.as_mut().and_then(|h| h.try_wait().ok().flatten());
+        if status.is_some() {
+            self.hub = None;
+        }
+        status
     }
 
     /// Kills the hub with SIGKILL: no chance to flush anything.
