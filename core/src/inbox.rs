@@ -796,6 +796,8 @@ pub async fn receive(
                 rejected,
             };
             if ack_tx.send(ack).await.is_err() {
+                // The call is over on the hub's side: its status says why.
+                while inbound.message().await?.is_some() {}
                 break;
             }
         }
@@ -803,6 +805,15 @@ pub async fn receive(
         if pending.is_empty() && (limit_reached || (batch.caught_up && !opts.follow)) {
             break;
         }
+    }
+    if !pending.is_empty() {
+        // Stored, but the hub never confirmed the acknowledgements: it will
+        // send them again (and they are recognised as stored), yet this run
+        // did not finish its work.
+        return Err(InboxError::Stream(tonic::Status::unavailable(format!(
+            "the delivery stream ended before the hub confirmed {} acknowledgements",
+            pending.len()
+        ))));
     }
     Ok(summary)
 }

@@ -29,6 +29,13 @@ use tonic::{Request, Response, Status, Streaming};
 /// Most deliveries sent and not yet acknowledged, per session.
 pub const MAX_UNACKED: usize = 2048;
 
+/// Deliveries in the first batch of a session. Each batch acknowledged
+/// doubles the next one, up to `MAX_DELIVERY_BATCH`: on a link that drops
+/// connections every few hundred kilobytes, a full batch (up to 4 MiB) might
+/// never arrive whole, and a recipient with a backlog would never progress;
+/// small first batches always get through and are acknowledged.
+pub const FIRST_BATCH: usize = 8;
+
 /// The current session of each recipient.
 #[derive(Default)]
 struct Sessions {
@@ -82,6 +89,8 @@ struct Session {
     /// The last batch sent said `caught_up` and nothing was sent since.
     announced_caught_up: bool,
     unacked: HashSet<u64>,
+    /// The most deliveries of the next batch (slow start, `FIRST_BATCH`).
+    window: usize,
 }
 
 impl Session {
@@ -93,13 +102,14 @@ impl Session {
     async fn send_next(&mut self, room: usize) -> Result<bool, Status> {
         self.auth.still_valid(&self.caller.peer)?;
         let (store, me, cursor) = (self.store.clone(), self.caller.id.clone(), self.cursor);
-        let limit = room.min(MAX_DELIVERY_BATCH);
-        let (entries, more) = tokio::task::spawn_blocking(move || {
-            store.queue_after(&me, cursor, limit, MAX_DELIVERY_BATCH_BYTES)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::from)?;
+        let limit = room.min(self.window);
+        // Bytes grow with the window too (the first entry always fits).
+        let bytes = MAX_DELIVERY_BATCH_BYTES / MAX_DELIVERY_BATCH * self.window;
+        let (entries, more) =
+            tokio::task::spawn_blocking(move || store.queue_after(&me, cursor, limit, bytes))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(Status::from)?;
         self.pending = more;
         if entries.is_empty() {
             if self.announced_caught_up {
@@ -185,6 +195,9 @@ impl Session {
 
         for s in &applied {
             self.unacked.remove(s);
+        }
+        if !applied.is_empty() {
+            self.window = (self.window * 2).min(MAX_DELIVERY_BATCH);
         }
         metrics::counter!("meldnet_deliveries_acked_total").increment(applied.len() as u64);
         Ok(self
@@ -278,6 +291,7 @@ impl Inbox for InboxService {
             pending: true,
             announced_caught_up: false,
             unacked: HashSet::new(),
+            window: FIRST_BATCH,
         };
         let acks = request.into_inner();
         let stopping = self.stopping.clone();

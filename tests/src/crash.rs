@@ -41,6 +41,9 @@ pub struct Plan {
     pub per_wave: usize,
     /// Time between two kills, drawn evenly from this range (ms).
     pub gap_ms: (u64, u64),
+    /// When set, nodes and recipients reach the hub through a proxy that
+    /// cuts every connection after a number of bytes drawn from this range.
+    pub cut_bytes: Option<(u64, u64)>,
 }
 
 impl Default for Plan {
@@ -50,6 +53,7 @@ impl Default for Plan {
             kills: 10,
             per_wave: 20,
             gap_ms: (50, 1200),
+            cut_bytes: None,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct Outcome {
     pub stray: usize,
     /// Sent again after the hub recorded its acknowledgement.
     pub repeated_after_ack: usize,
+    /// Connections the proxy cut mid-stream.
+    pub cuts: u64,
     /// Records in the audit chain, verified from the first to the last.
     pub audit_records: u64,
     /// Wall time of the whole run (s).
@@ -323,6 +329,26 @@ pub fn run_plan(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Outcome> 
     fed.start_hub()?;
     let root = fed.root();
     let logs = fed.scratch("crash-logs");
+    let proxy = match plan.cut_bytes {
+        Some((lo, hi)) => {
+            let proxy = crate::faults::CutProxy::start(fed.hub_addr, plan.seed, lo, hi)?;
+            let (from, to) = (
+                format!("address = \"{}\"", fed.hub_addr),
+                format!("address = \"{}\"", proxy.addr),
+            );
+            for config in nodes.iter().map(|cc| fed.node_config(cc)).chain(
+                agencies
+                    .iter()
+                    .map(|a| fed.agency_config(&a.replace('/', "-"))),
+            ) {
+                let text = std::fs::read_to_string(&config)?;
+                ensure!(text.contains(&from), "{} has no {from}", config.display());
+                std::fs::write(&config, text.replace(&from, &to))?;
+            }
+            Some(proxy)
+        }
+        None => None,
+    };
     let fed_id = crate::FEDERATION;
     let node_drivers: Vec<Arc<NodeDriver>> = nodes
         .iter()
@@ -560,6 +586,7 @@ pub fn run_plan(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Outcome> 
         .arg(&config));
     ensure!(o.status.success(), "store check: {}", stdout(&o));
     out.seconds = started.elapsed().as_secs_f64();
+    out.cuts = proxy.as_ref().map_or(0, crate::faults::CutProxy::cuts);
 
     let broken = out.lost + out.missing + out.duplicated + out.stray + out.repeated_after_ack;
     if broken > 0 || out.reports == 0 {

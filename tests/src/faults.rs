@@ -157,3 +157,119 @@ impl FaultShim {
         }
     }
 }
+
+/// A TCP proxy that cuts connections mid-stream: each connection is closed
+/// in both directions after a number of bytes drawn from a seeded range, as
+/// a flaky network or a load balancer's reset would. Runs until dropped.
+pub struct CutProxy {
+    /// Where clients connect instead of the upstream.
+    pub addr: std::net::SocketAddr,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CutProxy {
+    /// Listens on loopback and forwards to `upstream`, cutting each
+    /// connection after `lo..=hi` bytes (both directions counted).
+    pub fn start(upstream: std::net::SocketAddr, seed: u64, lo: u64, hi: u64) -> Result<CutProxy> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let cuts = Arc::new(AtomicU64::new(0));
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+        let counter = cuts.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let mut rng = crate::crash::Rng::new(seed);
+                loop {
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a,
+                        _ = &mut stop_rx => return,
+                    };
+                    let Ok((client, _)) = accepted else { continue };
+                    let budget = rng.range(lo, hi);
+                    let counter = counter.clone();
+                    tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        if forward_until(client, server, budget).await {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+        });
+        Ok(CutProxy {
+            addr,
+            cuts,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Connections cut so far.
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies both ways until either side closes or `budget` bytes have passed;
+/// true if it was cut. Both sockets are dropped (closed) on return.
+async fn forward_until(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+    budget: u64,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let mut left = budget;
+    let (mut a, mut b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    loop {
+        // Whichever side has bytes first; a cut may fall inside a record.
+        let (n, to_server) = tokio::select! {
+            r = cr.read(&mut a) => (r.unwrap_or(0), true),
+            r = sr.read(&mut b) => (r.unwrap_or(0), false),
+        };
+        if n == 0 {
+            return false;
+        }
+        let take = (n as u64).min(left) as usize;
+        let sent = if to_server {
+            sw.write_all(&a[..take]).await
+        } else {
+            cw.write_all(&b[..take]).await
+        };
+        left -= take as u64;
+        if sent.is_err() {
+            return false;
+        }
+        if left == 0 {
+            return true;
+        }
+    }
+}

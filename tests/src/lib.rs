@@ -676,12 +676,21 @@ pub fn expected_pdq() -> Vec<(String, meldnet_core::hash::PdqHash, u8)> {
 
 /// The peak resident memory of process `pid`, in KiB (`VmHWM`).
 pub fn peak_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// A process's resident memory now, in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/PID/status")
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
 /// A codec that sends and receives raw protobuf bytes: what a hostile

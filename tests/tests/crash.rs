@@ -210,6 +210,7 @@ fn seeded_kills_lose_nothing_receipted_and_repeat_nothing_acknowledged() {
         kills: 12,
         per_wave: 15,
         gap_ms: (100, 900),
+        cut_bytes: None,
     };
     let out = run_plan(&plan, &mut |l| println!("{l}")).unwrap();
     println!("{}", serde_json::to_string(&out).unwrap());
@@ -217,6 +218,29 @@ fn seeded_kills_lose_nothing_receipted_and_repeat_nothing_acknowledged() {
         out.kills_hub > 0 && out.kills_node + out.kills_recipient > 0,
         "{out:?}"
     );
+    assert!(
+        out.receipted > 0 && out.deliveries >= out.receipted,
+        "{out:?}"
+    );
+}
+
+/// The crash harness through a network that cuts every connection after a
+/// few kilobytes to a few hundred (inside TLS records, mid-batch), with a
+/// few kills too: still nothing receipted lost, nothing acknowledged sent
+/// again.
+#[test]
+fn connections_cut_mid_stream_lose_nothing_and_repeat_nothing_acknowledged() {
+    use meldnet_tests::crash::{run_plan, Plan};
+    let plan = Plan {
+        seed: 20261202,
+        kills: 6,
+        per_wave: 15,
+        gap_ms: (300, 1500),
+        cut_bytes: Some((8 << 10, 256 << 10)),
+    };
+    let out = run_plan(&plan, &mut |l| println!("{l}")).unwrap();
+    println!("{}", serde_json::to_string(&out).unwrap());
+    assert!(out.cuts >= 10, "the network hardly cut: {out:?}");
     assert!(
         out.receipted > 0 && out.deliveries >= out.receipted,
         "{out:?}"

@@ -1,5 +1,6 @@
 //! `crash`: the crash harness as a command, for runs longer than a test:
-//! `crash --kills 500 [--seed N] [--per-wave N] [--gap-ms LO,HI]`. Prints
+//! `crash --kills 500 [--seed N] [--per-wave N] [--gap-ms LO,HI]
+//! [--cut-bytes LO,HI]` (the last: through a proxy that cuts connections). Prints
 //! progress on stderr and, last, one JSON object of the outcome; exits 1 if
 //! a promise broke (the seed is in the message, so the schedule replays).
 
@@ -34,7 +35,19 @@ fn parse(args: &[String]) -> Result<Plan> {
                 }
                 plan.gap_ms = (lo, hi);
             }
-            other => bail!("unknown flag {other} (--kills, --seed, --per-wave, --gap-ms)"),
+            "--cut-bytes" => {
+                let (lo, hi) = value
+                    .split_once(',')
+                    .with_context(|| format!("{flag}: LO,HI"))?;
+                let (lo, hi) = (number(lo)?, number(hi)?);
+                if lo == 0 || lo > hi {
+                    bail!("{flag}: want 0 < LO <= HI");
+                }
+                plan.cut_bytes = Some((lo, hi));
+            }
+            other => {
+                bail!("unknown flag {other} (--kills, --seed, --per-wave, --gap-ms, --cut-bytes)")
+            }
         }
     }
     Ok(plan)
