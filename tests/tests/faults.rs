@@ -54,20 +54,24 @@ async fn counts(fed: &Federation) -> (u64, u64) {
     (s.reports, s.queued)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_full_disk_under_the_hub_refuses_new_reports_keeps_acknowledging_and_recovers() {
+/// A hub whose store is on a 64 MiB disk of its own, keeping `min_free_mib`
+/// back, holding 200 receipted reports.
+async fn hub_on_a_small_disk(min_free_mib: u64) -> (Federation, SmallDisk, Vec<pb::Report>) {
     let mut fed = Federation::init("NL,DE", "DE/bka").unwrap();
     let disk = SmallDisk::mount(&fed.scratch("hubfs"), 64).unwrap();
-    point(
-        &fed.hub_config(),
-        "data_dir",
-        "data",
-        &disk.path().join("data"),
-    );
-    fed.add_hub_config("[store]\nmin_free_mib = 8").unwrap();
+    let data = disk.path().join("data");
+    point(&fed.hub_config(), "data_dir", "data", &data);
+    fed.add_hub_config(&format!("[store]\nmin_free_mib = {min_free_mib}"))
+        .unwrap();
     fed.start_hub().unwrap();
     let first = reports(200);
     fed.submit_many("NL", &first).await.unwrap();
+    (fed, disk, first)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_under_the_hub_refuses_new_reports_keeps_acknowledging_and_recovers() {
+    let (fed, disk, first) = hub_on_a_small_disk(8).await;
     let (stored, queued) = counts(&fed).await;
     assert_eq!(stored, 200);
 
@@ -103,19 +107,8 @@ async fn a_full_disk_under_the_hub_refuses_new_reports_keeps_acknowledging_and_r
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_disk_full_to_the_last_byte_refuses_and_never_acknowledges_what_it_lost() {
-    let mut fed = Federation::init("NL,DE", "DE/bka").unwrap();
-    let disk = SmallDisk::mount(&fed.scratch("hubfs"), 64).unwrap();
-    point(
-        &fed.hub_config(),
-        "data_dir",
-        "data",
-        &disk.path().join("data"),
-    );
     // No room kept back: the writes themselves meet ENOSPC.
-    fed.add_hub_config("[store]\nmin_free_mib = 0").unwrap();
-    fed.start_hub().unwrap();
-    let first = reports(200);
-    fed.submit_many("NL", &first).await.unwrap();
+    let (mut fed, disk, first) = hub_on_a_small_disk(0).await;
 
     let filler = disk.fill(0).unwrap();
     let second = reports(300);
