@@ -71,7 +71,7 @@ async fn hub_on_a_small_disk(min_free_mib: u64) -> (Federation, SmallDisk, Vec<p
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_under_the_hub_refuses_new_reports_keeps_acknowledging_and_recovers() {
-    let (fed, disk, first) = hub_on_a_small_disk(8).await;
+    let (mut fed, disk, first) = hub_on_a_small_disk(8).await;
     let (stored, queued) = counts(&fed).await;
     assert_eq!(stored, 200);
 
