@@ -645,17 +645,15 @@ pub fn synthetic_picture(seed: u8) -> image::RgbImage {
     })
 }
 
-/// Meta's PDQ test images and the reference's output: `shared/data/pdq`
-/// beside the repository (or `MELDNET_PDQ_DATA`).
+/// The PDQ test images and their reference outputs (`expected.tsv`, made by
+/// Meta's PDQ through `tests/data/pdq/reference.py`): the repository's own
+/// set, or Meta's whole data folder where `MELDNET_PDQ_DATA` points (with an
+/// `expected.tsv` that script wrote for it).
 pub fn pdq_data() -> PathBuf {
-    if let Ok(p) = std::env::var("MELDNET_PDQ_DATA") {
-        return PathBuf::from(p);
+    match std::env::var_os("MELDNET_PDQ_DATA") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("data/pdq"),
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/data/pdq"))
-        .find(|p| p.join("expected.tsv").exists())
-        .expect("Meta's PDQ test data (shared/data/pdq/expected.tsv) not found beside the repository; set MELDNET_PDQ_DATA")
 }
 
 /// The rows of `expected.tsv`: file (relative to `pdq_data()`), hash, quality.
