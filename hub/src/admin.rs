@@ -190,8 +190,8 @@ fn quantile(v: &[i64], q: f64) -> i64 {
     v[rank - 1]
 }
 
-fn stats(store: &Store) -> Result<pb::Stats, Status> {
-    let mut out = pb::Stats::default();
+fn stats(store: &Store) -> Result<pb::StatsResponse, Status> {
+    let mut out = pb::StatsResponse::default();
     for (name, n) in store.counts().map_err(Status::from)? {
         let country = |c: &str| pb::CountryCount {
             country: c.to_string(),
@@ -418,7 +418,7 @@ impl Admin for AdminService {
     async fn stats(
         &self,
         request: Request<pb::StatsRequest>,
-    ) -> Result<Response<pb::Stats>, Status> {
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         self.auth.operator(&request)?;
         let store = self.store.clone();
         Ok(Response::new(blocking(move || stats(&store)).await?))

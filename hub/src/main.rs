@@ -592,7 +592,7 @@ fn print_explanation(j: &serde_json::Value) {
     }
 }
 
-fn stats_json(st: &pb::Stats) -> serde_json::Value {
+fn stats_json(st: &pb::StatsResponse) -> serde_json::Value {
     let counts = |v: &[pb::CountryCount]| -> serde_json::Value {
         v.iter()
             .map(|c| (c.country.clone(), serde_json::Value::from(c.reports)))
@@ -614,7 +614,7 @@ fn stats_json(st: &pb::Stats) -> serde_json::Value {
     })
 }
 
-fn print_stats(st: &pb::Stats) {
+fn print_stats(st: &pb::StatsResponse) {
     let line = |v: &[pb::CountryCount]| {
         v.iter()
             .map(|c| format!("{} {}", c.country, c.reports))

@@ -69,7 +69,7 @@ limits! {
     },
     ListWithdrawRequest, ListWithdrawResponse, ListStatusRequest, SignedListHead,
     AdvanceClockRequest, AdvanceClockResponse, GetRulesRequest, RoutingRules,
-    ExplainRequest, Explanation, StatsRequest, Stats,
+    ExplainRequest, Explanation, StatsRequest, StatsResponse,
     Registration { 2 => MAX_KEYS, "registration.signing_keys" },
     RevokeRequest, ListRegistryRequest, RegistryList,
     SignedCaseStep, CaseStepReceipt,
