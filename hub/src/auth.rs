@@ -283,6 +283,11 @@ pub const METHODS: &[Method] = &[
         Access::Anyone,
         64 * KIB,
     ),
+    stream(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Access::Anyone,
+        64 * KIB,
+    ),
 ];
 
 /// The hub's gate (`meldnet_core::admission`): the caller's certificate

@@ -203,11 +203,8 @@ pub async fn run(
     health_reporter
         .set_serving::<SeriesServer<SeriesService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(meldnet_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| HubError::Config {
+    let (reflection, reflection_alpha) =
+        meldnet_proto::reflection().map_err(|e| HubError::Config {
             key: "reflection",
             message: e.to_string(),
         })?;
@@ -260,6 +257,7 @@ pub async fn run(
         .layer(admission)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             SubmissionServer::new(SubmissionService::new(
                 ingest,

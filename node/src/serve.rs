@@ -105,14 +105,12 @@ pub async fn serve(
     health_reporter
         .set_serving::<HashCheckServer<Checker>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(meldnet_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let (reflection, reflection_alpha) =
+        meldnet_proto::reflection().map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
     let routes = tonic::service::Routes::new(HashCheckServer::new(checker.clone()))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .into_axum_router()
         .merge(http_routes(checker));
     let result = tonic::transport::Server::builder()

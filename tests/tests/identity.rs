@@ -337,6 +337,10 @@ async fn every_role_against_every_method() {
             "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
             &known,
         ),
+        (
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            &known,
+        ),
     ];
     let wait = std::time::Duration::from_secs(10);
     let mut wrong = Vec::new();

@@ -54,6 +54,41 @@ async fn health_and_reflection_are_served_over_mtls() {
     ] {
         assert!(names.iter().any(|n| n == s), "{s} not in {names:?}");
     }
+    // Stock clients that still ask the v1alpha service get the same answer.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut refl = alpha::server_reflection_client::ServerReflectionClient::new(
+        fed.channel_as("agencies/DE-bka/agency").await.unwrap(),
+    );
+    let req = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = resp.next().await.unwrap().unwrap();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        first.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer {first:?}");
+    };
+    // Each version names itself among the services.
+    let without_reflection = |names: &[String]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|n| !n.starts_with("grpc.reflection."))
+            .cloned()
+            .collect()
+    };
+    let alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(alpha_names
+        .iter()
+        .any(|n| n == "grpc.reflection.v1alpha.ServerReflection"));
+    assert_eq!(without_reflection(&alpha_names), without_reflection(&names));
 }
 
 #[tokio::test(flavor = "multi_thread")]
