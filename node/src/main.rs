@@ -575,6 +575,12 @@ fn run() -> anyhow::Result<()> {
                             eprintln!("could not write the ready file: {e}");
                         }
                     }
+                    // Where providers call, on stdout for whoever started it
+                    // (`listen` may say port 0: the system picks one).
+                    println!(
+                        "{}",
+                        json!({"listening": addr.to_string(), "grpc": format!("https://{addr}/meldnet.v1.HashCheck/Check"), "http": format!("https://{addr}/v1/check")})
+                    );
                 })
                 .await?;
                 Ok(true)

@@ -243,3 +243,32 @@ async fn providers_of_the_country_check_hashes_and_no_one_else_can() {
     );
     drop(served);
 }
+
+/// `meldnet-node serve` says where providers call it, on its first line of
+/// standard output (the config's `listen` may leave the port to the system).
+#[test]
+fn the_node_prints_where_providers_call_it() {
+    use std::io::BufRead;
+    let fed = Federation::init("NL,DE", "DE/bka").unwrap();
+    let ready = fed.scratch("r").join("ready");
+    let mut child = std::process::Command::new(bin("meldnet-node"))
+        .args(["serve", "--config"])
+        .arg(fed.node_config("DE"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = v["listening"].as_str().unwrap();
+    assert_eq!(std::fs::read_to_string(&ready).unwrap().trim(), addr);
+    assert!(!addr.ends_with(":0"), "{line}");
+    assert_eq!(v["http"], format!("https://{addr}/v1/check"));
+}
