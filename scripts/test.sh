@@ -4,6 +4,18 @@
 # the meldnet-* binaries, so they are built first. The last line sums up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What the tests need beyond cargo, installed when missing (never a skipped
+# test): curl (the hash-check test calls the node's HTTP/JSON endpoint as a
+# provider would), a C compiler (the fault tests compile their preload shim)
+# and mount (they mount a small tmpfs: run as root, as CI does).
+need=()
+command -v curl >/dev/null || need+=(curl)
+command -v cc >/dev/null || need+=(gcc)
+command -v mount >/dev/null || need+=(mount)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${need[@]}" ||
+    { echo "the tests need: ${need[*]} (apt-get install ${need[*]})" >&2; exit 1; }
+fi
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
