@@ -1,0 +1,606 @@
+//! The test vectors of PROTOCOL.md (`proto/vectors/*.json`): made from fixed
+//! seeds with the crate's own encoders and signers, so the committed files
+//! must come out again byte for byte, and each must verify with the crate's
+//! own verifiers (and fail with any one byte changed).
+//!
+//! `MELDNET_WRITE_VECTORS=1 cargo test -p meldnet-core --test protocol_vectors`
+//! writes the files again after a deliberate change of the protocol.
+
+use meldnet_core::case::CaseStep;
+use meldnet_core::hash_list::{chain, Change, Head, Tip};
+use meldnet_core::identity::{SpiffeId, TrustDomain};
+use meldnet_core::keyring::{KeyEntry, Keyring, KeyringFile};
+use meldnet_core::merkle::{leaf_hash, root_from_path, Tree};
+use meldnet_core::provenance::{tree_head, verify_decision, verify_routed};
+use meldnet_core::report::Report;
+use meldnet_core::series::{sign_notification, verify_notification};
+use meldnet_core::signing::{Context, PublicKey, SigningKey};
+use meldnet_proto::v1 as pb;
+use prost::Message;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+const FEDERATION: &str = "vectors.meldnet.test";
+/// Test seeds only: never a key of a real federation.
+const HUB_SEED: [u8; 32] = [0x11; 32];
+const NODE_SEED: [u8; 32] = [0x22; 32];
+const REPORT_ID: &str = "0192f1a0-6c00-7000-8000-000000000001";
+const CASE_ID: &str = "0192f1a0-6c00-7000-8000-0000000000c1";
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto/vectors")
+}
+
+fn key(seed: [u8; 32]) -> SigningKey {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("k");
+    std::fs::write(&p, format!("{}\n", hex::encode(seed))).unwrap();
+    SigningKey::load(&p).unwrap()
+}
+
+fn fed() -> TrustDomain {
+    TrustDomain::parse(FEDERATION).unwrap()
+}
+
+fn hub_id() -> SpiffeId {
+    SpiffeId::hub(&fed())
+}
+
+fn node_id() -> SpiffeId {
+    SpiffeId::parse(&format!("spiffe://{FEDERATION}/node/NL")).unwrap()
+}
+
+fn keyring() -> Keyring {
+    Keyring::from_file(
+        KeyringFile {
+            federation: fed(),
+            keys: vec![
+                KeyEntry {
+                    owner: hub_id(),
+                    public_key: key(HUB_SEED).public().to_hex(),
+                },
+                KeyEntry {
+                    owner: node_id(),
+                    public_key: key(NODE_SEED).public().to_hex(),
+                },
+            ],
+        },
+        "vectors",
+    )
+    .unwrap()
+}
+
+fn signer(id: &SpiffeId, seed: [u8; 32]) -> Value {
+    let k = key(seed);
+    json!({
+        "identity": id.to_string(),
+        "seed_hex": hex::encode(seed),
+        "public_key_hex": k.public().to_hex(),
+        "key_id": k.public().id().to_string(),
+    })
+}
+
+fn report() -> pb::Report {
+    pb::Report {
+        id: REPORT_ID.into(),
+        origin_country: "NL".into(),
+        created_at_ms: 1_730_000_000_000,
+        url: "https://files.example.test/a/b".into(),
+        eu_link: Some(pb::EuLink {
+            hosting_country: "DE".into(),
+            ..Default::default()
+        }),
+        items: vec![pb::Item {
+            // SHA-256 and MD5 of the ASCII text "meldnet test vector"; no picture.
+            sha256: hex::encode(sha256(b"meldnet test vector")),
+            md5: "0123456789abcdef0123456789abcdef".into(),
+            pdq: String::new(),
+            pdq_quality: 0,
+            classification: pb::Classification::Baseline as i32,
+            age_group: pb::AgeGroup::Prepubescent as i32,
+            media_type: pb::MediaType::Image as i32,
+            known: Some(pb::KnownMark {
+                known: false,
+                list_version: 2,
+                ..Default::default()
+            }),
+        }],
+    }
+}
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).to_vec()
+}
+
+fn signed_report() -> pb::SignedReport {
+    let bytes = report().encode_to_vec();
+    let node = key(NODE_SEED);
+    pb::SignedReport {
+        signature: node.sign(Context::Report, &bytes).to_vec(),
+        key_id: node.public().id().to_string(),
+        report: bytes,
+    }
+}
+
+fn report_vector() -> Value {
+    let sr = signed_report();
+    json!({
+        "description": "A node's SignedReport: Ed25519 over \"meldnet.v1.report\\0\" || report.",
+        "signer": signer(&node_id(), NODE_SEED),
+        "context_prefix_hex": hex::encode(Context::Report.prefix()),
+        "report_hex": hex::encode(&sr.report),
+        "report_sha256_hex": hex::encode(sha256(&sr.report)),
+        "signed_bytes_hex": hex::encode(Context::Report.signed_bytes(&sr.report)),
+        "signature_hex": hex::encode(&sr.signature),
+        "key_id": sr.key_id,
+        "signed_report_hex": hex::encode(sr.encode_to_vec()),
+    })
+}
+
+/// Five decisions signed as one tree; the vector is the one at leaf 2, the
+/// decision on the vector report.
+const TREE_SIZE: usize = 5;
+const LEAF: usize = 2;
+
+fn decisions() -> Vec<pb::Decision> {
+    let sr = signed_report();
+    (0..TREE_SIZE)
+        .map(|i| {
+            if i != LEAF {
+                return pb::Decision {
+                    report_id: format!("0192f1a0-6c00-7000-8000-00000000000{i}"),
+                    origin: node_id().to_string(),
+                    decided_at_ms: 1_730_000_001_000,
+                    ..Default::default()
+                };
+            }
+            pb::Decision {
+                report_id: REPORT_ID.into(),
+                report_digest: sha256(&sr.report),
+                origin: node_id().to_string(),
+                decided_at_ms: 1_730_000_001_000,
+                eu_link: true,
+                eu_link_facts: vec!["hosting_country DE: member state".into()],
+                recipients: vec![
+                    pb::Recipient {
+                        identity: format!("spiffe://{FEDERATION}/node/DE"),
+                        purpose: pb::Purpose::NoticeAndTakedown as i32,
+                        reason: "hosted in DE".into(),
+                        first: true,
+                        rule: "hosting-country".into(),
+                    },
+                    pb::Recipient {
+                        identity: format!("spiffe://{FEDERATION}/agency/DE/bka"),
+                        purpose: pb::Purpose::Investigation as i32,
+                        reason: "new material hosted in DE".into(),
+                        first: true,
+                        rule: "police-of-hosting-country".into(),
+                    },
+                ],
+                reasons: vec!["EU link: hosting_country DE".into()],
+                items: vec![pb::ItemCheck {
+                    index: 0,
+                    known: false,
+                    list_version: 2,
+                    node_said: "new".into(),
+                    ..Default::default()
+                }],
+                rules_version: 1,
+                rules: vec![],
+                case: Some(pb::CaseRef {
+                    case_id: CASE_ID.into(),
+                    kind: pb::DecisionKind::Referral as i32,
+                    first_report_id: REPORT_ID.into(),
+                    matched_by: String::new(),
+                    deadline_ms: 1_730_259_201_000,
+                    hosting_country: "DE".into(),
+                }),
+                kind: pb::DecisionKind::Referral as i32,
+            }
+        })
+        .collect()
+}
+
+fn signed_decision() -> (pb::SignedDecision, Vec<[u8; 32]>, [u8; 32]) {
+    let hub = key(HUB_SEED);
+    let bytes: Vec<Vec<u8>> = decisions().iter().map(|d| d.encode_to_vec()).collect();
+    let leaves: Vec<[u8; 32]> = bytes.iter().map(|b| leaf_hash(b)).collect();
+    let tree = Tree::new(leaves.clone());
+    let root = tree.root();
+    let size = tree.size() as u64;
+    let sd = pb::SignedDecision {
+        decision: bytes[LEAF].clone(),
+        signature: hub
+            .sign(Context::DecisionTree, &tree_head(size, &root))
+            .to_vec(),
+        key_id: hub.public().id().to_string(),
+        tree_size: size,
+        leaf_index: LEAF as u64,
+        audit_path: tree.path(LEAF).iter().map(|h| h.to_vec()).collect(),
+    };
+    (sd, leaves, root)
+}
+
+fn decision_vector() -> Value {
+    let (sd, leaves, root) = signed_decision();
+    let head = tree_head(sd.tree_size, &root);
+    json!({
+        "description": "A SignedDecision at leaf 2 of a tree of 5, for the report of report.json. Ed25519 over \"meldnet.v1.decision-tree\\0\" || tree_size (8 bytes, big endian) || root.",
+        "signer": signer(&hub_id(), HUB_SEED),
+        "context_prefix_hex": hex::encode(Context::DecisionTree.prefix()),
+        "decision_hex": hex::encode(&sd.decision),
+        "leaf_hash_hex": hex::encode(leaf_hash(&sd.decision)),
+        "all_leaf_hashes_hex": leaves.iter().map(hex::encode).collect::<Vec<_>>(),
+        "tree_size": sd.tree_size,
+        "leaf_index": sd.leaf_index,
+        "audit_path_hex": sd.audit_path.iter().map(hex::encode).collect::<Vec<_>>(),
+        "root_hex": hex::encode(root),
+        "tree_head_hex": hex::encode(&head),
+        "signed_bytes_hex": hex::encode(Context::DecisionTree.signed_bytes(&head)),
+        "signature_hex": hex::encode(&sd.signature),
+        "key_id": sd.key_id,
+        "signed_decision_hex": hex::encode(sd.encode_to_vec()),
+    })
+}
+
+fn list_changes() -> Vec<Vec<u8>> {
+    let add = |version: u64, sha256: Vec<u8>, md5: &str| {
+        pb::ListChange {
+            version,
+            change: Some(pb::list_change::Change::Add(pb::ListEntry {
+                sha256: hex::encode(sha256),
+                md5: md5.into(),
+                classification: pb::Classification::Baseline as i32,
+                age_group: pb::AgeGroup::Prepubescent as i32,
+                media_type: pb::MediaType::Image as i32,
+                source_country: "NL".into(),
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec()
+    };
+    vec![
+        add(
+            1,
+            sha256(b"meldnet list entry 1"),
+            "00112233445566778899aabbccddeeff",
+        ),
+        add(2, sha256(b"meldnet list entry 2"), ""),
+        pb::ListChange {
+            version: 3,
+            change: Some(pb::list_change::Change::Withdraw(pb::ListTombstone {
+                entry_version: 2,
+                reason: "listed in error".into(),
+            })),
+        }
+        .encode_to_vec(),
+    ]
+}
+
+fn list_head() -> (pb::SignedListHead, Vec<[u8; 32]>) {
+    let mut tip = Tip::default();
+    let mut digests = Vec::new();
+    for bytes in list_changes() {
+        let c = Change::decode(&bytes).unwrap();
+        assert_eq!(c.encode(), bytes, "the change's one encoding");
+        tip = tip.after(&c, &bytes).unwrap();
+        digests.push(tip.digest);
+    }
+    let head = Head {
+        tip,
+        signed_at_ms: 1_730_000_002_000,
+        snapshot: None,
+    };
+    (head.sign(&key(HUB_SEED)), digests)
+}
+
+fn list_head_vector() -> Value {
+    let (sh, digests) = list_head();
+    json!({
+        "description": "Three list changes (two adds, one withdrawal), the running digest after each, and the SignedListHead at version 3. Digest d(0) = 32 zero bytes, d(v) = SHA-256(\"meldnet.v1.list-change\\0\" || d(v-1) || change v). Ed25519 over \"meldnet.v1.list-head\\0\" || head.",
+        "signer": signer(&hub_id(), HUB_SEED),
+        "change_prefix_hex": hex::encode(b"meldnet.v1.list-change\0"),
+        "context_prefix_hex": hex::encode(Context::ListHead.prefix()),
+        "changes_hex": list_changes().iter().map(hex::encode).collect::<Vec<_>>(),
+        "digests_hex": digests.iter().map(hex::encode).collect::<Vec<_>>(),
+        "head_hex": hex::encode(&sh.head),
+        "signed_bytes_hex": hex::encode(Context::ListHead.signed_bytes(&sh.head)),
+        "signature_hex": hex::encode(&sh.signature),
+        "key_id": sh.key_id,
+        "signed_list_head_hex": hex::encode(sh.encode_to_vec()),
+    })
+}
+
+fn notification() -> pb::SignedNotification {
+    let n = pb::Notification {
+        notification_id: "0192f1a0-6c00-7000-8000-0000000000a1".into(),
+        series_id: "0192f1a0-6c00-7000-8000-0000000000b1".into(),
+        representative: format!("spiffe://{FEDERATION}/representative/DE/victim-support"),
+        made_at_ms: 1_730_000_003_000,
+        body: Some(pb::notification::Body::Proceedings(pb::Proceedings {
+            case_id: CASE_ID.into(),
+            agency: format!("spiffe://{FEDERATION}/agency/DE/bka"),
+            marked_at_ms: 1_730_000_002_500,
+        })),
+    };
+    sign_notification(&key(HUB_SEED), &n)
+}
+
+fn notification_vector() -> Value {
+    let sn = notification();
+    json!({
+        "description": "A SignedNotification (legal proceedings) for a victims' representative. Ed25519 over \"meldnet.v1.notification\\0\" || notification.",
+        "signer": signer(&hub_id(), HUB_SEED),
+        "context_prefix_hex": hex::encode(Context::Notification.prefix()),
+        "notification_hex": hex::encode(&sn.notification),
+        "signed_bytes_hex": hex::encode(Context::Notification.signed_bytes(&sn.notification)),
+        "signature_hex": hex::encode(&sn.signature),
+        "key_id": sn.key_id,
+        "signed_notification_hex": hex::encode(sn.encode_to_vec()),
+    })
+}
+
+fn case_step() -> pb::SignedCaseStep {
+    let raw = pb::CaseStep {
+        step_id: "0192f1a0-6c00-7000-8000-0000000000d1".into(),
+        case_id: CASE_ID.into(),
+        country: "NL".into(),
+        kind: pb::StepKind::NoticeSent as i32,
+        at_ms: 1_730_000_004_000,
+        provider: Some(pb::HostingProvider {
+            name: "Example Hosting".into(),
+            asn: 64_500,
+        }),
+    };
+    CaseStep::decode(&raw.encode_to_vec())
+        .unwrap()
+        .sign(&key(NODE_SEED))
+}
+
+fn case_step_vector() -> Value {
+    let ss = case_step();
+    json!({
+        "description": "A node's SignedCaseStep (notice sent). Ed25519 over \"meldnet.v1.case-step\\0\" || step.",
+        "signer": signer(&node_id(), NODE_SEED),
+        "context_prefix_hex": hex::encode(Context::CaseStep.prefix()),
+        "step_hex": hex::encode(&ss.step),
+        "signed_bytes_hex": hex::encode(Context::CaseStep.signed_bytes(&ss.step)),
+        "signature_hex": hex::encode(&ss.signature),
+        "key_id": ss.key_id,
+        "signed_case_step_hex": hex::encode(ss.encode_to_vec()),
+    })
+}
+
+fn keyring_text() -> String {
+    format!(
+        "# The keyring of the test vectors (seeds in the JSON files; test only).\n\n\
+         federation = \"{FEDERATION}\"\n\n\
+         [[keys]]\nowner = \"{}\"\npublic_key = \"{}\"\n\n\
+         [[keys]]\nowner = \"{}\"\npublic_key = \"{}\"\n",
+        hub_id(),
+        key(HUB_SEED).public().to_hex(),
+        node_id(),
+        key(NODE_SEED).public().to_hex(),
+    )
+}
+
+fn files() -> Vec<(&'static str, String)> {
+    let text = |v: Value| serde_json::to_string_pretty(&v).unwrap() + "\n";
+    vec![
+        ("report.json", text(report_vector())),
+        ("decision.json", text(decision_vector())),
+        ("list_head.json", text(list_head_vector())),
+        ("notification.json", text(notification_vector())),
+        ("case_step.json", text(case_step_vector())),
+        ("keyring.toml", keyring_text()),
+    ]
+}
+
+#[test]
+fn the_committed_vectors_are_made_again_byte_for_byte() {
+    let write = std::env::var_os("MELDNET_WRITE_VECTORS").is_some_and(|v| v == "1");
+    if write {
+        std::fs::create_dir_all(dir()).unwrap();
+    }
+    for (name, text) in files() {
+        let path = dir().join(name);
+        if write {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            committed == text,
+            "{name} differs from what the code makes; run with MELDNET_WRITE_VECTORS=1 only after a deliberate protocol change"
+        );
+    }
+}
+
+fn load(name: &str) -> Value {
+    let text = std::fs::read_to_string(dir().join(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn bytes(v: &Value, field: &str) -> Vec<u8> {
+    hex::decode(v[field].as_str().unwrap_or_else(|| panic!("{field}"))).unwrap()
+}
+
+fn flipped(b: &[u8], i: usize) -> Vec<u8> {
+    let mut b = b.to_vec();
+    b[i % b.len()] ^= 0x01;
+    b
+}
+
+fn public(v: &Value) -> PublicKey {
+    let k = PublicKey::from_hex(v["signer"]["public_key_hex"].as_str().unwrap(), "key").unwrap();
+    assert_eq!(v["signer"]["key_id"], v["key_id"]);
+    assert_eq!(k.id().to_string(), v["key_id"].as_str().unwrap());
+    k
+}
+
+/// Checks `signed_bytes_hex` = prefix || message and the signature over it,
+/// and that one changed byte anywhere (message or signature) fails.
+fn check_signature(v: &Value, context: Context, message_field: &str) {
+    let key = public(v);
+    let message = bytes(v, message_field);
+    let sig = bytes(v, "signature_hex");
+    assert_eq!(bytes(v, "context_prefix_hex"), context.prefix());
+    assert_eq!(bytes(v, "signed_bytes_hex"), context.signed_bytes(&message));
+    key.verify(context, &message, &sig).unwrap();
+    for i in [0, 7, message.len() / 2, message.len() - 1] {
+        assert!(key.verify(context, &flipped(&message, i), &sig).is_err());
+    }
+    for i in [0, 31, 32, 63] {
+        assert!(key.verify(context, &message, &flipped(&sig, i)).is_err());
+    }
+}
+
+#[test]
+fn the_report_vector_verifies() {
+    let v = load("report.json");
+    check_signature(&v, Context::Report, "report_hex");
+    let report = bytes(&v, "report_hex");
+    Report::decode(&report).unwrap();
+    let sr = pb::SignedReport::decode(bytes(&v, "signed_report_hex").as_slice()).unwrap();
+    assert_eq!(sr.report, report);
+    assert_eq!(
+        bytes(&v, "report_sha256_hex"),
+        sha256(&report)
+    );
+}
+
+#[test]
+fn the_decision_vector_verifies_with_its_report() {
+    let v = load("decision.json");
+    check_signature(&v, Context::DecisionTree, "tree_head_hex");
+    let keyring = keyring();
+    let sd = pb::SignedDecision::decode(bytes(&v, "signed_decision_hex").as_slice()).unwrap();
+    assert_eq!(sd.decision, bytes(&v, "decision_hex"));
+    // The root from the leaf and its path, as a verifier rebuilds it.
+    let path: Vec<[u8; 32]> = sd
+        .audit_path
+        .iter()
+        .map(|p| p.as_slice().try_into().unwrap())
+        .collect();
+    let leaf = leaf_hash(&sd.decision);
+    assert_eq!(leaf.to_vec(), bytes(&v, "leaf_hash_hex"));
+    let root = root_from_path(leaf, sd.leaf_index, sd.tree_size, &path).unwrap();
+    assert_eq!(root.to_vec(), bytes(&v, "root_hex"));
+    assert_eq!(
+        tree_head(sd.tree_size, &root),
+        bytes(&v, "tree_head_hex").as_slice()
+    );
+    verify_decision(&sd, &keyring).unwrap();
+    let r = load("report.json");
+    let sr = pb::SignedReport::decode(bytes(&r, "signed_report_hex").as_slice()).unwrap();
+    let verified = verify_routed(sr.clone(), sd.clone(), &keyring).unwrap();
+    assert_eq!(verified.report.id.to_string(), REPORT_ID);
+    // Any changed byte of the decision, a path hash or the signature fails,
+    // as do another position and another size.
+    for i in [0, sd.decision.len() / 2, sd.decision.len() - 1] {
+        let mut bad = sd.clone();
+        bad.decision = flipped(&sd.decision, i);
+        assert!(verify_decision(&bad, &keyring).is_err());
+    }
+    for j in 0..sd.audit_path.len() {
+        let mut bad = sd.clone();
+        bad.audit_path[j] = flipped(&sd.audit_path[j], j * 5);
+        assert!(verify_decision(&bad, &keyring).is_err());
+    }
+    for i in [0, 40, 63] {
+        let mut bad = sd.clone();
+        bad.signature = flipped(&sd.signature, i);
+        assert!(verify_decision(&bad, &keyring).is_err());
+    }
+    let mut bad = sd.clone();
+    bad.leaf_index += 1;
+    assert!(verify_decision(&bad, &keyring).is_err());
+    let mut bad = sd.clone();
+    bad.tree_size += 1;
+    assert!(verify_decision(&bad, &keyring).is_err());
+    // The decision binds the exact report bytes.
+    let mut other = sr;
+    other.report = flipped(&other.report, 3);
+    assert!(verify_routed(other, sd, &keyring).is_err());
+}
+
+#[test]
+fn the_list_head_vector_verifies_and_its_digests_chain() {
+    let v = load("list_head.json");
+    check_signature(&v, Context::ListHead, "head_hex");
+    let changes: Vec<Vec<u8>> = v["changes_hex"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| hex::decode(c.as_str().unwrap()).unwrap())
+        .collect();
+    let mut d = [0u8; 32];
+    for (i, c) in changes.iter().enumerate() {
+        d = chain(&d, c);
+        assert_eq!(
+            hex::encode(d),
+            v["digests_hex"][i].as_str().unwrap(),
+            "d({})",
+            i + 1
+        );
+    }
+    let keyring = keyring();
+    let sh = pb::SignedListHead::decode(bytes(&v, "signed_list_head_hex").as_slice()).unwrap();
+    let head = Head::verify(&sh, |id| keyring.get(&hub_id(), id)).unwrap();
+    assert_eq!(head.tip.digest, d);
+    assert_eq!(head.tip.version, 3);
+    assert_eq!(head.tip.count, 1);
+    let mut bad = sh.clone();
+    bad.head = flipped(&sh.head, 2);
+    assert!(Head::verify(&bad, |id| keyring.get(&hub_id(), id)).is_err());
+    // A changed change gives another digest than the head's.
+    assert_ne!(chain(&[0; 32], &flipped(&changes[0], 5)), {
+        chain(&[0; 32], &changes[0])
+    });
+}
+
+#[test]
+fn the_notification_vector_verifies() {
+    let v = load("notification.json");
+    check_signature(&v, Context::Notification, "notification_hex");
+    let keyring = keyring();
+    let sn =
+        pb::SignedNotification::decode(bytes(&v, "signed_notification_hex").as_slice()).unwrap();
+    verify_notification(&sn, &keyring).unwrap();
+    let mut bad = sn.clone();
+    bad.notification = flipped(&sn.notification, 9);
+    assert!(verify_notification(&bad, &keyring).is_err());
+}
+
+#[test]
+fn the_case_step_vector_verifies() {
+    let v = load("case_step.json");
+    check_signature(&v, Context::CaseStep, "step_hex");
+    CaseStep::decode(&bytes(&v, "step_hex")).unwrap();
+}
+
+#[test]
+fn a_signature_of_one_kind_is_not_one_of_another() {
+    let v = load("report.json");
+    let key = public(&v);
+    let sig = bytes(&v, "signature_hex");
+    let report = bytes(&v, "report_hex");
+    for c in [
+        Context::DecisionTree,
+        Context::ListHead,
+        Context::CaseStep,
+        Context::Notification,
+    ] {
+        assert!(key.verify(c, &report, &sig).is_err());
+    }
+}
+
+#[test]
+fn the_keyring_vector_loads() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("keyring.toml");
+    std::fs::copy(dir().join("keyring.toml"), &p).unwrap();
+    let k = Keyring::load(&p).unwrap();
+    assert_eq!(k.keys_of(&hub_id()), vec![key(HUB_SEED).public()]);
+}
