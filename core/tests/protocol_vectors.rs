@@ -315,7 +315,7 @@ fn list_head_vector() -> Value {
 fn notification() -> pb::SignedNotification {
     let n = pb::Notification {
         notification_id: "0192f1a0-6c00-7000-8000-0000000000a1".into(),
-        series_id: "0192f1a0-6c00-7000-8000-0000000000b1".into(),
+        series_id: "6f1c2e3a-4b5d-4e6f-8a7b-9c0d1e2f3a4b".into(),
         representative: format!("spiffe://{FEDERATION}/representative/DE/victim-support"),
         made_at_ms: 1_730_000_003_000,
         body: Some(pb::notification::Body::Proceedings(pb::Proceedings {
@@ -408,8 +408,8 @@ fn the_committed_vectors_are_made_again_byte_for_byte() {
         if write {
             std::fs::write(&path, &text).unwrap();
         }
-        let committed = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let committed =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(
             committed == text,
             "{name} differs from what the code makes; run with MELDNET_WRITE_VECTORS=1 only after a deliberate protocol change"
@@ -464,10 +464,7 @@ fn the_report_vector_verifies() {
     Report::decode(&report).unwrap();
     let sr = pb::SignedReport::decode(bytes(&v, "signed_report_hex").as_slice()).unwrap();
     assert_eq!(sr.report, report);
-    assert_eq!(
-        bytes(&v, "report_sha256_hex"),
-        sha256(&report)
-    );
+    assert_eq!(bytes(&v, "report_sha256_hex"), sha256(&report));
 }
 
 #[test]
@@ -555,9 +552,8 @@ fn the_list_head_vector_verifies_and_its_digests_chain() {
     bad.head = flipped(&sh.head, 2);
     assert!(Head::verify(&bad, |id| keyring.get(&hub_id(), id)).is_err());
     // A changed change gives another digest than the head's.
-    assert_ne!(chain(&[0; 32], &flipped(&changes[0], 5)), {
-        chain(&[0; 32], &changes[0])
-    });
+    let changed = chain(&[0; 32], &flipped(&changes[0], 5));
+    assert_ne!(changed, chain(&[0; 32], &changes[0]));
 }
 
 #[test]
