@@ -1,4 +1,4 @@
-//! The test vectors of PROTOCOL.md (`proto/vectors/*.json`): made from fixed
+//! The test vectors of PROTOCOL.md (`proto/vectors/`): made from fixed
 //! seeds with the crate's own encoders and signers, so the committed files
 //! must come out again byte for byte, and each must verify with the crate's
 //! own verifiers (and fail with any one byte changed).
@@ -372,6 +372,92 @@ fn case_step_vector() -> Value {
     })
 }
 
+/// The little-endian bytes of the group order L.
+const ORDER_L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const EDGE_MESSAGE: &[u8] = b"meldnet edge case";
+
+/// A signature by the node's key whose R has a component of order 8: the
+/// cofactored rule accepts it, a cofactorless verifier does not.
+fn torsion_signature() -> [u8; 64] {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::Digest;
+    let dalek = ed25519_dalek::SigningKey::from_bytes(&NODE_SEED);
+    let a = dalek.to_scalar();
+    let r =
+        Scalar::from_bytes_mod_order_wide(&sha2::Sha512::digest(b"meldnet torsion vector").into());
+    let big_r = (r * ED25519_BASEPOINT_POINT + EIGHT_TORSION[1]).compress();
+    let mut h = sha2::Sha512::new();
+    h.update(big_r.as_bytes());
+    h.update(dalek.verifying_key().as_bytes());
+    h.update(Context::Report.prefix());
+    h.update(EDGE_MESSAGE);
+    let k = Scalar::from_bytes_mod_order_wide(&h.finalize().into());
+    let s = r + k * a;
+    let mut sig = [0u8; 64];
+    sig[..32].copy_from_slice(big_r.as_bytes());
+    sig[32..].copy_from_slice(s.as_bytes());
+    sig
+}
+
+/// An honest signature with s + L in place of s (same value mod L).
+fn unreduced_signature() -> [u8; 64] {
+    let mut sig = key(NODE_SEED).sign(Context::Report, EDGE_MESSAGE);
+    let mut carry = 0u16;
+    for (b, l) in sig[32..].iter_mut().zip(ORDER_L) {
+        let t = u16::from(*b) + u16::from(l) + carry;
+        *b = t as u8;
+        carry = t >> 8;
+    }
+    sig
+}
+
+fn edge_vector() -> Value {
+    let node = key(NODE_SEED);
+    let honest = node.sign(Context::Report, EDGE_MESSAGE);
+    let signed = |sig: &[u8]| {
+        json!({
+            "signature_hex": hex::encode(sig),
+        })
+    };
+    let mut torsion = signed(&torsion_signature());
+    torsion["meldnet"] = "accept".into();
+    torsion["cofactorless"] = "reject".into();
+    torsion["why"] =
+        "R = r*B + T with T of order 8: [8][s]B = [8]R + [8][k]A holds, [s]B = R + [k]A does not"
+            .into();
+    let mut unreduced = signed(&unreduced_signature());
+    unreduced["meldnet"] = "reject".into();
+    unreduced["cofactorless"] = "reject".into();
+    unreduced["why"] = "s is not below the group order L (it is the honest s + L)".into();
+    let mut plain = signed(&honest);
+    plain["meldnet"] = "accept".into();
+    plain["cofactorless"] = "accept".into();
+    plain["why"] = "an honest RFC 8032 signature".into();
+    json!({
+        "description": "Edge cases of the verification rule (PROTOCOL.md 5.2), all over \"meldnet.v1.report\\0\" || message with the node's key, and public keys meldnet refuses.",
+        "signer": signer(&node_id(), NODE_SEED),
+        "context_prefix_hex": hex::encode(Context::Report.prefix()),
+        "key_id": node.public().id().to_string(),
+        "message_hex": hex::encode(EDGE_MESSAGE),
+        "signed_bytes_hex": hex::encode(Context::Report.signed_bytes(EDGE_MESSAGE)),
+        "signatures": {
+            "honest": plain,
+            "torsion_in_r": torsion,
+            "s_not_reduced": unreduced,
+        },
+        "refused_public_keys_hex": {
+            "identity (order 1)": "0100000000000000000000000000000000000000000000000000000000000000",
+            "order 2": "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "order 4": "0000000000000000000000000000000000000000000000000000000000000000",
+            "order 8": hex::encode(curve25519_dalek::constants::EIGHT_TORSION[1].compress().as_bytes()),
+        },
+    })
+}
+
 fn keyring_text() -> String {
     format!(
         "# The keyring of the test vectors (seeds in the JSON files; test only).\n\n\
@@ -393,6 +479,7 @@ fn files() -> Vec<(&'static str, String)> {
         ("list_head.json", text(list_head_vector())),
         ("notification.json", text(notification_vector())),
         ("case_step.json", text(case_step_vector())),
+        ("edge_cases.json", text(edge_vector())),
         ("keyring.toml", keyring_text()),
     ]
 }
@@ -621,4 +708,57 @@ fn the_keyring_vector_loads() {
     std::fs::write(&p, text).unwrap();
     let k = Keyring::load(&p).unwrap();
     assert_eq!(k.keys_of(&hub_id()), vec![key(HUB_SEED).public()]);
+}
+
+#[test]
+fn the_edge_cases_fall_as_the_vector_says() {
+    let v = load("edge_cases.json");
+    let key = public(&v);
+    let message = bytes(&v, "message_hex");
+    assert_eq!(message, EDGE_MESSAGE);
+    assert_eq!(
+        bytes(&v, "signed_bytes_hex"),
+        Context::Report.signed_bytes(&message)
+    );
+    use ed25519_dalek::Verifier as _;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&key.verifying_key().to_bytes()).unwrap();
+    for (name, case) in v["signatures"].as_object().unwrap() {
+        let sig = bytes(case, "signature_hex");
+        let ours = key.verify(Context::Report, &message, &sig).is_ok();
+        assert_eq!(ours, case["meldnet"] == "accept", "{name}");
+        // In a batch with an honest one, the same verdict.
+        let honest: [u8; 64] = bytes(&v["signatures"]["honest"], "signature_hex")
+            .try_into()
+            .unwrap();
+        let sig64: [u8; 64] = sig.as_slice().try_into().unwrap();
+        let items = [
+            meldnet_core::signing::BatchItem {
+                key: &key,
+                context: Context::Report,
+                message: &message,
+                signature: &honest,
+            },
+            meldnet_core::signing::BatchItem {
+                key: &key,
+                context: Context::Report,
+                message: &message,
+                signature: &sig64,
+            },
+        ];
+        assert_eq!(meldnet_core::signing::verify_batch(&items), ours, "{name}");
+        // dalek's cofactorless check stands for the usual libraries.
+        let cofactorless = vk
+            .verify(
+                &Context::Report.signed_bytes(&message),
+                &ed25519_dalek::Signature::from_bytes(&sig64),
+            )
+            .is_ok();
+        assert_eq!(cofactorless, case["cofactorless"] == "accept", "{name}");
+    }
+    for (name, k) in v["refused_public_keys_hex"].as_object().unwrap() {
+        assert!(
+            PublicKey::from_hex(k.as_str().unwrap(), "key").is_err(),
+            "{name}"
+        );
+    }
 }

@@ -53,3 +53,28 @@ check_sig(lh, "head_hex")
 check_sig(L("notification.json"), "notification_hex")
 check_sig(L("case_step.json"), "step_hex")
 print("all vectors check with Python's cryptography (OpenSSL) and hashlib")
+
+# The edge cases: OpenSSL is cofactorless, so it refuses the torsion case
+# that meldnet's cofactored rule accepts (PROTOCOL.md 5.3).
+from cryptography.exceptions import InvalidSignature
+e = L("edge_cases.json")
+pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(e["signer"]["public_key_hex"]))
+msg = bytes.fromhex(e["signed_bytes_hex"])
+for name, case in e["signatures"].items():
+    try:
+        pub.verify(bytes.fromhex(case["signature_hex"]), msg)
+        got = "accept"
+    except InvalidSignature:
+        got = "reject"
+    assert got == case["cofactorless"], name
+    print(f"  {name}: OpenSSL {got}s, meldnet {case['meldnet']}s")
+
+# Why a verifier must refuse small-order public keys itself: OpenSSL loads
+# them, and under the identity key R = B, s = 1 "verifies" for any message.
+ident = Ed25519PublicKey.from_public_bytes(bytes.fromhex(e["refused_public_keys_hex"]["identity (order 1)"]))
+B = bytes.fromhex("5866666666666666666666666666666666666666666666666666666666666666")
+try:
+    ident.verify(B + (1).to_bytes(32, "little"), b"any message at all")
+    print("  OpenSSL accepts a forgery under the identity key: refuse small-order keys when loading a keyring")
+except InvalidSignature:
+    print("  this OpenSSL refuses the identity-key forgery")
