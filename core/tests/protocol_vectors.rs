@@ -471,8 +471,22 @@ fn keyring_text() -> String {
     )
 }
 
+/// The value with every object's keys in sorted order, whichever map
+/// serde_json is built with (a workspace could turn on `preserve_order`).
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
 fn files() -> Vec<(&'static str, String)> {
-    let text = |v: Value| serde_json::to_string_pretty(&v).unwrap() + "\n";
+    let text = |v: Value| serde_json::to_string_pretty(&sorted(v)).unwrap() + "\n";
     vec![
         ("report.json", text(report_vector())),
         ("decision.json", text(decision_vector())),
