@@ -193,10 +193,13 @@ impl Session {
             .await
             .map_err(Status::from)?;
 
+        // The window grows only for deliveries of this session that the
+        // acknowledgement really settled (not for seqs named twice).
+        let mut settled_here = false;
         for s in &applied {
-            self.unacked.remove(s);
+            settled_here |= self.unacked.remove(s);
         }
-        if !applied.is_empty() {
+        if settled_here {
             self.window = (self.window * 2).min(MAX_DELIVERY_BATCH);
         }
         metrics::counter!("meldnet_deliveries_acked_total").increment(applied.len() as u64);
