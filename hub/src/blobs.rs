@@ -17,6 +17,7 @@ use meldnet_core::append_file::{cut_back, open_rw, sync_dir};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The file's name inside the store's folder.
 pub const BLOB_FILE: &str = "reports.blobs";
@@ -77,6 +78,10 @@ pub enum BlobError {
 pub struct BlobFile {
     path: PathBuf,
     file: File,
+    /// The end of what this handle has made durable: no sound pointer
+    /// leads past it. Checked before a read allocates the length a pointer
+    /// claims, which a flipped bit in a damaged pointer makes gigabytes.
+    end: AtomicU64,
 }
 
 impl BlobFile {
@@ -107,7 +112,11 @@ impl BlobFile {
         if durable_end == 0 {
             sync_dir(dir).map_err(io)?;
         }
-        Ok(BlobFile { path, file })
+        Ok(BlobFile {
+            path,
+            file,
+            end: AtomicU64::new(durable_end),
+        })
     }
 
     /// Adds one body to `buf`, which will be written at `end`; returns its pointer.
@@ -147,11 +156,24 @@ impl BlobFile {
             source,
         };
         self.file.write_all_at(buf, end).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        self.file.sync_data().map_err(io)?;
+        self.end
+            .fetch_max(end + buf.len() as u64, Ordering::Release);
+        Ok(())
     }
 
-    /// The bytes at `r`, header and body, as they are on disk (unchecked).
+    /// The bytes at `r`, header and body, as they are on disk (unchecked
+    /// but for lying inside the file: a pointer that leads past its end is
+    /// damaged, and nothing is allocated for it).
     pub fn read_raw(&self, r: BlobRef) -> Result<Vec<u8>, BlobError> {
+        let end = r.offset.checked_add(HEADER + u64::from(r.len));
+        if end.is_none_or(|e| e > self.end.load(Ordering::Acquire)) {
+            return Err(BlobError::Damaged {
+                path: self.path.display().to_string(),
+                offset: r.offset,
+                reason: "the pointer leads past the end of the file",
+            });
+        }
         let mut buf = vec![0u8; HEADER as usize + r.len as usize];
         self.file
             .read_exact_at(&mut buf, r.offset)
@@ -206,6 +228,40 @@ mod tests {
         assert!(f.read(wrong).unwrap_err().to_string().contains("length"));
         f.file.write_all_at(b"X", b.offset + HEADER).unwrap();
         assert!(f.read(b).unwrap_err().to_string().contains("checksum"));
+    }
+
+    #[test]
+    fn a_pointer_past_the_end_is_damage_and_allocates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = BlobFile::open(dir.path(), 0).unwrap();
+        let mut buf = Vec::new();
+        let a = BlobFile::stage(&mut buf, 0, b"body");
+        f.write_durable(0, &buf).unwrap();
+        // A flipped bit in a length asks for gigabytes: refused before any
+        // allocation (the fuzz target's memory limit made this an abort).
+        for r in [
+            BlobRef {
+                offset: a.offset,
+                len: u32::MAX,
+            },
+            BlobRef {
+                offset: a.offset,
+                len: a.len + 1,
+            },
+            BlobRef {
+                offset: u64::MAX - 3,
+                len: 4,
+            },
+        ] {
+            let e = f.read_raw(r).unwrap_err().to_string();
+            assert!(e.contains("past the end"), "{e}");
+            assert!(f.read(r).is_err());
+        }
+        assert_eq!(f.read(a).unwrap(), b"body");
+        // Reopened at its durable end, the file knows where it ends.
+        drop(f);
+        let f = BlobFile::open(dir.path(), buf.len() as u64).unwrap();
+        assert_eq!(f.read(a).unwrap(), b"body");
     }
 
     #[test]
