@@ -95,8 +95,10 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 # target folder, so switching does not rebuild the other.
 export AFL_OPT_LEVEL="${AFL_OPT_LEVEL:-1}"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$fuzz_dir/target/opt$AFL_OPT_LEVEL}"
+# Not --locked: fuzz/Cargo.lock holds the main lock's versions plus afl's,
+# and a dependency a crate gains since is resolved here rather than fail.
 export AFL_QUIET=1
-(cd "$fuzz_dir" && cargo afl build --release --locked --quiet --target "$host")
+(cd "$fuzz_dir" && cargo afl build --release --quiet --target "$host")
 opt_level=$AFL_OPT_LEVEL
 unset AFL_QUIET AFL_OPT_LEVEL # afl-fuzz warns of AFL_ variables it does not know
 build_seconds=$(( $(now) - t_build ))
