@@ -214,11 +214,15 @@ async fn hub_store_fault(what: &str, file: &str) {
         shim.heal().unwrap();
         fed.start_hub().unwrap();
     }
-    assert_eq!(
-        counts(&fed).await.0,
-        100,
-        "only what was receipted is stored"
-    );
+    // Every receipted report is there. On the whole store nothing of the
+    // refused batch is; after a stop, it may be (its bytes reached the file,
+    // only the sync failed): never receipted, it is simply taken again.
+    let stored = counts(&fed).await.0;
+    if file.is_empty() {
+        assert_eq!(stored, 100, "only what was receipted is stored");
+    } else {
+        assert!((100..=200).contains(&stored), "{stored} reports stored");
+    }
     fed.submit_many("NL", &second).await.unwrap();
     let o = pull(&fed);
     assert!(o.status.success(), "{}", stderr(&o));
