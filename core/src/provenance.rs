@@ -8,8 +8,9 @@ use crate::hash::Sha256;
 use crate::identity::SpiffeId;
 use crate::keyring::Keyring;
 use crate::limits::MAX_REPORT_BYTES;
+use crate::merkle::{leaf_hash, Tree};
 use crate::report::Report;
-use crate::signing::{verify_batch, BatchItem, Context, KeyId, PublicKey};
+use crate::signing::{verify_batch, BatchItem, Context, KeyId, PublicKey, SigningKey};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 
@@ -129,6 +130,27 @@ pub fn lookup_key<'k>(
             format!("no key {key_id} is registered for {owner}"),
         )
     })
+}
+
+/// Signs decisions, as the hub does (the one place that builds the tree
+/// `verify_decision` checks), (their `decision` bytes set) with one signature over
+/// the head of their Merkle tree; each gets its inclusion path.
+pub fn sign_tree(signer: &SigningKey, decisions: &mut [&mut pb::SignedDecision]) {
+    if decisions.is_empty() {
+        return;
+    }
+    let leaves: Vec<[u8; 32]> = decisions.iter().map(|d| leaf_hash(&d.decision)).collect();
+    let tree = Tree::new(leaves);
+    let size = tree.size() as u64;
+    let signature = signer.sign(Context::DecisionTree, &tree_head(size, &tree.root()));
+    let key_id = signer.public().id().to_string();
+    for (i, d) in decisions.iter_mut().enumerate() {
+        d.signature = signature.to_vec();
+        d.key_id.clone_from(&key_id);
+        d.tree_size = size;
+        d.leaf_index = i as u64;
+        d.audit_path = tree.path(i).into_iter().map(|h| h.to_vec()).collect();
+    }
 }
 
 /// The bytes the hub signs for a tree of decisions.
@@ -392,26 +414,18 @@ mod tests {
     use super::*;
     use crate::identity::TrustDomain;
     use crate::keyring::{KeyEntry, KeyringFile};
-    use crate::merkle::{leaf_hash, Tree};
     use crate::signing::SigningKey;
 
     fn signed_tree(hub: &SigningKey, decisions: &[pb::Decision]) -> Vec<pb::SignedDecision> {
-        let bytes: Vec<Vec<u8>> = decisions.iter().map(|d| d.encode_to_vec()).collect();
-        let tree = Tree::new(bytes.iter().map(|b| leaf_hash(b)).collect());
-        let size = tree.size() as u64;
-        let sig = hub.sign(Context::DecisionTree, &tree_head(size, &tree.root()));
-        bytes
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| pb::SignedDecision {
-                decision: b,
-                signature: sig.to_vec(),
-                key_id: hub.public().id().to_string(),
-                tree_size: size,
-                leaf_index: i as u64,
-                audit_path: tree.path(i).iter().map(|h| h.to_vec()).collect(),
+        let mut signed: Vec<pb::SignedDecision> = decisions
+            .iter()
+            .map(|d| pb::SignedDecision {
+                decision: d.encode_to_vec(),
+                ..Default::default()
             })
-            .collect()
+            .collect();
+        sign_tree(hub, &mut signed.iter_mut().collect::<Vec<_>>());
+        signed
     }
 
     #[test]

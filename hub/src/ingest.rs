@@ -17,12 +17,11 @@ use meldnet_core::hash::Sha256;
 use meldnet_core::hash_list::Query;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
-use meldnet_core::merkle::{leaf_hash, Tree};
-use meldnet_core::provenance::tree_head;
+use meldnet_core::provenance::sign_tree;
 use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
 use meldnet_core::report::ListCheck;
 use meldnet_core::report::{Report, ReportId};
-use meldnet_core::signing::{Context, PublicKey, SigningKey};
+use meldnet_core::signing::{PublicKey, SigningKey};
 use meldnet_core::time::Clock;
 use meldnet_proto::v1 as pb;
 use prost::Message;
@@ -73,26 +72,6 @@ struct Routed {
     /// The PDQ part of deconfliction, searched for the whole batch on all
     /// cores once the cases lock is held.
     pre: Presearch,
-}
-
-/// Signs decisions (their `decision` bytes set) with one signature over
-/// the head of their Merkle tree; each gets its inclusion path.
-pub fn sign_tree(signer: &SigningKey, decisions: &mut [&mut pb::SignedDecision]) {
-    if decisions.is_empty() {
-        return;
-    }
-    let leaves: Vec<[u8; 32]> = decisions.iter().map(|d| leaf_hash(&d.decision)).collect();
-    let tree = Tree::new(leaves);
-    let size = tree.size() as u64;
-    let signature = signer.sign(Context::DecisionTree, &tree_head(size, &tree.root()));
-    let key_id = signer.public().id().to_string();
-    for (i, d) in decisions.iter_mut().enumerate() {
-        d.signature = signature.to_vec();
-        d.key_id.clone_from(&key_id);
-        d.tree_size = size;
-        d.leaf_index = i as u64;
-        d.audit_path = tree.path(i).into_iter().map(|h| h.to_vec()).collect();
-    }
 }
 
 /// The PDQ searches of a batch's EU-linked reports, on all cores, against

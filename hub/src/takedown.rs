@@ -8,13 +8,13 @@
 use crate::auth::Auth;
 use crate::cases::CaseInfo;
 use crate::config::TakedownConfig;
-use crate::ingest::{case_ref, sign_tree};
+use crate::ingest::case_ref;
 use crate::registry::Registry;
 use crate::store::{case_state, Escalation, StepOutcome, StepWrite, Store, StoreError};
 use meldnet_core::case::{CaseId, CaseStep, StepKind};
 use meldnet_core::country::CountryCode;
 use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::provenance::{lookup_key, Envelope};
+use meldnet_core::provenance::{lookup_key, sign_tree, Envelope};
 use meldnet_core::report::ReportId;
 use meldnet_core::signing::{Context, SigningKey};
 use meldnet_core::time::{rfc3339, Clock};

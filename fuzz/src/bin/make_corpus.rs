@@ -13,8 +13,7 @@ use meldnet_core::delivery_log::{DeliveryLog, LOG_FILE};
 use meldnet_core::hash::Sha256;
 use meldnet_core::hash_list::Change;
 use meldnet_core::inbox::{Checked, Stored};
-use meldnet_core::merkle::{leaf_hash, Tree};
-use meldnet_core::provenance::tree_head;
+use meldnet_core::provenance::sign_tree;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::series::sign_notification;
 use meldnet_core::signing::{Context, SigningKey};
@@ -162,22 +161,15 @@ fn decision(fed: &Federation, report: &[u8], id: &str) -> pb::Decision {
 
 /// Signs decisions as one tree, the way the hub signs a batch.
 fn signed_decisions(hub: &SigningKey, decisions: &[pb::Decision]) -> Vec<pb::SignedDecision> {
-    let bytes: Vec<Vec<u8>> = decisions.iter().map(|d| d.encode_to_vec()).collect();
-    let tree = Tree::new(bytes.iter().map(|b| leaf_hash(b)).collect());
-    let size = tree.size() as u64;
-    let sig = hub.sign(Context::DecisionTree, &tree_head(size, &tree.root()));
-    bytes
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| pb::SignedDecision {
-            decision: b,
-            signature: sig.to_vec(),
-            key_id: hub.public().id().to_string(),
-            tree_size: size,
-            leaf_index: i as u64,
-            audit_path: tree.path(i).iter().map(|h| h.to_vec()).collect(),
+    let mut signed: Vec<pb::SignedDecision> = decisions
+        .iter()
+        .map(|d| pb::SignedDecision {
+            decision: d.encode_to_vec(),
+            ..Default::default()
         })
-        .collect()
+        .collect();
+    sign_tree(hub, &mut signed.iter_mut().collect::<Vec<_>>());
+    signed
 }
 
 fn notifications(fed: &Federation) -> Vec<pb::SignedNotification> {
