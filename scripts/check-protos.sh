@@ -10,3 +10,4 @@ trap 'rm -rf "$out"' EXIT
 python3 -m grpc_tools.protoc -Iproto --python_out="$out" --grpc_python_out="$out" \
   --descriptor_set_out="$out/all.pb" proto/meldnet/v1/*.proto
 echo "protoc: $(ls proto/meldnet/v1/*.proto | wc -l) files compile"
+python3 scripts/check_proto_names.py "$out/all.pb"

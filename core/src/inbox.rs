@@ -118,7 +118,7 @@ pub fn describe(
         })).collect::<Vec<_>>(),
         "decision": {
             "kind": kind_name(d.kind),
-            "case": d.case.as_ref().map(|c| json!({
+            "case": d.case_ref.as_ref().map(|c| json!({
                 "case_id": c.case_id,
                 "kind": kind_name(c.kind),
                 "first_report_id": c.first_report_id,
@@ -151,7 +151,7 @@ pub fn describe(
                 "kind": pb::MatchKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
                 "distance": c.distance,
                 "list_version": c.list_version,
-                "node_said": c.node_said,
+                "node_said": crate::report::node_said_word(c.node_said),
             })).collect::<Vec<_>>(),
         },
         "verification": {
@@ -198,10 +198,19 @@ pub enum Stored {
 impl Stored {
     /// What `d` carries, or why it is incomplete.
     pub fn of(d: pb::Delivery) -> Result<Stored, String> {
-        match (d.report, d.decision, d.notification) {
-            (Some(r), Some(dec), None) => Ok(Stored::Routed(r, dec)),
-            (None, None, Some(n)) => Ok(Stored::Notification(n)),
-            _ => Err("a delivery carries a report and its decision, or a notification".into()),
+        use pb::delivery::Content;
+        match d.content {
+            Some(Content::Routed(pb::RoutedReport {
+                report: Some(r),
+                decision: Some(dec),
+            })) => Ok(Stored::Routed(r, dec)),
+            Some(Content::Notification(n)) => Ok(Stored::Notification(n)),
+            Some(Content::Routed(_)) => {
+                Err("delivery.routed: a routed report carries the report and its decision".into())
+            }
+            None => {
+                Err("delivery.content: a delivery carries a routed report or a notification".into())
+            }
         }
     }
 }

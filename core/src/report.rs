@@ -563,6 +563,18 @@ pub struct ListCheck {
     pub found: Option<Known>,
 }
 
+/// What a node said of an item, in the words of JSON printouts and the
+/// decision's reasons (`known`, `new`, `unchecked`); a number no version of
+/// the protocol defines is `unspecified`.
+pub fn node_said_word(said: i32) -> &'static str {
+    match pb::NodeSaid::try_from(said) {
+        Ok(pb::NodeSaid::Known) => "known",
+        Ok(pb::NodeSaid::New) => "new",
+        Ok(pb::NodeSaid::Unchecked) => "unchecked",
+        Ok(pb::NodeSaid::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
 impl ListCheck {
     fn from_proto(k: &pb::KnownMark) -> Result<ListCheck, Refusal> {
         let found = if k.known {
@@ -616,7 +628,7 @@ impl ListCheck {
     }
 
     /// The hub's record of this check for item `index` of a decision.
-    pub fn to_item_check(self, index: u32, node_said: &str) -> pb::ItemCheck {
+    pub fn to_item_check(self, index: u32, node_said: pb::NodeSaid) -> pb::ItemCheck {
         let f = self.found;
         pb::ItemCheck {
             index,
@@ -625,7 +637,7 @@ impl ListCheck {
             kind: f.map_or(0, |k| k.kind.to_proto() as i32),
             distance: f.map_or(0, |k| k.distance),
             list_version: self.list_version,
-            node_said: node_said.to_string(),
+            node_said: node_said as i32,
         }
     }
 

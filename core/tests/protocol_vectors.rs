@@ -183,12 +183,12 @@ fn decisions() -> Vec<pb::Decision> {
                     index: 0,
                     known: false,
                     list_version: 2,
-                    node_said: "new".into(),
+                    node_said: pb::NodeSaid::New as i32,
                     ..Default::default()
                 }],
                 rules_version: 1,
                 rules: vec![],
-                case: Some(pb::CaseRef {
+                case_ref: Some(pb::CaseRef {
                     case_id: CASE_ID.into(),
                     kind: pb::DecisionKind::Referral as i32,
                     first_report_id: REPORT_ID.into(),

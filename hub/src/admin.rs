@@ -137,7 +137,7 @@ fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, 
         .decision
         .as_ref()
         .and_then(|d| pb::Decision::decode(d.decision.as_slice()).ok())
-        .and_then(|d| d.case)
+        .and_then(|d| d.case_ref)
         .and_then(|c| CaseId::parse(&c.case_id).ok());
     let case = match case_id {
         None => None,
@@ -177,7 +177,7 @@ fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, 
             received_at_ms: stored.received_at_ms,
         }),
         history,
-        case,
+        case_view: case,
     })
 }
 
@@ -200,8 +200,8 @@ fn stats(store: &Store) -> Result<pb::StatsResponse, Status> {
         match name.split_once('/') {
             Some(("origin", c)) => out.by_origin.push(country(c)),
             Some(("hosting", c)) => out.by_hosting.push(country(c)),
-            Some(("material", "known")) => out.known = n,
-            Some(("material", "new")) => out.new = n,
+            Some(("material", "known")) => out.known_reports = n,
+            Some(("material", "new")) => out.new_reports = n,
             _ => match name.as_str() {
                 "cases" => out.cases = n,
                 "sightings" => out.sightings = n,

@@ -130,9 +130,13 @@ impl Session {
             .into_iter()
             .map(|e| pb::Delivery {
                 seq: e.seq,
-                report: e.stored.report,
-                decision: e.stored.decision,
-                notification: e.notification,
+                content: Some(match e.notification {
+                    Some(n) => pb::delivery::Content::Notification(n),
+                    None => pb::delivery::Content::Routed(pb::RoutedReport {
+                        report: e.stored.report,
+                        decision: e.stored.decision,
+                    }),
+                }),
             })
             .collect();
         self.cursor = deliveries.last().map_or(self.cursor, |d| d.seq);

@@ -252,7 +252,7 @@ impl Ingest {
                     why: m.why.clone(),
                 })
                 .collect(),
-            case: None,
+            case_ref: None,
             kind: pb::DecisionKind::Referral as i32,
         };
         let mut counts = vec![format!("origin/{}", report.origin)];
@@ -336,7 +336,7 @@ impl Ingest {
                     } else {
                         format!("opens case {}; no notice due, so no takedown deadline", info.id)
                     });
-                    decision.case = Some(case_ref(&info, pb::DecisionKind::Referral, ""));
+                    decision.case_ref = Some(case_ref(&info, pb::DecisionKind::Referral, ""));
                     new.summary.push_str(&format!("; opens case {}", info.id));
                     new.case = Some(CaseWrite::Open(
                         Box::new(pb::CaseRecord {
@@ -367,7 +367,7 @@ impl Ingest {
                         "sighting of case {} (opened by report {}, matched by {how}): recipients get an update, not a new referral; no second notice; the case's deadline stands",
                         info.id, info.first_report
                     ));
-                    decision.case = Some(case_ref(&info, pb::DecisionKind::Sighting, &how));
+                    decision.case_ref = Some(case_ref(&info, pb::DecisionKind::Sighting, &how));
                     new.summary
                         .push_str(&format!("; sighting of case {} by {how}", info.id));
                     new.case = Some(CaseWrite::Sighting {
@@ -420,9 +420,9 @@ impl Ingest {
             .map(|(i, item)| {
                 let (list_version, found) = self.list.check(&Query::of_item(item));
                 let node_said = match item.known {
-                    None => "unchecked",
-                    Some(ListCheck { found: Some(_), .. }) => "known",
-                    Some(ListCheck { found: None, .. }) => "new",
+                    None => pb::NodeSaid::Unchecked,
+                    Some(ListCheck { found: Some(_), .. }) => pb::NodeSaid::Known,
+                    Some(ListCheck { found: None, .. }) => pb::NodeSaid::New,
                 };
                 if let Some(k) = found {
                     known.push(format!(
@@ -431,8 +431,13 @@ impl Ingest {
                         k.entry
                     ));
                 }
-                if node_said != "unchecked" && (node_said == "known") != found.is_some() {
-                    disagree.push(format!("item {i}: the node said {node_said}"));
+                if node_said != pb::NodeSaid::Unchecked
+                    && (node_said == pb::NodeSaid::Known) != found.is_some()
+                {
+                    disagree.push(format!(
+                        "item {i}: the node said {}",
+                        meldnet_core::report::node_said_word(node_said as i32)
+                    ));
                 }
                 ListCheck {
                     list_version,

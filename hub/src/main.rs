@@ -453,7 +453,7 @@ fn decision_json(d: &pb::Decision) -> serde_json::Value {
         "rules": d.rules.iter().map(|m| serde_json::json!({"rule": m.rule, "recipients": m.recipients, "why": m.why})).collect::<Vec<_>>(),
         "recipients": d.recipients.iter().map(|r| serde_json::json!({"identity": r.identity, "purpose": purpose(r.purpose), "first": r.first, "rule": r.rule, "reason": r.reason})).collect::<Vec<_>>(),
         "reasons": d.reasons,
-        "case": d.case.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "kind": kind_name(c.kind), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms, "hosting_country": c.hosting_country})),
+        "case": d.case_ref.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "kind": kind_name(c.kind), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms, "hosting_country": c.hosting_country})),
     })
 }
 
@@ -472,7 +472,7 @@ fn explanation_json(e: &pb::Explanation) -> anyhow::Result<serde_json::Value> {
         .map(|d| pb::Decision::decode(d.decision.as_slice()))
         .transpose()?
         .unwrap_or_default();
-    let case = match &e.case {
+    let case = match &e.case_view {
         None => serde_json::Value::Null,
         Some(c) => {
             let steps = c
@@ -602,7 +602,7 @@ fn stats_json(st: &pb::StatsResponse) -> serde_json::Value {
     serde_json::json!({
         "by_origin": counts(&st.by_origin),
         "by_hosting": counts(&st.by_hosting),
-        "known": st.known, "new": st.new, "cases": st.cases, "sightings": st.sightings,
+        "known": st.known_reports, "new": st.new_reports, "cases": st.cases, "sightings": st.sightings,
         "deadlines_missed": st.deadlines_missed,
         "deliveries_refused": st.deliveries_refused,
         "deliveries_held_back": st.deliveries_held_back,
@@ -625,7 +625,7 @@ fn print_stats(st: &pb::StatsResponse) {
     println!("reports by hosting: {}", line(&st.by_hosting));
     println!(
         "reports of known material {}, of new material {}",
-        st.known, st.new
+        st.known_reports, st.new_reports
     );
     println!(
         "cases {}  sightings {}  deadlines missed {}",

@@ -306,7 +306,7 @@ impl DeadlineWatcher {
             items: opening.items.clone(),
             rules_version: opening.rules_version,
             rules: Vec::new(),
-            case: Some(case_ref(&info, pb::DecisionKind::Escalation, "")),
+            case_ref: Some(case_ref(&info, pb::DecisionKind::Escalation, "")),
             kind: pb::DecisionKind::Escalation as i32,
         };
         let mut signed = pb::SignedDecision {

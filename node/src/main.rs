@@ -445,7 +445,7 @@ async fn submit(node: &Node, outbox: &Outbox) -> anyhow::Result<bool> {
         println!(
             "{}",
             json!({"report_id": id.to_string(), "status": "accepted", "eu_link": d.eu_link, "recipients": to, "reasons": d.reasons,
-                "case": d.case.as_ref().map(|c| json!({"case_id": c.case_id, "kind": meldnet_proto::v1::DecisionKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms}))})
+                "case": d.case_ref.as_ref().map(|c| json!({"case_id": c.case_id, "kind": meldnet_proto::v1::DecisionKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms}))})
         );
     }
     for (id, r) in &s.refused {

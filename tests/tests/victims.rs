@@ -54,7 +54,7 @@ fn report(url: &str, seed: &str) -> pb::Report {
 }
 
 fn case_of(d: &pb::Decision) -> String {
-    d.case.as_ref().unwrap().case_id.clone()
+    d.case_ref.as_ref().unwrap().case_id.clone()
 }
 
 /// Notifications received by representative `dir`, as JSON.

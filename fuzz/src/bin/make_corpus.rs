@@ -139,7 +139,7 @@ fn decision(fed: &Federation, report: &[u8], id: &str) -> pb::Decision {
             kind: pb::MatchKind::Unspecified as i32,
             distance: 0,
             list_version: 9,
-            node_said: "new".into(),
+            node_said: pb::NodeSaid::New as i32,
         }],
         rules_version: 3,
         rules: vec![pb::RuleMatch {
@@ -147,7 +147,7 @@ fn decision(fed: &Federation, report: &[u8], id: &str) -> pb::Decision {
             recipients: vec!["node/DE".into()],
             why: "hosting country".into(),
         }],
-        case: Some(pb::CaseRef {
+        case_ref: Some(pb::CaseRef {
             case_id: CASE_ID.into(),
             kind: pb::DecisionKind::Referral as i32,
             first_report_id: id.into(),
@@ -224,9 +224,10 @@ fn deliveries(fed: &Federation) -> Vec<(ReportId, pb::Delivery)> {
         .map(|(i, ((b, sd), id))| {
             let d = pb::Delivery {
                 seq: i as u64 + 1,
-                report: Some(signed_report(fed, b)),
-                decision: Some(sd),
-                notification: None,
+                content: Some(pb::delivery::Content::Routed(pb::RoutedReport {
+                    report: Some(signed_report(fed, b)),
+                    decision: Some(sd),
+                })),
             };
             (ReportId::parse(id).expect("id"), d)
         })
@@ -238,9 +239,7 @@ fn deliveries(fed: &Federation) -> Vec<(ReportId, pb::Delivery)> {
         let id = ReportId::parse(&id).expect("a notification id");
         let d = pb::Delivery {
             seq: 10 + i as u64,
-            report: None,
-            decision: None,
-            notification: Some(sn),
+            content: Some(pb::delivery::Content::Notification(sn)),
         };
         out.push((id, d));
     }
@@ -471,9 +470,12 @@ fn blob_files(fed: &Federation, out: &mut Out, scratch: &Path) {
     let mut buf = Vec::new();
     let mut refs = Vec::new();
     for (_, d) in deliveries(fed).into_iter().take(2) {
+        let Some(pb::delivery::Content::Routed(routed)) = d.content else {
+            panic!("the first deliveries are routed reports");
+        };
         let stored = pb::StoredReport {
-            report: d.report,
-            decision: d.decision,
+            report: routed.report,
+            decision: routed.decision,
             received_at_ms: AT_MS + 500,
         };
         refs.push(BlobFile::stage_message(&mut buf, 0, &stored));
