@@ -16,11 +16,20 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" ||
     { echo "the tests need: ${need[*]} (apt-get install ${need[*]})" >&2; exit 1; }
 fi
+# The Python client's tests (clients/python) need grpcio, Google's protoc
+# (grpcio-tools), cryptography and pytest.
+python3 -c 'import grpc, grpc_tools, cryptography, pytest' 2>/dev/null ||
+  python3 -m pip install --quiet -r clients/python/requirements.txt ||
+  { echo "the Python client's tests need: pip install -r clients/python/requirements.txt" >&2; exit 1; }
 cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# The Python client against real hub and node processes (the binaries just
+# built), and the protocol's test vectors checked by the client's own code.
+(cd clients/python && python3 -m pytest -q) 2>&1 | tee -a "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     /^[0-9]+ (passed|failed)|^[0-9]+ failed, / { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed,?$/) p += $i; if ($(i+1) ~ /^failed,?$/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

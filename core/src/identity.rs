@@ -165,6 +165,32 @@ pub struct SpiffeId {
     role: Role,
 }
 
+/// The DNS-name SANs of a DER certificate, in order.
+pub fn dns_names(der: &[u8]) -> Result<Vec<String>, IdentityError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    Ok(subject_alt_names(&cert)?
+        .into_iter()
+        .filter_map(|g| match g {
+            GeneralName::DNSName(n) => Some(n.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Every subject alternative name of `cert` (none without the extension).
+fn subject_alt_names<'a>(
+    cert: &'a x509_parser::certificate::X509Certificate<'a>,
+) -> Result<Vec<&'a x509_parser::extensions::GeneralName<'a>>, IdentityError> {
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    Ok(san
+        .map(|s| s.value.general_names.iter().collect())
+        .unwrap_or_default())
+}
+
 impl SpiffeId {
     /// An id from its parts (the parts are already valid).
     pub fn new(trust_domain: TrustDomain, role: Role) -> Self {
@@ -238,21 +264,13 @@ impl SpiffeId {
                 "its key usage does not include digitalSignature".into(),
             ));
         }
-        let san = cert
-            .subject_alternative_name()
-            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
-        let uris: Vec<&str> = san
-            .map(|s| {
-                s.value
-                    .general_names
-                    .iter()
-                    .filter_map(|g| match g {
-                        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
-                        _ => None,
-                    })
-                    .collect()
+        let uris: Vec<&str> = subject_alt_names(&cert)?
+            .into_iter()
+            .filter_map(|g| match g {
+                GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
+                _ => None,
             })
-            .unwrap_or_default();
+            .collect();
         match uris.as_slice() {
             [one] => SpiffeId::parse(one),
             other => Err(IdentityError::SanCount(other.len())),

@@ -112,6 +112,13 @@ impl ServerTlsFiles {
             *p = base.join(&*p);
         }
     }
+
+    /// The DNS names of the certificate: what a client checks a server's
+    /// certificate for, so what a server tells its clients to ask for.
+    pub fn dns_names(&self) -> Result<Vec<String>, TlsError> {
+        let certs = load_certs(&self.cert, "tls.cert")?;
+        crate::identity::dns_names(&certs[0]).map_err(|e| file_err("tls.cert", &self.cert, e))
+    }
 }
 
 impl ClientTlsFiles {

@@ -568,6 +568,11 @@ fn run() -> anyhow::Result<()> {
             } => Ok(true),
             Command::Serve { config, ready_file } => {
                 let node = Node::load(&config)?;
+                // The name providers check the node's certificate for.
+                let server_name = match &node.cfg.hash_check {
+                    Some(hc) => hc.tls.dns_names()?.into_iter().next(),
+                    None => None,
+                };
                 let shutdown = meldnet_core::cli::shutdown_signal();
                 meldnet_node::serve::serve(node.cfg, node.country, shutdown, |addr| {
                     if let Some(f) = &ready_file {
@@ -579,7 +584,7 @@ fn run() -> anyhow::Result<()> {
                     // (`listen` may say port 0: the system picks one).
                     println!(
                         "{}",
-                        json!({"listening": addr.to_string(), "grpc": format!("https://{addr}/meldnet.v1.HashCheck/Check"), "http": format!("https://{addr}/v1/check")})
+                        json!({"listening": addr.to_string(), "server_name": server_name, "grpc": format!("https://{addr}/meldnet.v1.HashCheck/Check"), "http": format!("https://{addr}/v1/check")})
                     );
                 })
                 .await?;

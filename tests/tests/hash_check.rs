@@ -271,4 +271,6 @@ fn the_node_prints_where_providers_call_it() {
     assert_eq!(std::fs::read_to_string(&ready).unwrap().trim(), addr);
     assert!(!addr.ends_with(":0"), "{line}");
     assert_eq!(v["http"], format!("https://{addr}/v1/check"));
+    // The name its certificate holds, which providers check it for.
+    assert_eq!(v["server_name"], SERVER, "{line}");
 }
