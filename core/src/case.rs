@@ -160,6 +160,9 @@ pub struct CaseStep {
     pub at_ms: i64,
     /// Who was noticed; required for a notice.
     pub provider: Option<HostingProvider>,
+    /// Which location of the case (0: the first), as the decision that
+    /// asked for the notice named it.
+    pub location: u32,
 }
 
 impl CaseStep {
@@ -206,6 +209,7 @@ impl CaseStep {
             kind,
             at_ms: raw.at_ms,
             provider,
+            location: raw.location,
         })
     }
 
@@ -218,6 +222,7 @@ impl CaseStep {
             kind: self.kind.to_proto() as i32,
             at_ms: self.at_ms,
             provider: self.provider.as_ref().map(HostingProvider::to_proto),
+            location: self.location,
         }
     }
 
@@ -233,18 +238,16 @@ impl CaseStep {
 
     /// One line for history and audit records.
     pub fn describe(&self) -> String {
-        match &self.provider {
-            Some(p) => format!(
-                "{} ({p}), at {} by the node's clock",
-                self.kind.name(),
-                crate::time::rfc3339(self.at_ms)
-            ),
-            None => format!(
-                "{}, at {} by the node's clock",
-                self.kind.name(),
-                crate::time::rfc3339(self.at_ms)
-            ),
-        }
+        let provider = match &self.provider {
+            Some(p) => format!(" ({p})"),
+            None => String::new(),
+        };
+        format!(
+            "{}{provider} at location {}, at {} by the node's clock",
+            self.kind.name(),
+            self.location,
+            crate::time::rfc3339(self.at_ms)
+        )
     }
 }
 
@@ -260,6 +263,7 @@ mod tests {
             kind,
             at_ms: 1_700_000_000_000,
             provider,
+            location: 0,
         }
     }
 

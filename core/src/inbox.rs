@@ -124,6 +124,7 @@ pub fn describe(
                 "first_report_id": c.first_report_id,
                 "matched_by": c.matched_by,
                 "deadline_ms": c.deadline_ms,
+                "location": c.location,
                 "hosting_country": c.hosting_country,
             })),
             "decided_at_ms": d.decided_at_ms,

@@ -195,6 +195,7 @@ fn decisions() -> Vec<pb::Decision> {
                     matched_by: String::new(),
                     deadline_ms: 1_730_259_201_000,
                     hosting_country: "DE".into(),
+                    location: 0,
                 }),
                 kind: pb::DecisionKind::Referral as i32,
             }
@@ -352,6 +353,7 @@ fn case_step() -> pb::SignedCaseStep {
             name: "Example Hosting".into(),
             asn: 64_500,
         }),
+        location: 1,
     };
     CaseStep::decode(&raw.encode_to_vec())
         .unwrap()
@@ -361,7 +363,7 @@ fn case_step() -> pb::SignedCaseStep {
 fn case_step_vector() -> Value {
     let ss = case_step();
     json!({
-        "description": "A node's SignedCaseStep (notice sent). Ed25519 over \"meldnet.v1.case-step\\0\" || step.",
+        "description": "A node's SignedCaseStep (notice sent, at location 1 of the case). Ed25519 over \"meldnet.v1.case-step\\0\" || step.",
         "signer": signer(&node_id(), NODE_SEED),
         "context_prefix_hex": hex::encode(Context::CaseStep.prefix()),
         "step_hex": hex::encode(&ss.step),

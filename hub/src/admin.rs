@@ -8,7 +8,7 @@ use crate::hash_list::HashList;
 use crate::ingest::{current, Routes};
 use crate::registry::{storage_key, Registry};
 use crate::rules::RuleSet;
-use crate::store::{case_state, Store, META_RULES};
+use crate::store::{location_state, noticed_or_opened, Store, META_RULES};
 use meldnet_core::case::CaseId;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
@@ -147,25 +147,39 @@ fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, 
                 let sightings = store
                     .sightings(&cid, MAX_EXPLAINED_SIGHTINGS)
                     .map_err(Status::from)?;
-                let mut escalations = Vec::new();
-                for e in &rec.escalations {
-                    let Ok(eid) = CaseId::parse(e) else { continue };
-                    if let Some(s) = store.escalation(&eid).map_err(Status::from)? {
-                        escalations.extend(s.decision);
+                let mut locations = Vec::new();
+                for (i, l) in rec.locations.iter().enumerate() {
+                    let mut escalations = Vec::new();
+                    for e in &l.escalations {
+                        let Ok(eid) = CaseId::parse(e) else { continue };
+                        if let Some(s) = store.escalation(&eid).map_err(Status::from)? {
+                            escalations.extend(s.decision);
+                        }
                     }
+                    locations.push(pb::LocationView {
+                        location: i as u32,
+                        hosting_country: l.hosting_country.clone(),
+                        first_report_id: l.first_report_id.clone(),
+                        opened_at_ms: l.opened_at_ms,
+                        deadline_ms: l.deadline_ms,
+                        state: location_state(l, now_ms).into(),
+                        steps: l.steps.iter().filter_map(|s| s.signed.clone()).collect(),
+                        escalations,
+                        provider: l.provider.clone(),
+                        removed_at_ms: l.removed_at_ms,
+                        noticed_at_ms: l.noticed_at_ms,
+                        noticed_by_report_id: l.noticed_by_report_id.clone(),
+                    });
                 }
                 Some(pb::CaseView {
                     case_id: rec.case_id.clone(),
                     first_report_id: rec.first_report_id.clone(),
-                    hosting_country: rec.hosting_country.clone(),
                     opened_at_ms: rec.opened_at_ms,
-                    deadline_ms: rec.deadline_ms,
-                    state: case_state(&rec, now_ms).into(),
                     sighting_report_ids: sightings.iter().map(|r| r.to_string()).collect(),
-                    steps: rec.steps.iter().filter_map(|s| s.signed.clone()).collect(),
-                    escalations,
-                    provider: rec.provider.clone(),
-                    removed_at_ms: rec.removed_at_ms,
+                    assessment: crate::cases::assessment_from_proto(rec.assessment)
+                        .map_or("unspecified", crate::routing::class_name)
+                        .into(),
+                    locations,
                 })
             }
         },
@@ -213,27 +227,30 @@ fn stats(store: &Store) -> Result<pb::StatsResponse, Status> {
         }
     }
     let mut providers: BTreeMap<(String, u32), (pb::ProviderStats, Vec<i64>)> = BTreeMap::new();
+    // Per location: each has its own notice, provider and time to removal.
     for rec in store.cases() {
         let rec = rec.map_err(Status::from)?;
-        let Some(p) = &rec.provider else { continue };
-        let (s, times) = providers.entry((p.name.clone(), p.asn)).or_insert_with(|| {
-            (
-                pb::ProviderStats {
-                    name: p.name.clone(),
-                    asn: p.asn,
-                    ..Default::default()
-                },
-                Vec::new(),
-            )
-        });
-        s.notices += 1;
-        if rec.removed_at_ms > 0 {
-            s.removed += 1;
-            times.push(rec.removed_at_ms - rec.opened_at_ms);
-        } else if rec.not_removed {
-            s.not_removed += 1;
+        for loc in &rec.locations {
+            let Some(p) = &loc.provider else { continue };
+            let (s, times) = providers.entry((p.name.clone(), p.asn)).or_insert_with(|| {
+                (
+                    pb::ProviderStats {
+                        name: p.name.clone(),
+                        asn: p.asn,
+                        ..Default::default()
+                    },
+                    Vec::new(),
+                )
+            });
+            s.notices += 1;
+            if loc.removed_at_ms > 0 {
+                s.removed += 1;
+                times.push(loc.removed_at_ms - noticed_or_opened(loc));
+            } else if loc.not_removed {
+                s.not_removed += 1;
+            }
+            s.deadlines_missed += loc.escalations.len() as u64;
         }
-        s.deadlines_missed += rec.escalations.len() as u64;
     }
     let mut list: Vec<pb::ProviderStats> = providers
         .into_values()

@@ -17,6 +17,7 @@
 //! keys and the PDQ hashes the batch added since (`delta`), which gives the
 //! same answer as a full search at that moment.
 
+use crate::rules::ReportClass;
 use crate::store::{CaseIndexData, CaseKeys, StoreError};
 use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
@@ -25,7 +26,23 @@ use meldnet_core::pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 use meldnet_core::pdq_index::{NearSet, PdqTable};
 use meldnet_core::report::{Classification, Report, ReportId};
 use meldnet_core::url_norm;
+use meldnet_proto::v1 as pb;
 use std::collections::HashMap;
+
+/// One location of a case, as placing a later report needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationInfo {
+    /// SHA-256 of its normalised URL.
+    pub url_key: [u8; 32],
+    /// Its hosting country, if it takes part.
+    pub hosting: Option<CountryCode>,
+    /// The report that brought it to the case.
+    pub first_report: ReportId,
+    /// Its takedown deadline in force (0: none due).
+    pub deadline_ms: i64,
+    /// Whether its hosting hotline was asked for a notice.
+    pub noticed: bool,
+}
 
 /// What a sighting needs to know of its case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +51,51 @@ pub struct CaseInfo {
     pub id: CaseId,
     /// The report that opened it.
     pub first_report: ReportId,
-    /// Its hosting country, if it takes part.
-    pub hosting: Option<CountryCode>,
-    /// Its takedown deadline (0: none due).
-    pub deadline_ms: i64,
+    /// The gravest assessment of its reports so far.
+    pub assessment: ReportClass,
+    /// Where its material was seen; the first is the opening report's.
+    pub locations: Vec<LocationInfo>,
+}
+
+impl CaseInfo {
+    /// The location with this URL key, if the case holds it.
+    pub fn location_of(&self, url_key: &[u8; 32]) -> Option<u32> {
+        self.locations
+            .iter()
+            .position(|l| &l.url_key == url_key)
+            .map(|i| i as u32)
+    }
+}
+
+/// How grave an assessment is: a case's is the gravest of its reports'.
+pub fn gravity(c: ReportClass) -> u8 {
+    match c {
+        ReportClass::NotIllegal => 0,
+        ReportClass::Unassessed => 1,
+        ReportClass::National => 2,
+        ReportClass::Baseline => 3,
+    }
+}
+
+/// The stored form of an assessment.
+pub fn assessment_to_proto(c: ReportClass) -> pb::Assessment {
+    match c {
+        ReportClass::NotIllegal => pb::Assessment::NotIllegal,
+        ReportClass::Unassessed => pb::Assessment::Unassessed,
+        ReportClass::National => pb::Assessment::National,
+        ReportClass::Baseline => pb::Assessment::Baseline,
+    }
+}
+
+/// An assessment read back from the store.
+pub fn assessment_from_proto(a: i32) -> Option<ReportClass> {
+    match pb::Assessment::try_from(a).ok()? {
+        pb::Assessment::NotIllegal => Some(ReportClass::NotIllegal),
+        pb::Assessment::Unassessed => Some(ReportClass::Unassessed),
+        pb::Assessment::National => Some(ReportClass::National),
+        pb::Assessment::Baseline => Some(ReportClass::Baseline),
+        pb::Assessment::Unspecified => None,
+    }
 }
 
 /// Where a report goes.
@@ -45,8 +103,17 @@ pub struct CaseInfo {
 pub enum Placement {
     /// It opens this case.
     Open(CaseInfo),
-    /// It is a sighting of this case; `matched_by` says how, in words.
-    Sighting(CaseInfo, String),
+    /// It is a sighting of this case (as it stood before the report);
+    /// `matched_by` says how, in words; `location` is the case's location
+    /// at the report's URL, or none when the URL is new to the case.
+    Sighting {
+        /// The case.
+        case: CaseInfo,
+        /// How it matched, in words.
+        matched_by: String,
+        /// The location at the report's URL, if the case holds it.
+        location: Option<u32>,
+    },
 }
 
 /// PDQ hashes added lately, kept so that a presearch can be completed.
@@ -107,15 +174,7 @@ impl CaseIndex {
     pub fn load(data: CaseIndexData) -> Result<CaseIndex, StoreError> {
         let mut index = CaseIndex::new();
         for rec in data.cases {
-            let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("case {what}: {e}"));
-            let info = CaseInfo {
-                id: CaseId::parse(&rec.case_id).map_err(|e| corrupt("id", e))?,
-                first_report: ReportId::parse(&rec.first_report_id)
-                    .map_err(|e| corrupt("first report", e))?,
-                hosting: CountryCode::parse(&rec.hosting_country).ok(),
-                deadline_ms: rec.deadline_ms,
-            };
-            index.insert(info);
+            index.insert(case_info(&rec)?);
         }
         let number = |index: &CaseIndex, id: &CaseId| {
             index
@@ -138,6 +197,19 @@ impl CaseIndex {
         }
         index.pdq.extend(&pdqs);
         Ok(index)
+    }
+
+    /// The case as placing knows it now.
+    pub fn info(&self, id: &CaseId) -> Option<&CaseInfo> {
+        self.by_id.get(id).map(|n| &self.cases[*n as usize])
+    }
+
+    /// Changes a case as a placed report (or a step) changed it, so that
+    /// the next report is placed on what is in force.
+    pub fn update(&mut self, id: &CaseId, change: impl FnOnce(&mut CaseInfo)) {
+        if let Some(n) = self.by_id.get(id) {
+            change(&mut self.cases[*n as usize]);
+        }
     }
 
     /// An empty index.
@@ -228,7 +300,18 @@ impl CaseIndex {
         open: impl FnOnce() -> CaseInfo,
     ) -> (Placement, CaseKeys) {
         let (n, placement) = match self.find(report, pre) {
-            Some((n, how)) => (n, Placement::Sighting(self.cases[n as usize].clone(), how)),
+            Some((n, how)) => {
+                let case = self.cases[n as usize].clone();
+                let location = case.location_of(&url_key(report));
+                (
+                    n,
+                    Placement::Sighting {
+                        case,
+                        matched_by: how,
+                        location,
+                    },
+                )
+            }
             None => {
                 let info = open();
                 (self.insert(info.clone()), Placement::Open(info))
@@ -259,6 +342,41 @@ impl CaseIndex {
         }
         (placement, keys)
     }
+}
+
+/// The in-memory form of a stored case.
+pub fn case_info(rec: &pb::CaseRecord) -> Result<CaseInfo, StoreError> {
+    let corrupt =
+        |what: &str, e: String| StoreError::Corrupt(format!("case {} {what}: {e}", rec.case_id));
+    let locations = rec
+        .locations
+        .iter()
+        .map(|l| {
+            Ok(LocationInfo {
+                url_key: l
+                    .url_key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("location url key", "not 32 bytes".into()))?,
+                hosting: CountryCode::parse(&l.hosting_country).ok(),
+                first_report: ReportId::parse(&l.first_report_id)
+                    .map_err(|e| corrupt("location first report", e))?,
+                deadline_ms: l.deadline_ms,
+                noticed: l.noticed_at_ms > 0,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if locations.is_empty() {
+        return Err(corrupt("locations", "none".into()));
+    }
+    Ok(CaseInfo {
+        id: CaseId::parse(&rec.case_id).map_err(|e| corrupt("id", e))?,
+        first_report: ReportId::parse(&rec.first_report_id)
+            .map_err(|e| corrupt("first report", e))?,
+        assessment: assessment_from_proto(rec.assessment)
+            .ok_or_else(|| corrupt("assessment", "unspecified".into()))?,
+        locations,
+    })
 }
 
 /// The nearer of two matches (distance, then the older case, then the item).
@@ -298,8 +416,22 @@ mod tests {
         move || CaseInfo {
             id: CaseId::new_v7(),
             first_report: r.id,
-            hosting: None,
-            deadline_ms: 0,
+            assessment: ReportClass::Baseline,
+            locations: vec![LocationInfo {
+                url_key: url_key(r),
+                hosting: None,
+                first_report: r.id,
+                deadline_ms: 0,
+                noticed: false,
+            }],
+        }
+    }
+
+    fn sighting(case: &CaseInfo, how: &str, location: Option<u32>) -> Placement {
+        Placement::Sighting {
+            case: case.clone(),
+            matched_by: how.into(),
+            location,
         }
     }
 
@@ -336,7 +468,7 @@ mod tests {
                 idx.place(&b, &p, open(&b))
             }
             .0,
-            Placement::Sighting(case.clone(), "url".into())
+            sighting(&case, "url", Some(0))
         );
         let c = report("https://other.example/", 1, None, Classification::Baseline);
         assert_eq!(
@@ -345,7 +477,7 @@ mod tests {
                 idx.place(&c, &p, open(&c))
             }
             .0,
-            Placement::Sighting(case.clone(), "sha256 of item 0".into())
+            sighting(&case, "sha256 of item 0", None)
         );
         let mut near = pdq;
         near.0[0] ^= 0b111;
@@ -361,12 +493,12 @@ mod tests {
                 idx.place(&d, &p, open(&d))
             }
             .0,
-            Placement::Sighting(case.clone(), "pdq of item 0 at distance 3".into())
+            sighting(&case, "pdq of item 0 at distance 3", None)
         );
         // The locations of sightings lead to the case too.
         let e = report("https://third.example", 4, None, Classification::Baseline);
         assert!(
-            matches!({ let p = idx.presearch(&e); idx.place(&e, &p, open(&e)) }.0, Placement::Sighting(c, _) if c == case)
+            matches!({ let p = idx.presearch(&e); idx.place(&e, &p, open(&e)) }.0, Placement::Sighting { case: c, .. } if c == case)
         );
         // An item assessed as not illegal joins nothing.
         let f = report(
@@ -417,7 +549,7 @@ mod tests {
         };
         assert_eq!(
             idx.place(&b, &pre_b, open(&b)).0,
-            Placement::Sighting(case, "pdq of item 0 at distance 1".into())
+            sighting(&case, "pdq of item 0 at distance 1", None)
         );
     }
 }

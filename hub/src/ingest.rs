@@ -3,15 +3,18 @@
 //! spread over the cores, the storage part is one group commit per batch.
 //! A refused report leaves no trace in storage; it is logged with the field.
 
-use crate::cases::{CaseIndex, CaseInfo, Placement, Presearch};
+use crate::cases::{
+    assessment_to_proto, gravity, CaseIndex, CaseInfo, LocationInfo, Placement, Presearch,
+};
 use crate::config::{EscalateTo, TakedownConfig};
 use crate::hash_list::HashList;
 use crate::registry::Registry;
 use crate::routing::{Material, Route, Router};
 use crate::rules::ReportClass;
-use crate::store::{CaseWrite, Committed, NewReport, Store, StoreError};
+use crate::store::{CaseWrite, Committed, LocationWrite, NewReport, Store, StoreError};
 use crate::victims::SeriesIndex;
 use meldnet_core::case::CaseId;
+use meldnet_core::country::CountryCode;
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
 use meldnet_core::hash_list::Query;
@@ -109,14 +112,76 @@ fn finish(results: Vec<Option<Result<pb::Receipt, Refusal>>>) -> Vec<Result<pb::
 }
 
 /// The case part of a decision.
-pub fn case_ref(info: &CaseInfo, kind: pb::DecisionKind, matched_by: &str) -> pb::CaseRef {
+pub fn case_ref(
+    case: &CaseInfo,
+    location: u32,
+    kind: pb::DecisionKind,
+    matched_by: &str,
+) -> pb::CaseRef {
+    let at = case.locations.get(location as usize);
     pb::CaseRef {
-        case_id: info.id.to_string(),
+        case_id: case.id.to_string(),
         kind: kind as i32,
-        first_report_id: info.first_report.to_string(),
+        first_report_id: case.first_report.to_string(),
         matched_by: matched_by.to_string(),
-        deadline_ms: info.deadline_ms,
-        hosting_country: info.hosting.map(|h| h.to_string()).unwrap_or_default(),
+        deadline_ms: at.map_or(0, |l| l.deadline_ms),
+        hosting_country: at
+            .and_then(|l| l.hosting)
+            .map(|h| h.to_string())
+            .unwrap_or_default(),
+        location,
+    }
+}
+
+/// A notice-and-takedown the hub asks for at one location: its deadline
+/// and where a missed deadline escalates.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// When the deadline passes.
+    pub deadline_ms: i64,
+    /// The policy's deadline in hours, for the reasons.
+    pub hours: i64,
+    /// Who receives the escalation (SPIFFE ids).
+    pub escalate_to: Vec<String>,
+}
+
+impl Notice {
+    /// The location's stored record of this notice, asked by `report` at `now`.
+    pub fn apply(&self, loc: &mut pb::LocationRecord, report: &ReportId, now: i64) {
+        loc.deadline_ms = self.deadline_ms;
+        loc.escalate_to = self.escalate_to.clone();
+        loc.noticed_at_ms = now;
+        loc.noticed_by_report_id = report.to_string();
+    }
+
+    /// The reason line for the decision.
+    pub fn line(&self) -> String {
+        format!(
+            "takedown deadline {} ({} h); a missed deadline escalates to {}",
+            meldnet_core::time::rfc3339(self.deadline_ms),
+            self.hours,
+            if self.escalate_to.is_empty() {
+                "nobody registered".into()
+            } else {
+                self.escalate_to.join(", ")
+            }
+        )
+    }
+}
+
+/// A new location's record, before any notice.
+fn location_record(
+    url_key: [u8; 32],
+    hosting: Option<CountryCode>,
+    report: &ReportId,
+    now: i64,
+) -> pb::LocationRecord {
+    pb::LocationRecord {
+        url_key: url_key.to_vec(),
+        hosting_country: hosting.map(|h| h.to_string()).unwrap_or_default(),
+        first_report_id: report.to_string(),
+        opened_at_ms: now,
+        ..Default::default()
     }
 }
 
@@ -297,84 +362,217 @@ impl Ingest {
             route,
             pre,
         } = r;
+        let mut extra: Vec<SpiffeId> = Vec::new();
         if route.eu_link {
             let now = decision.decided_at_ms;
-            let due = route
-                .hosting
-                .filter(|_| route.class == ReportClass::Baseline);
-            let policy = due.map(|h| self.takedown.policy(h));
-            let deadline_ms = policy.as_ref().map_or(0, |p| now + p.deadline_ms);
+            let url = crate::cases::url_key(&report);
             let (placement, keys) = cases.place(&report, &pre, || CaseInfo {
                 id: CaseId::new_v7(),
                 first_report: report.id,
-                hosting: route.hosting,
-                deadline_ms,
+                assessment: route.class,
+                locations: vec![LocationInfo {
+                    url_key: url,
+                    hosting: route.hosting,
+                    first_report: report.id,
+                    deadline_ms: 0,
+                    noticed: false,
+                }],
             });
+            let router = current(&self.routes);
             match placement {
                 Placement::Open(info) => {
-                    let router = current(&self.routes);
-                    let escalate_to: Vec<String> = match (&policy, due) {
-                        (Some(p), Some(host)) => p
-                            .escalate_to
-                            .iter()
-                            .flat_map(|t| match t {
-                                EscalateTo::Police => router.police_of(host),
-                                EscalateTo::Party(id) => vec![id.clone()],
-                            })
-                            .map(|id| id.to_string())
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    decision.reasons.push(if deadline_ms > 0 {
-                        format!(
-                            "opens case {}; takedown deadline {} ({} h); a missed deadline escalates to {}",
-                            info.id,
-                            meldnet_core::time::rfc3339(deadline_ms),
-                            policy.as_ref().map_or(0, |p| p.deadline_ms / 3_600_000),
-                            if escalate_to.is_empty() { "nobody registered".into() } else { escalate_to.join(", ") }
-                        )
-                    } else {
-                        format!("opens case {}; no notice due, so no takedown deadline", info.id)
+                    let notice = self.notice(&router, route.hosting, route.class, now);
+                    let mut loc = location_record(url, route.hosting, &report.id, now);
+                    if let Some(n) = &notice {
+                        n.apply(&mut loc, &report.id, now);
+                        cases.update(&info.id, |c| {
+                            c.locations[0].deadline_ms = n.deadline_ms;
+                            c.locations[0].noticed = true;
+                        });
+                    }
+                    decision.reasons.push(match &notice {
+                        Some(n) => format!("opens case {}; {}", info.id, n.line()),
+                        None => format!(
+                            "opens case {}; no notice due, so no takedown deadline",
+                            info.id
+                        ),
                     });
-                    decision.case_ref = Some(case_ref(&info, pb::DecisionKind::Referral, ""));
+                    let info = cases.info(&info.id).cloned().unwrap_or(info);
+                    decision.case_ref = Some(case_ref(&info, 0, pb::DecisionKind::Referral, ""));
                     new.summary.push_str(&format!("; opens case {}", info.id));
                     new.case = Some(CaseWrite::Open(
                         Box::new(pb::CaseRecord {
                             case_id: info.id.to_string(),
                             first_report_id: report.id.to_string(),
-                            hosting_country: info
-                                .hosting
-                                .map(|h| h.to_string())
-                                .unwrap_or_default(),
                             opened_at_ms: now,
-                            deadline_ms,
-                            escalate_to,
+                            assessment: assessment_to_proto(route.class) as i32,
+                            locations: vec![loc],
                             ..Default::default()
                         }),
                         keys,
                     ));
                 }
-                Placement::Sighting(info, how) => {
-                    decision.kind = pb::DecisionKind::Sighting as i32;
+                Placement::Sighting {
+                    case: info,
+                    matched_by: how,
+                    location,
+                } => {
+                    let before = info.assessment;
+                    let assessment = if gravity(route.class) > gravity(before) {
+                        route.class
+                    } else {
+                        before
+                    };
+                    let graver = gravity(assessment) > gravity(before);
+                    let upgraded = assessment == ReportClass::Baseline && graver;
+                    let (at, here) = match location {
+                        Some(l) => (l, info.locations[l as usize].clone()),
+                        None => (
+                            info.locations.len() as u32,
+                            LocationInfo {
+                                url_key: url,
+                                hosting: route.hosting,
+                                first_report: report.id,
+                                deadline_ms: 0,
+                                noticed: false,
+                            },
+                        ),
+                    };
+                    let notice = match here.noticed {
+                        true => None,
+                        false => self.notice(&router, here.hosting, assessment, now),
+                    };
+                    cases.update(&info.id, |c| {
+                        c.assessment = assessment;
+                        if location.is_none() {
+                            c.locations.push(here.clone());
+                        }
+                        if let (Some(n), Some(l)) = (&notice, c.locations.get_mut(at as usize)) {
+                            l.deadline_ms = n.deadline_ms;
+                            l.noticed = true;
+                        }
+                    });
+                    let now_info = cases.info(&info.id).cloned().unwrap_or(info.clone());
+                    let kind = match (&notice, location) {
+                        (_, None) => pb::DecisionKind::NewLocation,
+                        (Some(_), Some(_)) => pb::DecisionKind::Upgrade,
+                        (None, Some(_)) => pb::DecisionKind::Sighting,
+                    };
+                    // The hosting hotline of a location new to the case has
+                    // not had it: what the rules ask of it stands.
+                    let new_here = location
+                        .is_none()
+                        .then_some(here.hosting)
+                        .flatten()
+                        .and_then(|h| router.node_of(h));
+                    // The hotline that sends the notice for this location:
+                    // the hosting country's node (the origin acts itself).
+                    let noticer = notice
+                        .as_ref()
+                        .and(here.hosting)
+                        .filter(|h| *h != report.origin)
+                        .and_then(|h| router.node_of(h));
                     for r in &mut decision.recipients {
-                        r.purpose = pb::Purpose::SightingUpdate as i32;
-                        r.reason = format!(
-                            "sighting of case {}: an update, not a new referral ({})",
-                            info.id, r.reason
-                        );
+                        if noticer
+                            .as_ref()
+                            .is_some_and(|n| r.identity == n.to_string())
+                        {
+                            r.purpose = pb::Purpose::NoticeAndTakedown as i32;
+                            r.reason = format!(
+                                "notice-and-takedown for location {at} of case {}: the case is assessed illegal everywhere and no notice was asked there yet",
+                                info.id
+                            );
+                        } else if graver {
+                            r.reason = format!(
+                                "case {} is now assessed {} ({})",
+                                info.id,
+                                crate::routing::class_name(assessment),
+                                r.reason
+                            );
+                        } else if new_here
+                            .as_ref()
+                            .is_some_and(|n| r.identity == n.to_string())
+                        {
+                            r.reason = format!(
+                                "location {at}, new to case {}, is hosted here ({})",
+                                info.id, r.reason
+                            );
+                        } else {
+                            r.purpose = pb::Purpose::SightingUpdate as i32;
+                            r.first = false;
+                            r.reason = format!(
+                                "sighting of case {}: an update, not a new referral ({})",
+                                info.id, r.reason
+                            );
+                        }
+                    }
+                    if let Some(n) = &noticer {
+                        if !decision
+                            .recipients
+                            .iter()
+                            .any(|r| r.identity == n.to_string())
+                        {
+                            decision.recipients.push(pb::Recipient {
+                                identity: n.to_string(),
+                                purpose: pb::Purpose::NoticeAndTakedown as i32,
+                                reason: format!(
+                                    "notice-and-takedown for location {at} of case {}: the case is assessed illegal everywhere and no notice was asked there yet",
+                                    info.id
+                                ),
+                                first: false,
+                                rule: "case-location-notice".into(),
+                            });
+                            extra.push(n.clone());
+                        }
                     }
                     decision.reasons.push(format!(
-                        "sighting of case {} (opened by report {}, matched by {how}): recipients get an update, not a new referral; no second notice; the case's deadline stands",
+                        "sighting of case {} (opened by report {}, matched by {how})",
                         info.id, info.first_report
                     ));
-                    decision.case_ref = Some(case_ref(&info, pb::DecisionKind::Sighting, &how));
+                    if graver {
+                        decision.reasons.push(format!(
+                            "the case was assessed {} and this report assesses it {}{}",
+                            crate::routing::class_name(before),
+                            crate::routing::class_name(assessment),
+                            if upgraded {
+                                ": illegal everywhere from now on"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                    decision.reasons.push(match (&notice, location) {
+                        (Some(n), None) => format!("a location the case did not hold (location {at}): its hosting hotline is asked for a notice; {}", n.line()),
+                        (Some(n), Some(_)) => format!("location {at} had no notice: its hosting hotline is asked for one now; {}", n.line()),
+                        (None, None) => format!("a location the case did not hold (location {at}); no notice due there"),
+                        (None, Some(_)) if here.deadline_ms > 0 => format!(
+                            "at location {at}: recipients get an update, not a new referral; its deadline {} stands",
+                            meldnet_core::time::rfc3339(here.deadline_ms)
+                        ),
+                        (None, Some(_)) => format!("at location {at}: recipients get an update; no notice due there"),
+                    });
+                    decision.kind = kind as i32;
+                    decision.case_ref = Some(case_ref(&now_info, at, kind, &how));
                     new.summary
                         .push_str(&format!("; sighting of case {} by {how}", info.id));
+                    let place = match location {
+                        Some(l) => LocationWrite::Known(l),
+                        None => {
+                            let mut rec = location_record(url, route.hosting, &report.id, now);
+                            if let Some(n) = &notice {
+                                n.apply(&mut rec, &report.id, now);
+                            }
+                            LocationWrite::New(Box::new(rec))
+                        }
+                    };
                     new.case = Some(CaseWrite::Sighting {
                         case_id: info.id,
                         first_report: info.first_report,
                         matched_by: how,
                         keys,
+                        assessment: (assessment != before).then(|| assessment_to_proto(assessment)),
+                        location: place,
+                        notice: notice.filter(|_| location.is_some()),
                     });
                 }
             }
@@ -394,6 +592,7 @@ impl Ingest {
             .recipients
             .iter()
             .map(|r| r.identity.clone())
+            .chain(extra)
             .collect();
         new.summary.push_str(&if new.recipients.is_empty() {
             "; routed to nobody".to_string()
@@ -406,6 +605,34 @@ impl Ingest {
             ..Default::default()
         });
         new
+    }
+
+    /// The notice due at a location hosted in `hosting` for a case assessed
+    /// `assessment`: one when the country takes part and the case is
+    /// illegal everywhere (baseline), with the country's deadline from `now`.
+    fn notice(
+        &self,
+        router: &Router,
+        hosting: Option<CountryCode>,
+        assessment: ReportClass,
+        now: i64,
+    ) -> Option<Notice> {
+        let host = hosting.filter(|_| assessment == ReportClass::Baseline)?;
+        let policy = self.takedown.policy(host);
+        let escalate_to = policy
+            .escalate_to
+            .iter()
+            .flat_map(|t| match t {
+                EscalateTo::Police => router.police_of(host),
+                EscalateTo::Party(id) => vec![id.clone()],
+            })
+            .map(|id| id.to_string())
+            .collect();
+        Some(Notice {
+            deadline_ms: now + policy.deadline_ms,
+            hours: policy.deadline_ms / 3_600_000,
+            escalate_to,
+        })
     }
 
     /// Known or new, item by item, from the hub's own list, beside what the

@@ -453,7 +453,7 @@ fn decision_json(d: &pb::Decision) -> serde_json::Value {
         "rules": d.rules.iter().map(|m| serde_json::json!({"rule": m.rule, "recipients": m.recipients, "why": m.why})).collect::<Vec<_>>(),
         "recipients": d.recipients.iter().map(|r| serde_json::json!({"identity": r.identity, "purpose": purpose(r.purpose), "first": r.first, "rule": r.rule, "reason": r.reason})).collect::<Vec<_>>(),
         "reasons": d.reasons,
-        "case": d.case_ref.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "kind": kind_name(c.kind), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms, "hosting_country": c.hosting_country})),
+        "case": d.case_ref.as_ref().map(|c| serde_json::json!({"case_id": c.case_id, "kind": kind_name(c.kind), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms, "hosting_country": c.hosting_country, "location": c.location})),
     })
 }
 
@@ -475,24 +475,37 @@ fn explanation_json(e: &pb::Explanation) -> anyhow::Result<serde_json::Value> {
     let case = match &e.case_view {
         None => serde_json::Value::Null,
         Some(c) => {
-            let steps = c
-                .steps
+            let locations = c
+                .locations
                 .iter()
-                .filter_map(|s| meldnet_core::case::CaseStep::decode(&s.step).ok())
-                .map(|s| serde_json::json!({"step_id": s.step_id.to_string(), "kind": s.kind.name(), "at_ms": s.at_ms, "provider": s.provider.as_ref().map(|p| p.to_string())}))
-                .collect::<Vec<_>>();
-            let escalations = c
-                .escalations
-                .iter()
-                .filter_map(|d| pb::Decision::decode(d.decision.as_slice()).ok())
-                .map(|d| decision_json(&d))
+                .map(|l| {
+                    let steps = l
+                        .steps
+                        .iter()
+                        .filter_map(|s| meldnet_core::case::CaseStep::decode(&s.step).ok())
+                        .map(|s| serde_json::json!({"step_id": s.step_id.to_string(), "kind": s.kind.name(), "at_ms": s.at_ms, "provider": s.provider.as_ref().map(|p| p.to_string())}))
+                        .collect::<Vec<_>>();
+                    let escalations = l
+                        .escalations
+                        .iter()
+                        .filter_map(|d| pb::Decision::decode(d.decision.as_slice()).ok())
+                        .map(|d| decision_json(&d))
+                        .collect::<Vec<_>>();
+                    serde_json::json!({
+                        "location": l.location, "hosting_country": l.hosting_country,
+                        "first_report_id": l.first_report_id, "opened_at_ms": l.opened_at_ms,
+                        "noticed_at_ms": l.noticed_at_ms, "noticed_by_report_id": l.noticed_by_report_id,
+                        "deadline_ms": l.deadline_ms, "state": l.state, "steps": steps,
+                        "escalations": escalations,
+                        "provider": l.provider.as_ref().map(|p| format!("{} (AS{})", p.name, p.asn)),
+                        "removed_at_ms": l.removed_at_ms,
+                    })
+                })
                 .collect::<Vec<_>>();
             serde_json::json!({
-                "case_id": c.case_id, "first_report_id": c.first_report_id, "hosting_country": c.hosting_country,
-                "opened_at_ms": c.opened_at_ms, "deadline_ms": c.deadline_ms, "state": c.state,
-                "sightings": c.sighting_report_ids, "steps": steps, "escalations": escalations,
-                "provider": c.provider.as_ref().map(|p| format!("{} (AS{})", p.name, p.asn)),
-                "removed_at_ms": c.removed_at_ms,
+                "case_id": c.case_id, "first_report_id": c.first_report_id,
+                "opened_at_ms": c.opened_at_ms, "assessment": c.assessment,
+                "sightings": c.sighting_report_ids, "locations": locations,
             })
         }
     };
@@ -547,37 +560,45 @@ fn print_explanation(j: &serde_json::Value) {
     let c = &j["case"];
     if !c.is_null() {
         println!(
-            "case {}  state {}  hosting {}  opened {}  deadline {}",
+            "case {}  assessed {}  opened {}",
             s(&c["case_id"]),
-            s(&c["state"]),
-            s(&c["hosting_country"]),
+            s(&c["assessment"]),
             t(&c["opened_at_ms"]),
-            t(&c["deadline_ms"])
         );
         println!("  opened by report {}", s(&c["first_report_id"]));
         for r in c["sightings"].as_array().into_iter().flatten() {
             println!("  sighting: report {}", s(r));
         }
-        for st in c["steps"].as_array().into_iter().flatten() {
+        for l in c["locations"].as_array().into_iter().flatten() {
             println!(
-                "  step: {} {} {}",
-                t(&st["at_ms"]),
-                s(&st["kind"]),
-                st["provider"].as_str().unwrap_or("")
+                "  location {}  state {}  hosting {}  from report {}  deadline {}",
+                l["location"],
+                s(&l["state"]),
+                s(&l["hosting_country"]),
+                s(&l["first_report_id"]),
+                t(&l["deadline_ms"])
             );
-        }
-        for e in c["escalations"].as_array().into_iter().flatten() {
-            let to: Vec<String> = e["recipients"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| s(&r["identity"]))
-                .collect();
-            println!(
-                "  escalation: {} to {}",
-                t(&e["decided_at_ms"]),
-                to.join(", ")
-            );
+            for st in l["steps"].as_array().into_iter().flatten() {
+                println!(
+                    "    step: {} {} {}",
+                    t(&st["at_ms"]),
+                    s(&st["kind"]),
+                    st["provider"].as_str().unwrap_or("")
+                );
+            }
+            for e in l["escalations"].as_array().into_iter().flatten() {
+                let to: Vec<String> = e["recipients"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| s(&r["identity"]))
+                    .collect();
+                println!(
+                    "    escalation: {} to {}",
+                    t(&e["decided_at_ms"]),
+                    to.join(", ")
+                );
+            }
         }
     }
     println!("history:");

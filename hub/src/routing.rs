@@ -100,7 +100,8 @@ pub fn report_class(report: &Report) -> ReportClass {
     }
 }
 
-fn class_name(c: ReportClass) -> &'static str {
+/// The classification in words.
+pub fn class_name(c: ReportClass) -> &'static str {
     match c {
         ReportClass::Baseline => "baseline",
         ReportClass::National => "national",
@@ -159,6 +160,13 @@ impl Router {
     /// Whether a country is a member state or participating country.
     pub fn takes_part(&self, c: &CountryCode) -> bool {
         self.member_states.contains(c) || self.participating.contains(c)
+    }
+
+    /// The registered node of `cc`, if any.
+    pub fn node_of(&self, cc: CountryCode) -> Option<SpiffeId> {
+        self.nodes
+            .contains(&cc)
+            .then(|| SpiffeId::node(&self.federation, cc))
     }
 
     /// The registered police agencies of `cc`.

@@ -176,7 +176,7 @@ pub async fn run(
         store.clone(),
         list.clone(),
         clock.clone(),
-        cases,
+        cases.clone(),
         takedown.clone(),
         series.clone(),
     );
@@ -280,6 +280,7 @@ pub async fn run(
             clock.clone(),
             takedown,
             auth.clone(),
+            cases,
         )))
         .add_service(SeriesServer::new(SeriesService::new(
             store.clone(),

@@ -193,7 +193,22 @@ pub enum CaseWrite {
         matched_by: String,
         /// Keys of the report the case did not hold yet.
         keys: CaseKeys,
+        /// The case's new assessment, when this report made it graver.
+        assessment: Option<pb::Assessment>,
+        /// The location the report is about.
+        location: LocationWrite,
+        /// A notice asked now at a location the case held already.
+        notice: Option<crate::ingest::Notice>,
     },
+}
+
+/// Where a sighting is.
+#[derive(Debug, Clone)]
+pub enum LocationWrite {
+    /// At this location of the case.
+    Known(u32),
+    /// At a location new to the case (with its notice, if one is due).
+    New(Box<pb::LocationRecord>),
 }
 
 /// Deconfliction keys that lead to a case.
@@ -242,11 +257,14 @@ pub struct Escalation {
     pub id: CaseId,
     /// The case.
     pub case_id: CaseId,
+    /// The location whose deadline passed.
+    pub location: u32,
     /// The deadline that passed.
     pub deadline_ms: i64,
-    /// The case's first report with the signed escalation decision.
+    /// The report that brought the location, with the signed escalation
+    /// decision.
     pub stored: pb::StoredReport,
-    /// The first report's id.
+    /// That report's id.
     pub report_id: ReportId,
     /// Queue entries.
     pub recipients: Vec<SpiffeId>,
@@ -254,8 +272,18 @@ pub struct Escalation {
     pub actor: SpiffeId,
 }
 
-/// The case's state, in the words statistics and explanations use.
-pub fn case_state(rec: &pb::CaseRecord, now_ms: i64) -> &'static str {
+/// When a location's time to removal starts: at its notice (a location
+/// can join a case, or a case become illegal everywhere, before one).
+pub fn noticed_or_opened(rec: &pb::LocationRecord) -> i64 {
+    if rec.noticed_at_ms > 0 {
+        rec.noticed_at_ms
+    } else {
+        rec.opened_at_ms
+    }
+}
+
+/// A location's state, in the words statistics and explanations use.
+pub fn location_state(rec: &pb::LocationRecord, now_ms: i64) -> &'static str {
     let removed_in_time = rec.removed_at_ms > 0 && rec.removed_at_ms <= rec.deadline_ms;
     if rec.deadline_ms == 0 {
         if rec.removed_at_ms > 0 {
@@ -537,8 +565,15 @@ fn case_key(id: &CaseId) -> Vec<u8> {
     key_with(CASE, &[id.as_bytes()])
 }
 
-fn deadline_key(deadline_ms: i64, id: &CaseId) -> Vec<u8> {
-    key_with(DEADLINE, &[&deadline_ms.to_be_bytes(), id.as_bytes()])
+fn deadline_key(deadline_ms: i64, id: &CaseId, location: u32) -> Vec<u8> {
+    key_with(
+        DEADLINE,
+        &[
+            &deadline_ms.to_be_bytes(),
+            id.as_bytes(),
+            &location.to_be_bytes(),
+        ],
+    )
 }
 
 fn id16(b: &[u8], what: &str) -> Result<[u8; 16], StoreError> {
@@ -1016,8 +1051,9 @@ impl Store {
             .collect()
     }
 
-    /// Open deadlines that passed at `now_ms`, oldest first, at most `limit`.
-    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, CaseId)>, StoreError> {
+    /// Open deadlines that passed at `now_ms`, oldest first, at most
+    /// `limit`: (deadline, case, location).
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, CaseId, u32)>, StoreError> {
         let end = key_with(DEADLINE, &[&now_ms.saturating_add(1).to_be_bytes()]);
         self.tree
             .range(vec![DEADLINE]..end)
@@ -1028,9 +1064,14 @@ impl Store {
                     .get(1..9)
                     .and_then(|b| b.try_into().ok())
                     .ok_or_else(|| StoreError::Corrupt("deadline key".into()))?;
+                let location: [u8; 4] = k
+                    .get(25..29)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StoreError::Corrupt("deadline key".into()))?;
                 Ok((
                     i64::from_be_bytes(at),
                     CaseId::from_bytes(id16(&k[9..], "deadline key")?),
+                    u32::from_be_bytes(location),
                 ))
             })
             .collect()
@@ -1709,9 +1750,17 @@ impl Writer {
         }
         let result = match failure {
             Some(e) => Err(e),
-            None => self.write_bodies().and_then(|()| {
+            None => self.write_bodies().map(|()| {
                 self.stage_meta(&mut batch);
-                self.tree.apply_batch(batch).map_err(StoreError::from)
+                // sled fails an apply once its log could not be written
+                // (its own flusher may meet a failed write first): it
+                // cannot be trusted with a later group, and nothing after
+                // would be durable. Stop, as after a failed flush; on
+                // restart sled recovers a consistent prefix.
+                if let Err(e) = self.tree.apply_batch(batch) {
+                    tracing::error!(error = %e, "the store could not apply a group: stopping the hub to keep the store consistent");
+                    std::process::abort();
+                }
             }),
         };
         match result {
@@ -1819,8 +1868,10 @@ impl Writer {
                 Some(CaseWrite::Open(record, keys)) => {
                     let case_id = CaseId::parse(&record.case_id)
                         .map_err(|e| StoreError::Corrupt(format!("case id: {e}")))?;
-                    if record.deadline_ms > 0 {
-                        batch.insert(deadline_key(record.deadline_ms, &case_id), &[][..]);
+                    for (i, l) in record.locations.iter().enumerate() {
+                        if l.deadline_ms > 0 {
+                            batch.insert(deadline_key(l.deadline_ms, &case_id, i as u32), &[][..]);
+                        }
                     }
                     self.stage_case_keys(batch, &case_id, &r.id, &keys);
                     self.bump("cases");
@@ -1831,9 +1882,75 @@ impl Writer {
                     first_report,
                     matched_by,
                     keys,
+                    assessment,
+                    location,
+                    notice,
                 }) => match self.load_case(&case_id)? {
                     Some(mut rec) => {
                         rec.sightings += 1;
+                        let origin = r.origin.clone();
+                        if let Some(a) = assessment {
+                            rec.assessment = a as i32;
+                            self.stage_history(
+                                batch,
+                                &first_report,
+                                now,
+                                "assessment",
+                                &origin,
+                                format!(
+                                    "report {} assessed case {case_id} graver: {}",
+                                    r.id,
+                                    a.as_str_name()
+                                ),
+                            );
+                        }
+                        match location {
+                            LocationWrite::New(l) => {
+                                let at = rec.locations.len() as u32;
+                                if l.deadline_ms > 0 {
+                                    batch
+                                        .insert(deadline_key(l.deadline_ms, &case_id, at), &[][..]);
+                                }
+                                self.stage_history(
+                                    batch,
+                                    &first_report,
+                                    now,
+                                    "location",
+                                    &origin,
+                                    format!(
+                                        "report {} brought location {at} (hosted in {}) to case {case_id}{}",
+                                        r.id,
+                                        if l.hosting_country.is_empty() { "no country that takes part" } else { &l.hosting_country },
+                                        if l.deadline_ms > 0 { format!("; notice asked, deadline {}", meldnet_core::time::rfc3339(l.deadline_ms)) } else { String::new() }
+                                    ),
+                                );
+                                rec.locations.push(*l);
+                            }
+                            LocationWrite::Known(at) => {
+                                if let (Some(n), Some(l)) =
+                                    (notice, rec.locations.get_mut(at as usize))
+                                {
+                                    if l.deadline_ms > 0 {
+                                        batch.remove(deadline_key(l.deadline_ms, &case_id, at));
+                                    }
+                                    n.apply(l, &r.id, now);
+                                    batch
+                                        .insert(deadline_key(l.deadline_ms, &case_id, at), &[][..]);
+                                    self.stage_history(
+                                        batch,
+                                        &first_report,
+                                        now,
+                                        "notice",
+                                        &origin,
+                                        format!(
+                                            "report {} made case {case_id} illegal everywhere: notice asked at location {at}, deadline {}",
+                                            r.id,
+                                            meldnet_core::time::rfc3339(n.deadline_ms)
+                                        ),
+                                    );
+                                }
+                            }
+                        }
                         batch.insert(
                             key_with(SIGHTING, &[case_id.as_bytes(), r.id.as_bytes()]),
                             &[][..],
@@ -2089,7 +2206,7 @@ impl Writer {
             return Ok(StepOutcome::NoCase);
         };
         let step_id = w.step.step_id.to_string();
-        for old in &rec.steps {
+        for old in rec.locations.iter().flat_map(|l| &l.steps) {
             let Some(signed) = &old.signed else { continue };
             if let Ok(s) = CaseStep::decode(&signed.step) {
                 if s.step_id.to_string() == step_id {
@@ -2102,32 +2219,36 @@ impl Writer {
             }
         }
         let at = w.received_at_ms;
+        let location = w.step.location;
+        let Some(loc) = rec.locations.get_mut(location as usize) else {
+            return Ok(StepOutcome::NoCase);
+        };
         match w.step.kind {
-            StepKind::NoticeSent => rec.provider = w.step.provider.as_ref().map(|p| p.to_proto()),
+            StepKind::NoticeSent => loc.provider = w.step.provider.as_ref().map(|p| p.to_proto()),
             StepKind::Removed => {
-                if rec.removed_at_ms == 0 {
-                    rec.removed_at_ms = at;
+                if loc.removed_at_ms == 0 {
+                    loc.removed_at_ms = at;
                 }
                 // In time: the deadline is met. Late: left for the watcher,
                 // which escalates a missed deadline exactly once.
-                if rec.deadline_ms > 0 && at <= rec.deadline_ms {
-                    batch.remove(deadline_key(rec.deadline_ms, &case_id));
+                if loc.deadline_ms > 0 && at <= loc.deadline_ms {
+                    batch.remove(deadline_key(loc.deadline_ms, &case_id, location));
                 }
             }
-            StepKind::NotRemoved => rec.not_removed = true,
+            StepKind::NotRemoved => loc.not_removed = true,
             StepKind::Reappeared => {
-                rec.removed_at_ms = 0;
-                rec.not_removed = false;
-                if rec.deadline_ms > 0 {
-                    batch.remove(deadline_key(rec.deadline_ms, &case_id));
+                loc.removed_at_ms = 0;
+                loc.not_removed = false;
+                if loc.deadline_ms > 0 {
+                    batch.remove(deadline_key(loc.deadline_ms, &case_id, location));
                 }
                 if w.reappear_deadline_ms > 0 {
-                    rec.deadline_ms = w.reappear_deadline_ms;
-                    batch.insert(deadline_key(rec.deadline_ms, &case_id), &[][..]);
+                    loc.deadline_ms = w.reappear_deadline_ms;
+                    batch.insert(deadline_key(loc.deadline_ms, &case_id, location), &[][..]);
                 }
             }
         }
-        rec.steps.push(pb::StoredStep {
+        loc.steps.push(pb::StoredStep {
             signed: Some(w.signed),
             received_at_ms: at,
         });
@@ -2150,17 +2271,23 @@ impl Writer {
         e: Escalation,
         queued_any: &mut bool,
     ) -> Result<bool, StoreError> {
+        let key = deadline_key(e.deadline_ms, &e.case_id, e.location);
         let Some(mut rec) = self.load_case(&e.case_id)? else {
             // A deadline without its case: nothing to escalate, and the
             // watcher must not meet it again.
             tracing::error!(case = %e.case_id, "deadline of a case that is not stored: dropped");
-            batch.remove(deadline_key(e.deadline_ms, &e.case_id));
+            batch.remove(key);
             return Ok(false);
         };
-        let in_time = rec.removed_at_ms > 0 && rec.removed_at_ms <= e.deadline_ms;
-        if rec.deadline_ms != e.deadline_ms || rec.escalated_deadline_ms == e.deadline_ms || in_time
+        let Some(loc) = rec.locations.get_mut(e.location as usize) else {
+            tracing::error!(case = %e.case_id, location = e.location, "deadline of a location that is not stored: dropped");
+            batch.remove(key);
+            return Ok(false);
+        };
+        let in_time = loc.removed_at_ms > 0 && loc.removed_at_ms <= e.deadline_ms;
+        if loc.deadline_ms != e.deadline_ms || loc.escalated_deadline_ms == e.deadline_ms || in_time
         {
-            batch.remove(deadline_key(e.deadline_ms, &e.case_id));
+            batch.remove(key);
             return Ok(false);
         }
         let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &e.stored);
@@ -2176,14 +2303,15 @@ impl Writer {
             batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
             *queued_any = true;
         }
-        batch.remove(deadline_key(e.deadline_ms, &e.case_id));
-        rec.escalated_deadline_ms = e.deadline_ms;
-        rec.escalations.push(e.id.to_string());
+        batch.remove(key);
+        loc.escalated_deadline_ms = e.deadline_ms;
+        loc.escalations.push(e.id.to_string());
         let to: Vec<String> = e.recipients.iter().map(|r| r.to_string()).collect();
         let line = format!(
-            "escalation {}: deadline {} passed without removal; to {}",
+            "escalation {}: deadline {} of location {} passed without removal; to {}",
             e.id,
             meldnet_core::time::rfc3339(e.deadline_ms),
+            e.location,
             if to.is_empty() {
                 "nobody registered".into()
             } else {

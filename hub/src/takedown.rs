@@ -6,11 +6,11 @@
 //! (`core::time::Clock`), which tests move forward instead of waiting.
 
 use crate::auth::Auth;
-use crate::cases::CaseInfo;
+use crate::cases::{case_info, CaseIndex};
 use crate::config::TakedownConfig;
 use crate::ingest::case_ref;
 use crate::registry::Registry;
-use crate::store::{case_state, Escalation, StepOutcome, StepWrite, Store, StoreError};
+use crate::store::{location_state, Escalation, StepOutcome, StepWrite, Store, StoreError};
 use meldnet_core::case::{CaseId, CaseStep, StepKind};
 use meldnet_core::country::CountryCode;
 use meldnet_core::identity::{Role, SpiffeId};
@@ -22,7 +22,7 @@ use meldnet_core::{Refusal, RefusalKind};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::cases_server::Cases;
 use prost::Message;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
@@ -35,6 +35,9 @@ pub struct CasesService {
     clock: Arc<Clock>,
     takedown: Arc<TakedownConfig>,
     auth: Auth,
+    /// Deconfliction's index, told of a deadline a re-appearance starts, so
+    /// that later sightings show the deadline in force.
+    cases: Arc<RwLock<CaseIndex>>,
 }
 
 impl CasesService {
@@ -46,6 +49,7 @@ impl CasesService {
         clock: Arc<Clock>,
         takedown: Arc<TakedownConfig>,
         auth: Auth,
+        cases: Arc<RwLock<CaseIndex>>,
     ) -> Self {
         CasesService {
             store,
@@ -53,16 +57,19 @@ impl CasesService {
             clock,
             takedown,
             auth,
+            cases,
         }
     }
 }
 
-fn receipt(rec: &pb::CaseRecord, now_ms: i64) -> pb::CaseStepReceipt {
+fn receipt(rec: &pb::CaseRecord, location: u32, now_ms: i64) -> pb::CaseStepReceipt {
+    let loc = rec.locations.get(location as usize);
     pb::CaseStepReceipt {
         case_id: rec.case_id.clone(),
-        state: case_state(rec, now_ms).into(),
-        deadline_ms: rec.deadline_ms,
-        steps: rec.steps.len() as u32,
+        state: loc.map_or("", |l| location_state(l, now_ms)).into(),
+        deadline_ms: loc.map_or(0, |l| l.deadline_ms),
+        steps: loc.map_or(0, |l| l.steps.len() as u32),
+        location,
     }
 }
 
@@ -104,25 +111,38 @@ impl Cases for CasesService {
                     format!("no case {}", step.case_id),
                 )
             })?;
-        if rec.hosting_country != cc.as_str() {
+        let location = step.location;
+        let loc = rec.locations.get(location as usize).ok_or_else(|| {
+            Refusal::new(
+                RefusalKind::NotFound,
+                "step.location",
+                format!(
+                    "case {} has {} locations (0 to {}): no location {location}",
+                    step.case_id,
+                    rec.locations.len(),
+                    rec.locations.len().saturating_sub(1)
+                ),
+            )
+        })?;
+        if loc.hosting_country != cc.as_str() {
             return Err(Refusal::new(
                 RefusalKind::PermissionDenied,
                 "step.case_id",
                 format!(
-                    "case {} is hosted in {}: only the node of that country records its steps",
+                    "location {location} of case {} is hosted in {}: only the node of that country records its steps",
                     step.case_id,
-                    if rec.hosting_country.is_empty() {
+                    if loc.hosting_country.is_empty() {
                         "no country that takes part"
                     } else {
-                        &rec.hosting_country
+                        &loc.hosting_country
                     }
                 ),
             )
             .into());
         }
         let now = self.clock.now_ms();
-        let reappear_deadline_ms = match CountryCode::parse(&rec.hosting_country) {
-            Ok(host) if step.kind == StepKind::Reappeared && rec.deadline_ms > 0 => {
+        let reappear_deadline_ms = match CountryCode::parse(&loc.hosting_country) {
+            Ok(host) if step.kind == StepKind::Reappeared && loc.deadline_ms > 0 => {
                 now + self.takedown.policy(host).deadline_ms
             }
             _ => 0,
@@ -142,14 +162,32 @@ impl Cases for CasesService {
         match outcome {
             StepOutcome::Stored(rec) => {
                 metrics::counter!("meldnet_case_steps_total", "kind" => kind.name()).increment(1);
-                if kind == StepKind::Removed {
-                    let secs = (rec.removed_at_ms - rec.opened_at_ms).max(0) as f64 / 1000.0;
-                    metrics::histogram!("meldnet_time_to_removal_seconds").record(secs);
+                if let Some(loc) = rec.locations.get(location as usize) {
+                    if kind == StepKind::Removed {
+                        let secs = (loc.removed_at_ms - crate::store::noticed_or_opened(loc)).max(0)
+                            as f64
+                            / 1000.0;
+                        metrics::histogram!("meldnet_time_to_removal_seconds").record(secs);
+                    }
+                    if reappear_deadline_ms > 0 {
+                        // Later sightings show the deadline in force.
+                        let deadline = loc.deadline_ms;
+                        if let Ok(case_id) = CaseId::parse(&rec.case_id) {
+                            self.cases
+                                .write()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .update(&case_id, |c| {
+                                    if let Some(l) = c.locations.get_mut(location as usize) {
+                                        l.deadline_ms = deadline;
+                                    }
+                                });
+                        }
+                    }
                 }
-                tracing::info!(caller = %caller.id, case = %rec.case_id, step = kind.name(), "case step recorded");
-                Ok(Response::new(receipt(&rec, now)))
+                tracing::info!(caller = %caller.id, case = %rec.case_id, location, step = kind.name(), "case step recorded");
+                Ok(Response::new(receipt(&rec, location, now)))
             }
-            StepOutcome::Duplicate(rec) => Ok(Response::new(receipt(&rec, now))),
+            StepOutcome::Duplicate(rec) => Ok(Response::new(receipt(&rec, location, now))),
             StepOutcome::Conflict => Err(Refusal::new(
                 RefusalKind::AlreadyExists,
                 "step.step_id",
@@ -215,8 +253,8 @@ impl DeadlineWatcher {
             if due.is_empty() || due == last_round {
                 return Ok(done);
             }
-            for (deadline_ms, case_id) in due.iter().copied() {
-                match self.escalate(deadline_ms, case_id).await {
+            for (deadline_ms, case_id, location) in due.iter().copied() {
+                match self.escalate(deadline_ms, case_id, location).await {
                     Ok(true) => done += 1,
                     Ok(false) => {}
                     Err(e) => {
@@ -228,14 +266,24 @@ impl DeadlineWatcher {
         }
     }
 
-    async fn escalate(&self, deadline_ms: i64, case_id: CaseId) -> Result<bool, StoreError> {
+    async fn escalate(
+        &self,
+        deadline_ms: i64,
+        case_id: CaseId,
+        location: u32,
+    ) -> Result<bool, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("case {case_id}: {what}"));
         let rec = self
             .store
             .case(&case_id)?
             .ok_or_else(|| corrupt("deadline of a case not stored"))?;
+        let loc = rec
+            .locations
+            .get(location as usize)
+            .ok_or_else(|| corrupt("deadline of a location not stored"))?;
+        // The report that brought the location: its URL is the location.
         let report_id =
-            ReportId::parse(&rec.first_report_id).map_err(|_| corrupt("first report"))?;
+            ReportId::parse(&loc.first_report_id).map_err(|_| corrupt("location's report"))?;
         let first = self
             .store
             .report(&report_id)?
@@ -250,36 +298,35 @@ impl DeadlineWatcher {
             .and_then(|d| pb::Decision::decode(d.decision.as_slice()).ok())
             .ok_or_else(|| corrupt("first decision"))?;
         let now = self.clock.now_ms();
-        let recipients: Vec<SpiffeId> = rec
+        let recipients: Vec<SpiffeId> = loc
             .escalate_to
             .iter()
             .filter_map(|s| SpiffeId::parse(s).ok())
             .collect();
         let mut reasons = vec![format!(
-            "takedown deadline of case {case_id} ({}) passed without removal: escalation",
+            "takedown deadline of location {location} of case {case_id} ({}) passed without removal: escalation",
             rfc3339(deadline_ms)
         )];
-        reasons.push(match &rec.provider {
+        reasons.push(match &loc.provider {
             Some(p) => format!("notice sent to {} (AS{})", p.name, p.asn),
             None => "no notice to a hosting provider was recorded".into(),
         });
-        if rec.not_removed {
+        if loc.not_removed {
             reasons.push("the hotline recorded that the provider did not remove it".into());
         }
-        if rec.removed_at_ms > 0 {
-            reasons.push(format!("removed late, at {}", rfc3339(rec.removed_at_ms)));
+        if loc.removed_at_ms > 0 {
+            reasons.push(format!("removed late, at {}", rfc3339(loc.removed_at_ms)));
         }
         if recipients.is_empty() {
             reasons.push("no escalation recipient is registered for the hosting country".into());
         }
-        let info = CaseInfo {
-            id: case_id,
-            first_report: report_id,
-            hosting: CountryCode::parse(&rec.hosting_country).ok(),
-            deadline_ms,
-        };
+        let mut info = case_info(&rec)?;
+        if let Some(l) = info.locations.get_mut(location as usize) {
+            l.deadline_ms = deadline_ms;
+        }
+        let hosting = loc.hosting_country.clone();
         let decision = pb::Decision {
-            report_id: rec.first_report_id.clone(),
+            report_id: loc.first_report_id.clone(),
             report_digest: opening.report_digest.clone(),
             origin: opening.origin.clone(),
             decided_at_ms: now,
@@ -296,7 +343,7 @@ impl DeadlineWatcher {
                             Role::Regulator { .. } => "regulator",
                             _ => "police",
                         },
-                        rec.hosting_country
+                        hosting
                     ),
                     first: true,
                     rule: "takedown-deadline".into(),
@@ -306,7 +353,7 @@ impl DeadlineWatcher {
             items: opening.items.clone(),
             rules_version: opening.rules_version,
             rules: Vec::new(),
-            case_ref: Some(case_ref(&info, pb::DecisionKind::Escalation, "")),
+            case_ref: Some(case_ref(&info, location, pb::DecisionKind::Escalation, "")),
             kind: pb::DecisionKind::Escalation as i32,
         };
         let mut signed = pb::SignedDecision {
@@ -319,6 +366,7 @@ impl DeadlineWatcher {
             .escalate(Escalation {
                 id: CaseId::new_v7(),
                 case_id,
+                location,
                 deadline_ms,
                 stored: pb::StoredReport {
                     report: Some(signed_report),

@@ -91,6 +91,10 @@ enum CaseCommand {
         /// The case id (from the delivery's decision).
         #[arg(long = "case")]
         case_id: String,
+        /// Which location of the case (`case.location` of the decision
+        /// that asked for the notice; 0, the first, by default).
+        #[arg(long, default_value_t = 0)]
+        location: u32,
         /// What happened.
         #[arg(long, value_enum)]
         kind: StepArg,
@@ -125,7 +129,7 @@ impl StepArg {
 /// `case step`: builds the step from the flags, signs its exact bytes, sends it.
 async fn case_step(
     config: &std::path::Path,
-    case_id: &str,
+    (case_id, location): (&str, u32),
     kind: StepArg,
     provider_name: Option<&str>,
     asn: Option<u32>,
@@ -154,6 +158,7 @@ async fn case_step(
         kind: kind.kind(),
         at_ms: meldnet_core::time::now_ms(),
         provider,
+        location,
     };
     let key = SigningKey::load(&node.cfg.signing_key)?;
     let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
@@ -163,7 +168,7 @@ async fn case_step(
             let r = r.into_inner();
             println!(
                 "{}",
-                json!({"case_id": r.case_id, "step": step.kind.name(), "step_id": step.step_id.to_string(), "state": r.state, "deadline_ms": r.deadline_ms, "steps": r.steps})
+                json!({"case_id": r.case_id, "location": r.location, "step": step.kind.name(), "step_id": step.step_id.to_string(), "state": r.state, "deadline_ms": r.deadline_ms, "steps": r.steps})
             );
             Ok(true)
         }
@@ -445,7 +450,7 @@ async fn submit(node: &Node, outbox: &Outbox) -> anyhow::Result<bool> {
         println!(
             "{}",
             json!({"report_id": id.to_string(), "status": "accepted", "eu_link": d.eu_link, "recipients": to, "reasons": d.reasons,
-                "case": d.case_ref.as_ref().map(|c| json!({"case_id": c.case_id, "kind": meldnet_proto::v1::DecisionKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms}))})
+                "case": d.case_ref.as_ref().map(|c| json!({"case_id": c.case_id, "kind": meldnet_proto::v1::DecisionKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"), "first_report_id": c.first_report_id, "matched_by": c.matched_by, "deadline_ms": c.deadline_ms, "location": c.location, "hosting_country": c.hosting_country}))})
         );
     }
     for (id, r) in &s.refused {
@@ -644,11 +649,15 @@ fn run() -> anyhow::Result<()> {
                     CaseCommand::Step {
                         config,
                         case_id,
+                        location,
                         kind,
                         provider_name,
                         asn,
                     },
-            } => case_step(&config, &case_id, kind, provider_name.as_deref(), asn).await,
+            } => {
+                let target = (case_id.as_str(), location);
+                case_step(&config, target, kind, provider_name.as_deref(), asn).await
+            }
         }
     })?;
     if !ok {

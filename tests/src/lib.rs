@@ -410,6 +410,19 @@ impl Federation {
         link: &[&str],
         files: &[&Path],
     ) -> Result<(String, Vec<serde_json::Value>)> {
+        self.report_as(cc, url, "baseline", link, files)
+    }
+
+    /// As `report`, with the analyst's classification (`baseline`,
+    /// `national`, `not-illegal`, `unassessed`).
+    pub fn report_as(
+        &self,
+        cc: &str,
+        url: &str,
+        classification: &str,
+        link: &[&str],
+        files: &[&Path],
+    ) -> Result<(String, Vec<serde_json::Value>)> {
         let mut cmd = Command::new(bin("meldnet-node"));
         cmd.args(["report", "new", "--config"])
             .arg(self.node_config(cc))
@@ -417,7 +430,7 @@ impl Federation {
                 "--url",
                 url,
                 "--classification",
-                "baseline",
+                classification,
                 "--age-group",
                 "prepubescent",
                 "--submit",

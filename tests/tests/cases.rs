@@ -74,7 +74,10 @@ fn a_respelled_url_and_a_reencoded_image_join_the_first_case() {
     assert_eq!(s["matched_by"], "url");
     assert_eq!(s["first_report_id"], first.as_str());
 
-    // A re-encoded copy of the image, elsewhere.
+    assert_eq!(s["location"], 0);
+
+    // A re-encoded copy of the image, elsewhere: the same case, a location
+    // of its own, with its own notice.
     let (third, lines) = fed
         .report(
             "NL",
@@ -84,8 +87,10 @@ fn a_respelled_url_and_a_reencoded_image_join_the_first_case() {
         )
         .unwrap();
     let s = &accepted(&lines)["case"];
-    assert_eq!(s["kind"], "DECISION_KIND_SIGHTING", "{lines:?}");
+    assert_eq!(s["kind"], "DECISION_KIND_NEW_LOCATION", "{lines:?}");
     assert_eq!(s["case_id"], case_id.as_str());
+    assert_eq!(s["location"], 1);
+    assert!(s["deadline_ms"].as_i64().unwrap() > 0);
     assert!(
         s["matched_by"]
             .as_str()
@@ -128,13 +133,13 @@ fn a_respelled_url_and_a_reencoded_image_join_the_first_case() {
     };
     assert_eq!(notice(by_id(&first)), "PURPOSE_NOTICE_AND_TAKEDOWN");
     assert_eq!(notice(by_id(&second)), "PURPOSE_SIGHTING_UPDATE");
-    assert_eq!(notice(by_id(&third)), "PURPOSE_SIGHTING_UPDATE");
+    assert_eq!(notice(by_id(&third)), "PURPOSE_NOTICE_AND_TAKEDOWN");
     assert_eq!(notice(by_id(&fourth)), "PURPOSE_NOTICE_AND_TAKEDOWN");
     let notices = got
         .iter()
         .filter(|d| notice(d) == "PURPOSE_NOTICE_AND_TAKEDOWN")
         .count();
-    assert_eq!(notices, 2, "one notice per case");
+    assert_eq!(notices, 3, "one notice per location");
     // Police DE: the case as a referral, the sightings as updates.
     let out = fed.scratch("bka");
     assert_received(
@@ -143,20 +148,19 @@ fn a_respelled_url_and_a_reencoded_image_join_the_first_case() {
     );
     let got = received(&fed.agency("DE-bka", "received", &["--out", out.to_str().unwrap()]));
     let kinds: Vec<(String, String)> = purposes(&got);
-    assert_eq!(
-        kinds
-            .iter()
-            .filter(|(k, _)| k == "DECISION_KIND_SIGHTING")
-            .count(),
-        2,
-        "{kinds:?}"
-    );
+    let count = |kind: &str| kinds.iter().filter(|(k, _)| k == kind).count();
+    assert_eq!(count("DECISION_KIND_SIGHTING"), 1, "{kinds:?}");
+    assert_eq!(count("DECISION_KIND_NEW_LOCATION"), 1, "{kinds:?}");
+    // For police the material is not new: an update, and not to act on first.
     for d in got
         .iter()
-        .filter(|d| d["decision"]["kind"] == "DECISION_KIND_SIGHTING")
+        .filter(|d| d["decision"]["kind"] != "DECISION_KIND_REFERRAL")
     {
         for r in d["decision"]["recipients"].as_array().unwrap() {
-            assert_eq!(r["purpose"], "PURPOSE_SIGHTING_UPDATE", "{d}");
+            if r["identity"] != format!("{FED}/node/DE") {
+                assert_eq!(r["purpose"], "PURPOSE_SIGHTING_UPDATE", "{d}");
+                assert_eq!(r["first"], false, "{d}");
+            }
         }
     }
 
@@ -182,6 +186,7 @@ fn a_respelled_url_and_a_reencoded_image_join_the_first_case() {
     let s = &accepted(&lines)["case"];
     assert_eq!(s["kind"], "DECISION_KIND_SIGHTING", "{lines:?}");
     assert_eq!(s["case_id"], case_id.as_str());
+    assert_eq!(s["location"], 1, "the location held since the restart");
 }
 
 #[tokio::test]
@@ -347,10 +352,11 @@ async fn a_missed_deadline_escalates_once_and_a_removal_in_time_never() {
     for k in ["decided", "delivered", "acknowledged", "step", "escalated"] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
-    assert_eq!(e["case"]["state"], "removed_late");
-    assert_eq!(e["case"]["steps"].as_array().unwrap().len(), 2);
-    assert_eq!(e["case"]["escalations"].as_array().unwrap().len(), 1);
-    assert_eq!(e["case"]["provider"], "Slow Hosting (AS64500)");
+    let first = &e["case"]["locations"][0];
+    assert_eq!(first["state"], "removed_late");
+    assert_eq!(first["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(first["escalations"].as_array().unwrap().len(), 1);
+    assert_eq!(first["provider"], "Slow Hosting (AS64500)");
     let text = fed.hub_admin(&["explain", &in_de]);
     assert!(stdout(&text).contains("escalation:"), "{}", stdout(&text));
 
@@ -381,6 +387,7 @@ async fn a_missed_deadline_escalates_once_and_a_removal_in_time_never() {
         kind: meldnet_core::case::StepKind::Removed,
         at_ms: 1,
         provider: None,
+        location: 0,
     };
     let before = fed.state().await.unwrap();
     let e = cases

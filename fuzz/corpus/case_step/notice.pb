@@ -1,3 +1,3 @@
 
 $01890a5f-1111-7222-8333-444455556666$01890a5e-0000-7abc-8def-0123456789abNL (€à¥12
-Example Hosting B.V.€ø
+Example Hosting B.V.€ø8

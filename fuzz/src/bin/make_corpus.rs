@@ -154,6 +154,7 @@ fn decision(fed: &Federation, report: &[u8], id: &str) -> pb::Decision {
             matched_by: "url".into(),
             deadline_ms: AT_MS + 86_400_000,
             hosting_country: "DE".into(),
+            location: 0,
         }),
         kind: pb::DecisionKind::Referral as i32,
     }
@@ -261,6 +262,7 @@ fn case_steps(fed: &Federation, out: &mut Out) {
             name: "Example Hosting B.V.".into(),
             asn: 64_512,
         }),
+        location: 1,
     };
     let removed = pb::CaseStep {
         kind: pb::StepKind::Removed as i32,
