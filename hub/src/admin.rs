@@ -5,7 +5,7 @@
 use crate::auth::Auth;
 use crate::hash_list::parse_entries;
 use crate::hash_list::HashList;
-use crate::ingest::{current, Routes};
+use crate::ingest::{current, Ingest, Routes};
 use crate::registry::{storage_key, Registry};
 use crate::rules::RuleSet;
 use crate::store::{location_state, noticed_or_opened, Store, META_RULES};
@@ -40,20 +40,16 @@ pub struct AdminService {
     /// Woken when the clock moves: deadlines may have passed, digests be due.
     clock_moved: Vec<Arc<Notify>>,
     registry: Arc<Registry>,
+    /// Splits a report out of its case (deconfliction is ingest's).
+    ingest: Ingest,
 }
 
 impl AdminService {
-    /// Serves operators over `store`, `list`, the routing in force and the
-    /// hub's `clock`; each of `clock_moved` is woken when the clock moves.
-    pub fn new(
-        store: Store,
-        list: Arc<HashList>,
-        clock: Arc<Clock>,
-        auth: Auth,
-        routes: Routes,
-        clock_moved: Vec<Arc<Notify>>,
-        registry: Arc<Registry>,
-    ) -> Self {
+    /// Serves operators over what `ingest` works on (the store, the list,
+    /// the routing in force, the registry and the hub's clock); each of
+    /// `clock_moved` is woken when the clock moves.
+    pub fn new(ingest: Ingest, auth: Auth, clock_moved: Vec<Arc<Notify>>) -> Self {
+        let (store, list, clock, routes, registry) = ingest.parts();
         AdminService {
             store,
             list,
@@ -63,6 +59,7 @@ impl AdminService {
             changes: Arc::new(tokio::sync::Mutex::new(())),
             clock_moved,
             registry,
+            ingest,
         }
     }
 
@@ -169,6 +166,7 @@ fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, 
                         removed_at_ms: l.removed_at_ms,
                         noticed_at_ms: l.noticed_at_ms,
                         noticed_by_report_id: l.noticed_by_report_id.clone(),
+                        moved_to_case_id: l.moved_to_case_id.clone(),
                     });
                 }
                 Some(pb::CaseView {
@@ -518,5 +516,28 @@ impl Admin for AdminService {
         Ok(Response::new(pb::RegistryList {
             parties: self.registry.list(),
         }))
+    }
+
+    async fn split_report(
+        &self,
+        request: Request<pb::SplitRequest>,
+    ) -> Result<Response<pb::SplitResponse>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let req = request.into_inner();
+        let reason = req.reason.trim();
+        if reason.is_empty() || reason.len() > 512 || reason.chars().any(char::is_control) {
+            return Err(Refusal::invalid(
+                "split_request.reason",
+                "say why, in 1 to 512 bytes without control characters",
+            )
+            .into());
+        }
+        let id = ReportId::parse(&req.report_id)
+            .map_err(|e| Refusal::invalid("split_request.report_id", e))?;
+        Ok(Response::new(
+            self.ingest
+                .split(id, reason.to_string(), caller.id.clone())
+                .await?,
+        ))
     }
 }

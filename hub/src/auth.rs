@@ -276,6 +276,7 @@ pub const METHODS: &[Method] = &[
     unary("/meldnet.v1.Admin/Register", Access::Operators, 16 * KIB),
     unary("/meldnet.v1.Admin/Revoke", Access::Operators, 4 * KIB),
     unary("/meldnet.v1.Admin/ListRegistry", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/SplitReport", Access::Operators, 4 * KIB),
     unary("/grpc.health.v1.Health/Check", Access::Anyone, KIB),
     unary("/grpc.health.v1.Health/Watch", Access::Anyone, KIB),
     stream(

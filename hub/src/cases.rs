@@ -42,6 +42,9 @@ pub struct LocationInfo {
     pub deadline_ms: i64,
     /// Whether its hosting hotline was asked for a notice.
     pub noticed: bool,
+    /// Split out by an operator into a case of its own: no report is
+    /// placed here again.
+    pub moved: bool,
 }
 
 /// What a sighting needs to know of its case.
@@ -62,7 +65,7 @@ impl CaseInfo {
     pub fn location_of(&self, url_key: &[u8; 32]) -> Option<u32> {
         self.locations
             .iter()
-            .position(|l| &l.url_key == url_key)
+            .position(|l| &l.url_key == url_key && !l.moved)
             .map(|i| i as u32)
     }
 }
@@ -138,6 +141,9 @@ pub struct CaseIndex {
     pdq: PdqTable,
     /// Reports placed so far (since start).
     generation: u64,
+    /// Presearches older than this were made on an index since rebuilt
+    /// (its case numbers differ): they are searched again in full.
+    floor: u64,
     /// PDQ hashes added at each generation (the last `DELTA_MAX`).
     delta: std::collections::VecDeque<(u64, PdqHash, u32)>,
 }
@@ -212,6 +218,17 @@ impl CaseIndex {
         }
     }
 
+    /// Replaces the index with one rebuilt from the store (after an
+    /// operator split a report out: its keys lead to its own case now).
+    /// Presearches made before are searched again.
+    pub fn reload(&mut self, data: CaseIndexData) -> Result<(), StoreError> {
+        let mut fresh = CaseIndex::load(data)?;
+        fresh.generation = self.generation + 1;
+        fresh.floor = fresh.generation;
+        *self = fresh;
+        Ok(())
+    }
+
     /// An empty index.
     pub fn new() -> CaseIndex {
         CaseIndex::default()
@@ -265,10 +282,11 @@ impl CaseIndex {
         }
         // The delta is complete from its first generation on (the one
         // before may have been cut in part).
-        let stale = self
-            .delta
-            .front()
-            .is_some_and(|(g, _, _)| pre.generation < *g);
+        let stale = pre.generation < self.floor
+            || self
+                .delta
+                .front()
+                .is_some_and(|(g, _, _)| pre.generation < *g);
         let best = if stale {
             // Too old to complete from the delta: search again, in full.
             self.presearch(report).best
@@ -363,6 +381,7 @@ pub fn case_info(rec: &pb::CaseRecord) -> Result<CaseInfo, StoreError> {
                     .map_err(|e| corrupt("location first report", e))?,
                 deadline_ms: l.deadline_ms,
                 noticed: l.noticed_at_ms > 0,
+                moved: !l.moved_to_case_id.is_empty(),
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -423,6 +442,7 @@ mod tests {
                 first_report: r.id,
                 deadline_ms: 0,
                 noticed: false,
+                moved: false,
             }],
         }
     }

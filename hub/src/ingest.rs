@@ -11,7 +11,7 @@ use crate::hash_list::HashList;
 use crate::registry::Registry;
 use crate::routing::{Material, Route, Router};
 use crate::rules::ReportClass;
-use crate::store::{CaseWrite, Committed, LocationWrite, NewReport, Store, StoreError};
+use crate::store::{CaseWrite, Committed, LocationWrite, NewReport, SplitWrite, Store, StoreError};
 use crate::victims::SeriesIndex;
 use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
@@ -29,6 +29,7 @@ use meldnet_core::time::Clock;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::sync::{Arc, PoisonError, RwLock};
+use tonic::Status;
 
 /// The routing in force: replaced whole when operators change the rules;
 /// each batch routes with the one it read.
@@ -376,6 +377,7 @@ impl Ingest {
                     first_report: report.id,
                     deadline_ms: 0,
                     noticed: false,
+                    moved: false,
                 }],
             });
             let router = current(&self.routes);
@@ -435,6 +437,7 @@ impl Ingest {
                                 first_report: report.id,
                                 deadline_ms: 0,
                                 noticed: false,
+                                moved: false,
                             },
                         ),
                     };
@@ -605,6 +608,239 @@ impl Ingest {
             ..Default::default()
         });
         new
+    }
+
+    /// What ingest works on, for the services that share it.
+    pub fn parts(&self) -> (Store, Arc<HashList>, Arc<Clock>, Routes, Arc<Registry>) {
+        (
+            self.store.clone(),
+            self.list.clone(),
+            self.clock.clone(),
+            self.routes.clone(),
+            self.registry.clone(),
+        )
+    }
+
+    /// Splits `report_id` out of the case it was wrongly merged into (an
+    /// operator's decision): a case of its own with the location it
+    /// brought, its own notice and deadline where due (from now), and a
+    /// decision of kind SPLIT queued to its recipients. Stored, audited and
+    /// flushed under the cases lock, then the index is rebuilt from the
+    /// store, so that later reports of its material join its own case (a
+    /// pause of ingest as long as a rebuild at start: a rare, manual act).
+    pub async fn split(
+        &self,
+        report_id: ReportId,
+        reason: String,
+        actor: SpiffeId,
+    ) -> Result<pb::SplitResponse, Status> {
+        let fail = |field: &str, why: String| -> Status {
+            Refusal::new(RefusalKind::FailedPrecondition, field, why).into()
+        };
+        let stored = self
+            .store
+            .report(&report_id)
+            .map_err(Status::from)?
+            .ok_or_else(|| {
+                Status::from(Refusal::new(
+                    RefusalKind::NotFound,
+                    "split_request.report_id",
+                    format!("no report {report_id}"),
+                ))
+            })?;
+        let (Some(sr), Some(sd)) = (stored.report.clone(), stored.decision.clone()) else {
+            return Err(Status::data_loss(format!(
+                "report {report_id}: stored without its decision"
+            )));
+        };
+        let original = pb::Decision::decode(sd.decision.as_slice())
+            .map_err(|e| Status::data_loss(format!("report {report_id}: decision: {e}")))?;
+        let Some(cref) = original.case_ref.clone() else {
+            return Err(fail(
+                "split_request.report_id",
+                format!("report {report_id} has no case (no EU link)"),
+            ));
+        };
+        let from = CaseId::parse(&cref.case_id)
+            .map_err(|e| Status::data_loss(format!("report {report_id}: case id: {e}")))?;
+        if cref.kind == pb::DecisionKind::Referral as i32 {
+            return Err(fail(
+                "split_request.report_id",
+                format!("report {report_id} opened case {from}: split the other reports out of it"),
+            ));
+        }
+        if cref.matched_by == "url" {
+            return Err(fail(
+                "split_request.report_id",
+                format!("report {report_id} joined case {from} by its URL: it is at a location of the case, not a wrong merge"),
+            ));
+        }
+        if !self
+            .store
+            .is_sighting(&from, &report_id)
+            .map_err(Status::from)?
+        {
+            return Err(fail(
+                "split_request.report_id",
+                format!("report {report_id} is not a sighting of case {from} (split out before?)"),
+            ));
+        }
+        let report = Report::decode(&sr.report)
+            .map_err(|e| Status::data_loss(format!("report {report_id}: {e}")))?;
+        let keys = self.store.case_keys(&report_id).map_err(Status::from)?;
+        let router = current(&self.routes);
+        let material = if original.items.iter().all(|i| i.known) {
+            Material::Known
+        } else {
+            Material::New
+        };
+        let route = router.decide(&report, material);
+        let now = self.clock.now_ms();
+        let notice = self.notice(&router, route.hosting, route.class, now);
+        let case_id = CaseId::new_v7();
+        let url = crate::cases::url_key(&report);
+        let mut loc = location_record(url, route.hosting, &report_id, now);
+        if let Some(n) = &notice {
+            n.apply(&mut loc, &report_id, now);
+        }
+        let info = CaseInfo {
+            id: case_id,
+            first_report: report_id,
+            assessment: route.class,
+            locations: vec![LocationInfo {
+                url_key: url,
+                hosting: route.hosting,
+                first_report: report_id,
+                deadline_ms: loc.deadline_ms,
+                noticed: notice.is_some(),
+                moved: false,
+            }],
+        };
+        let noticer = notice
+            .as_ref()
+            .and(route.hosting)
+            .filter(|h| *h != report.origin)
+            .and_then(|h| router.node_of(h));
+        let told = format!(
+            "report {report_id} was split out of case {from} into case {case_id} by an operator ({reason})"
+        );
+        let mut recipients: Vec<SpiffeId> = Vec::new();
+        let mut to: Vec<pb::Recipient> = Vec::new();
+        for r in &original.recipients {
+            let Ok(id) = SpiffeId::parse(&r.identity) else {
+                continue;
+            };
+            let notice_here = noticer.as_ref() == Some(&id);
+            to.push(pb::Recipient {
+                identity: r.identity.clone(),
+                purpose: if notice_here {
+                    pb::Purpose::NoticeAndTakedown
+                } else {
+                    pb::Purpose::SightingUpdate
+                } as i32,
+                reason: if notice_here {
+                    format!("notice-and-takedown for case {case_id}, of its own now: {told}")
+                } else {
+                    format!("an update: {told}")
+                },
+                first: false,
+                rule: "operator-split".into(),
+            });
+            recipients.push(id);
+        }
+        if let Some(n) = noticer.filter(|n| !recipients.contains(n)) {
+            to.push(pb::Recipient {
+                identity: n.to_string(),
+                purpose: pb::Purpose::NoticeAndTakedown as i32,
+                reason: format!("notice-and-takedown for case {case_id}, of its own now: {told}"),
+                first: false,
+                rule: "operator-split".into(),
+            });
+            recipients.push(n);
+        }
+        let mut reasons = vec![told.clone()];
+        reasons.push(match &notice {
+            Some(n) => format!(
+                "case {case_id} is assessed {}: {}",
+                crate::routing::class_name(route.class),
+                n.line()
+            ),
+            None => format!(
+                "case {case_id} is assessed {}: no notice due",
+                crate::routing::class_name(route.class)
+            ),
+        });
+        let decision = pb::Decision {
+            report_id: original.report_id.clone(),
+            report_digest: original.report_digest.clone(),
+            origin: original.origin.clone(),
+            decided_at_ms: now,
+            eu_link: original.eu_link,
+            eu_link_facts: original.eu_link_facts.clone(),
+            recipients: to,
+            reasons,
+            items: original.items.clone(),
+            rules_version: route.rules_version,
+            rules: Vec::new(),
+            case_ref: Some(case_ref(&info, 0, pb::DecisionKind::Split, "")),
+            kind: pb::DecisionKind::Split as i32,
+        };
+        let mut signed = pb::SignedDecision {
+            decision: decision.encode_to_vec(),
+            ..Default::default()
+        };
+        sign_tree(&self.signer, &mut [&mut signed]);
+        let write = SplitWrite {
+            report_id,
+            from,
+            from_location: cref.location,
+            record: pb::CaseRecord {
+                case_id: case_id.to_string(),
+                first_report_id: report_id.to_string(),
+                opened_at_ms: now,
+                assessment: assessment_to_proto(route.class) as i32,
+                locations: vec![loc],
+                ..Default::default()
+            },
+            keys,
+            decision_id: CaseId::new_v7(),
+            stored: pb::StoredReport {
+                report: Some(sr),
+                decision: Some(signed.clone()),
+                received_at_ms: now,
+            },
+            recipients,
+            actor,
+            reason,
+        };
+        let (store, cases) = (self.store.clone(), self.cases.clone());
+        let done = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+            // Ordered with ingest's commits, and no report placed meanwhile.
+            let mut index = cases.write().unwrap_or_else(PoisonError::into_inner);
+            let wait = store.send_split(write)?;
+            let done = tokio::runtime::Handle::current().block_on(wait)?;
+            if done {
+                index.reload(store.case_index_data()?)?;
+            }
+            Ok(done)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::from)?;
+        if !done {
+            return Err(fail(
+                "split_request.report_id",
+                format!(
+                    "report {report_id} is not a sighting of case {from} (split out meanwhile?)"
+                ),
+            ));
+        }
+        tracing::info!(report = %report_id, %from, to = %case_id, "report split out of its case");
+        Ok(pb::SplitResponse {
+            case_id: case_id.to_string(),
+            from_case_id: from.to_string(),
+            decision: Some(signed),
+        })
     }
 
     /// The notice due at a location hosted in `hosting` for a case assessed

@@ -104,6 +104,17 @@ enum AdminCommand {
     },
     /// Every registered party: identity, keys, revoked, where it comes from.
     Registry,
+    /// Split a report out of the case it was wrongly merged into (a PDQ
+    /// match of unrelated pictures): its own case, its own notice where
+    /// due, its recipients told. Audited.
+    Split {
+        /// The report id.
+        #[arg(long)]
+        report: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
     /// Move the hub's clock forward (only a hub with [clock] adjustable =
     /// true: tests and demonstrations of deadlines).
     AdvanceClock {
@@ -499,6 +510,7 @@ fn explanation_json(e: &pb::Explanation) -> anyhow::Result<serde_json::Value> {
                         "escalations": escalations,
                         "provider": l.provider.as_ref().map(|p| format!("{} (AS{})", p.name, p.asn)),
                         "removed_at_ms": l.removed_at_ms,
+                        "moved_to_case_id": l.moved_to_case_id,
                     })
                 })
                 .collect::<Vec<_>>();
@@ -741,6 +753,26 @@ fn admin_command(operator: &std::path::Path, command: AdminCommand) -> anyhow::R
                 .block_on(op.admin.revoke(pb::RevokeRequest { identity, reason }))?
                 .into_inner();
             println!("{}", registration_json(&r));
+        }
+        AdminCommand::Split { report, reason } => {
+            let r = rt
+                .block_on(op.admin.split_report(pb::SplitRequest {
+                    report_id: report,
+                    reason,
+                }))?
+                .into_inner();
+            let decision = r
+                .decision
+                .as_ref()
+                .and_then(|d| {
+                    use prost::Message;
+                    pb::Decision::decode(d.decision.as_slice()).ok()
+                })
+                .unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::json!({"case_id": r.case_id, "from_case_id": r.from_case_id, "decision": decision_json(&decision)})
+            );
         }
         AdminCommand::Registry => {
             let l = rt

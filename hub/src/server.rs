@@ -260,7 +260,7 @@ pub async fn run(
         .add_service(reflection_alpha)
         .add_service(
             SubmissionServer::new(SubmissionService::new(
-                ingest,
+                ingest.clone(),
                 auth.clone(),
                 cfg.calls.max_stream_batches,
             ))
@@ -289,13 +289,9 @@ pub async fn run(
             notifications.clone(),
         )))
         .add_service(AdminServer::new(AdminService::new(
-            store.clone(),
-            list,
-            clock,
+            ingest,
             auth,
-            routes,
             vec![deadlines, notifications],
-            registry,
         )))
         .serve_with_incoming_shutdown(incoming, shutdown);
     // Graceful shutdown waits for clients to close their connections; an

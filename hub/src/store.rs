@@ -272,6 +272,32 @@ pub struct Escalation {
     pub actor: SpiffeId,
 }
 
+/// A report an operator splits out of the case it was wrongly merged
+/// into, with the decision its recipients receive.
+#[derive(Debug, Clone)]
+pub struct SplitWrite {
+    /// The report.
+    pub report_id: ReportId,
+    /// The case it leaves.
+    pub from: CaseId,
+    /// The location of `from` it brought (moved out with it).
+    pub from_location: u32,
+    /// Its own case, opened now.
+    pub record: pb::CaseRecord,
+    /// The deconfliction keys it brought, which lead to its own case now.
+    pub keys: CaseKeys,
+    /// Id of the new decision (stored like an escalation, queued as one).
+    pub decision_id: CaseId,
+    /// The report with the new signed decision.
+    pub stored: pb::StoredReport,
+    /// Queue entries.
+    pub recipients: Vec<SpiffeId>,
+    /// The operator.
+    pub actor: SpiffeId,
+    /// The operator's words.
+    pub reason: String,
+}
+
 /// When a location's time to removal starts: at its notice (a location
 /// can join a case, or a case become illegal everywhere, before one).
 pub fn noticed_or_opened(rec: &pb::LocationRecord) -> i64 {
@@ -284,6 +310,9 @@ pub fn noticed_or_opened(rec: &pb::LocationRecord) -> i64 {
 
 /// A location's state, in the words statistics and explanations use.
 pub fn location_state(rec: &pb::LocationRecord, now_ms: i64) -> &'static str {
+    if !rec.moved_to_case_id.is_empty() {
+        return "split_out";
+    }
     let removed_in_time = rec.removed_at_ms > 0 && rec.removed_at_ms <= rec.deadline_ms;
     if rec.deadline_ms == 0 {
         if rec.removed_at_ms > 0 {
@@ -342,6 +371,7 @@ enum WriteOp {
     ),
     Step(StepWrite, oneshot::Sender<Result<StepOutcome, StoreError>>),
     Escalate(Escalation, oneshot::Sender<Result<bool, StoreError>>),
+    Split(Box<SplitWrite>, oneshot::Sender<Result<bool, StoreError>>),
     Series(SeriesOp, oneshot::Sender<Result<SeriesOutcome, StoreError>>),
     /// Tests only: the writer waits here until the sender is dropped or
     /// sends, so that the operations queued meanwhile meet in one group.
@@ -358,7 +388,7 @@ impl WriteOp {
     /// through). Series operations are rare, so a group each costs nothing
     /// measurable.
     fn commits_alone(&self) -> bool {
-        matches!(self, WriteOp::Series(..))
+        matches!(self, WriteOp::Series(..) | WriteOp::Split(..))
     }
 }
 
@@ -676,7 +706,12 @@ impl Store {
     /// free. That room is kept for what must not fail: sled's own log
     /// (a failed flush stops the hub), acknowledgements, operators' changes.
     pub fn open_with(dir: &Path, clock: Arc<Clock>, min_free: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // No periodic flush of sled's own: the flusher flushes after every
+        // group it answers, and a background write could meet a failing
+        // disk when nobody answers for it, leaving sled unusable while the
+        // hub still ran (a write that fails now fails a group, which is
+        // refused or stops the hub).
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         let tree = db.open_tree("hub")?;
         let head = match tree.get(META_AUDIT_HEAD)? {
             Some(v) if v.len() == 40 => {
@@ -797,6 +832,51 @@ impl Store {
     /// time or this deadline was escalated already (then false).
     pub async fn escalate(&self, e: Escalation) -> Result<bool, StoreError> {
         self.ask(|tx| WriteOp::Escalate(e, tx)).await
+    }
+
+    /// Hands a split to the writer now (after the reports handed before,
+    /// before those handed after) and returns the wait for its flush:
+    /// false when the report is no longer a sighting of the case.
+    pub fn send_split(
+        &self,
+        w: SplitWrite,
+    ) -> Result<impl std::future::Future<Output = Result<bool, StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(WriteOp::Split(Box::new(w), tx))
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
+    }
+
+    /// Whether `report` joined `case` as a sighting (and was not split out).
+    pub fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError> {
+        Ok(self
+            .tree
+            .contains_key(key_with(SIGHTING, &[case.as_bytes(), report.as_bytes()]))?)
+    }
+
+    /// The deconfliction keys `report` brought to its case.
+    pub fn case_keys(&self, report: &ReportId) -> Result<CaseKeys, StoreError> {
+        let Some(v) = self.tree.get(key_with(CASE_KEYS, &[report.as_bytes()]))? else {
+            return Ok(CaseKeys::default());
+        };
+        let r = pb::CaseKeysRecord::decode(&load_body(&self.blobs, &v)?[..])
+            .map_err(|e| StoreError::Corrupt(format!("case keys: {e}")))?;
+        let hash = |b: &[u8], what: &str| -> Result<[u8; 32], StoreError> {
+            b.try_into()
+                .map_err(|_| StoreError::Corrupt(format!("case keys: {what}")))
+        };
+        let mut keys = CaseKeys::default();
+        for u in &r.urls {
+            keys.urls.push(hash(u, "urls")?);
+        }
+        for f in &r.files {
+            keys.files.push(Sha256(hash(f, "files")?));
+        }
+        for (h, q) in r.pdqs.iter().zip(&r.pdq_qualities) {
+            keys.pdqs.push((PdqHash(hash(h, "pdqs")?), *q));
+        }
+        Ok(keys)
     }
 
     /// Stores a setting (`key`, `value`) with an audit record, flushed
@@ -1675,6 +1755,14 @@ impl Writer {
                         let _ = reply.send(Err(e));
                     }
                 },
+                WriteOp::Split(w, reply) => match self.stage_split(&mut batch, *w, &mut queued_any)
+                {
+                    Ok(done) => replies.push(Reply::Escalated(reply, done)),
+                    Err(e) => {
+                        failure = Some(e.clone());
+                        let _ = reply.send(Err(e));
+                    }
+                },
                 WriteOp::Escalate(e, reply) => {
                     match self.stage_escalation(&mut batch, e, &mut queued_any) {
                         Ok(done) => replies.push(Reply::Escalated(reply, done)),
@@ -2333,6 +2421,69 @@ impl Writer {
         );
         self.bump("deadlines_missed");
         self.group_cases.insert(e.case_id, rec);
+        Ok(true)
+    }
+}
+
+impl Writer {
+    fn stage_split(
+        &mut self,
+        batch: &mut sled::Batch,
+        w: SplitWrite,
+        queued_any: &mut bool,
+    ) -> Result<bool, StoreError> {
+        let sighting = key_with(SIGHTING, &[w.from.as_bytes(), w.report_id.as_bytes()]);
+        let Some(mut from) = self.load_case(&w.from)? else {
+            return Ok(false);
+        };
+        if !self.tree.contains_key(&sighting)? {
+            return Ok(false);
+        }
+        let new_id = CaseId::parse(&w.record.case_id)
+            .map_err(|e| StoreError::Corrupt(format!("case id: {e}")))?;
+        batch.remove(sighting);
+        from.sightings = from.sightings.saturating_sub(1);
+        if let Some(l) = from.locations.get_mut(w.from_location as usize) {
+            if l.deadline_ms > 0 {
+                batch.remove(deadline_key(l.deadline_ms, &w.from, w.from_location));
+            }
+            l.moved_to_case_id = new_id.to_string();
+        }
+        for (i, l) in w.record.locations.iter().enumerate() {
+            if l.deadline_ms > 0 {
+                batch.insert(deadline_key(l.deadline_ms, &new_id, i as u32), &[][..]);
+            }
+        }
+        self.stage_case_keys(batch, &new_id, &w.report_id, &w.keys);
+        let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &w.stored);
+        batch.insert(
+            key_with(ESCALATION, &[w.decision_id.as_bytes()]),
+            &body.to_bytes()[..],
+        );
+        let mut value = w.report_id.as_bytes().to_vec();
+        value.extend_from_slice(w.decision_id.as_bytes());
+        for recipient in &w.recipients {
+            let seq = self.next_queue_seq;
+            self.next_queue_seq += 1;
+            batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
+            *queued_any = true;
+        }
+        let now = self.clock.now_ms();
+        let line = format!(
+            "report {} split out of case {} (location {}) into case {new_id} by {}: {}",
+            w.report_id, w.from, w.from_location, w.actor, w.reason
+        );
+        let first = ReportId::parse(&from.first_report_id)
+            .map_err(|e| StoreError::Corrupt(format!("case first report: {e}")))?;
+        self.stage_history(batch, &w.report_id, now, "split", &w.actor, line.clone());
+        self.stage_history(batch, &first, now, "split", &w.actor, line.clone());
+        self.stage_audit(
+            batch,
+            event(now, "case-split", &w.actor, w.from.to_string(), line),
+        );
+        self.bump("cases");
+        self.group_cases.insert(w.from, from);
+        self.group_cases.insert(new_id, w.record);
         Ok(true)
     }
 }

@@ -124,6 +124,17 @@ impl Cases for CasesService {
                 ),
             )
         })?;
+        if !loc.moved_to_case_id.is_empty() {
+            return Err(Refusal::new(
+                RefusalKind::FailedPrecondition,
+                "step.location",
+                format!(
+                    "location {location} of case {} was split out into case {}: record its steps there (location 0)",
+                    step.case_id, loc.moved_to_case_id
+                ),
+            )
+            .into());
+        }
         if loc.hosting_country != cc.as_str() {
             return Err(Refusal::new(
                 RefusalKind::PermissionDenied,

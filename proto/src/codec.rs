@@ -71,7 +71,7 @@ limits! {
     AdvanceClockRequest, AdvanceClockResponse, GetRulesRequest, RoutingRules,
     ExplainRequest, Explanation, StatsRequest, StatsResponse,
     Registration { 2 => MAX_KEYS, "registration.signing_keys" },
-    RevokeRequest, ListRegistryRequest, RegistryList,
+    RevokeRequest, ListRegistryRequest, RegistryList, SplitRequest, SplitResponse,
     SignedCaseStep, CaseStepReceipt,
     SyncRequest,
     SyncBatch { 1 => SYNC_BATCH, "sync_batch.changes" },

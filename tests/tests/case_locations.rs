@@ -538,3 +538,207 @@ fn the_routing_table_of_sightings() {
         }
     }
 }
+
+#[test]
+fn a_wrongly_merged_report_split_out_becomes_its_own_case_with_its_own_notice() {
+    let fed = federation();
+    let data = pdq_data();
+    let files = fed.scratch("files");
+    let (first, lines) = fed
+        .report(
+            "NL",
+            "https://merge.example.test/one",
+            &["--hosting", "DE"],
+            &[&data.join("bridge-mods/aaa-orig.jpg")],
+        )
+        .unwrap();
+    let c0 = accepted(&lines)["case"].clone();
+    let case = c0["case_id"].as_str().unwrap().to_string();
+    // A picture PDQ puts within 31 bits: merged into the case, location 1.
+    let (merged, lines) = fed
+        .report(
+            "NL",
+            "https://merge.example.test/two",
+            &["--hosting", "DE"],
+            &[&data.join("bridge-mods/shrink-a-lot.jpg")],
+        )
+        .unwrap();
+    let c1 = accepted(&lines)["case"].clone();
+    assert_eq!(c1["case_id"], case.as_str());
+    assert_eq!(c1["location"], 1);
+    assert!(
+        c1["matched_by"].as_str().unwrap().starts_with("pdq"),
+        "{c1}"
+    );
+    let (by_url, _) = fed
+        .report(
+            "FR",
+            "https://merge.example.test/one#frag",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "u.png", 21)],
+        )
+        .unwrap();
+    let de = fed.scratch("de");
+    inbox(&fed, "DE", &de);
+
+    // What cannot be split: the case's first report, a report at one of
+    // its URLs, an unknown report; the reason is required.
+    let split = |report: &str, reason: &str| {
+        fed.hub_admin(&["split", "--report", report, "--reason", reason])
+    };
+    for (report, says) in [
+        (first.as_str(), "opened case"),
+        (by_url.as_str(), "by its URL"),
+        ("0192f1a0-6c00-7000-8000-000000000099", "no report"),
+    ] {
+        let o = split(report, "wrong merge");
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains(says), "{says}: {}", stderr(&o));
+    }
+    let before = explain(&fed, &first);
+    let o = split(&merged, " ");
+    assert!(
+        !o.status.success() && stderr(&o).contains("split_request.reason"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        explain(&fed, &first)["case"],
+        before["case"],
+        "refusals change nothing"
+    );
+
+    // The operator splits it out.
+    let o = split(&merged, "a different picture: PDQ joined unrelated images");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = &json_lines(&o)[0];
+    let own = r["case_id"].as_str().unwrap().to_string();
+    assert_ne!(own, case);
+    assert_eq!(r["from_case_id"], case.as_str());
+    assert_eq!(r["decision"]["kind"], "SPLIT");
+
+    // Its hosting hotline gets the notice of its own case, with a deadline
+    // from now; the old case's location 1 is split out, its deadline gone.
+    let got = inbox(&fed, "DE", &de);
+    let d = got
+        .iter()
+        .filter(|d| d["report_id"] == merged.as_str())
+        .find(|d| d["decision"]["kind"] == "DECISION_KIND_SPLIT")
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert_eq!(
+        purpose_for(d, &format!("{FED}/node/DE")).as_deref(),
+        Some("PURPOSE_NOTICE_AND_TAKEDOWN")
+    );
+    assert_eq!(d["decision"]["case"]["case_id"], own.as_str());
+    assert_eq!(d["decision"]["case"]["location"], 0);
+    let own_deadline = d["decision"]["case"]["deadline_ms"].as_i64().unwrap();
+    assert!(own_deadline > c1["deadline_ms"].as_i64().unwrap());
+    // Police are told with an update.
+    let bka = fed.scratch("bka");
+    fed.pull("DE-bka", &["--out", bka.to_str().unwrap()]);
+    let o = fed.agency("DE-bka", "received", &["--out", bka.to_str().unwrap()]);
+    let told = json_lines(&o)
+        .into_iter()
+        .find(|d| d["decision"]["kind"] == "DECISION_KIND_SPLIT")
+        .expect("police told");
+    assert_eq!(
+        purpose_for(&told, &format!("{FED}/agency/DE/bka")).as_deref(),
+        Some("PURPOSE_SIGHTING_UPDATE")
+    );
+
+    // Explained on both sides, audited.
+    let e = explain(&fed, &first);
+    let locs = e["case"]["locations"].as_array().unwrap();
+    assert_eq!(locs[1]["state"], "split_out");
+    assert_eq!(locs[1]["moved_to_case_id"], own.as_str());
+    assert!(!e["case"]["sightings"].to_string().contains(&merged));
+    let e = explain(&fed, &merged);
+    assert!(
+        e["history"].to_string().contains("split out of case"),
+        "{}",
+        e["history"]
+    );
+    let o = fed.hub_admin(&["split", "--report", &merged, "--reason", "again"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("not a sighting"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Steps: the old location refuses them, naming the new case; the new
+    // case takes them.
+    let o = fed.node(
+        "DE",
+        &[
+            "case",
+            "step",
+            "--case",
+            &case,
+            "--location",
+            "1",
+            "--kind",
+            "removed",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains(&own), "{}", stdout(&o));
+    let r = step(
+        &fed,
+        "DE",
+        &own,
+        0,
+        &[
+            "--kind",
+            "notice-sent",
+            "--provider-name",
+            "Own Hosting",
+            "--asn",
+            "64520",
+        ],
+    );
+    assert_eq!(r["deadline_ms"], own_deadline);
+
+    // Later reports of its picture or URL join its own case.
+    let (_, lines) = fed
+        .report(
+            "FR",
+            "https://merge.example.test/two",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "v.png", 22)],
+        )
+        .unwrap();
+    assert_eq!(accepted(&lines)["case"]["case_id"], own.as_str());
+    let (three, lines) = fed
+        .report(
+            "FR",
+            "https://merge.example.test/three",
+            &["--hosting", "DE"],
+            &[&data.join("bridge-mods/shrink-a-lot.jpg")],
+        )
+        .unwrap();
+    assert_eq!(
+        accepted(&lines)["case"]["case_id"],
+        own.as_str(),
+        "{lines:?}"
+    );
+    assert_eq!(accepted(&lines)["case"]["location"], 1, "{lines:?}");
+    fed.pull("DE-bka", &["--out", bka.to_str().unwrap()]);
+
+    // DE removes location 0 of the first case in time and lets its own
+    // case's deadlines pass: each of its own case's locations escalates,
+    // the old case's split-out location never.
+    step(&fed, "DE", &case, 0, &["--kind", "removed"]);
+    fed.hub_admin(&["advance-clock", "--hours", "13"]);
+    let mut got = pull_until_some(&fed, "DE-bka", &bka);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    got.extend(stored_ids(
+        &fed.pull("DE-bka", &["--out", bka.to_str().unwrap()]),
+    ));
+    got.sort();
+    let mut want = vec![merged.clone(), three.clone()];
+    want.sort();
+    assert_eq!(got, want, "the escalations of its own case's locations");
+    let e = explain(&fed, &first);
+    assert_eq!(e["case"]["locations"][0]["state"], "removed");
+    assert_eq!(e["case"]["locations"][1]["state"], "split_out");
+}
