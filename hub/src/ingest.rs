@@ -343,6 +343,7 @@ impl Ingest {
             case: None,
             counts,
             series: Vec::new(),
+            extra: Vec::new(),
         };
         Routed {
             new,
@@ -445,6 +446,20 @@ impl Ingest {
                         true => None,
                         false => self.notice(&router, here.hosting, assessment, now),
                     };
+                    // Made illegal everywhere: every other location of the
+                    // case without a notice gets one now, by a decision on
+                    // the report that brought it.
+                    let mut others: Vec<(u32, Notice)> = Vec::new();
+                    if upgraded {
+                        for (j, l) in info.locations.iter().enumerate() {
+                            if j as u32 == at || l.noticed || l.moved {
+                                continue;
+                            }
+                            if let Some(n) = self.notice(&router, l.hosting, assessment, now) {
+                                others.push((j as u32, n));
+                            }
+                        }
+                    }
                     cases.update(&info.id, |c| {
                         c.assessment = assessment;
                         if location.is_none() {
@@ -453,6 +468,12 @@ impl Ingest {
                         if let (Some(n), Some(l)) = (&notice, c.locations.get_mut(at as usize)) {
                             l.deadline_ms = n.deadline_ms;
                             l.noticed = true;
+                        }
+                        for (j, n) in &others {
+                            if let Some(l) = c.locations.get_mut(*j as usize) {
+                                l.deadline_ms = n.deadline_ms;
+                                l.noticed = true;
+                            }
                         }
                     });
                     let now_info = cases.info(&info.id).cloned().unwrap_or(info.clone());
@@ -554,6 +575,35 @@ impl Ingest {
                         ),
                         (None, Some(_)) => format!("at location {at}: recipients get an update; no notice due there"),
                     });
+                    let mut other_notices = Vec::new();
+                    for (j, n) in others {
+                        let loc = &now_info.locations[j as usize];
+                        match self.notice_elsewhere(&router, &now_info, j, &n, &report.id, now) {
+                            Ok(extra) => {
+                                decision.reasons.push(format!(
+                                    "location {j} (report {}) had no notice: its hosting hotline is asked for one now; {}",
+                                    loc.first_report,
+                                    n.line()
+                                ));
+                                new.extra.push(extra);
+                                other_notices.push((j, n));
+                            }
+                            Err(e) => {
+                                tracing::error!(case = %info.id, location = j, error = %e, "notice at another location not made");
+                                cases.update(&info.id, |c| {
+                                    if let Some(l) = c.locations.get_mut(j as usize) {
+                                        l.deadline_ms = 0;
+                                        l.noticed = false;
+                                    }
+                                });
+                                decision.reasons.push(format!(
+                                    "location {j} (report {}) had no notice and its report could not be read ({e}): it is asked at the location's next report",
+                                    loc.first_report
+                                ));
+                            }
+                        }
+                    }
+                    let now_info = cases.info(&info.id).cloned().unwrap_or(now_info);
                     decision.kind = kind as i32;
                     decision.case_ref = Some(case_ref(&now_info, at, kind, &how));
                     new.summary
@@ -576,6 +626,7 @@ impl Ingest {
                         assessment: (assessment != before).then(|| assessment_to_proto(assessment)),
                         location: place,
                         notice: notice.filter(|_| location.is_some()),
+                        other_notices,
                     });
                 }
             }
@@ -843,6 +894,73 @@ impl Ingest {
         })
     }
 
+    /// The decision that asks the hosting hotline of location `j` of `case`
+    /// for a notice, on the report that brought the location (stored
+    /// earlier), because report `by` made the case illegal everywhere.
+    fn notice_elsewhere(
+        &self,
+        router: &Router,
+        case: &CaseInfo,
+        j: u32,
+        n: &Notice,
+        by: &ReportId,
+        now: i64,
+    ) -> Result<crate::store::ExtraDecision, String> {
+        let loc = &case.locations[j as usize];
+        let stored = self
+            .store
+            .report(&loc.first_report)
+            .map_err(|e| e.to_string())?
+            .ok_or("not stored yet")?;
+        let original = stored
+            .decision
+            .as_ref()
+            .and_then(|d| pb::Decision::decode(d.decision.as_slice()).ok())
+            .ok_or("its decision does not decode")?;
+        let origin = SpiffeId::parse(&original.origin).map_err(|e| e.to_string())?;
+        let noticer = loc
+            .hosting
+            .filter(|h| !matches!(origin.role(), Role::Node(o) if o == h))
+            .and_then(|h| router.node_of(h));
+        let why = format!(
+            "notice-and-takedown for location {j} of case {}: report {by} made the case illegal everywhere",
+            case.id
+        );
+        let recipients: Vec<pb::Recipient> = noticer
+            .iter()
+            .map(|id| pb::Recipient {
+                identity: id.to_string(),
+                purpose: pb::Purpose::NoticeAndTakedown as i32,
+                reason: why.clone(),
+                first: false,
+                rule: "case-upgrade".into(),
+            })
+            .collect();
+        let decision = pb::Decision {
+            decided_at_ms: now,
+            recipients,
+            reasons: vec![why.clone(), n.line()],
+            rules: Vec::new(),
+            case_ref: Some(case_ref(case, j, pb::DecisionKind::Upgrade, "")),
+            kind: pb::DecisionKind::Upgrade as i32,
+            ..original
+        };
+        Ok(crate::store::ExtraDecision {
+            id: CaseId::new_v7(),
+            report_id: loc.first_report,
+            stored: pb::StoredReport {
+                report: stored.report,
+                decision: Some(pb::SignedDecision {
+                    decision: decision.encode_to_vec(),
+                    ..Default::default()
+                }),
+                received_at_ms: now,
+            },
+            recipients: noticer.into_iter().collect(),
+            line: why,
+        })
+    }
+
     /// The notice due at a location hosted in `hosting` for a case assessed
     /// `assessment`: one when the country takes part and the case is
     /// illegal everywhere (baseline), with the country's deadline from `now`.
@@ -932,7 +1050,14 @@ impl Ingest {
     fn sign_decisions(&self, reports: &mut [NewReport]) {
         let mut decisions: Vec<&mut pb::SignedDecision> = reports
             .iter_mut()
-            .filter_map(|r| r.stored.decision.as_mut())
+            .flat_map(|r| {
+                let NewReport { stored, extra, .. } = r;
+                stored
+                    .decision
+                    .as_mut()
+                    .into_iter()
+                    .chain(extra.iter_mut().filter_map(|e| e.stored.decision.as_mut()))
+            })
             .collect();
         sign_tree(&self.signer, &mut decisions);
     }

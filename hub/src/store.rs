@@ -176,6 +176,25 @@ pub struct NewReport {
     pub counts: Vec<String>,
     /// Series whose material it holds (recorded with its case).
     pub series: Vec<meldnet_core::series::SeriesId>,
+    /// Decisions its placing made on other stored reports (a notice at
+    /// another location of the case it made illegal everywhere).
+    pub extra: Vec<ExtraDecision>,
+}
+
+/// A further decision on a stored report, stored and queued like an
+/// escalation: the report with the new signed decision.
+#[derive(Debug, Clone)]
+pub struct ExtraDecision {
+    /// Its id.
+    pub id: CaseId,
+    /// The report it is about.
+    pub report_id: ReportId,
+    /// The report with the new decision.
+    pub stored: pb::StoredReport,
+    /// Queue entries.
+    pub recipients: Vec<SpiffeId>,
+    /// One line for the report's history.
+    pub line: String,
 }
 
 /// What a report does to the cases.
@@ -199,6 +218,9 @@ pub enum CaseWrite {
         location: LocationWrite,
         /// A notice asked now at a location the case held already.
         notice: Option<crate::ingest::Notice>,
+        /// Notices asked now at the case's other locations (it became
+        /// illegal everywhere), with the decisions in `NewReport::extra`.
+        other_notices: Vec<(u32, crate::ingest::Notice)>,
     },
 }
 
@@ -1932,6 +1954,29 @@ impl Writer {
                 *queued_any = true;
             }
             let now = self.clock.now_ms();
+            for e in &r.extra {
+                let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &e.stored);
+                batch.insert(
+                    key_with(ESCALATION, &[e.id.as_bytes()]),
+                    &body.to_bytes()[..],
+                );
+                let mut value = e.report_id.as_bytes().to_vec();
+                value.extend_from_slice(e.id.as_bytes());
+                for recipient in &e.recipients {
+                    let seq = self.next_queue_seq;
+                    self.next_queue_seq += 1;
+                    batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
+                    *queued_any = true;
+                }
+                self.stage_history(
+                    batch,
+                    &e.report_id,
+                    now,
+                    "decided",
+                    &r.origin.clone(),
+                    e.line.clone(),
+                );
+            }
             self.stage_history(
                 batch,
                 &r.id,
@@ -1973,6 +2018,7 @@ impl Writer {
                     assessment,
                     location,
                     notice,
+                    other_notices,
                 }) => match self.load_case(&case_id)? {
                     Some(mut rec) => {
                         rec.sightings += 1;
@@ -1989,6 +2035,28 @@ impl Writer {
                                     "report {} assessed case {case_id} graver: {}",
                                     r.id,
                                     a.as_str_name()
+                                ),
+                            );
+                        }
+                        for (at, n) in other_notices {
+                            let Some(l) = rec.locations.get_mut(at as usize) else {
+                                continue;
+                            };
+                            if l.deadline_ms > 0 {
+                                batch.remove(deadline_key(l.deadline_ms, &case_id, at));
+                            }
+                            n.apply(l, &r.id, now);
+                            batch.insert(deadline_key(l.deadline_ms, &case_id, at), &[][..]);
+                            self.stage_history(
+                                batch,
+                                &first_report,
+                                now,
+                                "notice",
+                                &origin,
+                                format!(
+                                    "report {} made case {case_id} illegal everywhere: notice asked at location {at}, deadline {}",
+                                    r.id,
+                                    meldnet_core::time::rfc3339(n.deadline_ms)
                                 ),
                             );
                         }
@@ -2513,6 +2581,7 @@ mod tests {
             summary: "test".into(),
             case: None,
             counts: vec![],
+            extra: vec![],
             series: vec![],
         }
     }

@@ -742,3 +742,89 @@ fn a_wrongly_merged_report_split_out_becomes_its_own_case_with_its_own_notice() 
     assert_eq!(e["case"]["locations"][0]["state"], "removed");
     assert_eq!(e["case"]["locations"][1]["state"], "split_out");
 }
+
+#[test]
+fn a_case_made_illegal_everywhere_asks_every_location_without_a_notice() {
+    let fed = federation();
+    let files = fed.scratch("files");
+    let file = synthetic_file(&files, "x.png", 61);
+    // Not yet assessed, hosted in FR: FR is asked to assess; no notice.
+    let (first, lines) = fed
+        .report_as(
+            "NL",
+            "https://a.example.test/1",
+            "unassessed",
+            &["--hosting", "FR"],
+            &[&file],
+        )
+        .unwrap();
+    let c = accepted(&lines)["case"].clone();
+    assert_eq!(c["deadline_ms"], 0);
+    let case = c["case_id"].as_str().unwrap().to_string();
+    // The same file at another URL, in DE, assessed baseline: the case is
+    // illegal everywhere now.
+    let (second, lines) = fed
+        .report(
+            "NL",
+            "https://b.example.test/2",
+            &["--hosting", "DE"],
+            &[&file],
+        )
+        .unwrap();
+    let c = accepted(&lines)["case"].clone();
+    assert_eq!(c["kind"], "DECISION_KIND_NEW_LOCATION", "{lines:?}");
+    assert_eq!(c["location"], 1);
+    // DE: the notice for location 1. FR: one for location 0, on the report
+    // that brought it, with its own deadline (FR's 24 h).
+    let de = inbox(&fed, "DE", &fed.scratch("de"));
+    assert_eq!(
+        notices(&de, &format!("{FED}/node/DE")),
+        vec![second.clone()]
+    );
+    let fr = inbox(&fed, "FR", &fed.scratch("fr"));
+    let up = fr
+        .iter()
+        .find(|d| d["decision"]["kind"] == "DECISION_KIND_UPGRADE")
+        .unwrap_or_else(|| panic!("FR got no notice: {fr:?}"));
+    assert_eq!(up["report_id"], first.as_str());
+    assert_eq!(
+        purpose_for(up, &format!("{FED}/node/FR")).as_deref(),
+        Some("PURPOSE_NOTICE_AND_TAKEDOWN")
+    );
+    assert_eq!(up["decision"]["case"]["location"], 0);
+    let fr_deadline = up["decision"]["case"]["deadline_ms"].as_i64().unwrap();
+    assert!(
+        fr_deadline > c["deadline_ms"].as_i64().unwrap(),
+        "FR's 24 h after DE's 12 h"
+    );
+    let e = explain(&fed, &first);
+    for loc in e["case"]["locations"].as_array().unwrap() {
+        assert_eq!(loc["noticed_by_report_id"], second.as_str(), "{loc}");
+    }
+    // FR records its steps at location 0; its deadline is the one asked.
+    let r = step(
+        &fed,
+        "FR",
+        &case,
+        0,
+        &[
+            "--kind",
+            "notice-sent",
+            "--provider-name",
+            "FR Hosting",
+            "--asn",
+            "64530",
+        ],
+    );
+    assert_eq!(r["deadline_ms"], fr_deadline);
+    // A later report at location 0 is an update: no second notice.
+    let (_, lines) = fed
+        .report(
+            "NL",
+            "https://a.example.test/1",
+            &["--hosting", "FR"],
+            &[&synthetic_file(&files, "y.png", 62)],
+        )
+        .unwrap();
+    assert_eq!(accepted(&lines)["case"]["kind"], "DECISION_KIND_SIGHTING");
+}
