@@ -60,6 +60,20 @@ pub struct CaseInfo {
     pub locations: Vec<LocationInfo>,
 }
 
+impl LocationInfo {
+    /// A location as a report brings it, before any notice.
+    pub fn new(url_key: [u8; 32], hosting: Option<CountryCode>, first_report: ReportId) -> Self {
+        LocationInfo {
+            url_key,
+            hosting,
+            first_report,
+            deadline_ms: 0,
+            noticed: false,
+            moved: false,
+        }
+    }
+}
+
 impl CaseInfo {
     /// The location with this URL key, if the case holds it.
     pub fn location_of(&self, url_key: &[u8; 32]) -> Option<u32> {
@@ -436,14 +450,7 @@ mod tests {
             id: CaseId::new_v7(),
             first_report: r.id,
             assessment: ReportClass::Baseline,
-            locations: vec![LocationInfo {
-                url_key: url_key(r),
-                hosting: None,
-                first_report: r.id,
-                deadline_ms: 0,
-                noticed: false,
-                moved: false,
-            }],
+            locations: vec![LocationInfo::new(url_key(r), None, r.id)],
         }
     }
 

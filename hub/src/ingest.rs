@@ -372,14 +372,7 @@ impl Ingest {
                 id: CaseId::new_v7(),
                 first_report: report.id,
                 assessment: route.class,
-                locations: vec![LocationInfo {
-                    url_key: url,
-                    hosting: route.hosting,
-                    first_report: report.id,
-                    deadline_ms: 0,
-                    noticed: false,
-                    moved: false,
-                }],
+                locations: vec![LocationInfo::new(url, route.hosting, report.id)],
             });
             let router = current(&self.routes);
             match placement {
@@ -432,14 +425,7 @@ impl Ingest {
                         Some(l) => (l, info.locations[l as usize].clone()),
                         None => (
                             info.locations.len() as u32,
-                            LocationInfo {
-                                url_key: url,
-                                hosting: route.hosting,
-                                first_report: report.id,
-                                deadline_ms: 0,
-                                noticed: false,
-                                moved: false,
-                            },
+                            LocationInfo::new(url, route.hosting, report.id),
                         ),
                     };
                     let notice = match here.noticed {
@@ -759,12 +745,9 @@ impl Ingest {
             first_report: report_id,
             assessment: route.class,
             locations: vec![LocationInfo {
-                url_key: url,
-                hosting: route.hosting,
-                first_report: report_id,
                 deadline_ms: loc.deadline_ms,
                 noticed: notice.is_some(),
-                moved: false,
+                ..LocationInfo::new(url, route.hosting, report_id)
             }],
         };
         let noticer = notice

@@ -1955,19 +1955,14 @@ impl Writer {
             }
             let now = self.clock.now_ms();
             for e in &r.extra {
-                let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &e.stored);
-                batch.insert(
-                    key_with(ESCALATION, &[e.id.as_bytes()]),
-                    &body.to_bytes()[..],
+                self.stage_redecision(
+                    batch,
+                    &e.id,
+                    &e.report_id,
+                    &e.stored,
+                    &e.recipients,
+                    queued_any,
                 );
-                let mut value = e.report_id.as_bytes().to_vec();
-                value.extend_from_slice(e.id.as_bytes());
-                for recipient in &e.recipients {
-                    let seq = self.next_queue_seq;
-                    self.next_queue_seq += 1;
-                    batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
-                    *queued_any = true;
-                }
                 self.stage_history(
                     batch,
                     &e.report_id,
@@ -2446,19 +2441,14 @@ impl Writer {
             batch.remove(key);
             return Ok(false);
         }
-        let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &e.stored);
-        batch.insert(
-            key_with(ESCALATION, &[e.id.as_bytes()]),
-            &body.to_bytes()[..],
+        self.stage_redecision(
+            batch,
+            &e.id,
+            &e.report_id,
+            &e.stored,
+            &e.recipients,
+            queued_any,
         );
-        let mut value = e.report_id.as_bytes().to_vec();
-        value.extend_from_slice(e.id.as_bytes());
-        for recipient in &e.recipients {
-            let seq = self.next_queue_seq;
-            self.next_queue_seq += 1;
-            batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
-            *queued_any = true;
-        }
         batch.remove(key);
         loc.escalated_deadline_ms = e.deadline_ms;
         loc.escalations.push(e.id.to_string());
@@ -2494,6 +2484,30 @@ impl Writer {
 }
 
 impl Writer {
+    /// A further decision on a stored report (an escalation, a notice at
+    /// another location, a split): its body under its id, and a queue
+    /// entry per recipient naming the report and that id.
+    fn stage_redecision(
+        &mut self,
+        batch: &mut sled::Batch,
+        id: &CaseId,
+        report_id: &ReportId,
+        stored: &pb::StoredReport,
+        recipients: &[SpiffeId],
+        queued_any: &mut bool,
+    ) {
+        let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, stored);
+        batch.insert(key_with(ESCALATION, &[id.as_bytes()]), &body.to_bytes()[..]);
+        let mut value = report_id.as_bytes().to_vec();
+        value.extend_from_slice(id.as_bytes());
+        for recipient in recipients {
+            let seq = self.next_queue_seq;
+            self.next_queue_seq += 1;
+            batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
+            *queued_any = true;
+        }
+    }
+
     fn stage_split(
         &mut self,
         batch: &mut sled::Batch,
@@ -2523,19 +2537,14 @@ impl Writer {
             }
         }
         self.stage_case_keys(batch, &new_id, &w.report_id, &w.keys);
-        let body = BlobFile::stage_message(&mut self.blob_buf, self.blob_end, &w.stored);
-        batch.insert(
-            key_with(ESCALATION, &[w.decision_id.as_bytes()]),
-            &body.to_bytes()[..],
+        self.stage_redecision(
+            batch,
+            &w.decision_id,
+            &w.report_id,
+            &w.stored,
+            &w.recipients,
+            queued_any,
         );
-        let mut value = w.report_id.as_bytes().to_vec();
-        value.extend_from_slice(w.decision_id.as_bytes());
-        for recipient in &w.recipients {
-            let seq = self.next_queue_seq;
-            self.next_queue_seq += 1;
-            batch.insert(queue_key(&queue_prefix(recipient), seq), value.clone());
-            *queued_any = true;
-        }
         let now = self.clock.now_ms();
         let line = format!(
             "report {} split out of case {} (location {}) into case {new_id} by {}: {}",
