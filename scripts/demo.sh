@@ -137,7 +137,9 @@ for l in sys.stdin:
 
 say "8. An operator's session: the rules in force, one report explained, statistics"
 echo "\$ meldnet-hub admin --operator $OP rules   (first lines)"
-$BIN/meldnet-hub admin --operator "$OP" rules | head -n 8
+# Read whole, then cut: a pipe closed early by `head` would fail the command.
+RULES=$($BIN/meldnet-hub admin --operator "$OP" rules)
+printf '%s\n' "$RULES" | head -n 8
 echo "\$ meldnet-hub admin --operator $OP explain $FIRST"
 $BIN/meldnet-hub admin --operator "$OP" explain "$FIRST"
 echo "\$ meldnet-hub admin --operator $OP stats"
