@@ -132,6 +132,31 @@ pub fn lookup_key<'k>(
     })
 }
 
+/// Encodes `decisions` and signs them as one tree (`sign_tree`): what the
+/// hub does for a decision made outside a batch (an escalation, a split),
+/// and what tests and the fuzz corpus make signed decisions with.
+pub fn sign_decisions(signer: &SigningKey, decisions: &[pb::Decision]) -> Vec<pb::SignedDecision> {
+    let mut signed: Vec<pb::SignedDecision> = decisions
+        .iter()
+        .map(|d| pb::SignedDecision {
+            decision: d.encode_to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    sign_tree(signer, &mut signed.iter_mut().collect::<Vec<_>>());
+    signed
+}
+
+/// One decision signed alone, a tree of size 1 (`sign_decisions`).
+pub fn sign_decision(signer: &SigningKey, decision: &pb::Decision) -> pb::SignedDecision {
+    let mut signed = pb::SignedDecision {
+        decision: decision.encode_to_vec(),
+        ..Default::default()
+    };
+    sign_tree(signer, &mut [&mut signed]);
+    signed
+}
+
 /// Signs decisions, as the hub does (the one place that builds the tree
 /// `verify_decision` checks), (their `decision` bytes set) with one signature over
 /// the head of their Merkle tree; each gets its inclusion path.
@@ -416,18 +441,6 @@ mod tests {
     use crate::keyring::{KeyEntry, KeyringFile};
     use crate::signing::SigningKey;
 
-    fn signed_tree(hub: &SigningKey, decisions: &[pb::Decision]) -> Vec<pb::SignedDecision> {
-        let mut signed: Vec<pb::SignedDecision> = decisions
-            .iter()
-            .map(|d| pb::SignedDecision {
-                decision: d.encode_to_vec(),
-                ..Default::default()
-            })
-            .collect();
-        sign_tree(hub, &mut signed.iter_mut().collect::<Vec<_>>());
-        signed
-    }
-
     #[test]
     fn each_decision_of_a_signed_tree_verifies_alone_and_tampering_fails() {
         let fed = TrustDomain::parse("t.test").unwrap();
@@ -449,7 +462,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let signed = signed_tree(&hub, &decisions);
+        let signed = sign_decisions(&hub, &decisions);
         for (sd, d) in signed.iter().zip(&decisions) {
             assert_eq!(&verify_decision(sd, &keyring).unwrap().decision, d);
         }
@@ -463,7 +476,7 @@ mod tests {
         cut.audit_path.pop();
         assert!(verify_decision(&cut, &keyring).is_err());
         let other = SigningKey::generate();
-        let forged = &signed_tree(&other, &decisions)[0];
+        let forged = &sign_decisions(&other, &decisions)[0];
         let e = verify_decision(forged, &keyring).unwrap_err();
         assert_eq!(e.field, "signed_decision.key_id");
     }

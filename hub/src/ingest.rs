@@ -11,7 +11,7 @@ use crate::hash_list::HashList;
 use crate::registry::Registry;
 use crate::routing::{Material, Route, Router};
 use crate::rules::ReportClass;
-use crate::store::{CaseWrite, Committed, LocationWrite, NewReport, SplitWrite, Store, StoreError};
+use crate::store::{CaseWrite, Committed, NewReport, SplitWrite, Store, StoreError};
 use crate::victims::SeriesIndex;
 use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
@@ -20,8 +20,8 @@ use meldnet_core::hash::Sha256;
 use meldnet_core::hash_list::Query;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
-use meldnet_core::provenance::sign_tree;
 use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
+use meldnet_core::provenance::{sign_decision, sign_tree};
 use meldnet_core::report::ListCheck;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::signing::{PublicKey, SigningKey};
@@ -594,25 +594,26 @@ impl Ingest {
                     decision.case_ref = Some(case_ref(&now_info, at, kind, &how));
                     new.summary
                         .push_str(&format!("; sighting of case {} by {how}", info.id));
-                    let place = match location {
-                        Some(l) => LocationWrite::Known(l),
-                        None => {
-                            let mut rec = location_record(url, route.hosting, &report.id, now);
-                            if let Some(n) = &notice {
-                                n.apply(&mut rec, &report.id, now);
-                            }
-                            LocationWrite::New(Box::new(rec))
+                    let new_location = location.is_none().then(|| {
+                        let mut rec = location_record(url, route.hosting, &report.id, now);
+                        if let Some(n) = &notice {
+                            n.apply(&mut rec, &report.id, now);
                         }
-                    };
+                        Box::new(rec)
+                    });
                     new.case = Some(CaseWrite::Sighting {
                         case_id: info.id,
                         first_report: info.first_report,
                         matched_by: how,
                         keys,
                         assessment: (assessment != before).then(|| assessment_to_proto(assessment)),
-                        location: place,
-                        notice: notice.filter(|_| location.is_some()),
-                        other_notices,
+                        new_location,
+                        notices: location
+                            .and(notice)
+                            .map(|n| (at, n))
+                            .into_iter()
+                            .chain(other_notices)
+                            .collect(),
                     });
                 }
             }
@@ -819,11 +820,7 @@ impl Ingest {
             case_ref: Some(case_ref(&info, 0, pb::DecisionKind::Split, "")),
             kind: pb::DecisionKind::Split as i32,
         };
-        let mut signed = pb::SignedDecision {
-            decision: decision.encode_to_vec(),
-            ..Default::default()
-        };
-        sign_tree(&self.signer, &mut [&mut signed]);
+        let signed = sign_decision(&self.signer, &decision);
         let write = SplitWrite {
             report_id,
             from,

@@ -214,23 +214,14 @@ pub enum CaseWrite {
         keys: CaseKeys,
         /// The case's new assessment, when this report made it graver.
         assessment: Option<pb::Assessment>,
-        /// The location the report is about.
-        location: LocationWrite,
-        /// A notice asked now at a location the case held already.
-        notice: Option<crate::ingest::Notice>,
-        /// Notices asked now at the case's other locations (it became
-        /// illegal everywhere), with the decisions in `NewReport::extra`.
-        other_notices: Vec<(u32, crate::ingest::Notice)>,
+        /// The location the report brought, when its URL was new to the
+        /// case (with its notice, if one is due).
+        new_location: Option<Box<pb::LocationRecord>>,
+        /// Notices asked now at locations the case held already: the
+        /// report's own, and the others when it made the case illegal
+        /// everywhere (their decisions in `NewReport::extra`).
+        notices: Vec<(u32, crate::ingest::Notice)>,
     },
-}
-
-/// Where a sighting is.
-#[derive(Debug, Clone)]
-pub enum LocationWrite {
-    /// At this location of the case.
-    Known(u32),
-    /// At a location new to the case (with its notice, if one is due).
-    New(Box<pb::LocationRecord>),
 }
 
 /// Deconfliction keys that lead to a case.
@@ -2011,9 +2002,8 @@ impl Writer {
                     matched_by,
                     keys,
                     assessment,
-                    location,
-                    notice,
-                    other_notices,
+                    new_location,
+                    notices,
                 }) => match self.load_case(&case_id)? {
                     Some(mut rec) => {
                         rec.sightings += 1;
@@ -2033,7 +2023,7 @@ impl Writer {
                                 ),
                             );
                         }
-                        for (at, n) in other_notices {
+                        for (at, n) in notices {
                             let Some(l) = rec.locations.get_mut(at as usize) else {
                                 continue;
                             };
@@ -2055,52 +2045,25 @@ impl Writer {
                                 ),
                             );
                         }
-                        match location {
-                            LocationWrite::New(l) => {
-                                let at = rec.locations.len() as u32;
-                                if l.deadline_ms > 0 {
-                                    batch
-                                        .insert(deadline_key(l.deadline_ms, &case_id, at), &[][..]);
-                                }
-                                self.stage_history(
-                                    batch,
-                                    &first_report,
-                                    now,
-                                    "location",
-                                    &origin,
-                                    format!(
-                                        "report {} brought location {at} (hosted in {}) to case {case_id}{}",
-                                        r.id,
-                                        if l.hosting_country.is_empty() { "no country that takes part" } else { &l.hosting_country },
-                                        if l.deadline_ms > 0 { format!("; notice asked, deadline {}", meldnet_core::time::rfc3339(l.deadline_ms)) } else { String::new() }
-                                    ),
-                                );
-                                rec.locations.push(*l);
+                        if let Some(l) = new_location {
+                            let at = rec.locations.len() as u32;
+                            if l.deadline_ms > 0 {
+                                batch.insert(deadline_key(l.deadline_ms, &case_id, at), &[][..]);
                             }
-                            LocationWrite::Known(at) => {
-                                if let (Some(n), Some(l)) =
-                                    (notice, rec.locations.get_mut(at as usize))
-                                {
-                                    if l.deadline_ms > 0 {
-                                        batch.remove(deadline_key(l.deadline_ms, &case_id, at));
-                                    }
-                                    n.apply(l, &r.id, now);
-                                    batch
-                                        .insert(deadline_key(l.deadline_ms, &case_id, at), &[][..]);
-                                    self.stage_history(
-                                        batch,
-                                        &first_report,
-                                        now,
-                                        "notice",
-                                        &origin,
-                                        format!(
-                                            "report {} made case {case_id} illegal everywhere: notice asked at location {at}, deadline {}",
-                                            r.id,
-                                            meldnet_core::time::rfc3339(n.deadline_ms)
-                                        ),
-                                    );
-                                }
-                            }
+                            self.stage_history(
+                                batch,
+                                &first_report,
+                                now,
+                                "location",
+                                &origin,
+                                format!(
+                                    "report {} brought location {at} (hosted in {}) to case {case_id}{}",
+                                    r.id,
+                                    if l.hosting_country.is_empty() { "no country that takes part" } else { &l.hosting_country },
+                                    if l.deadline_ms > 0 { format!("; notice asked, deadline {}", meldnet_core::time::rfc3339(l.deadline_ms)) } else { String::new() }
+                                ),
+                            );
+                            rec.locations.push(*l);
                         }
                         batch.insert(
                             key_with(SIGHTING, &[case_id.as_bytes(), r.id.as_bytes()]),

@@ -14,7 +14,7 @@ use crate::store::{location_state, Escalation, StepOutcome, StepWrite, Store, St
 use meldnet_core::case::{CaseId, CaseStep, StepKind};
 use meldnet_core::country::CountryCode;
 use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::provenance::{lookup_key, sign_tree, Envelope};
+use meldnet_core::provenance::{lookup_key, sign_decision, Envelope};
 use meldnet_core::report::ReportId;
 use meldnet_core::signing::{Context, SigningKey};
 use meldnet_core::time::{rfc3339, Clock};
@@ -367,11 +367,7 @@ impl DeadlineWatcher {
             case_ref: Some(case_ref(&info, location, pb::DecisionKind::Escalation, "")),
             kind: pb::DecisionKind::Escalation as i32,
         };
-        let mut signed = pb::SignedDecision {
-            decision: decision.encode_to_vec(),
-            ..Default::default()
-        };
-        sign_tree(&self.signer, &mut [&mut signed]);
+        let signed = sign_decision(&self.signer, &decision);
         let escalated = self
             .store
             .escalate(Escalation {

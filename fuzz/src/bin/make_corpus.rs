@@ -13,10 +13,10 @@ use meldnet_core::delivery_log::{DeliveryLog, LOG_FILE};
 use meldnet_core::hash::Sha256;
 use meldnet_core::hash_list::Change;
 use meldnet_core::inbox::{Checked, Stored};
-use meldnet_core::provenance::sign_tree;
+use meldnet_core::provenance::sign_decisions;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::series::sign_notification;
-use meldnet_core::signing::{Context, SigningKey};
+use meldnet_core::signing::Context;
 use meldnet_fuzz::{federation, Federation};
 use meldnet_hub::blobs::{BlobFile, BLOB_FILE};
 use meldnet_proto::v1 as pb;
@@ -160,19 +160,6 @@ fn decision(fed: &Federation, report: &[u8], id: &str) -> pb::Decision {
     }
 }
 
-/// Signs decisions as one tree, the way the hub signs a batch.
-fn signed_decisions(hub: &SigningKey, decisions: &[pb::Decision]) -> Vec<pb::SignedDecision> {
-    let mut signed: Vec<pb::SignedDecision> = decisions
-        .iter()
-        .map(|d| pb::SignedDecision {
-            decision: d.encode_to_vec(),
-            ..Default::default()
-        })
-        .collect();
-    sign_tree(hub, &mut signed.iter_mut().collect::<Vec<_>>());
-    signed
-}
-
 fn notifications(fed: &Federation) -> Vec<pb::SignedNotification> {
     let representative = format!("spiffe://{}/representative/NL/fier", fed.domain.as_str());
     let proceedings = pb::Notification {
@@ -216,7 +203,7 @@ fn deliveries(fed: &Federation) -> Vec<(ReportId, pb::Delivery)> {
         .zip(ids)
         .map(|(b, id)| decision(fed, b, id))
         .collect();
-    let signed = signed_decisions(&fed.hub, &decisions);
+    let signed = sign_decisions(&fed.hub, &decisions);
     let mut out: Vec<(ReportId, pb::Delivery)> = report_bytes
         .into_iter()
         .zip(signed)
