@@ -11,7 +11,6 @@ use meldnet_core::cli::{
     log_command, receive_and_print, show_received, LogCommand, ReceiveArgs, ReceivedArgs,
 };
 use meldnet_core::delivery_log::{DELIVERY_LOG, LOG_FILE};
-use meldnet_core::identity::Role;
 use meldnet_core::inbox::verify_any;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::log_repair::Keep;
@@ -75,10 +74,7 @@ fn run() -> anyhow::Result<()> {
         Command::Pull(args) => {
             let cfg = AgencyConfig::load(&args.config)?;
             let me = cfg.tls.identity()?;
-            if !matches!(
-                me.role(),
-                Role::Agency { .. } | Role::Regulator { .. } | Role::Representative { .. }
-            ) {
+            if !me.role().only_receives() {
                 bail!("tls.cert: {me} is not an agency, regulator or representative identity");
             }
             let rt = tokio::runtime::Runtime::new()?;

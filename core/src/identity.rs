@@ -158,6 +158,115 @@ pub enum Role {
     },
 }
 
+/// What each role may do, in one place: every answer is an exhaustive
+/// match, so a new role does not compile until each question is answered
+/// for it.
+impl Role {
+    /// The role in words, as reasons and messages name it.
+    pub fn title(&self) -> &'static str {
+        match self {
+            Role::Hub => "the hub",
+            Role::Node(_) => "hotline",
+            Role::Agency { .. } => "police",
+            Role::Operator(_) => "operator",
+            Role::Regulator { .. } => "regulator",
+            Role::Representative { .. } => "representative",
+            Role::Provider { .. } => "hosting provider",
+        }
+    }
+
+    /// Whether it has a queue at the hub and receives deliveries from it
+    /// (`Inbox.Receive`).
+    pub fn has_queue(&self) -> bool {
+        match self {
+            Role::Node(_)
+            | Role::Agency { .. }
+            | Role::Regulator { .. }
+            | Role::Representative { .. } => true,
+            Role::Hub | Role::Operator(_) | Role::Provider { .. } => false,
+        }
+    }
+
+    /// Whether it has a queue and sends nothing but acknowledgements and
+    /// its own requests: what `meldnet-agency` runs as.
+    pub fn only_receives(&self) -> bool {
+        match self {
+            Role::Agency { .. } | Role::Regulator { .. } | Role::Representative { .. } => true,
+            Role::Hub | Role::Node(_) | Role::Operator(_) | Role::Provider { .. } => false,
+        }
+    }
+
+    /// Whether routing rules may send reports to it.
+    pub fn receives_reports(&self) -> bool {
+        match self {
+            Role::Node(_) | Role::Agency { .. } | Role::Regulator { .. } => true,
+            Role::Hub | Role::Operator(_) | Role::Representative { .. } | Role::Provider { .. } => {
+                false
+            }
+        }
+    }
+
+    /// Whether a missed takedown deadline may escalate to it.
+    pub fn receives_escalations(&self) -> bool {
+        match self {
+            Role::Agency { .. } | Role::Regulator { .. } => true,
+            Role::Hub
+            | Role::Node(_)
+            | Role::Operator(_)
+            | Role::Representative { .. }
+            | Role::Provider { .. } => false,
+        }
+    }
+
+    /// Whether operators register it at the hub (and may revoke it).
+    pub fn can_be_registered(&self) -> bool {
+        match self {
+            Role::Node(_) | Role::Agency { .. } | Role::Regulator { .. } => true,
+            Role::Hub | Role::Operator(_) | Role::Representative { .. } | Role::Provider { .. } => {
+                false
+            }
+        }
+    }
+
+    /// Whether the hub lets it in only while it is in the registry (and
+    /// not revoked there), on top of its certificate.
+    pub fn must_be_registered(&self) -> bool {
+        match self {
+            Role::Node(_) | Role::Agency { .. } => true,
+            Role::Hub
+            | Role::Operator(_)
+            | Role::Regulator { .. }
+            | Role::Representative { .. }
+            | Role::Provider { .. } => false,
+        }
+    }
+
+    /// Whether it submits signed reports, case steps and list contributions.
+    pub fn submits(&self) -> bool {
+        match self {
+            Role::Node(_) => true,
+            Role::Hub
+            | Role::Agency { .. }
+            | Role::Operator(_)
+            | Role::Regulator { .. }
+            | Role::Representative { .. }
+            | Role::Provider { .. } => false,
+        }
+    }
+
+    /// Whether it signs with keys recipients hold in `keyring.toml`.
+    pub fn signs(&self) -> bool {
+        match self {
+            Role::Hub | Role::Node(_) => true,
+            Role::Agency { .. }
+            | Role::Operator(_)
+            | Role::Regulator { .. }
+            | Role::Representative { .. }
+            | Role::Provider { .. } => false,
+        }
+    }
+}
+
 /// A parsed SPIFFE id of this project's forms.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct SpiffeId {
@@ -362,6 +471,71 @@ impl<'de> serde::Deserialize<'de> for TrustDomain {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn what_each_role_may_do() {
+        let cc = CountryCode::parse("DE").unwrap();
+        let name = "x".to_string();
+        // title, has_queue, only_receives, receives_reports,
+        // receives_escalations, can_be_registered, must_be_registered,
+        // submits, signs
+        type Row = (Role, &'static str, [bool; 8]);
+        let table: [Row; 7] = [
+            (
+                Role::Hub,
+                "the hub",
+                [false, false, false, false, false, false, false, true],
+            ),
+            (
+                Role::Node(cc),
+                "hotline",
+                [true, false, true, false, true, true, true, true],
+            ),
+            (
+                Role::Agency {
+                    jurisdiction: Jurisdiction::Country(cc),
+                    name: name.clone(),
+                },
+                "police",
+                [true, true, true, true, true, true, false, false],
+            ),
+            (Role::Operator(name.clone()), "operator", [false; 8]),
+            (
+                Role::Regulator {
+                    country: cc,
+                    name: name.clone(),
+                },
+                "regulator",
+                [true, true, true, true, true, false, false, false],
+            ),
+            (
+                Role::Representative {
+                    country: cc,
+                    name: name.clone(),
+                },
+                "representative",
+                [true, true, false, false, false, false, false, false],
+            ),
+            (
+                Role::Provider { country: cc, name },
+                "hosting provider",
+                [false; 8],
+            ),
+        ];
+        for (role, title, row) in table {
+            let got = [
+                role.has_queue(),
+                role.only_receives(),
+                role.receives_reports(),
+                role.receives_escalations(),
+                role.can_be_registered(),
+                role.must_be_registered(),
+                role.submits(),
+                role.signs(),
+            ];
+            assert_eq!((role.title(), got), (title, row), "{role:?}");
+        }
+    }
     use super::*;
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`keyring.toml`). The hub uses it to check node signatures; recipients use
 //! it to check both the node's and the hub's signature, offline, years later.
 
-use crate::identity::{Role, SpiffeId, TrustDomain};
+use crate::identity::{SpiffeId, TrustDomain};
 use crate::signing::{KeyId, PublicKey};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -100,7 +100,7 @@ impl Keyring {
                     format!("not of federation {}", file.federation),
                 ));
             }
-            if !matches!(e.owner.role(), Role::Hub | Role::Node(_)) {
+            if !e.owner.role().signs() {
                 return Err(entry_err("owner", "only the hub and nodes sign".into()));
             }
             let key = PublicKey::from_hex(&e.public_key, "public_key")

@@ -6,9 +6,9 @@ use crate::auth::Auth;
 use crate::hash_list::parse_entries;
 use crate::hash_list::HashList;
 use crate::ingest::{current, Ingest, Routes};
-use crate::registry::{storage_key, Registry};
+use crate::registry::Registry;
 use crate::rules::RuleSet;
-use crate::store::{location_state, noticed_or_opened, Store, META_RULES};
+use crate::store::{location_state, noticed_or_opened, Setting, Store};
 use meldnet_core::case::CaseId;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
@@ -81,9 +81,8 @@ impl AdminService {
         let id = SpiffeId::parse(&r.identity)
             .map_err(|e| Refusal::invalid("identity", e.to_string()))?;
         self.store
-            .set_meta(
-                &storage_key(&id),
-                r.encode_to_vec(),
+            .set(
+                Setting::Registration(r.clone()),
                 caller,
                 format!("registry {id}"),
                 detail,
@@ -105,20 +104,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-}
-
-/// The rules text as stored: version (8 BE) then the TOML.
-pub fn encode_rules(set: &RuleSet) -> Vec<u8> {
-    let mut v = set.version.to_be_bytes().to_vec();
-    v.extend_from_slice(set.text.as_bytes());
-    v
-}
-
-/// Reads stored rules back (version, text).
-pub fn decode_rules(v: &[u8]) -> Option<(u64, String)> {
-    let version = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    let text = String::from_utf8(v.get(8..)?.to_vec()).ok()?;
-    Some((version, text))
 }
 
 fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, Status> {
@@ -226,8 +211,7 @@ fn stats(store: &Store) -> Result<pb::StatsResponse, Status> {
     }
     let mut providers: BTreeMap<(String, u32), (pb::ProviderStats, Vec<i64>)> = BTreeMap::new();
     // Per location: each has its own notice, provider and time to removal.
-    for rec in store.cases() {
-        let rec = rec.map_err(Status::from)?;
+    for rec in store.cases().map_err(Status::from)? {
         for loc in &rec.locations {
             let Some(p) = &loc.provider else { continue };
             let (s, times) = providers.entry((p.name.clone(), p.asn)).or_insert_with(|| {
@@ -396,9 +380,8 @@ impl Admin for AdminService {
             .map_err(|e| Refusal::invalid(e.key, e.message))?;
         // Durable (with its audit record) before it applies.
         self.store
-            .set_meta(
-                META_RULES,
-                encode_rules(&set),
+            .set(
+                Setting::Rules(set.version, set.text.clone()),
                 &caller.id,
                 format!("routing rules v{}", set.version),
                 format!("replaces v{old}; the new rules:\n{}", set.text),

@@ -169,14 +169,8 @@ impl Access {
     /// Whether `role` has this access.
     pub fn allows(self, role: &Role) -> bool {
         match self {
-            Access::Nodes => matches!(role, Role::Node(_)),
-            Access::Recipients => matches!(
-                role,
-                Role::Node(_)
-                    | Role::Agency { .. }
-                    | Role::Regulator { .. }
-                    | Role::Representative { .. }
-            ),
+            Access::Nodes => role.submits(),
+            Access::Recipients => role.has_queue(),
             Access::Agencies => matches!(role, Role::Agency { .. }),
             Access::Representatives => matches!(role, Role::Representative { .. }),
             Access::Operators => matches!(role, Role::Operator(_)),
@@ -310,10 +304,7 @@ impl HubGate {
     }
 
     fn known(&self, id: &SpiffeId) -> bool {
-        match id.role() {
-            Role::Node(_) | Role::Agency { .. } => self.auth.registry.get(id).is_some(),
-            _ => true,
-        }
+        !id.role().must_be_registered() || self.auth.registry.get(id).is_some()
     }
 }
 

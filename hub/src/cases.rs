@@ -18,7 +18,6 @@
 //! same answer as a full search at that moment.
 
 use crate::rules::ReportClass;
-use crate::store::{CaseIndexData, CaseKeys, StoreError};
 use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
 use meldnet_core::hash::{PdqHash, Sha256};
@@ -28,6 +27,71 @@ use meldnet_core::report::{Classification, Report, ReportId};
 use meldnet_core::url_norm;
 use meldnet_proto::v1 as pb;
 use std::collections::HashMap;
+
+/// Stored case data that does not make sense: the store is damaged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: corrupt record {0}")]
+pub struct DamagedCase(pub String);
+
+/// Deconfliction keys that lead to a case.
+#[derive(Debug, Clone, Default)]
+pub struct CaseKeys {
+    /// SHA-256 of normalised URLs.
+    pub urls: Vec<[u8; 32]>,
+    /// SHA-256 of items.
+    pub files: Vec<Sha256>,
+    /// PDQ hashes with their quality.
+    pub pdqs: Vec<(PdqHash, u8)>,
+}
+
+/// Everything deconfliction needs to rebuild its index at start.
+#[derive(Debug, Default)]
+pub struct CaseIndexData {
+    /// Every case record.
+    pub cases: Vec<pb::CaseRecord>,
+    /// URL keys.
+    pub urls: Vec<([u8; 32], CaseId)>,
+    /// File keys.
+    pub files: Vec<(Sha256, CaseId)>,
+    /// PDQ hashes.
+    pub pdqs: Vec<(CaseId, PdqHash, u8)>,
+}
+
+/// A notice-and-takedown the hub asks for at one location: its deadline
+/// and where a missed deadline escalates.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// When the deadline passes.
+    pub deadline_ms: i64,
+    /// The policy's deadline in hours, for the reasons.
+    pub hours: i64,
+    /// Who receives the escalation (SPIFFE ids).
+    pub escalate_to: Vec<String>,
+}
+
+impl Notice {
+    /// The location's stored record of this notice, asked by `report` at `now`.
+    pub fn apply(&self, loc: &mut pb::LocationRecord, report: &ReportId, now: i64) {
+        loc.deadline_ms = self.deadline_ms;
+        loc.escalate_to = self.escalate_to.clone();
+        loc.noticed_at_ms = now;
+        loc.noticed_by_report_id = report.to_string();
+    }
+
+    /// The reason line for the decision.
+    pub fn line(&self) -> String {
+        format!(
+            "takedown deadline {} ({} h); a missed deadline escalates to {}",
+            meldnet_core::time::rfc3339(self.deadline_ms),
+            self.hours,
+            if self.escalate_to.is_empty() {
+                "nobody registered".into()
+            } else {
+                self.escalate_to.join(", ")
+            }
+        )
+    }
+}
 
 /// One location of a case, as placing a later report needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +255,7 @@ pub fn usable_pdqs(report: &Report) -> impl Iterator<Item = (usize, PdqHash)> + 
 
 impl CaseIndex {
     /// Rebuilds the index from what the store holds.
-    pub fn load(data: CaseIndexData) -> Result<CaseIndex, StoreError> {
+    pub fn load(data: CaseIndexData) -> Result<CaseIndex, DamagedCase> {
         let mut index = CaseIndex::new();
         for rec in data.cases {
             index.insert(case_info(&rec)?);
@@ -201,7 +265,7 @@ impl CaseIndex {
                 .by_id
                 .get(id)
                 .copied()
-                .ok_or_else(|| StoreError::Corrupt(format!("key of a case not stored: {id}")))
+                .ok_or_else(|| DamagedCase(format!("key of a case not stored: {id}")))
         };
         for (u, id) in data.urls {
             let n = number(&index, &id)?;
@@ -235,7 +299,7 @@ impl CaseIndex {
     /// Replaces the index with one rebuilt from the store (after an
     /// operator split a report out: its keys lead to its own case now).
     /// Presearches made before are searched again.
-    pub fn reload(&mut self, data: CaseIndexData) -> Result<(), StoreError> {
+    pub fn reload(&mut self, data: CaseIndexData) -> Result<(), DamagedCase> {
         let mut fresh = CaseIndex::load(data)?;
         fresh.generation = self.generation + 1;
         fresh.floor = fresh.generation;
@@ -377,9 +441,8 @@ impl CaseIndex {
 }
 
 /// The in-memory form of a stored case.
-pub fn case_info(rec: &pb::CaseRecord) -> Result<CaseInfo, StoreError> {
-    let corrupt =
-        |what: &str, e: String| StoreError::Corrupt(format!("case {} {what}: {e}", rec.case_id));
+pub fn case_info(rec: &pb::CaseRecord) -> Result<CaseInfo, DamagedCase> {
+    let corrupt = |what: &str, e: String| DamagedCase(format!("case {} {what}: {e}", rec.case_id));
     let locations = rec
         .locations
         .iter()
@@ -398,7 +461,7 @@ pub fn case_info(rec: &pb::CaseRecord) -> Result<CaseInfo, StoreError> {
                 moved: !l.moved_to_case_id.is_empty(),
             })
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Result<Vec<_>, DamagedCase>>()?;
     if locations.is_empty() {
         return Err(corrupt("locations", "none".into()));
     }

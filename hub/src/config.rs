@@ -221,9 +221,10 @@ fn parse_escalate(t: &str) -> Result<EscalateTo, String> {
         return Ok(EscalateTo::Police);
     }
     let id = SpiffeId::parse(t).map_err(|e| format!("{t:?}: \"police\" or a SPIFFE id: {e}"))?;
-    match id.role() {
-        Role::Agency { .. } | Role::Regulator { .. } => Ok(EscalateTo::Party(id)),
-        _ => Err(format!("{id}: escalations go to agencies or regulators")),
+    if id.role().receives_escalations() {
+        Ok(EscalateTo::Party(id))
+    } else {
+        Err(format!("{id}: escalations go to agencies or regulators"))
     }
 }
 

@@ -4,7 +4,7 @@
 //! A refused report leaves no trace in storage; it is logged with the field.
 
 use crate::cases::{
-    assessment_to_proto, gravity, CaseIndex, CaseInfo, LocationInfo, Placement, Presearch,
+    assessment_to_proto, gravity, CaseIndex, CaseInfo, LocationInfo, Notice, Placement, Presearch,
 };
 use crate::config::{EscalateTo, TakedownConfig};
 use crate::hash_list::HashList;
@@ -131,42 +131,6 @@ pub fn case_ref(
             .map(|h| h.to_string())
             .unwrap_or_default(),
         location,
-    }
-}
-
-/// A notice-and-takedown the hub asks for at one location: its deadline
-/// and where a missed deadline escalates.
-#[derive(Debug, Clone)]
-pub struct Notice {
-    /// When the deadline passes.
-    pub deadline_ms: i64,
-    /// The policy's deadline in hours, for the reasons.
-    pub hours: i64,
-    /// Who receives the escalation (SPIFFE ids).
-    pub escalate_to: Vec<String>,
-}
-
-impl Notice {
-    /// The location's stored record of this notice, asked by `report` at `now`.
-    pub fn apply(&self, loc: &mut pb::LocationRecord, report: &ReportId, now: i64) {
-        loc.deadline_ms = self.deadline_ms;
-        loc.escalate_to = self.escalate_to.clone();
-        loc.noticed_at_ms = now;
-        loc.noticed_by_report_id = report.to_string();
-    }
-
-    /// The reason line for the decision.
-    pub fn line(&self) -> String {
-        format!(
-            "takedown deadline {} ({} h); a missed deadline escalates to {}",
-            meldnet_core::time::rfc3339(self.deadline_ms),
-            self.hours,
-            if self.escalate_to.is_empty() {
-                "nobody registered".into()
-            } else {
-                self.escalate_to.join(", ")
-            }
-        )
     }
 }
 

@@ -6,7 +6,6 @@
 
 pub mod admin;
 pub mod auth;
-pub mod blobs;
 pub mod cases;
 pub mod config;
 pub mod delivery;
@@ -20,3 +19,6 @@ pub mod store;
 pub mod submission;
 pub mod takedown;
 pub mod victims;
+
+/// The embedded backend's blob file (its fuzz target reads it directly).
+pub use store::sled::blobs;

@@ -284,11 +284,8 @@ fn run() -> anyhow::Result<()> {
             let id = meldnet_core::series::SeriesId::parse(&series)
                 .map_err(|e| anyhow::anyhow!("--series: {e}"))?;
             let store = open_stopped_store(&config)?;
-            for (kind, key, value) in store.series_footprint(&id)? {
-                println!(
-                    "{}",
-                    meldnet_hub::victims::footprint_json(kind, &key, &value)
-                );
+            for record in store.series_footprint(&id)? {
+                println!("{record}");
             }
             Ok(())
         }

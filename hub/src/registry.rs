@@ -17,13 +17,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 pub use meldnet_proto::limits::MAX_KEYS;
 
-/// The storage key of a party's registration.
-pub fn storage_key(id: &SpiffeId) -> Vec<u8> {
-    let mut k = vec![b'g'];
-    k.extend_from_slice(id.to_string().as_bytes());
-    k
-}
-
 #[derive(Clone)]
 struct State {
     parties: BTreeMap<SpiffeId, pb::Registration>,
@@ -164,17 +157,15 @@ impl Registry {
                 format!("at most {MAX_KEYS} keys"),
             )),
             Role::Node(_) => Ok(Checked { id, keys }),
-            Role::Agency { .. } | Role::Regulator { .. } if !keys.is_empty() => {
-                Err(Refusal::invalid(
-                    "signing_keys",
-                    "agencies and regulators sign nothing: no keys",
-                ))
-            }
-            Role::Agency { .. } | Role::Regulator { .. } => Ok(Checked { id, keys }),
-            _ => Err(Refusal::invalid(
+            role if !role.can_be_registered() => Err(Refusal::invalid(
                 "identity",
                 format!("{id}: only nodes, agencies and regulators are registered"),
             )),
+            _ if !keys.is_empty() => Err(Refusal::invalid(
+                "signing_keys",
+                "agencies and regulators sign nothing: no keys",
+            )),
+            _ => Ok(Checked { id, keys }),
         }
     }
 

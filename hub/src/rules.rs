@@ -7,7 +7,7 @@
 //! module only parses and says what a rule means.
 
 use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
+use meldnet_core::identity::{SpiffeId, TrustDomain};
 use meldnet_proto::v1::Purpose;
 use serde::{Deserialize, Serialize};
 
@@ -390,10 +390,7 @@ impl Rule {
                     if id.trust_domain() != federation {
                         return Err(err(key, format!("{id} is not of federation {federation}")));
                     }
-                    if !matches!(
-                        id.role(),
-                        Role::Node(_) | Role::Agency { .. } | Role::Regulator { .. }
-                    ) {
+                    if !id.role().receives_reports() {
                         return Err(err(key, format!("{id}: only nodes, agencies and regulators receive reports")));
                     }
                     Target::Party(id)

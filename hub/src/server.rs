@@ -1,7 +1,7 @@
 //! Wiring: loads keys and configuration, opens the store, and serves the
 //! gRPC services (plus health and reflection) over mTLS.
 
-use crate::admin::{decode_rules, AdminService};
+use crate::admin::AdminService;
 use crate::auth::{Auth, HubGate};
 use crate::cases::CaseIndex;
 use crate::config::HubConfig;
@@ -12,7 +12,6 @@ use crate::ingest::Routes;
 use crate::registry::Registry;
 use crate::routing::Router;
 use crate::rules::RuleSet;
-use crate::store::META_RULES;
 use crate::store::{Store, StoreError};
 use crate::submission::SubmissionService;
 use crate::takedown::{CasesService, DeadlineWatcher};
@@ -116,8 +115,8 @@ pub async fn run(
     let store = Store::open_with(&cfg.data_dir, clock.clone(), cfg.store.min_free_bytes())?;
     // Rules changed through the admin API outlive a restart; hub.toml's
     // rules (or the defaults) apply until the first change.
-    let rules = match store.meta(META_RULES)?.as_deref().map(decode_rules) {
-        Some(Some((version, text))) => {
+    let rules = match store.rules()? {
+        Some((version, text)) => {
             let set =
                 RuleSet::parse(&text, &cfg.federation, version).map_err(|e| HubError::Config {
                     key: "stored routing rules",
@@ -127,11 +126,6 @@ pub async fn run(
                 tracing::warn!(version, "routing rules changed through the admin API are in force; [[routing.rules]] in hub.toml is not applied");
             }
             set
-        }
-        Some(None) => {
-            return Err(HubError::Store(StoreError::Corrupt(
-                "stored routing rules".into(),
-            )))
         }
         None => cfg.rule_set(1).map_err(|e| HubError::Config {
             key: "routing.rules",
@@ -157,7 +151,7 @@ pub async fn run(
         Arc::new(rules),
     );
     let routes: Routes = Arc::new(RwLock::new(Arc::new(router)));
-    let cases = CaseIndex::load(store.case_index_data()?)?;
+    let cases = CaseIndex::load(store.case_index_data()?).map_err(StoreError::from)?;
     tracing::info!(cases = cases.len(), "cases loaded");
     let cases = Arc::new(RwLock::new(cases));
     let series = SeriesIndex::load(&store)?;

@@ -350,10 +350,7 @@ impl DeadlineWatcher {
                     purpose: pb::Purpose::Escalation as i32,
                     reason: format!(
                         "{}: takedown deadline missed in {}",
-                        match r.role() {
-                            Role::Regulator { .. } => "regulator",
-                            _ => "police",
-                        },
+                        r.role().title(),
                         hosting
                     ),
                     first: true,

@@ -11,9 +11,7 @@
 
 use crate::auth::Auth;
 use crate::cases::usable_pdqs;
-use crate::store::{
-    sent_in, Outgoing, SeriesHashKey, SeriesOp, SeriesOutcome, Store, StoreError, Why,
-};
+use crate::store::{sent_in, Outgoing, Refused, SeriesHashKey, Store, StoreError, Why};
 use crate::takedown::next_tick;
 use meldnet_core::case::CaseId;
 use meldnet_core::hash::Sha256;
@@ -145,14 +143,12 @@ impl SeriesService {
         }
     }
 
-    async fn apply(&self, op: SeriesOp) -> Result<SeriesOutcome, Status> {
-        match self.store.series(op).await? {
-            SeriesOutcome::Refused(r) => {
-                tracing::warn!("refused: {r}");
-                Err(r.into())
-            }
-            out => Ok(out),
-        }
+    /// A refusal as the caller's answer (logged: nothing changed).
+    fn refused<T>(out: Refused<T>) -> Result<T, Status> {
+        out.map_err(|r| {
+            tracing::warn!("refused: {r}");
+            r.into()
+        })
     }
 
     fn add_to_index(&self, id: SeriesId, hashes: &SeriesHashes) {
@@ -160,13 +156,6 @@ impl SeriesService {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .add(id, hashes);
-    }
-}
-
-fn view(out: SeriesOutcome) -> Result<Response<pb::SeriesView>, Status> {
-    match out {
-        SeriesOutcome::View(v) => Ok(Response::new(v)),
-        other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
     }
 }
 
@@ -185,15 +174,12 @@ impl Series for SeriesService {
         }
         let hashes = SeriesHashes::from_proto(&req.hashes)?;
         let id = SeriesId::random();
-        let out = self
-            .apply(SeriesOp::Register {
-                id,
-                owner: caller.id,
-                hashes: hashes.clone(),
-            })
+        let view = self
+            .store
+            .register_series(id, &caller.id, hashes.clone())
             .await?;
         self.add_to_index(id, &hashes);
-        view(out)
+        Ok(Response::new(view))
     }
 
     async fn add_hashes(
@@ -204,15 +190,13 @@ impl Series for SeriesService {
         let req = request.into_inner();
         let id = SeriesId::parse_field(&req.series_id, "series_id")?;
         let hashes = SeriesHashes::from_proto(&req.hashes)?;
-        let out = self
-            .apply(SeriesOp::AddHashes {
-                id,
-                actor: caller.id,
-                hashes: hashes.clone(),
-            })
-            .await?;
+        let view = Self::refused(
+            self.store
+                .add_series_hashes(id, &caller.id, hashes.clone())
+                .await?,
+        )?;
         self.add_to_index(id, &hashes);
-        view(out)
+        Ok(Response::new(view))
     }
 
     async fn link(
@@ -226,14 +210,8 @@ impl Series for SeriesService {
         if rep.trust_domain() != caller.id.trust_domain() {
             return Err(Refusal::invalid("representative", "not of this federation").into());
         }
-        view(
-            self.apply(SeriesOp::Link {
-                id,
-                actor: caller.id,
-                representative: rep,
-            })
-            .await?,
-        )
+        let view = Self::refused(self.store.link_series(id, &caller.id, &rep).await?)?;
+        Ok(Response::new(view))
     }
 
     async fn mark_proceedings(
@@ -243,20 +221,12 @@ impl Series for SeriesService {
         let caller = self.auth.agency(&request)?;
         let req = request.into_inner();
         let case = CaseId::parse(&req.case_id).map_err(|e| Refusal::invalid("case_id", e))?;
-        let out = self
-            .apply(SeriesOp::Proceedings {
-                case,
-                agency: caller.id,
-            })
-            .await?;
+        let newly_marked = Self::refused(self.store.mark_proceedings(case, &caller.id).await?)?;
         self.wake.notify_one();
-        match out {
-            SeriesOutcome::Marked(newly_marked) => Ok(Response::new(pb::ProceedingsMarked {
-                case_id: case.to_string(),
-                newly_marked,
-            })),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-        }
+        Ok(Response::new(pb::ProceedingsMarked {
+            case_id: case.to_string(),
+            newly_marked,
+        }))
     }
 
     async fn set_preference(
@@ -265,18 +235,13 @@ impl Series for SeriesService {
     ) -> Result<Response<pb::Preference>, Status> {
         let caller = self.auth.representative(&request)?;
         let (id, preference) = Preference::from_proto(request.get_ref())?;
-        let out = self
-            .apply(SeriesOp::SetPreference {
-                id,
-                actor: caller.id,
-                preference,
-            })
-            .await?;
+        let p = Self::refused(
+            self.store
+                .set_preference(id, &caller.id, preference)
+                .await?,
+        )?;
         self.wake.notify_one();
-        match out {
-            SeriesOutcome::Preference(p) => Ok(Response::new(p)),
-            other => Err(Status::internal(format!("unexpected outcome {other:?}"))),
-        }
+        Ok(Response::new(p))
     }
 
     async fn linked(
@@ -357,13 +322,7 @@ impl Notifier {
             }
             let (new_cases, sightings) = self.store.series_counts(&series, state.from_ms, to)?;
             if new_cases + sightings == 0 {
-                self.store
-                    .series(SeriesOp::DigestAdvance {
-                        id: series,
-                        from: state.from_ms,
-                        to,
-                    })
-                    .await?;
+                self.store.advance_digest(series, state.from_ms, to).await?;
                 continue;
             }
             let period_start = cal.period_of(to);
@@ -422,133 +381,6 @@ impl Notifier {
             why,
             actor: self.hub.clone(),
         };
-        match self.store.series(SeriesOp::Notify(Box::new(out))).await? {
-            SeriesOutcome::Queued(q) => Ok(q),
-            _ => Ok(false),
-        }
+        self.store.notify(out).await
     }
-}
-
-/// One stored record of a series, as `meldnet-hub store series` prints it:
-/// its kind, key and value in hex, and every field the value holds decoded.
-/// `complete` says that the decoded fields re-encode to exactly the stored
-/// bytes: nothing is stored beyond what is shown.
-pub fn footprint_json(kind: &str, key: &[u8], value: &[u8]) -> serde_json::Value {
-    use prost::Message;
-    use serde_json::json;
-    fn check<M: Message + Default>(v: &[u8]) -> Option<M> {
-        M::decode(v).ok().filter(|m| m.encode_to_vec() == v)
-    }
-    let hex = |b: &[u8]| hex::encode(b);
-    let (fields, complete) = match kind {
-        "series" => match check::<pb::SeriesRecord>(value) {
-            Some(m) => (
-                json!({"series_id": m.series_id, "owner": m.owner, "representative": m.representative}),
-                true,
-            ),
-            None => (json!({}), false),
-        },
-        "hash" => match (key.get(17), key.get(18..50)) {
-            (Some(1), Some(h)) if value.is_empty() => (json!({"sha256": hex(h)}), true),
-            (Some(2), Some(h)) if value.len() == 1 => {
-                (json!({"pdq": hex(h), "pdq_quality": value[0]}), true)
-            }
-            _ => (json!({}), false),
-        },
-        "preference" => match check::<pb::StoredPreference>(value) {
-            Some(m) => {
-                let p = m.preference.unwrap_or_default();
-                (
-                    json!({
-                        "series_id": p.series_id,
-                        "choice": pb::Choice::try_from(p.choice).map_or("UNKNOWN", |c| c.as_str_name()),
-                        "period": pb::Period::try_from(p.period).map_or("UNKNOWN", |c| c.as_str_name()),
-                        "cap": p.cap,
-                        "set_at_ms": m.set_at_ms,
-                    }),
-                    true,
-                )
-            }
-            None => (json!({}), false),
-        },
-        "digest_state" => match check::<pb::DigestState>(value) {
-            Some(m) => (
-                json!({"from_ms": m.from_ms, "period_start_ms": m.period_start_ms, "sent": m.sent}),
-                true,
-            ),
-            None => (json!({}), false),
-        },
-        "match" => match (
-            check::<pb::SeriesMatch>(value),
-            key.get(17..25),
-            key.get(25..41),
-        ) {
-            (Some(m), Some(at), Some(r)) => {
-                let at = i64::from_be_bytes(at.try_into().unwrap_or_default());
-                let report =
-                    meldnet_core::report::ReportId::from_bytes(r.try_into().unwrap_or_default());
-                (
-                    json!({"at_ms": at, "report_id": report.to_string(), "case_id": m.case_id, "opened": m.opened}),
-                    true,
-                )
-            }
-            _ => (json!({}), false),
-        },
-        "case_link" => match key.get(1..17) {
-            Some(c) if value.len() == 1 => {
-                let case = CaseId::from_bytes(c.try_into().unwrap_or_default());
-                (
-                    json!({"case_id": case.to_string(), "proceedings_notified": value[0] == 1}),
-                    true,
-                )
-            }
-            _ => (json!({}), false),
-        },
-        "draft" => match check::<pb::ProceedingsDraft>(value) {
-            Some(m) => {
-                let p = m.proceedings.unwrap_or_default();
-                (
-                    json!({"series_id": m.series_id, "case_id": p.case_id, "agency": p.agency, "marked_at_ms": p.marked_at_ms}),
-                    true,
-                )
-            }
-            None => (json!({}), false),
-        },
-        "notification" => match check::<pb::SignedNotification>(value)
-            .and_then(|sn| check::<pb::Notification>(&sn.notification).map(|n| (sn, n)))
-        {
-            Some((sn, n)) => {
-                let body = match &n.body {
-                    Some(pb::notification::Body::Proceedings(p)) => json!({
-                        "proceedings": {"case_id": p.case_id, "agency": p.agency, "marked_at_ms": p.marked_at_ms}
-                    }),
-                    Some(pb::notification::Body::Digest(d)) => json!({
-                        "digest": {"period": d.period, "from_ms": d.from_ms, "to_ms": d.to_ms, "new_cases": d.new_cases, "sightings": d.sightings, "number": d.number, "cap": d.cap}
-                    }),
-                    None => json!({}),
-                };
-                (
-                    json!({
-                        "notification_id": n.notification_id,
-                        "series_id": n.series_id,
-                        "representative": n.representative,
-                        "made_at_ms": n.made_at_ms,
-                        "body": body,
-                        "signature": hex(&sn.signature),
-                        "key_id": sn.key_id,
-                    }),
-                    true,
-                )
-            }
-            None => (json!({}), false),
-        },
-        _ => (json!({}), false),
-    };
-    json!({
-        "kind": kind,
-        "key": hex(key),
-        "value": hex(value),
-        "fields": fields,
-        "complete": complete,
-    })
 }

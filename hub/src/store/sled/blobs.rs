@@ -8,7 +8,7 @@
 //! group commit.
 //!
 //! Record: `len: u32 LE | crc32 of the bytes: u32 LE | bytes`. Crash safety
-//! comes from the order in `store`: a group's bodies are written and synced
+//! comes from the order in the sled backend: a group's bodies are written and synced
 //! before the sled batch that points to them is applied, and the sled batch
 //! records the new end ([`BlobFile::open`] cuts the file back to the end the
 //! store last made durable, dropping bodies of a group that never committed).
@@ -146,6 +146,13 @@ impl BlobFile {
             offset: end + at as u64,
             len,
         }
+    }
+
+    /// The body at `r` in a buffer of staged bodies that will be written
+    /// at `start` (a group reading what it staged itself).
+    pub fn staged_body(buf: &[u8], start: u64, r: BlobRef) -> Option<&[u8]> {
+        let at = usize::try_from(r.offset.checked_sub(start)?.checked_add(HEADER)?).ok()?;
+        buf.get(at..at.checked_add(r.len as usize)?)
     }
 
     /// Writes staged bodies at `end` and syncs them (`fdatasync`): after

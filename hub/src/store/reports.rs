@@ -1,0 +1,143 @@
+//! The rules of storing reports: a receipt is idempotent (the same id with
+//! the same bytes answers the stored record, other bytes a conflict, and
+//! neither changes anything); a new report is stored with its decision,
+//! one queue entry per recipient, its history, its case and its series.
+
+use super::pipeline::{event, Writer};
+use super::seam::{Group, QueueItem};
+use super::types::{CaseKeys, CaseWrite, Committed, NewReport};
+use super::StoreError;
+use meldnet_core::case::CaseId;
+use meldnet_core::identity::SpiffeId;
+use meldnet_core::report::ReportId;
+use meldnet_proto::v1 as pb;
+
+impl Writer {
+    pub(super) fn stage_reports(
+        &mut self,
+        g: &mut dyn Group,
+        reports: Vec<NewReport>,
+    ) -> Result<Vec<Committed>, StoreError> {
+        let mut out = Vec::with_capacity(reports.len());
+        // One audit record per submitted batch: a line per new report.
+        let mut audit_lines = Vec::new();
+        let mut origin = None;
+        for r in reports {
+            // Stored before, or earlier in this group.
+            if let Some(existing) = g.report(&r.id)? {
+                let same = existing.report.as_ref().map(|s| &s.report)
+                    == r.stored.report.as_ref().map(|s| &s.report);
+                out.push(if same {
+                    Committed::Duplicate(existing)
+                } else {
+                    Committed::Conflict
+                });
+                continue;
+            }
+            g.put_report(&r.id, &r.stored);
+            for recipient in &r.recipients {
+                self.enqueue(g, recipient, &QueueItem::Report(r.id));
+            }
+            let now = self.clock.now_ms();
+            for e in &r.extra {
+                self.stage_redecision(g, &e.id, &e.report_id, &e.stored, &e.recipients);
+                self.stage_history(g, &e.report_id, now, "decided", &r.origin, e.line.clone());
+            }
+            self.stage_history(g, &r.id, now, "decided", &r.origin, r.summary.clone());
+            for c in &r.counts {
+                self.bump(c);
+            }
+            let placed = match r.case {
+                Some(CaseWrite::Open(record, keys)) => {
+                    let case_id = CaseId::parse(&record.case_id)
+                        .map_err(|e| StoreError::Corrupt(format!("case id: {e}")))?;
+                    self.stage_open(g, &case_id, &r.id, &record, &keys);
+                    Some((case_id, true))
+                }
+                Some(CaseWrite::Sighting {
+                    case_id,
+                    first_report,
+                    matched_by,
+                    keys,
+                    assessment,
+                    new_location,
+                    notices,
+                }) => {
+                    let sighting = super::cases::Sighting {
+                        report: r.id,
+                        origin: &r.origin,
+                        first_report,
+                        matched_by,
+                        keys,
+                        assessment,
+                        new_location,
+                        notices,
+                    };
+                    self.stage_sighting(g, &case_id, sighting, now)?;
+                    Some((case_id, false))
+                }
+                None => None,
+            };
+            if let Some((case_id, opened)) = placed {
+                self.stage_series_matches(g, &r.id, &case_id, opened, &r.series)?;
+            }
+            audit_lines.push(format!("{} {}", r.id, r.summary));
+            origin.get_or_insert(r.origin);
+            out.push(Committed::New);
+        }
+        if let Some(origin) = origin {
+            let subject = format!("{} reports", audit_lines.len());
+            let ev = event(
+                self.clock.now_ms(),
+                "submitted",
+                &origin,
+                subject,
+                audit_lines.join("\n"),
+            );
+            self.stage_audit(g, ev);
+        }
+        Ok(out)
+    }
+
+    /// A further decision on a stored report (an escalation, a notice at
+    /// another location, a split): stored under its id, and a queue entry
+    /// per recipient naming the report and that id.
+    pub(super) fn stage_redecision(
+        &mut self,
+        g: &mut dyn Group,
+        id: &CaseId,
+        report_id: &ReportId,
+        stored: &pb::StoredReport,
+        recipients: &[SpiffeId],
+    ) {
+        g.put_escalation(id, stored);
+        let item = QueueItem::Redecision {
+            report: *report_id,
+            decision: *id,
+        };
+        for recipient in recipients {
+            self.enqueue(g, recipient, &item);
+        }
+    }
+
+    /// The keys a report brought to its case (none if it brought none).
+    pub(super) fn stage_case_keys(
+        &self,
+        g: &mut dyn Group,
+        case_id: &CaseId,
+        report: &ReportId,
+        keys: &CaseKeys,
+    ) {
+        if keys.urls.is_empty() && keys.files.is_empty() && keys.pdqs.is_empty() {
+            return;
+        }
+        let record = pb::CaseKeysRecord {
+            case_id: case_id.as_bytes().to_vec(),
+            urls: keys.urls.iter().map(|u| u.to_vec()).collect(),
+            files: keys.files.iter().map(|f| f.0.to_vec()).collect(),
+            pdqs: keys.pdqs.iter().map(|(h, _)| h.0.to_vec()).collect(),
+            pdq_qualities: keys.pdqs.iter().map(|(_, q)| *q).collect(),
+        };
+        g.put_case_keys(report, &record);
+    }
+}
