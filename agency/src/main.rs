@@ -7,13 +7,13 @@
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use meldnet_agency::config::AgencyConfig;
-use meldnet_core::cli::{
+use meldnet_cli::{
     log_command, receive_and_print, show_received, LogCommand, ReceiveArgs, ReceivedArgs,
 };
-use meldnet_core::delivery_log::{DELIVERY_LOG, LOG_FILE};
-use meldnet_core::inbox::verify_any;
+use meldnet_recipient::{DELIVERY_LOG, LOG_FILE};
+use meldnet_recipient::verify_any;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::log_repair::Keep;
+use meldnet_recipient::Keep;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -65,11 +65,11 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    meldnet_core::cli::exit_code("meldnet-agency", run())
+    meldnet_cli::exit_code("meldnet-agency", run())
 }
 
 fn run() -> anyhow::Result<()> {
-    meldnet_core::cli::init_process("warn");
+    meldnet_cli::init_process("warn");
     match Cli::parse().command {
         Command::Pull(args) => {
             let cfg = AgencyConfig::load(&args.config)?;

@@ -1,4 +1,4 @@
-//! `meldnet-bench index`: the PDQ index (`core::pdq_index`) at list scale.
+//! `meldnet-bench index`: the PDQ index (`pdq::index`) at list scale.
 //! For each size: synthetic hashes like a real list (random ones, plus
 //! clusters of near-duplicates: one picture listed in several re-encodings),
 //! queries that are near copies of entries (0 to 40 bits off), of cluster
@@ -12,8 +12,8 @@
 use crate::stats::{peak_rss_mb, percentile};
 use anyhow::{bail, Context};
 use meldnet_core::hash::PdqHash;
-use meldnet_core::pdq::MATCH_THRESHOLD;
-use meldnet_core::pdq_index::PdqIndex;
+use meldnet_pdq::MATCH_THRESHOLD;
+use meldnet_pdq::PdqIndex;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Instant;

@@ -109,7 +109,7 @@ fn summary_counts(stderr: &str) -> (usize, usize) {
 /// holds. Every damaged range is named on stderr (reading goes on after
 /// it), and then the run fails: its counts would not be the truth.
 fn delivered_ids(dir: &Path) -> anyhow::Result<(HashSet<String>, usize)> {
-    use meldnet_core::delivery_log::{LogError, LogReader};
+    use meldnet_recipient::{LogError, LogReader};
     let (mut out, mut records, mut damaged) = (HashSet::new(), 0, 0);
     for record in LogReader::open(dir)? {
         match record {

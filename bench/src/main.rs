@@ -41,12 +41,12 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    meldnet_core::cli::init_process("warn");
+    meldnet_cli::init_process("warn");
     let result = match Cli::parse().command {
         Command::Ingest(a) => ingest::run(a),
         Command::Pdq(a) => pdq::run(a),
         Command::Index(a) => index::run(a),
         Command::NodeWorker(a) => worker::run(a),
     };
-    meldnet_core::cli::exit_code("meldnet-bench", result)
+    meldnet_cli::exit_code("meldnet-bench", result)
 }

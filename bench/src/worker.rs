@@ -158,7 +158,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let mut latencies_us: Vec<(u64, usize)> = Vec::with_capacity(sizes.len());
     let mut last_receipt = start;
     rt.block_on(async {
-        let channel = meldnet_core::client::connect(&cfg.hub, &cfg.tls).await?;
+        let channel = meldnet_net::connect(&cfg.hub, &cfg.tls).await?;
         stream_batches(channel, batches, |i, res, sent_at| {
             let now = unix_us();
             latencies_us.push((

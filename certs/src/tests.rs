@@ -8,7 +8,7 @@ use meldnet_agency::config::AgencyConfig;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::signing::SigningKey;
-use meldnet_core::tls::{load_certs, ReloadingVerifier};
+use meldnet_net::{load_certs, ReloadingVerifier};
 use meldnet_hub::config::HubConfig;
 use meldnet_node::config::NodeConfig;
 use rustls::client::danger::ServerCertVerifier;
@@ -134,7 +134,7 @@ fn init_makes_a_tree_that_every_role_loads() {
         ["agency/DE/bka", "agency/NL/politie", "agency/EU/europol"].map(|p| id(p).to_string())
     );
     assert_eq!(hub.routing.member_states.len(), 27);
-    meldnet_core::tls::server_config(&hub.tls).unwrap();
+    meldnet_net::server_config(&hub.tls).unwrap();
     let keyring = Keyring::load(&hub.keyring).unwrap();
     assert_eq!(keyring.federation().as_str(), FED);
     assert_eq!(keyring.owners().count(), 4, "the hub and three nodes sign");

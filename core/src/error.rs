@@ -87,6 +87,22 @@ impl From<Refusal> for Status {
     }
 }
 
+/// An error and its causes, joined by ": ", leaving out a cause whose text
+/// the message already carries (our error messages name their cause).
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(cause) = cur {
+        let t = cause.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cur = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,56 +4,7 @@
 
 use std::fmt;
 
-/// Why a string is not a hash of the expected kind.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected {digits} lower-case hex digits, got {got}")]
-pub struct HashError {
-    /// How many hex digits the kind needs.
-    pub digits: usize,
-    /// What was found instead, in words.
-    pub got: String,
-}
-
-/// Value of a lower-case hex digit, or 0xff.
-const fn hex_value(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => 0xff,
-    }
-}
-
-const HEX: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = hex_value(i as u8);
-        i += 1;
-    }
-    t
-};
-
-/// One pass over the digits: the hub parses a dozen hashes per report.
-fn parse_hex<const N: usize>(s: &str) -> Result<[u8; N], HashError> {
-    let err = |got: String| HashError { digits: N * 2, got };
-    let b = s.as_bytes();
-    if b.len() != N * 2 {
-        return Err(err(format!("{} characters", s.len())));
-    }
-    let mut out = [0u8; N];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let (hi, lo) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
-        if hi == 0xff || lo == 0xff {
-            let c = s[i * 2..]
-                .chars()
-                .find(|c| !matches!(c, '0'..='9' | 'a'..='f'))
-                .unwrap_or('?');
-            return Err(err(format!("the character {c:?}")));
-        }
-        out[i] = hi << 4 | lo;
-    }
-    Ok(out)
-}
+pub use meldnet_pdq::{parse_hex, HashError, PdqHash};
 
 macro_rules! fixed_hash {
     ($(#[$doc:meta])* $name:ident, $len:expr) => {
@@ -100,11 +51,6 @@ fixed_hash!(
     /// A SHA-1 digest: what Project VIC and many police lists key on.
     Sha1,
     20
-);
-fixed_hash!(
-    /// A PDQ perceptual hash (256 bits), Meta's format.
-    PdqHash,
-    32
 );
 
 impl Sha256 {

@@ -141,7 +141,8 @@ pub enum MatchKind {
 macro_rules! proto_enum {
     ($ty:ident, $pb:ident, $($v:ident = $name:literal),+) => {
         impl $ty {
-            pub(crate) fn from_proto(v: i32, field: &str) -> Result<Self, Refusal> {
+            /// From its wire value; a refusal names `field`.
+            pub fn from_proto(v: i32, field: &str) -> Result<Self, Refusal> {
                 match pb::$pb::try_from(v) {
                     $(Ok(pb::$pb::$v) => Ok($ty::$v),)+
                     Ok(pb::$pb::Unspecified) => Err(Refusal::invalid(field, "must be set")),
@@ -357,7 +358,8 @@ pub struct Report {
     pub items: Vec<Item>,
 }
 
-pub(crate) fn country(s: &str, field: &str) -> Result<CountryCode, Refusal> {
+/// A country code from its wire field; a refusal names `field`.
+pub fn country(s: &str, field: &str) -> Result<CountryCode, Refusal> {
     CountryCode::parse(s).map_err(|e| Refusal::invalid(field, e.to_string()))
 }
 
@@ -523,7 +525,7 @@ impl Item {
 
 /// A PDQ hash and its quality from their wire fields: both empty/0, or a
 /// valid hash with a quality of 0-100.
-pub(crate) fn parse_pdq(pdq: &str, quality: u32) -> Result<Option<(PdqHash, u8)>, Refusal> {
+pub fn parse_pdq(pdq: &str, quality: u32) -> Result<Option<(PdqHash, u8)>, Refusal> {
     if pdq.is_empty() {
         if quality != 0 {
             return Err(Refusal::invalid(
@@ -583,7 +585,7 @@ impl ListCheck {
             }
             let kind = MatchKind::from_proto(k.kind, "kind")?;
             let limit = if kind == MatchKind::Pdq {
-                crate::pdq::MATCH_THRESHOLD
+                meldnet_pdq::MATCH_THRESHOLD
             } else {
                 0
             };

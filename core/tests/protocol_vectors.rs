@@ -7,7 +7,7 @@
 //! writes the files again after a deliberate change of the protocol.
 
 use meldnet_core::case::CaseStep;
-use meldnet_core::hash_list::{chain, Change, Head, Tip};
+use meldnet_list::{chain, Change, Head, Tip};
 use meldnet_core::identity::{SpiffeId, TrustDomain};
 use meldnet_core::keyring::{KeyEntry, Keyring, KeyringFile};
 use meldnet_core::merkle::{leaf_hash, root_from_path, Tree};

@@ -24,10 +24,10 @@ pub const NOW_MS: i64 = 1_780_272_000_000;
 /// What an importer does with an accepted row: the list entry it becomes
 /// (`list_import::to_list_entry`), whose wire form the hub validates
 /// again (`ListEntry::from_proto`) and must accept as the same entry.
-pub fn check_entry(entry: meldnet_core::hash_import::ImportedEntry) {
-    use meldnet_core::hash_list::ListEntry;
+pub fn check_entry(entry: meldnet_list::ImportedEntry) {
+    use meldnet_list::ListEntry;
     let nl = CountryCode::parse("NL").expect("NL");
-    if let Ok(e) = meldnet_core::list_import::to_list_entry(entry, nl) {
+    if let Ok(e) = meldnet_list::to_list_entry(entry, nl) {
         let again = ListEntry::from_proto(&e.to_proto());
         assert_eq!(again.as_ref(), Ok(&e), "an imported entry's wire form");
     }

@@ -1,12 +1,12 @@
 //! Who is calling, from the certificate read at the TLS handshake (see
-//! `meldnet_core::tls::incoming`), checked again at every call against the
+//! `meldnet_net::incoming`), checked again at every call against the
 //! current CRLs and clock: a connection opened before a revocation or an
 //! expiry keeps no rights. No request field is ever consulted. Every refusal
 //! here is logged.
 
 use crate::registry::Registry;
 use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::tls::{PeerInfo, ReloadingVerifier};
+use meldnet_net::{PeerInfo, ReloadingVerifier};
 use std::sync::Arc;
 use tonic::{Request, Status};
 
@@ -285,7 +285,7 @@ pub const METHODS: &[Method] = &[
     ),
 ];
 
-/// The hub's gate (`meldnet_core::admission`): the caller's certificate
+/// The hub's gate (`net::admission`): the caller's certificate
 /// checked again, its role against [`METHODS`], and nodes and agencies
 /// known to the registry (`keyring.toml`, `hub.toml` or an operator's
 /// registration), all before a byte of the request is decoded. A node or
@@ -308,12 +308,12 @@ impl HubGate {
     }
 }
 
-impl meldnet_core::admission::Gate for HubGate {
+impl meldnet_net::Gate for HubGate {
     fn admit(
         &self,
         path: &str,
         peer: Option<&PeerInfo>,
-    ) -> Result<meldnet_core::admission::Admit, Status> {
+    ) -> Result<meldnet_net::Admit, Status> {
         let Some(m) = METHODS.iter().find(|m| m.path == path) else {
             return Err(refuse(
                 peer,
@@ -330,7 +330,7 @@ impl meldnet_core::admission::Gate for HubGate {
                 )),
             ));
         }
-        Ok(meldnet_core::admission::Admit {
+        Ok(meldnet_net::Admit {
             max_message: m.max_message,
             streamed: m.streamed,
         })

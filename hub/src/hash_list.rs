@@ -11,8 +11,8 @@
 use crate::auth::Auth;
 use crate::store::{ListWrite, Store, StoreError, StoredChange};
 use meldnet_core::country::CountryCode;
-use meldnet_core::hash_list::MAX_ADD_BATCH;
-use meldnet_core::hash_list::{
+use meldnet_list::MAX_ADD_BATCH;
+use meldnet_list::{
     chain, Change, ChangeKind, Head, KnownSet, ListEntry, Query, SnapshotDigest, Tip,
 };
 use meldnet_core::identity::{Role, SpiffeId};
@@ -106,7 +106,7 @@ impl HashList {
         clock: Arc<Clock>,
     ) -> Result<HashList, ListError> {
         let mut set = KnownSet::default();
-        let mut digest = meldnet_core::hash_list::EMPTY_DIGEST;
+        let mut digest = meldnet_list::EMPTY_DIGEST;
         let mut from = 1;
         loop {
             let stored = store.list_changes(from, 65_536)?;

@@ -17,7 +17,7 @@ use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
-use meldnet_core::hash_list::Query;
+use meldnet_list::Query;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
 use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};

@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meldnet_core::hash_list::describe_head;
+use meldnet_list::describe_head;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::list_import::{import_via, ListFormat};
+use meldnet_list::{import_via, ListFormat};
 use meldnet_hub::config::{HubConfig, OperatorConfig};
 use meldnet_proto::v1 as pb;
 use std::path::PathBuf;
@@ -135,7 +135,8 @@ enum ListCommand {
         /// The country whose hotline or police holds this list (ISO 3166-1 alpha-2).
         #[arg(long)]
         source_country: String,
-        #[arg(long, value_enum, default_value = "csv")]
+        /// `csv` or `vics`.
+        #[arg(long, default_value = "csv")]
         format: ListFormat,
         /// TOML file naming the CSV columns and what each category means.
         #[arg(long)]
@@ -220,11 +221,11 @@ fn open_stopped_store(config: &std::path::Path) -> anyhow::Result<meldnet_hub::s
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    meldnet_core::cli::exit_code("meldnet-hub", run())
+    meldnet_cli::exit_code("meldnet-hub", run())
 }
 
 fn run() -> anyhow::Result<()> {
-    meldnet_core::cli::init_process("info");
+    meldnet_cli::init_process("info");
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, ready_file } => {
@@ -242,7 +243,7 @@ fn run() -> anyhow::Result<()> {
                     tracing::info!(%addr, "Prometheus metrics at /metrics");
                 }
                 let shutdown = async {
-                    meldnet_core::cli::shutdown_signal().await;
+                    meldnet_cli::shutdown_signal().await;
                     tracing::info!("shutting down");
                 };
                 meldnet_hub::server::run(cfg, shutdown, |addr| {
@@ -343,7 +344,7 @@ impl Operator {
         let cfg = OperatorConfig::load(path)?;
         let keyring = Keyring::load(&cfg.keyring)?;
         let rt = tokio::runtime::Runtime::new()?;
-        let channel = rt.block_on(meldnet_core::client::connect(&cfg.hub, &cfg.tls))?;
+        let channel = rt.block_on(meldnet_net::connect(&cfg.hub, &cfg.tls))?;
         Ok(Operator {
             rt,
             admin: pb::admin_client::AdminClient::new(channel),
@@ -376,7 +377,7 @@ fn list_command(command: ListCommand) -> anyhow::Result<()> {
             let op = Operator::connect(&operator)?;
             let admin = op.admin.clone();
             let (summary, last_head) =
-                import_via(&op.rt, &file, format, &mapping, source, |req| {
+                import_via(&op.rt, &file, format, &mapping, source, &meldnet_cli::TerminalProgress::new(), |req| {
                     let mut admin = admin.clone();
                     async move { admin.list_add(req).await.map(|r| r.into_inner()) }
                 })?;

@@ -16,14 +16,14 @@ use crate::store::{Store, StoreError};
 use crate::submission::SubmissionService;
 use crate::takedown::{CasesService, DeadlineWatcher};
 use crate::victims::{Notifier, SeriesIndex, SeriesService};
-use meldnet_core::accept::incoming;
-use meldnet_core::admission::AdmissionLayer;
+use meldnet_net::incoming;
+use meldnet_net::AdmissionLayer;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::{Keyring, KeyringError};
 use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use meldnet_core::signing::{SigningError, SigningKey};
 use meldnet_core::time::Clock;
-use meldnet_core::tls::{server_config, TlsError};
+use meldnet_net::{server_config, TlsError};
 use meldnet_proto::v1::admin_server::AdminServer;
 use meldnet_proto::v1::cases_server::CasesServer;
 use meldnet_proto::v1::hash_list_server::HashListServer;
@@ -204,7 +204,7 @@ pub async fn run(
         })?;
 
     let recheck_auth = auth.clone();
-    let recheck: meldnet_core::accept::Recheck = Arc::new(move |peer| {
+    let recheck: meldnet_net::Recheck = Arc::new(move |peer| {
         recheck_auth
             .still_valid(peer)
             .map_err(|s| s.message().to_string())

@@ -16,7 +16,7 @@ use crate::takedown::next_tick;
 use meldnet_core::case::CaseId;
 use meldnet_core::hash::Sha256;
 use meldnet_core::identity::SpiffeId;
-use meldnet_core::pdq_index::{NearSet, PdqTable};
+use meldnet_pdq::{NearSet, PdqTable};
 use meldnet_core::report::{Classification, Report};
 use meldnet_core::series::{
     representative, sign_notification, DigestCalendar, NotificationId, Preference, SeriesHashes,

@@ -1,9 +1,9 @@
 //! `node.toml`: validated at start-up, every error naming the key. The
 //! node's own country is not configured: it comes from its certificate.
 
-use meldnet_core::client::HubEndpoint;
+use meldnet_net::HubEndpoint;
 use meldnet_core::config::{self, ConfigError};
-use meldnet_core::tls::{ClientTlsFiles, ServerTlsFiles};
+use meldnet_net::{ClientTlsFiles, ServerTlsFiles};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,7 @@
 //! closed by the signed head it leads to. A batch is written with its head
 //! in one append and one `fdatasync`, after the head's signature, the
 //! versions, the running digest and the count were checked against what
-//! the node holds (`meldnet_core::hash_list::check_batch`). Records after
+//! the node holds (`meldnet_list::check_batch`). Records after
 //! the last head were never applied: readers ignore them and the writer
 //! cuts them off, so a crash mid-sync resumes from the last applied batch.
 //! A damaged record (checksums, see `delivery_log`) is refused with its
@@ -18,8 +18,8 @@
 //! Readers (`report new` pre-classifying items) open it without the lock;
 //! only `list sync` and `serve` write.
 
-use meldnet_core::delivery_log::{Format, LogError, LogReader, RecordFile};
-use meldnet_core::hash_list::{check_batch, check_snapshot, Head, KnownSet, Query, SyncError, Tip};
+use meldnet_recipient::{Format, LogError, LogReader, RecordFile};
+use meldnet_list::{check_batch, check_snapshot, Head, KnownSet, Query, SyncError, Tip};
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::report::ListCheck;
@@ -172,7 +172,7 @@ impl NodeList {
         kind: u8,
         records: &[Vec<u8>],
         head: &pb::SignedListHead,
-        changes: &[meldnet_core::hash_list::Change],
+        changes: &[meldnet_list::Change],
         tip: Tip,
     ) -> Result<(), ListError> {
         let writer = self.writer.as_mut().ok_or_else(|| ListError::Damaged {
@@ -215,7 +215,7 @@ async fn sync_within(
 ) -> Result<Synced, ListError> {
     let from = list.read().await.tip();
     let mut client = pb::hash_list_client::HashListClient::new(channel)
-        .max_decoding_message_size(meldnet_core::client::CLIENT_MAX_DECODE * 4);
+        .max_decoding_message_size(meldnet_net::CLIENT_MAX_DECODE * 4);
     let hub = |s: tonic::Status| ListError::Hub(s.message().to_string());
     let mut stream = tokio::time::timeout(
         SYNC_IDLE,

@@ -4,16 +4,16 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
-use meldnet_core::cli::{
+use meldnet_cli::{
     log_command, receive_and_print, show_received, LogArgs, LogCommand, ReceiveArgs, ReceivedArgs,
 };
 use meldnet_core::country::CountryCode;
-use meldnet_core::delivery_log::{DELIVERY_LOG, LOG_FILE};
-use meldnet_core::hash_list::describe_head;
+use meldnet_recipient::{DELIVERY_LOG, LOG_FILE};
+use meldnet_list::describe_head;
 use meldnet_core::identity::Role;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::list_import::{import_via, ListFormat};
-use meldnet_core::log_repair::Keep;
+use meldnet_list::{import_via, ListFormat};
+use meldnet_recipient::Keep;
 use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
 use meldnet_core::signing::SigningKey;
 use meldnet_node::config::NodeConfig;
@@ -161,7 +161,7 @@ async fn case_step(
         location,
     };
     let key = SigningKey::load(&node.cfg.signing_key)?;
-    let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
+    let channel = meldnet_net::connect(&node.cfg.hub, &node.cfg.tls).await?;
     let mut client = meldnet_proto::v1::cases_client::CasesClient::new(channel);
     match client.record_step(step.sign(&key)).await {
         Ok(r) => {
@@ -209,7 +209,8 @@ enum ListCommand {
     Import {
         #[arg(long)]
         config: PathBuf,
-        #[arg(long, value_enum, default_value = "csv")]
+        /// `csv` or `vics`.
+        #[arg(long, default_value = "csv")]
         format: ListFormat,
         /// TOML file naming the CSV columns and what each category means.
         #[arg(long)]
@@ -420,9 +421,10 @@ fn import_command(
         None => Default::default(),
     };
     let keyring = Keyring::load(&node.cfg.keyring)?;
-    let channel = rt.block_on(meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls))?;
+    let channel = rt.block_on(meldnet_net::connect(&node.cfg.hub, &node.cfg.tls))?;
     let client = meldnet_proto::v1::hash_list_client::HashListClient::new(channel);
-    let (summary, head) = import_via(rt, file, format, &mapping, node.country, |req| {
+    let progress = meldnet_cli::TerminalProgress::new();
+    let (summary, head) = import_via(rt, file, format, &mapping, node.country, &progress, |req| {
         let mut client = client.clone();
         async move { client.contribute(req).await.map(|r| r.into_inner()) }
     })?;
@@ -443,7 +445,7 @@ async fn submit(node: &Node, outbox: &Outbox) -> anyhow::Result<bool> {
     let signed: Vec<_> = drafts.iter().map(|(id, r)| (*id, sign(r, &key))).collect();
     outbox.sign_drafts(signed)?;
     let keyring = Keyring::load(&node.cfg.keyring)?;
-    let channel = meldnet_core::client::connect(&node.cfg.hub, &node.cfg.tls).await?;
+    let channel = meldnet_net::connect(&node.cfg.hub, &node.cfg.tls).await?;
     let s = submit_outbox(outbox, channel, &keyring).await?;
     for (id, d) in &s.accepted {
         let to: Vec<&str> = d.recipients.iter().map(|r| r.identity.as_str()).collect();
@@ -474,11 +476,11 @@ async fn submit(node: &Node, outbox: &Outbox) -> anyhow::Result<bool> {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    meldnet_core::cli::exit_code("meldnet-node", run())
+    meldnet_cli::exit_code("meldnet-node", run())
 }
 
 fn run() -> anyhow::Result<()> {
-    meldnet_core::cli::init_process("warn");
+    meldnet_cli::init_process("warn");
     let cli = Cli::parse();
     if let Command::Hash(a) = &cli.command {
         if !hash_command(a) {
@@ -578,7 +580,7 @@ fn run() -> anyhow::Result<()> {
                     Some(hc) => hc.tls.dns_names()?.into_iter().next(),
                     None => None,
                 };
-                let shutdown = meldnet_core::cli::shutdown_signal();
+                let shutdown = meldnet_cli::shutdown_signal();
                 meldnet_node::serve::serve(node.cfg, node.country, shutdown, |addr| {
                     if let Some(f) = &ready_file {
                         if let Err(e) = std::fs::write(f, addr.to_string()) {
@@ -603,7 +605,7 @@ fn run() -> anyhow::Result<()> {
                 let list = NodeList::open_for_sync(&c.list_dir, Keyring::load(&c.keyring)?)
                     .with_context(|| format!("list_dir {} (is another sync running?)", c.list_dir.display()))?;
                 let list = tokio::sync::RwLock::new(list);
-                let channel = meldnet_core::client::connect(&c.hub, &c.tls).await?;
+                let channel = meldnet_net::connect(&c.hub, &c.tls).await?;
                 let s = meldnet_node::list::sync(&list, channel, |tip| eprintln!("list: {tip}")).await?;
                 println!(
                     "{}",

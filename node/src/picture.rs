@@ -1,6 +1,6 @@
 //! Image files to the hashes a node shares: decoding (JPEG, PNG, GIF first
 //! frame, BMP, WebP, TIFF) with the EXIF orientation applied, 8-bit RGB, then
-//! PDQ (`meldnet_core::pdq`); and the one function that hashes any file, the
+//! PDQ (`pdq::hasher`); and the one function that hashes any file, the
 //! way `meldnet-node hash` and `report new` both do.
 //!
 //! Decoding is bounded: dimensions and allocations have limits, so a
@@ -10,7 +10,7 @@
 use crate::hashing::{hash_file, media_type_of, FileHashes};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use meldnet_core::hash::PdqHash;
-use meldnet_core::pdq::{self, Dihedral};
+use meldnet_pdq::{self, Dihedral};
 use meldnet_core::report::MediaType;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -201,13 +201,13 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 /// PDQ of a decoded picture, with its eight variants when asked.
 pub fn pdq_of(rgb: &Rgb, dihedral: bool) -> (PdqHash, u8, Option<Dihedral>) {
-    let mut luma = pdq::luma_from_rgb8(&rgb.pixels);
+    let mut luma = meldnet_pdq::luma_from_rgb8(&rgb.pixels);
     let (rows, cols) = (rgb.height as usize, rgb.width as usize);
     if dihedral {
-        let (d, q) = pdq::hash_luma_dihedral(&mut luma, rows, cols);
+        let (d, q) = meldnet_pdq::hash_luma_dihedral(&mut luma, rows, cols);
         (d.original, q, Some(d))
     } else {
-        let out = pdq::hash_luma(&mut luma, rows, cols);
+        let out = meldnet_pdq::hash_luma(&mut luma, rows, cols);
         (out.hash, out.quality, None)
     }
 }

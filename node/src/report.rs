@@ -4,7 +4,7 @@
 use crate::hashing::{hash_file, media_type_of};
 use crate::list::NodeList;
 use meldnet_core::country::CountryCode;
-use meldnet_core::hash_list::Query;
+use meldnet_list::Query;
 use meldnet_core::report::{
     AgeGroup, Classification, EuLinkFacts, Item, MediaType, Report, ReportId, ReportUrl,
 };

@@ -6,10 +6,10 @@
 use crate::config::NodeConfig;
 use crate::hash_check::{http_routes, Checker};
 use crate::list::NodeList;
-use meldnet_core::accept::{incoming, ConnectionLimits, Recheck};
+use meldnet_net::{incoming, ConnectionLimits, Recheck};
 use meldnet_core::country::CountryCode;
 use meldnet_core::keyring::Keyring;
-use meldnet_core::tls::server_config_with;
+use meldnet_net::server_config_with;
 use meldnet_proto::v1::hash_check_server::HashCheckServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ pub enum ServeError {
     List(#[from] crate::list::ListError),
     /// TLS files.
     #[error(transparent)]
-    Tls(#[from] meldnet_core::tls::TlsError),
+    Tls(#[from] meldnet_net::TlsError),
     /// The socket.
     #[error("hash_check.listen: {0}")]
     Io(#[from] std::io::Error),
@@ -42,7 +42,7 @@ pub enum ServeError {
 /// logged and the node goes on answering from what it holds.
 async fn follow(cfg: NodeConfig, list: Arc<RwLock<NodeList>>, every: std::time::Duration) {
     loop {
-        match meldnet_core::client::connect(&cfg.hub, &cfg.tls).await {
+        match meldnet_net::connect(&cfg.hub, &cfg.tls).await {
             Ok(channel) => match crate::list::sync(&list, channel, |_| {}).await {
                 Ok(s) if s.records > 0 => {
                     tracing::info!(from = s.from.version, to = %s.to, "list synced")

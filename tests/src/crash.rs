@@ -18,7 +18,7 @@
 
 use crate::{bin, run, sample_report, stderr, stdout, Federation};
 use anyhow::{bail, ensure, Context, Result};
-use meldnet_core::delivery_log::LogReader;
+use meldnet_recipient::LogReader;
 use meldnet_core::report::ReportId;
 use meldnet_node::outbox::Outbox;
 use meldnet_proto::v1 as pb;
@@ -275,7 +275,7 @@ impl RecipientDriver {
     /// Report id -> records held, read back from the delivery log.
     fn held(&self) -> Result<HashMap<ReportId, usize>> {
         let mut held = HashMap::new();
-        if !meldnet_core::delivery_log::log_path(&self.log_dir).exists() {
+        if !meldnet_recipient::log_path(&self.log_dir).exists() {
             return Ok(held);
         }
         for r in LogReader::open(&self.log_dir)? {

@@ -38,11 +38,11 @@ async fn refused(fed: &Federation, reports: &[pb::Report]) -> String {
 
 /// The report ids in a delivery log, in order.
 fn logged(dir: &Path) -> Vec<String> {
-    let file = meldnet_core::delivery_log::log_path(dir);
+    let file = meldnet_recipient::log_path(dir);
     if std::fs::metadata(&file).map_or(0, |m| m.len()) == 0 {
         return Vec::new();
     }
-    meldnet_core::delivery_log::LogReader::open(dir)
+    meldnet_recipient::LogReader::open(dir)
         .unwrap()
         .map(|r| r.unwrap().report_id().to_string())
         .collect()

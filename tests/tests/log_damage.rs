@@ -6,7 +6,7 @@
 //! `log salvage` keeps every good record, after which receiving goes on and
 //! nothing acknowledged comes again.
 
-use meldnet_core::delivery_log::{LogReader, LogRecord};
+use meldnet_recipient::{LogReader, LogRecord};
 use meldnet_node::list::LIST_FORMAT;
 use meldnet_tests::*;
 use serde_json::Value;

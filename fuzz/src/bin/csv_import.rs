@@ -3,7 +3,7 @@
 //! column mapping, every row validated or refused with its line.
 
 use afl::fuzz;
-use meldnet_core::hash_import::{csv_rows, CsvMapping};
+use meldnet_list::{csv_rows, CsvMapping};
 use meldnet_fuzz::{check_entry, MAX_INPUT};
 
 fn main() {

@@ -12,7 +12,7 @@
 //! to crash a recipient either.
 
 use afl::fuzz;
-use meldnet_core::inbox::{describe, Checked, Stored};
+use meldnet_recipient::{describe, Checked, Stored};
 use meldnet_core::provenance::{verify_decision, Envelope, Verified};
 use meldnet_core::report::Report;
 use meldnet_core::series::{describe_notification, verify_notification, VerifiedNotification};

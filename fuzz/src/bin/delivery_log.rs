@@ -5,9 +5,9 @@
 //! decoded as a `pb::Delivery` and verified again).
 
 use afl::fuzz;
-use meldnet_core::delivery_log::{LogReader, DELIVERY_LOG, LOG_FILE};
-use meldnet_core::inbox::{check_log, LogEntry};
-use meldnet_core::log_repair;
+use meldnet_recipient::{LogReader, DELIVERY_LOG, LOG_FILE};
+use meldnet_recipient::{check_log, LogEntry};
+use meldnet_recipient as log_repair;
 use meldnet_fuzz::{federation, scratch_dir, write_file, MAX_INPUT};
 use std::collections::HashSet;
 
@@ -48,7 +48,7 @@ fn main() {
                 }
             }
         }
-        let _ = check_log::<meldnet_core::delivery_log::LogError>(
+        let _ = check_log::<meldnet_recipient::LogError>(
             &path,
             &fed.keyring,
             &HashSet::new(),

@@ -3,7 +3,7 @@
 //! digest it is folded into.
 
 use afl::fuzz;
-use meldnet_core::hash_list::{chain, Change, ChangeKind, KnownSet, Query, Tip};
+use meldnet_list::{chain, Change, ChangeKind, KnownSet, Query, Tip};
 use meldnet_fuzz::MAX_INPUT;
 
 fn main() {

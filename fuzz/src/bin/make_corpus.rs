@@ -9,10 +9,10 @@
 //! under afl-fuzz.
 
 use image::{DynamicImage, ImageFormat, RgbImage};
-use meldnet_core::delivery_log::{DeliveryLog, LOG_FILE};
+use meldnet_recipient::{DeliveryLog, LOG_FILE};
 use meldnet_core::hash::Sha256;
-use meldnet_core::hash_list::Change;
-use meldnet_core::inbox::{Checked, Stored};
+use meldnet_list::Change;
+use meldnet_recipient::{Checked, Stored};
 use meldnet_core::provenance::sign_decisions;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::series::sign_notification;
@@ -447,7 +447,7 @@ fn delivery_logs(fed: &Federation, out: &mut Out, scratch: &Path) {
     out.put(
         "delivery_log",
         "empty.log",
-        meldnet_core::delivery_log::MAGIC,
+        meldnet_recipient::MAGIC,
     );
 }
 

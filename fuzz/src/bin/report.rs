@@ -5,7 +5,7 @@
 //! `Envelope::verify`).
 
 use afl::fuzz;
-use meldnet_core::hash_list::Query;
+use meldnet_list::Query;
 use meldnet_core::provenance::{lookup_key, Envelope};
 use meldnet_core::report::Report;
 use meldnet_core::signing::Context;

@@ -3,7 +3,7 @@
 //! default category mapping, every media item validated or refused.
 
 use afl::fuzz;
-use meldnet_core::hash_import::{vics_default_categories, vics_rows};
+use meldnet_list::{vics_default_categories, vics_rows};
 use meldnet_fuzz::{check_entry, MAX_INPUT};
 
 fn main() {

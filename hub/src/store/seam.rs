@@ -12,7 +12,7 @@ use super::types::{CaseIndexData, SeriesHashKey, StoreCheck, StoredChange};
 use super::StoreError;
 use meldnet_core::audit::ChainHead;
 use meldnet_core::case::CaseId;
-use meldnet_core::hash_list::Tip;
+use meldnet_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{NotificationId, SeriesId};

@@ -5,7 +5,7 @@ pub use crate::cases::{CaseIndexData, CaseKeys};
 use meldnet_core::case::{CaseId, CaseStep};
 use meldnet_core::error::Refusal;
 use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::hash_list::Tip;
+use meldnet_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{NotificationId, SeriesId};

@@ -11,7 +11,7 @@ use crate::store::series::decode_preference;
 use crate::store::types::{SeriesHashKey, StoredChange};
 use crate::store::StoreError;
 use meldnet_core::case::CaseId;
-use meldnet_core::hash_list::Tip;
+use meldnet_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{NotificationId, SeriesId};

@@ -24,7 +24,7 @@ use keys::*;
 use meldnet_core::audit::ChainHead;
 use meldnet_core::case::CaseId;
 use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::hash_list::Tip;
+use meldnet_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{Preference, SeriesId};

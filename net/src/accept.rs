@@ -15,7 +15,7 @@
 //! certificate loses its connection, open streams and all). Connections over
 //! a cap are closed at once, and counted (`meldnet_connections_refused_total`).
 
-use crate::identity::{SpiffeId, TrustDomain};
+use meldnet_core::identity::{SpiffeId, TrustDomain};
 use crate::tls::PeerInfo;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};

@@ -36,8 +36,8 @@
 //!   the damage is still read. The writer refuses to open a damaged file and
 //!   never cuts anything but a torn tail: `log_repair` checks and salvages.
 
-use crate::append_file::{cut_back, open_rw, sync_dir};
-use crate::report::ReportId;
+use meldnet_core::append_file::{cut_back, open_rw, sync_dir};
+use meldnet_core::report::ReportId;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
@@ -53,7 +53,7 @@ pub(crate) const HEADER: usize = 4 + 16 + 4 + 4;
 /// The part of the header its checksum covers.
 const HEADER_SIGNED: usize = HEADER - 4;
 /// The largest record the writer accepts (a delivery is far smaller).
-const MAX_RECORD: usize = crate::limits::MAX_MESSAGE_BYTES;
+const MAX_RECORD: usize = meldnet_core::limits::MAX_MESSAGE_BYTES;
 /// How much a reader reads at once.
 const CHUNK: usize = 1 << 20;
 

@@ -12,7 +12,7 @@
 //! recipient can ask the hub's operators for it. It takes the file's lock,
 //! so it never runs under a live writer.
 
-use crate::append_file::sync_dir;
+use meldnet_core::append_file::sync_dir;
 use crate::delivery_log::{encode_record, lock, Damage, Format, LogError, LogReader};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -285,7 +285,7 @@ pub fn lost_tags(damage: &[Damage]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::delivery_log::{DeliveryLog, DELIVERY_LOG, HEADER};
-    use crate::report::ReportId;
+    use meldnet_core::report::ReportId;
 
     use crate::delivery_log::tests::{id, log_of};
 

@@ -12,11 +12,11 @@
 //! hub crashed before it recorded our acknowledgement) is not stored twice.
 
 use crate::delivery_log::{is_delivery_log, Damage, DeliveryLog, LogError, LogReader, LogRecord};
-use crate::identity::SpiffeId;
-use crate::keyring::Keyring;
-use crate::provenance::{verify_routed, verify_routed_many, Verified};
-use crate::report::ReportId;
-use crate::series::{describe_notification, verify_notification, VerifiedNotification};
+use meldnet_core::identity::SpiffeId;
+use meldnet_core::keyring::Keyring;
+use meldnet_core::provenance::{verify_routed, verify_routed_many, Verified};
+use meldnet_core::report::ReportId;
+use meldnet_core::series::{describe_notification, verify_notification, VerifiedNotification};
 use base64::Engine as _;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_client::InboxClient;
@@ -92,7 +92,7 @@ pub fn describe(
     seq: u64,
 ) -> serde_json::Value {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let cc = |c: Option<crate::country::CountryCode>| c.map(|c| c.to_string());
+    let cc = |c: Option<meldnet_core::country::CountryCode>| c.map(|c| c.to_string());
     let r = &v.report;
     let d = &v.decision;
     json!({
@@ -152,7 +152,7 @@ pub fn describe(
                 "kind": pb::MatchKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
                 "distance": c.distance,
                 "list_version": c.list_version,
-                "node_said": crate::report::node_said_word(c.node_said),
+                "node_said": meldnet_core::report::node_said_word(c.node_said),
             })).collect::<Vec<_>>(),
         },
         "verification": {
@@ -425,7 +425,7 @@ pub fn check_log<E: From<LogError>>(
                 Err(LogError::Damage(d)) => damage = Some(*d),
                 Err(e) => return Err(e.into()),
             }
-            if damage.is_some() || chunk.len() == crate::limits::MAX_DELIVERY_BATCH {
+            if damage.is_some() || chunk.len() == meldnet_core::limits::MAX_DELIVERY_BATCH {
                 ended = false;
                 break;
             }
@@ -573,11 +573,11 @@ type Verdicts = Result<Vec<(u64, Result<Accepted, Option<String>>)>, InboxError>
 /// Whether a verification failure may pass by itself: the recipient's
 /// keyring lacks the key (a node registered or rotated since), so the
 /// delivery must not be refused for good.
-fn may_pass(e: &crate::Refusal) -> bool {
-    e.kind == crate::RefusalKind::FailedPrecondition
+fn may_pass(e: &meldnet_core::Refusal) -> bool {
+    e.kind == meldnet_core::RefusalKind::FailedPrecondition
 }
 
-use crate::limits::MAX_REJECTION_REASON as MAX_REASON;
+use meldnet_core::limits::MAX_REJECTION_REASON as MAX_REASON;
 
 /// `why` cut to what the hub takes: at most [`MAX_REASON`] bytes, no
 /// control characters.
@@ -736,7 +736,7 @@ pub async fn receive(
 ) -> Result<InboxSummary, InboxError> {
     let mut log = DeliveryLog::open(&opts.out_dir)?;
     let mut client =
-        InboxClient::new(channel).max_decoding_message_size(crate::limits::MAX_MESSAGE_BYTES);
+        InboxClient::new(channel).max_decoding_message_size(meldnet_core::limits::MAX_MESSAGE_BYTES);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(64);
     let mut inbound = client
         .receive(tokio_stream::wrappers::ReceiverStream::new(ack_rx))

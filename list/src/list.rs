@@ -13,13 +13,13 @@
 //! Nothing here stores anything: the hub keeps the list in its store, a node
 //! in `node::list`.
 
-use crate::country::CountryCode;
-use crate::hash::{Md5, PdqHash, Sha1, Sha256};
-use crate::pdq::MIN_MATCH_QUALITY;
-use crate::pdq_index::{NearSet, PdqSet};
-use crate::report::{AgeGroup, Classification, Known, MatchKind, MediaType};
-use crate::signing::{Context, KeyId, PublicKey, SigningKey};
-use crate::Refusal;
+use meldnet_core::country::CountryCode;
+use meldnet_core::hash::{Md5, PdqHash, Sha1, Sha256};
+use meldnet_pdq::MIN_MATCH_QUALITY;
+use meldnet_pdq::{NearSet, PdqSet};
+use meldnet_core::report::{AgeGroup, Classification, Known, MatchKind, MediaType};
+use meldnet_core::signing::{Context, KeyId, PublicKey, SigningKey};
+use meldnet_core::Refusal;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use sha2::Digest;
@@ -34,11 +34,11 @@ const MAX_REASON: usize = 512;
 
 /// An opaque series id: letters, digits and `._:-`, at most 64. Never a name.
 #[derive(Clone, PartialEq, Eq, Debug, Hash)]
-pub struct SeriesId(String);
+pub struct EntrySeries(String);
 
-impl SeriesId {
+impl EntrySeries {
     /// Parses a series id.
-    pub fn parse(s: &str) -> Result<SeriesId, String> {
+    pub fn parse(s: &str) -> Result<EntrySeries, String> {
         if s.is_empty() || s.len() > 64 {
             return Err(format!("{} characters; 1 to 64 allowed", s.len()));
         }
@@ -50,7 +50,7 @@ impl SeriesId {
                 "the character {c:?}; only letters, digits and ._:- are allowed"
             ));
         }
-        Ok(SeriesId(s.to_string()))
+        Ok(EntrySeries(s.to_string()))
     }
 
     /// The id.
@@ -79,13 +79,13 @@ pub struct ListEntry {
     /// The country whose hotline or police listed it.
     pub source: CountryCode,
     /// Its series, when known.
-    pub series: Option<SeriesId>,
+    pub series: Option<EntrySeries>,
 }
 
 fn optional<T>(
     s: &str,
     field: &str,
-    parse: impl Fn(&str) -> Result<T, crate::hash::HashError>,
+    parse: impl Fn(&str) -> Result<T, meldnet_core::hash::HashError>,
 ) -> Result<Option<T>, Refusal> {
     if s.is_empty() {
         return Ok(None);
@@ -102,15 +102,15 @@ impl ListEntry {
             sha256: optional(&e.sha256, "sha256", Sha256::parse_hex)?,
             md5: optional(&e.md5, "md5", Md5::parse_hex)?,
             sha1: optional(&e.sha1, "sha1", Sha1::parse_hex)?,
-            pdq: crate::report::parse_pdq(&e.pdq, e.pdq_quality)?,
+            pdq: meldnet_core::report::parse_pdq(&e.pdq, e.pdq_quality)?,
             classification: Classification::from_proto(e.classification, "classification")?,
             age_group: AgeGroup::from_proto(e.age_group, "age_group")?,
             media_type: MediaType::from_proto(e.media_type, "media_type")?,
-            source: crate::report::country(&e.source_country, "source_country")?,
+            source: meldnet_core::report::country(&e.source_country, "source_country")?,
             series: if e.series_id.is_empty() {
                 None
             } else {
-                Some(SeriesId::parse(&e.series_id).map_err(|r| Refusal::invalid("series_id", r))?)
+                Some(EntrySeries::parse(&e.series_id).map_err(|r| Refusal::invalid("series_id", r))?)
             },
         };
         if !matches!(
@@ -409,10 +409,10 @@ impl Head {
 /// Verifies a head signed by the hub of `keyring`'s federation and describes
 /// it for people (JSON: version, entries, digest).
 pub fn describe_head(
-    keyring: &crate::keyring::Keyring,
+    keyring: &meldnet_core::keyring::Keyring,
     signed: &pb::SignedListHead,
 ) -> Result<serde_json::Value, SyncError> {
-    let hub = crate::identity::SpiffeId::hub(keyring.federation());
+    let hub = meldnet_core::identity::SpiffeId::hub(keyring.federation());
     let h = Head::verify(signed, |id| keyring.get(&hub, id))?;
     Ok(serde_json::json!({
         "version": h.tip.version,
@@ -700,7 +700,7 @@ impl Query {
             sha256: optional(&q.sha256, "sha256", Sha256::parse_hex)?,
             md5: optional(&q.md5, "md5", Md5::parse_hex)?,
             sha1: optional(&q.sha1, "sha1", Sha1::parse_hex)?,
-            pdq: crate::report::parse_pdq(&q.pdq, q.pdq_quality)?,
+            pdq: meldnet_core::report::parse_pdq(&q.pdq, q.pdq_quality)?,
         };
         if query == Query::default() {
             return Err(Refusal::invalid(
@@ -712,7 +712,7 @@ impl Query {
     }
 
     /// The query for a report's item.
-    pub fn of_item(item: &crate::report::Item) -> Query {
+    pub fn of_item(item: &meldnet_core::report::Item) -> Query {
         Query {
             sha256: Some(item.sha256),
             md5: Some(item.md5),
@@ -794,7 +794,7 @@ mod tests {
         let batch: Vec<_> = (1..=3).map(|i| m.push(ChangeKind::Add(entry(i)))).collect();
         follow(&mut set, &m, &batch).unwrap();
         assert_eq!(set.tip(), m.tip);
-        let q = Query::of_item(&crate::report::Item {
+        let q = Query::of_item(&meldnet_core::report::Item {
             sha256: Sha256::of(&[2]),
             md5: Md5([0; 16]),
             pdq: None,

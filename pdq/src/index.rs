@@ -15,7 +15,7 @@
 //! per entry. `PdqSet` grows by runs of those; `PdqTable` grows in place.
 
 use crate::hash::PdqHash;
-use crate::pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
+use crate::hasher::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 
 const CHUNKS: usize = 16;
 const BUCKETS: usize = 1 << 16;

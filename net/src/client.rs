@@ -1,6 +1,6 @@
 //! Connecting to the hub over mTLS, shared by nodes and agencies.
 
-use crate::limits::MAX_MESSAGE_BYTES;
+use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use crate::tls::ClientTlsFiles;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -68,7 +68,7 @@ pub async fn connect(hub: &HubEndpoint, tls: &ClientTlsFiles) -> Result<Channel,
         .connect()
         .await
         // tonic's transport errors hide the TLS alert that says why the hub refused.
-        .map_err(|e| transport(crate::cli::with_causes(&e)))
+        .map_err(|e| transport(meldnet_core::error::with_causes(&e)))
 }
 
 /// The largest message a client decodes.

@@ -5,23 +5,62 @@
 //! invalid row reported with its line and reason. Invalid rows never reach
 //! the store.
 
-use crate::country::CountryCode;
-use crate::hash_import::{
+use crate::import::{
     csv_rows, vics_default_categories, vics_rows, CsvMapping, ImportError, ImportedEntry, RowError,
 };
-use crate::hash_list::{ListEntry, SeriesId, MAX_ADD_BATCH};
-use crate::pdq::MIN_MATCH_QUALITY;
-use crate::report::{AgeGroup, MediaType};
+use crate::list::{EntrySeries, ListEntry, MAX_ADD_BATCH};
+use meldnet_core::country::CountryCode;
+use meldnet_core::report::{AgeGroup, MediaType};
+use meldnet_pdq::MIN_MATCH_QUALITY;
 use std::io::Read;
 use std::path::Path;
 
 /// The file formats read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListFormat {
     /// CSV with a header; columns named by the mapping.
     Csv,
     /// Project VIC VICS JSON.
     Vics,
+}
+
+impl std::str::FromStr for ListFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "csv" => Ok(ListFormat::Csv),
+            "vics" => Ok(ListFormat::Vics),
+            other => Err(format!("{other:?}: the formats are csv and vics")),
+        }
+    }
+}
+
+/// Shows how far an import has read: a progress bar on a terminal is the
+/// binaries' to draw, so this crate draws nothing. `()` shows nothing.
+pub trait Progress {
+    /// The import starts reading a file of `total` bytes.
+    fn start(&self, _total: u64) {}
+    /// `n` more bytes were read.
+    fn advance(&self, _n: u64) {}
+    /// The import ended.
+    fn finish(&self) {}
+}
+
+impl Progress for () {}
+
+/// A reader that tells a `Progress` how much it read.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a dyn Progress,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
 }
 
 /// What an import did.
@@ -67,7 +106,7 @@ pub fn to_list_entry(e: ImportedEntry, source: CountryCode) -> Result<ListEntry,
     let series = e
         .series
         .as_deref()
-        .map(SeriesId::parse)
+        .map(EntrySeries::parse)
         .transpose()
         .map_err(|r| RowError {
             line: e.line,
@@ -145,7 +184,8 @@ impl<E: std::fmt::Display> Batcher<'_, E> {
 }
 
 /// Imports `path` in `format`. `add` stores a batch and says, per entry,
-/// whether it was already listed; `invalid` is told of every refused row.
+/// whether it was already listed; `invalid` is told of every refused row;
+/// `progress` of how far the file was read.
 pub fn import_file<E: std::fmt::Display>(
     path: &Path,
     format: ListFormat,
@@ -153,6 +193,7 @@ pub fn import_file<E: std::fmt::Display>(
     source: CountryCode,
     mut add: impl FnMut(Vec<ListEntry>) -> Result<Vec<bool>, E>,
     mut invalid: impl FnMut(&RowError),
+    progress: &dyn Progress,
 ) -> Result<ImportSummary, ImportFailed> {
     let file_error = |source: ImportError| ImportFailed::File {
         path: path.display().to_string(),
@@ -161,17 +202,11 @@ pub fn import_file<E: std::fmt::Display>(
     let file =
         std::fs::File::open(path).map_err(|e| file_error(ImportError::Read(e.to_string())))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr_with_hz(4),
-    );
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)")
-    {
-        bar.set_style(style);
-    }
-    let reader: Box<dyn Read> =
-        Box::new(bar.wrap_read(std::io::BufReader::with_capacity(1 << 20, file)));
+    progress.start(len);
+    let reader: Box<dyn Read + '_> = Box::new(Counted {
+        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        progress,
+    });
     let mut b = Batcher {
         source,
         batch: Vec::with_capacity(MAX_ADD_BATCH),
@@ -200,7 +235,7 @@ pub fn import_file<E: std::fmt::Display>(
         }
     }
     b.flush();
-    bar.finish_and_clear();
+    progress.finish();
     match b.failed {
         Some(f) => Err(f),
         None => Ok(b.summary),
@@ -211,12 +246,14 @@ pub fn import_file<E: std::fmt::Display>(
 /// (a gRPC call: the hub's admin `ListAdd`, or a node's `Contribute`) on
 /// `rt`, with invalid rows printed to stderr. Returns the summary and the
 /// list head the hub signed after the last batch.
+#[allow(clippy::too_many_arguments)]
 pub fn import_via<F, Fut>(
     rt: &tokio::runtime::Runtime,
     path: &Path,
     format: ListFormat,
     mapping: &CsvMapping,
     source: CountryCode,
+    progress: &dyn Progress,
     mut send: F,
 ) -> Result<(ImportSummary, Option<meldnet_proto::v1::SignedListHead>), ImportFailed>
 where
@@ -238,6 +275,7 @@ where
             Ok::<_, tonic::Status>(r.duplicate)
         },
         |row| eprintln!("invalid: {row}"),
+        progress,
     )?;
     Ok((summary, head))
 }

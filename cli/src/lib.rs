@@ -3,13 +3,12 @@
 //! command shape, one loop and one printout; so are checking and salvaging a
 //! damaged delivery log (`log check`, `log salvage`).
 
-use crate::client::{connect, ConnectError, HubEndpoint};
-use crate::delivery_log::{log_path, Damage, Format, LogError};
-use crate::inbox::{check_log, export, receive, InboxError, InboxOptions, LogEntry};
-use crate::keyring::{Keyring, KeyringError};
-use crate::log_repair::{self, Keep};
-use crate::report::ReportId;
-use crate::tls::{ClientTlsFiles, TlsError};
+use meldnet_net::{connect, ClientTlsFiles, ConnectError, HubEndpoint, TlsError};
+use meldnet_recipient::{log_path, Damage, Format, LogError};
+use meldnet_recipient::{check_log, export, receive, InboxError, InboxOptions, LogEntry};
+use meldnet_core::keyring::{Keyring, KeyringError};
+use meldnet_recipient::{self as log_repair, Keep};
+use meldnet_core::report::ReportId;
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -127,7 +126,7 @@ pub fn show_received(
 ) -> Result<bool, ReceiveError> {
     let keyring = Keyring::load(keyring)?;
     let dir = args.out.as_deref().unwrap_or(default_out);
-    if !dir.join(crate::delivery_log::LOG_FILE).exists() && args.report_ids.is_empty() {
+    if !dir.join(meldnet_recipient::LOG_FILE).exists() && args.report_ids.is_empty() {
         eprintln!("{}: nothing received yet", dir.display());
         return Ok(true);
     }
@@ -172,8 +171,8 @@ pub fn show_received(
     if damaged > 0 {
         eprintln!(
             "{}: {damaged} damaged ranges (every good delivery is shown above); {}",
-            dir.join(crate::delivery_log::LOG_FILE).display(),
-            crate::delivery_log::DELIVERY_LOG.repair_hint
+            dir.join(meldnet_recipient::LOG_FILE).display(),
+            meldnet_recipient::DELIVERY_LOG.repair_hint
         );
     }
     let missing: Vec<String> = only.difference(&shown).map(ToString::to_string).collect();
@@ -240,7 +239,7 @@ pub fn log_command(
     let path = log_path(path);
     match command {
         LogCommand::Check(_) => {
-            let scan = log_repair::check(&path, format)?;
+            let scan = log_repair::check_file(&path, format)?;
             for d in &scan.damage {
                 println!(
                     "{}",
@@ -337,21 +336,8 @@ where
     }
 }
 
-/// An error and its causes, joined by ": ", leaving out a cause whose text
-/// the message already carries (our error messages name their cause).
-pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(cause) = cur {
-        let t = cause.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cur = cause.source();
-    }
-    text
-}
+pub use meldnet_core::error::with_causes;
+
 
 /// The start of every binary's `main`: one TLS crypto provider (ring) for
 /// the process, and logs to stderr.
@@ -369,5 +355,44 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// A list import's progress as a bar on stderr (drawn only on a terminal).
+pub struct TerminalProgress(indicatif::ProgressBar);
+
+impl TerminalProgress {
+    /// A bar, four redraws a second at most.
+    pub fn new() -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            None,
+            indicatif::ProgressDrawTarget::stderr_with_hz(4),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {msg} ({eta} left)",
+        ) {
+            bar.set_style(style);
+        }
+        TerminalProgress(bar)
+    }
+}
+
+impl Default for TerminalProgress {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl meldnet_list::Progress for TerminalProgress {
+    fn start(&self, total: u64) {
+        self.0.set_length(total);
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
     }
 }
