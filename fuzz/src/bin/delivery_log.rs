@@ -20,7 +20,7 @@ fn main() {
         }
         let path = write_file(&dir, LOG_FILE, data);
         let len = data.len() as u64;
-        if let Ok(scan) = log_repair::check(&path, &DELIVERY_LOG) {
+        if let Ok(scan) = log_repair::check_file(&path, &DELIVERY_LOG) {
             assert_eq!(scan.len, len);
             let mut at = 0;
             for d in &scan.damage {
