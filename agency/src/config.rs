@@ -1,9 +1,9 @@
 //! `agency.toml`: validated at start-up, every error naming the key. The
 //! agency's identity is not configured: it comes from its certificate.
 
-use meldnet_net::HubEndpoint;
 use meldnet_core::config::{self, ConfigError};
 use meldnet_net::ClientTlsFiles;
+use meldnet_net::HubEndpoint;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,7 @@ pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
+    v.get(rank.clamp(1, v.len()) - 1).copied().unwrap_or(0.0)
 }
 
 /// Peak resident memory (VmHWM) of a process, in MiB, from /proc.

@@ -19,19 +19,27 @@ pub struct Serial(
     pub u64,
 );
 
+/// The first value of a sorted list that follows itself.
+pub fn repeated<T: PartialEq>(sorted: &[T]) -> Option<&T> {
+    sorted.windows(2).find_map(|w| match w {
+        [a, b] if a == b => Some(a),
+        _ => None,
+    })
+}
+
 impl Serial {
     /// Minimal big-endian bytes (at least one), as DER encodes the integer.
     pub fn to_bytes(self) -> Vec<u8> {
         let b = self.0.to_be_bytes();
         let first = b.iter().position(|&x| x != 0).unwrap_or(b.len() - 1);
-        b[first..].to_vec()
+        b.get(first..).unwrap_or_default().to_vec()
     }
 
     /// Reads a serial from the content bytes of a DER integer; `None` if it
     /// does not fit the ledger's range (then this CA never issued it).
     pub fn from_der_bytes(bytes: &[u8]) -> Option<Self> {
         let first = bytes.iter().position(|&x| x != 0).unwrap_or(bytes.len());
-        let digits = &bytes[first..];
+        let digits = bytes.get(first..).unwrap_or_default();
         if digits.len() > 8 {
             return None;
         }
@@ -175,8 +183,8 @@ impl Ledger {
         }
         let mut serials: Vec<Serial> = self.certs.iter().map(|c| c.serial).collect();
         serials.sort();
-        if let Some(w) = serials.windows(2).find(|w| w[0] == w[1]) {
-            return Err(format!("serial {} appears twice", w[0]));
+        if let Some(twice) = repeated(&serials) {
+            return Err(format!("serial {twice} appears twice"));
         }
         for c in &self.certs {
             if c.identity.trust_domain() != &self.federation {

@@ -90,8 +90,8 @@ pub fn operator(federation: &TrustDomain, name: &str) -> Result<SpiffeId> {
 pub fn no_duplicates(what: &'static str, ids: &[SpiffeId]) -> Result<()> {
     let mut sorted: Vec<&SpiffeId> = ids.iter().collect();
     sorted.sort();
-    match sorted.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(CertsError::invalid(what, &w[0].to_string(), "given twice")),
+    match crate::ledger::repeated(&sorted) {
+        Some(id) => Err(CertsError::invalid(what, &id.to_string(), "given twice")),
         None => Ok(()),
     }
 }

@@ -3,12 +3,12 @@
 //! command shape, one loop and one printout; so are checking and salvaging a
 //! damaged delivery log (`log check`, `log salvage`).
 
-use meldnet_net::{connect, ClientTlsFiles, ConnectError, HubEndpoint, TlsError};
-use meldnet_recipient::{log_path, Damage, Format, LogError};
-use meldnet_recipient::{check_log, export, receive, InboxError, InboxOptions, LogEntry};
 use meldnet_core::keyring::{Keyring, KeyringError};
-use meldnet_recipient::{self as log_repair, Keep};
 use meldnet_core::report::ReportId;
+use meldnet_net::{connect, ClientTlsFiles, ConnectError, HubEndpoint, TlsError};
+use meldnet_recipient::{self as log_repair, Keep};
+use meldnet_recipient::{check_log, export, receive, InboxError, InboxOptions, LogEntry};
+use meldnet_recipient::{log_path, Damage, Format, LogError};
 use serde_json::json;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -229,6 +229,10 @@ pub struct LogArgs {
 /// line per damaged range, then a summary), the same for people on stderr.
 /// `tool` is the command as people type it (`meldnet-agency log`). Returns
 /// whether the file was (check) or now is (salvage) undamaged.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "serde_json indexing: a read of a missing key is Null, a write goes to an object made here"
+)]
 pub fn log_command(
     command: &LogCommand,
     path: &Path,
@@ -337,7 +341,6 @@ where
 }
 
 pub use meldnet_core::error::with_causes;
-
 
 /// The start of every binary's `main`: one TLS crypto provider (ring) for
 /// the process, and logs to stderr.

@@ -38,14 +38,14 @@ pub enum CountryError {
 impl CountryCode {
     /// Parses an upper-case alpha-2 code and checks that it is assigned.
     pub fn parse(s: &str) -> Result<Self, CountryError> {
-        let b = s.as_bytes();
-        if b.len() != 2 || !b.iter().all(u8::is_ascii_uppercase) {
-            return Err(CountryError::Shape(truncate(s)));
-        }
-        if !assigned_table()[table_index(b[0], b[1])] {
+        let b = match <[u8; 2]>::try_from(s.as_bytes()) {
+            Ok(b @ [x, y]) if x.is_ascii_uppercase() && y.is_ascii_uppercase() => b,
+            _ => return Err(CountryError::Shape(truncate(s))),
+        };
+        if !assigned(b) {
             return Err(CountryError::Unassigned(s.to_string()));
         }
-        Ok(CountryCode([b[0], b[1]]))
+        Ok(CountryCode(b))
     }
 
     /// The code as text.
@@ -60,8 +60,17 @@ impl CountryCode {
     }
 }
 
-fn table_index(a: u8, b: u8) -> usize {
+/// The table's place of two upper-case letters (below 676).
+fn table_index([a, b]: [u8; 2]) -> usize {
     usize::from(a - b'A') * 26 + usize::from(b - b'A')
+}
+
+/// Whether two upper-case letters are an assigned code.
+fn assigned(code: [u8; 2]) -> bool {
+    assigned_table()
+        .get(table_index(code))
+        .copied()
+        .unwrap_or(false)
 }
 
 /// One flag per two-letter combination: parsing is a lookup, not a scan
@@ -71,8 +80,12 @@ fn assigned_table() -> &'static [bool; 676] {
     TABLE.get_or_init(|| {
         let mut t = [false; 676];
         for c in ASSIGNED.split_ascii_whitespace() {
-            let b = c.as_bytes();
-            t[table_index(b[0], b[1])] = true;
+            if let Some(flag) = <[u8; 2]>::try_from(c.as_bytes())
+                .ok()
+                .and_then(|b| t.get_mut(table_index(b)))
+            {
+                *flag = true;
+            }
         }
         t
     })

@@ -147,6 +147,7 @@ impl Keyring {
         v
     }
 
+    /// Every owner of a key, each once, in order.
     pub fn owners(&self) -> impl Iterator<Item = &SpiffeId> {
         let mut v: Vec<&SpiffeId> = self.keys.keys().map(|(o, _)| o).collect();
         v.sort();

@@ -68,10 +68,10 @@ impl Tree {
     /// The inclusion path of leaf `index`, leaf to root.
     pub fn path(&self, mut index: usize) -> Vec<[u8; 32]> {
         let mut path = Vec::new();
-        for level in &self.levels[..self.levels.len().saturating_sub(1)] {
-            let sibling = index ^ 1;
-            if sibling < level.len() {
-                path.push(level[sibling]);
+        let below_root = self.levels.len().saturating_sub(1);
+        for level in self.levels.iter().take(below_root) {
+            if let Some(sibling) = level.get(index ^ 1) {
+                path.push(*sibling);
             }
             index /= 2;
         }

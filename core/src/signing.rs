@@ -259,7 +259,10 @@ pub fn verify_batch(items: &[BatchItem<'_>]) -> bool {
         scalars.push(z * p.k);
         points.push(it.key.point);
     }
-    scalars[0] = -b_coefficient;
+    if let Some(first) = scalars.first_mut() {
+        // The base point's scalar, pushed first with a placeholder.
+        *first = -b_coefficient;
+    }
     EdwardsPoint::vartime_multiscalar_mul(scalars, points)
         .mul_by_cofactor()
         .is_identity()

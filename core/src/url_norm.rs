@@ -47,8 +47,9 @@ fn canonical_percent(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+        let at = |k: usize| b.get(k).copied().unwrap_or(0);
+        if at(i) == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(at(i + 1)), hex(at(i + 2))) {
                 let byte = (h * 16 + l) as u8;
                 if is_unreserved(byte) {
                     out.push(byte as char);
@@ -59,7 +60,7 @@ fn canonical_percent(s: &str) -> String {
                 continue;
             }
         }
-        if b[i] == b'%' {
+        if at(i) == b'%' {
             out.push_str("%25");
             i += 1;
             continue;

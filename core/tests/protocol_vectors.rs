@@ -6,8 +6,14 @@
 //! `MELDNET_WRITE_VECTORS=1 cargo test -p meldnet-core --test protocol_vectors`
 //! writes the files again after a deliberate change of the protocol.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a failed expectation should panic"
+)]
+
 use meldnet_core::case::CaseStep;
-use meldnet_list::{chain, Change, Head, Tip};
 use meldnet_core::identity::{SpiffeId, TrustDomain};
 use meldnet_core::keyring::{KeyEntry, Keyring, KeyringFile};
 use meldnet_core::merkle::{leaf_hash, root_from_path, Tree};
@@ -15,6 +21,7 @@ use meldnet_core::provenance::{tree_head, verify_decision, verify_routed};
 use meldnet_core::report::Report;
 use meldnet_core::series::{sign_notification, verify_notification};
 use meldnet_core::signing::{Context, PublicKey, SigningKey};
+use meldnet_list::{chain, Change, Head, Tip};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use serde_json::{json, Value};

@@ -184,7 +184,7 @@ fn quantile(v: &[i64], q: f64) -> i64 {
         return 0;
     }
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
+    v.get(rank - 1).copied().unwrap_or(0)
 }
 
 fn stats(store: &Store) -> Result<pb::StatsResponse, Status> {

@@ -309,11 +309,7 @@ impl HubGate {
 }
 
 impl meldnet_net::Gate for HubGate {
-    fn admit(
-        &self,
-        path: &str,
-        peer: Option<&PeerInfo>,
-    ) -> Result<meldnet_net::Admit, Status> {
+    fn admit(&self, path: &str, peer: Option<&PeerInfo>) -> Result<meldnet_net::Admit, Status> {
         let Some(m) = METHODS.iter().find(|m| m.path == path) else {
             return Err(refuse(
                 peer,

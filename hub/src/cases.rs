@@ -21,10 +21,10 @@ use crate::rules::ReportClass;
 use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
 use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
-use meldnet_pdq::{NearSet, PdqTable};
 use meldnet_core::report::{Classification, Report, ReportId};
 use meldnet_core::url_norm;
+use meldnet_pdq::{NearSet, PdqTable};
+use meldnet_pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 use meldnet_proto::v1 as pb;
 use std::collections::HashMap;
 
@@ -285,14 +285,18 @@ impl CaseIndex {
 
     /// The case as placing knows it now.
     pub fn info(&self, id: &CaseId) -> Option<&CaseInfo> {
-        self.by_id.get(id).map(|n| &self.cases[*n as usize])
+        self.by_id.get(id).and_then(|n| self.cases.get(*n as usize))
     }
 
     /// Changes a case as a placed report (or a step) changed it, so that
     /// the next report is placed on what is in force.
     pub fn update(&mut self, id: &CaseId, change: impl FnOnce(&mut CaseInfo)) {
-        if let Some(n) = self.by_id.get(id) {
-            change(&mut self.cases[*n as usize]);
+        if let Some(c) = self
+            .by_id
+            .get(id)
+            .and_then(|n| self.cases.get_mut(*n as usize))
+        {
+            change(c);
         }
     }
 
@@ -395,9 +399,11 @@ impl CaseIndex {
         pre: &Presearch,
         open: impl FnOnce() -> CaseInfo,
     ) -> (Placement, CaseKeys) {
-        let (n, placement) = match self.find(report, pre) {
-            Some((n, how)) => {
-                let case = self.cases[n as usize].clone();
+        let found = self
+            .find(report, pre)
+            .and_then(|(n, how)| Some((n, how, self.cases.get(n as usize)?.clone())));
+        let (n, placement) = match found {
+            Some((n, how, case)) => {
                 let location = case.location_of(&url_key(report));
                 (
                     n,

@@ -1,12 +1,12 @@
 //! `hub.toml`: validated at start-up, every error naming the key.
 
 use crate::rules::{RuleSet, RuleSpec, RulesError, RulesFile};
-use meldnet_net::ConnectionLimits;
-use meldnet_net::CallLimits;
-use meldnet_net::HubEndpoint;
 use meldnet_core::config::{self, invalid, ConfigError};
 use meldnet_core::country::{CountryCode, EU_MEMBER_STATES};
 use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
+use meldnet_net::CallLimits;
+use meldnet_net::ConnectionLimits;
+use meldnet_net::HubEndpoint;
 use meldnet_net::{ClientTlsFiles, ServerTlsFiles};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

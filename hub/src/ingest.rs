@@ -17,7 +17,6 @@ use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
 use meldnet_core::error::{Refusal, RefusalKind};
 use meldnet_core::hash::Sha256;
-use meldnet_list::Query;
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::keyring::Keyring;
 use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
@@ -26,6 +25,7 @@ use meldnet_core::report::ListCheck;
 use meldnet_core::report::{Report, ReportId};
 use meldnet_core::signing::{PublicKey, SigningKey};
 use meldnet_core::time::Clock;
+use meldnet_list::Query;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -346,8 +346,10 @@ impl Ingest {
                     if let Some(n) = &notice {
                         n.apply(&mut loc, &report.id, now);
                         cases.update(&info.id, |c| {
-                            c.locations[0].deadline_ms = n.deadline_ms;
-                            c.locations[0].noticed = true;
+                            if let Some(first) = c.locations.first_mut() {
+                                first.deadline_ms = n.deadline_ms;
+                                first.noticed = true;
+                            }
                         });
                     }
                     decision.reasons.push(match &notice {
@@ -385,8 +387,10 @@ impl Ingest {
                     };
                     let graver = gravity(assessment) > gravity(before);
                     let upgraded = assessment == ReportClass::Baseline && graver;
-                    let (at, here) = match location {
-                        Some(l) => (l, info.locations[l as usize].clone()),
+                    let held =
+                        location.and_then(|l| Some((l, info.locations.get(l as usize)?.clone())));
+                    let (at, here) = match held {
+                        Some(held) => held,
                         None => (
                             info.locations.len() as u32,
                             LocationInfo::new(url, route.hosting, report.id),
@@ -527,7 +531,9 @@ impl Ingest {
                     });
                     let mut other_notices = Vec::new();
                     for (j, n) in others {
-                        let loc = &now_info.locations[j as usize];
+                        let Some(loc) = now_info.locations.get(j as usize) else {
+                            continue;
+                        };
                         match self.notice_elsewhere(&router, &now_info, j, &n, &report.id, now) {
                             Ok(extra) => {
                                 decision.reasons.push(format!(
@@ -850,7 +856,10 @@ impl Ingest {
         by: &ReportId,
         now: i64,
     ) -> Result<crate::store::ExtraDecision, String> {
-        let loc = &case.locations[j as usize];
+        let loc = case
+            .locations
+            .get(j as usize)
+            .ok_or_else(|| format!("case {} has no location {j}", case.id))?;
         let stored = self
             .store
             .report(&loc.first_report)
@@ -1056,7 +1065,9 @@ impl Ingest {
                 Err(refusal) => {
                     tracing::warn!(caller = %caller, field = %refusal.field, code = ?refusal.kind.code(), "refused: {refusal}");
                     metrics::counter!("meldnet_reports_refused_total", "code" => format!("{:?}", refusal.kind.code())).increment(1);
-                    results[i] = Some(Err(refusal));
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(Err(refusal));
+                    }
                 }
             }
         }
@@ -1077,7 +1088,7 @@ impl Ingest {
                 };
             let committed = wait.await?;
             for ((i, c), (id, fresh)) in positions.into_iter().zip(committed).zip(fresh) {
-                results[i] = Some(match c {
+                let answer = match c {
                     Committed::New => {
                         metrics::counter!("meldnet_reports_accepted_total").increment(1);
                         Ok(fresh)
@@ -1096,7 +1107,10 @@ impl Ingest {
                         metrics::counter!("meldnet_reports_refused_total", "code" => "AlreadyExists").increment(1);
                         Err(r)
                     }
-                });
+                };
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(answer);
+                }
             }
         }
         Ok(finish(results))

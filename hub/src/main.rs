@@ -2,10 +2,10 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meldnet_list::describe_head;
 use meldnet_core::keyring::Keyring;
-use meldnet_list::{import_via, ListFormat};
 use meldnet_hub::config::{HubConfig, OperatorConfig};
+use meldnet_list::describe_head;
+use meldnet_list::{import_via, ListFormat};
 use meldnet_proto::v1 as pb;
 use std::path::PathBuf;
 
@@ -359,6 +359,10 @@ impl Operator {
     }
 }
 
+#[allow(
+    clippy::indexing_slicing,
+    reason = "serde_json indexing: a read of a missing key is Null, a write goes to an object made here"
+)]
 fn list_command(command: ListCommand) -> anyhow::Result<()> {
     match command {
         ListCommand::Import {
@@ -376,11 +380,18 @@ fn list_command(command: ListCommand) -> anyhow::Result<()> {
             };
             let op = Operator::connect(&operator)?;
             let admin = op.admin.clone();
-            let (summary, last_head) =
-                import_via(&op.rt, &file, format, &mapping, source, &meldnet_cli::TerminalProgress::new(), |req| {
+            let (summary, last_head) = import_via(
+                &op.rt,
+                &file,
+                format,
+                &mapping,
+                source,
+                &meldnet_cli::TerminalProgress::new(),
+                |req| {
                     let mut admin = admin.clone();
                     async move { admin.list_add(req).await.map(|r| r.into_inner()) }
-                })?;
+                },
+            )?;
             let mut out = serde_json::to_value(summary)?;
             let head = match last_head {
                 Some(h) => Some(h),

@@ -16,7 +16,6 @@ use crate::takedown::next_tick;
 use meldnet_core::case::CaseId;
 use meldnet_core::hash::Sha256;
 use meldnet_core::identity::SpiffeId;
-use meldnet_pdq::{NearSet, PdqTable};
 use meldnet_core::report::{Classification, Report};
 use meldnet_core::series::{
     representative, sign_notification, DigestCalendar, NotificationId, Preference, SeriesHashes,
@@ -25,6 +24,7 @@ use meldnet_core::series::{
 use meldnet_core::signing::SigningKey;
 use meldnet_core::time::Clock;
 use meldnet_core::Refusal;
+use meldnet_pdq::{NearSet, PdqTable};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::series_server::Series;
 use std::collections::HashMap;

@@ -240,7 +240,7 @@ pub fn csv_rows<'m, R: Read + 'm>(
             reason: e.to_string(),
         })?;
         let line = record.position().map_or(0, |p| p.line());
-        let get = |i: usize| cols[i].and_then(|c| record.get(c));
+        let get = |i: usize| cols.get(i).copied().flatten().and_then(|c| record.get(c));
         let raw = Raw {
             md5: get(0),
             sha1: get(1),

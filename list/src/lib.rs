@@ -11,7 +11,9 @@ mod file;
 mod import;
 mod list;
 
-pub use file::{import_file, import_via, to_list_entry, ImportFailed, ImportSummary, ListFormat, Progress};
+pub use file::{
+    import_file, import_via, to_list_entry, ImportFailed, ImportSummary, ListFormat, Progress,
+};
 pub use import::{
     csv_rows, vics_default_categories, vics_rows, CsvMapping, ImportError, ImportedEntry, RowError,
 };

@@ -15,11 +15,11 @@
 
 use meldnet_core::country::CountryCode;
 use meldnet_core::hash::{Md5, PdqHash, Sha1, Sha256};
-use meldnet_pdq::MIN_MATCH_QUALITY;
-use meldnet_pdq::{NearSet, PdqSet};
 use meldnet_core::report::{AgeGroup, Classification, Known, MatchKind, MediaType};
 use meldnet_core::signing::{Context, KeyId, PublicKey, SigningKey};
 use meldnet_core::Refusal;
+use meldnet_pdq::MIN_MATCH_QUALITY;
+use meldnet_pdq::{NearSet, PdqSet};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use sha2::Digest;
@@ -110,7 +110,10 @@ impl ListEntry {
             series: if e.series_id.is_empty() {
                 None
             } else {
-                Some(EntrySeries::parse(&e.series_id).map_err(|r| Refusal::invalid("series_id", r))?)
+                Some(
+                    EntrySeries::parse(&e.series_id)
+                        .map_err(|r| Refusal::invalid("series_id", r))?,
+                )
             },
         };
         if !matches!(
@@ -584,10 +587,12 @@ impl KnownSet {
         if self.live.len() <= w {
             self.live.resize(w + 1, 0);
         }
-        if on {
-            self.live[w] |= 1 << (v % 64);
-        } else {
-            self.live[w] &= !(1 << (v % 64));
+        if let Some(word) = self.live.get_mut(w) {
+            if on {
+                *word |= 1 << (v % 64);
+            } else {
+                *word &= !(1 << (v % 64));
+            }
         }
     }
 

@@ -15,8 +15,8 @@
 //! certificate loses its connection, open streams and all). Connections over
 //! a cap are closed at once, and counted (`meldnet_connections_refused_total`).
 
-use meldnet_core::identity::{SpiffeId, TrustDomain};
 use crate::tls::PeerInfo;
+use meldnet_core::identity::{SpiffeId, TrustDomain};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -374,9 +374,12 @@ impl Metered {
                         )));
                     }
                     let take = (5 - self.have).min(data.len());
-                    self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
+                    let (head, rest) = data.split_at(take);
+                    if let Some(to) = self.header.get_mut(self.have..self.have + take) {
+                        to.copy_from_slice(head);
+                    }
                     self.have += take;
-                    data = &data[take..];
+                    data = rest;
                     if self.have == 5 {
                         let len = u32::from_be_bytes([
                             self.header[1],
@@ -406,7 +409,7 @@ impl Metered {
                         )));
                     }
                     self.reserved += take;
-                    data = &data[take..];
+                    data = data.get(take..).unwrap_or_default();
                     if take == left {
                         self.done_with_message();
                     } else {

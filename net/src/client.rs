@@ -1,7 +1,7 @@
 //! Connecting to the hub over mTLS, shared by nodes and agencies.
 
-use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use crate::tls::ClientTlsFiles;
+use meldnet_core::limits::MAX_MESSAGE_BYTES;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 

@@ -58,6 +58,14 @@ pub fn load_certs(
     Ok(certs)
 }
 
+/// The first certificate of a party's own chain: its identity.
+fn own_cert(path: &Path) -> Result<CertificateDer<'static>, TlsError> {
+    load_certs(path, "tls.cert")?
+        .into_iter()
+        .next()
+        .ok_or_else(|| file_err("tls.cert", path, "no certificate in file"))
+}
+
 /// Reads a private key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_err("tls.key", path, e))
@@ -116,8 +124,8 @@ impl ServerTlsFiles {
     /// The DNS names of the certificate: what a client checks a server's
     /// certificate for, so what a server tells its clients to ask for.
     pub fn dns_names(&self) -> Result<Vec<String>, TlsError> {
-        let certs = load_certs(&self.cert, "tls.cert")?;
-        meldnet_core::identity::dns_names(&certs[0]).map_err(|e| file_err("tls.cert", &self.cert, e))
+        let cert = own_cert(&self.cert)?;
+        meldnet_core::identity::dns_names(&cert).map_err(|e| file_err("tls.cert", &self.cert, e))
     }
 }
 
@@ -131,8 +139,8 @@ impl ClientTlsFiles {
 
     /// The identity in this party's own certificate.
     pub fn identity(&self) -> Result<SpiffeId, TlsError> {
-        let certs = load_certs(&self.cert, "tls.cert")?;
-        SpiffeId::from_certificate(&certs[0]).map_err(|e| file_err("tls.cert", &self.cert, e))
+        let cert = own_cert(&self.cert)?;
+        SpiffeId::from_certificate(&cert).map_err(|e| file_err("tls.cert", &self.cert, e))
     }
 }
 

@@ -1,8 +1,8 @@
 //! `node.toml`: validated at start-up, every error naming the key. The
 //! node's own country is not configured: it comes from its certificate.
 
-use meldnet_net::HubEndpoint;
 use meldnet_core::config::{self, ConfigError};
+use meldnet_net::HubEndpoint;
 use meldnet_net::{ClientTlsFiles, ServerTlsFiles};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;

@@ -12,11 +12,11 @@
 
 use crate::list::NodeList;
 use meldnet_core::country::CountryCode;
-use meldnet_list::{Query, MAX_CHECK_BATCH};
 use meldnet_core::identity::{Role, SpiffeId};
 use meldnet_core::report::Known;
-use meldnet_net::{PeerInfo, ReloadingVerifier};
 use meldnet_core::Refusal;
+use meldnet_list::{Query, MAX_CHECK_BATCH};
+use meldnet_net::{PeerInfo, ReloadingVerifier};
 use meldnet_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;

@@ -30,8 +30,9 @@ pub fn hash_file(path: &Path) -> std::io::Result<FileHashes> {
         if n == 0 {
             break;
         }
-        sha.update(&buf[..n]);
-        md5.update(&buf[..n]);
+        let read = buf.get(..n).unwrap_or_default();
+        sha.update(read);
+        md5.update(read);
         size += n as u64;
     }
     Ok(FileHashes {

@@ -18,12 +18,12 @@
 //! Readers (`report new` pre-classifying items) open it without the lock;
 //! only `list sync` and `serve` write.
 
-use meldnet_recipient::{Format, LogError, LogReader, RecordFile};
-use meldnet_list::{check_batch, check_snapshot, Head, KnownSet, Query, SyncError, Tip};
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::report::ListCheck;
+use meldnet_list::{check_batch, check_snapshot, Head, KnownSet, Query, SyncError, Tip};
 use meldnet_proto::v1 as pb;
+use meldnet_recipient::{Format, LogError, LogReader, RecordFile};
 use prost::Message;
 use std::path::{Path, PathBuf};
 

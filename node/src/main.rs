@@ -3,25 +3,25 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
 use meldnet_cli::{
     log_command, receive_and_print, show_received, LogArgs, LogCommand, ReceiveArgs, ReceivedArgs,
 };
+use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
 use meldnet_core::country::CountryCode;
-use meldnet_recipient::{DELIVERY_LOG, LOG_FILE};
-use meldnet_list::describe_head;
 use meldnet_core::identity::Role;
 use meldnet_core::keyring::Keyring;
-use meldnet_list::{import_via, ListFormat};
-use meldnet_recipient::Keep;
 use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
 use meldnet_core::signing::SigningKey;
+use meldnet_list::describe_head;
+use meldnet_list::{import_via, ListFormat};
 use meldnet_node::config::NodeConfig;
 use meldnet_node::list::{NodeList, LIST_FILE, LIST_FORMAT};
 use meldnet_node::outbox::Outbox;
 use meldnet_node::picture::hash_many;
 use meldnet_node::report::{build, sign, ReportInput};
 use meldnet_node::submit::submit_outbox;
+use meldnet_recipient::Keep;
+use meldnet_recipient::{DELIVERY_LOG, LOG_FILE};
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -273,6 +273,10 @@ struct HashArgs {
 }
 
 /// `meldnet-node hash`: one line per file, in the order given; false when any failed.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "serde_json indexing: a read of a missing key is Null, a write goes to an object made here"
+)]
 fn hash_command(a: &HashArgs) -> bool {
     let jobs = a
         .jobs
@@ -408,6 +412,10 @@ impl Node {
 }
 
 /// `list import`: the national list, streamed to the hub in batches.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "serde_json indexing: a read of a missing key is Null, a write goes to an object made here"
+)]
 fn import_command(
     rt: &tokio::runtime::Runtime,
     config: &std::path::Path,

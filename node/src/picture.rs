@@ -10,8 +10,8 @@
 use crate::hashing::{hash_file, media_type_of, FileHashes};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use meldnet_core::hash::PdqHash;
-use meldnet_pdq::{self, Dihedral};
 use meldnet_core::report::MediaType;
+use meldnet_pdq::{self, Dihedral};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -194,7 +194,9 @@ fn decode_jpeg_like_the_reference(bytes: &[u8]) -> Result<Option<image::RgbImage
 fn jpeg_is_complete(bytes: &[u8]) -> bool {
     let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
     match last_scan {
-        Some(at) => bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        Some(at) => bytes
+            .get(at..)
+            .is_some_and(|scan| scan.windows(2).any(|w| w == [0xFF, 0xD9])),
         None => false,
     }
 }
@@ -317,7 +319,9 @@ pub fn hash_many(
         for (i, r) in rx {
             waiting.insert(i, r);
             while let Some(r) = waiting.remove(&want) {
-                each(&paths[want], r);
+                if let Some(path) = paths.get(want) {
+                    each(path, r);
+                }
                 want += 1;
             }
         }

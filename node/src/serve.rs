@@ -6,10 +6,10 @@
 use crate::config::NodeConfig;
 use crate::hash_check::{http_routes, Checker};
 use crate::list::NodeList;
-use meldnet_net::{incoming, ConnectionLimits, Recheck};
 use meldnet_core::country::CountryCode;
 use meldnet_core::keyring::Keyring;
 use meldnet_net::server_config_with;
+use meldnet_net::{incoming, ConnectionLimits, Recheck};
 use meldnet_proto::v1::hash_check_server::HashCheckServer;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,5 +1,10 @@
 //! The PDQ hash as a value, and the lower-case hex hashes travel in.
 
+#![allow(
+    clippy::indexing_slicing,
+    reason = "a 256-entry table indexed by a byte; output positions from chunks of a length checked first"
+)]
+
 use std::fmt;
 
 /// Why a string is not a hash of the expected kind.

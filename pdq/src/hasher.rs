@@ -15,6 +15,11 @@
 //! The eight dihedral variants (rotations and mirrors) come from the one DCT
 //! by sign changes and a transpose, as in the reference.
 
+#![allow(
+    clippy::indexing_slicing,
+    reason = "fixed 64x64 and 16x16 working buffers indexed by loop bounds; the image's size is checked against rows x cols where it enters (dct_of_luma)"
+)]
+
 use crate::hash::PdqHash;
 
 /// Hamming distance at or below which two PDQ hashes are the same picture.

@@ -14,6 +14,11 @@
 //! counting sort: 65,537 offsets and one `u32` per entry). About 96 bytes
 //! per entry. `PdqSet` grows by runs of those; `PdqTable` grows in place.
 
+#![allow(
+    clippy::indexing_slicing,
+    reason = "bucket tables of 2^16 entries indexed by 16-bit chunks, offsets and ids from the arrays they were built over"
+)]
+
 use crate::hash::PdqHash;
 use crate::hasher::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 

@@ -133,9 +133,11 @@ pub fn check_counts<M: WireLimits>(mut b: &[u8]) -> Result<(), Status> {
             }
             _ => return Ok(()),
         };
-        if let Some(i) = M::REPEATED.iter().position(|r| r.field == field) {
-            let limit = M::REPEATED[i];
-            let n = &mut counts[i];
+        if let Some((limit, n)) = M::REPEATED
+            .iter()
+            .zip(counts.iter_mut())
+            .find(|(r, _)| r.field == field)
+        {
             *n += 1;
             if *n > limit.max {
                 return Err(Status::invalid_argument(format!(
@@ -144,10 +146,10 @@ pub fn check_counts<M: WireLimits>(mut b: &[u8]) -> Result<(), Status> {
                 )));
             }
         }
-        if skip > b.len() {
-            return Ok(());
+        match b.get(skip..) {
+            Some(rest) => b = rest,
+            None => return Ok(()),
         }
-        b = &b[skip..];
     }
     Ok(())
 }

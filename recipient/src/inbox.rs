@@ -12,12 +12,12 @@
 //! hub crashed before it recorded our acknowledgement) is not stored twice.
 
 use crate::delivery_log::{is_delivery_log, Damage, DeliveryLog, LogError, LogReader, LogRecord};
+use base64::Engine as _;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::keyring::Keyring;
 use meldnet_core::provenance::{verify_routed, verify_routed_many, Verified};
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{describe_notification, verify_notification, VerifiedNotification};
-use base64::Engine as _;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_client::InboxClient;
 use prost::Message;
@@ -266,6 +266,10 @@ impl Checked {
 
 /// Reads a stored delivery (`.pb` raw bytes or `.json`) back into the signed
 /// messages, taking the signed bytes as stored: nothing is re-encoded.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "serde_json indexing: a read of a missing key is Null, a write goes to an object made here"
+)]
 pub fn load_stored(path: &Path) -> Result<Stored, StoredFileError> {
     let bytes = std::fs::read(path)?;
     if path.extension().and_then(|e| e.to_str()) == Some("json") {
@@ -325,6 +329,10 @@ pub fn load_stored(path: &Path) -> Result<Stored, StoredFileError> {
 /// Verifies a stored delivery offline: both signatures and the binding from
 /// the signed bytes; for a JSON file also that every readable field says what
 /// the signed bytes say (an edited URL or item would otherwise pass).
+#[allow(
+    clippy::indexing_slicing,
+    reason = "serde_json indexing: a read of a missing key is Null, a write goes to an object made here"
+)]
 pub fn verify_stored(path: &Path, keyring: &Keyring) -> Result<Checked, String> {
     let stored = load_stored(path).map_err(|e| e.to_string())?;
     let verified = Checked::verify(&stored, keyring)?;
@@ -534,6 +542,10 @@ pub fn verify_any(path: &Path, keyring: &Keyring) -> Verification {
 /// Writes one checked delivery as `<id>.json` (readable, re-verifiable on
 /// its own) and `<id>.pb` (the raw delivery) into `to`, for a case file or
 /// another tool.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "serde_json indexing: a read of a missing key is Null, a write goes to an object made here"
+)]
 pub fn export(record: &CheckedRecord, to: &Path) -> Result<(), InboxError> {
     let Some(json) = record.describe() else {
         return Ok(());
@@ -735,8 +747,8 @@ pub async fn receive(
     opts: &InboxOptions,
 ) -> Result<InboxSummary, InboxError> {
     let mut log = DeliveryLog::open(&opts.out_dir)?;
-    let mut client =
-        InboxClient::new(channel).max_decoding_message_size(meldnet_core::limits::MAX_MESSAGE_BYTES);
+    let mut client = InboxClient::new(channel)
+        .max_decoding_message_size(meldnet_core::limits::MAX_MESSAGE_BYTES);
     let (ack_tx, ack_rx) = tokio::sync::mpsc::channel::<pb::DeliveryAck>(64);
     let mut inbound = client
         .receive(tokio_stream::wrappers::ReceiverStream::new(ack_rx))

@@ -12,8 +12,8 @@
 //! recipient can ask the hub's operators for it. It takes the file's lock,
 //! so it never runs under a live writer.
 
-use meldnet_core::append_file::sync_dir;
 use crate::delivery_log::{encode_record, lock, Damage, Format, LogError, LogReader};
+use meldnet_core::append_file::sync_dir;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -18,10 +18,10 @@
 
 use crate::{bin, run, sample_report, stderr, stdout, Federation};
 use anyhow::{bail, ensure, Context, Result};
-use meldnet_recipient::LogReader;
 use meldnet_core::report::ReportId;
 use meldnet_node::outbox::Outbox;
 use meldnet_proto::v1 as pb;
+use meldnet_recipient::LogReader;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;

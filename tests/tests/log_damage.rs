@@ -6,8 +6,8 @@
 //! `log salvage` keeps every good record, after which receiving goes on and
 //! nothing acknowledged comes again.
 
-use meldnet_recipient::{LogReader, LogRecord};
 use meldnet_node::list::LIST_FORMAT;
+use meldnet_recipient::{LogReader, LogRecord};
 use meldnet_tests::*;
 use serde_json::Value;
 use std::collections::BTreeSet;

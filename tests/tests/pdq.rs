@@ -228,8 +228,8 @@ fn every_lossless_format_gives_the_same_hash() {
 /// scan finds, for every needle, at the federation's threshold.
 #[test]
 fn the_index_equals_brute_force_on_metas_haystack_and_needles() {
-    use meldnet_pdq::MATCH_THRESHOLD;
     use meldnet_pdq::PdqIndex;
+    use meldnet_pdq::MATCH_THRESHOLD;
     let read = |name: &str| -> Vec<PdqHash> {
         std::fs::read_to_string(pdq_data().join("reg-test-input").join(name))
             .unwrap()

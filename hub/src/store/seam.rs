@@ -12,10 +12,10 @@ use super::types::{CaseIndexData, SeriesHashKey, StoreCheck, StoredChange};
 use super::StoreError;
 use meldnet_core::audit::ChainHead;
 use meldnet_core::case::CaseId;
-use meldnet_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{NotificationId, SeriesId};
+use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 
 /// What one queue entry delivers.

@@ -9,9 +9,9 @@ use super::*;
 use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
 use meldnet_core::country::CountryCode;
 use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_list::Tip;
 use meldnet_core::series::{NotificationId, Period, Preference, SeriesHashes, SeriesId};
 use meldnet_core::signing::SigningKey;
+use meldnet_list::Tip;
 use std::path::Path;
 use std::sync::Arc;
 

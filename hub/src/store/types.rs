@@ -5,10 +5,10 @@ pub use crate::cases::{CaseIndexData, CaseKeys};
 use meldnet_core::case::{CaseId, CaseStep};
 use meldnet_core::error::Refusal;
 use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{NotificationId, SeriesId};
+use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 
 /// A verified, routed report ready to be stored.

@@ -135,13 +135,18 @@ impl BlobFile {
 
     fn stage_with(buf: &mut Vec<u8>, end: u64, write: impl FnOnce(&mut Vec<u8>)) -> BlobRef {
         let at = buf.len();
+        let start = at + HEADER as usize;
         buf.extend_from_slice(&[0u8; HEADER as usize]);
         write(buf);
-        let body = &buf[at + HEADER as usize..];
+        let body = buf.get(start..).unwrap_or_default();
         let len = body.len() as u32;
-        let crc = crc32fast::hash(body);
-        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
-        buf[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+        let header = len
+            .to_le_bytes()
+            .into_iter()
+            .chain(crc32fast::hash(body).to_le_bytes());
+        for (d, s) in buf.iter_mut().skip(at).zip(header) {
+            *d = s;
+        }
         BlobRef {
             offset: end + at as u64,
             len,
@@ -200,8 +205,15 @@ impl BlobFile {
         };
         let mut buf = self.read_raw(r)?;
         let (header, body) = buf.split_at(HEADER as usize);
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let word = |at: usize| {
+            header
+                .get(at..at + 4)
+                .and_then(|w| w.try_into().ok())
+                .map(u32::from_le_bytes)
+        };
+        let (Some(len), Some(crc)) = (word(0), word(4)) else {
+            return Err(damaged("the header is short"));
+        };
         if len != r.len {
             return Err(damaged("length differs from the pointer"));
         }

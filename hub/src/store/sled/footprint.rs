@@ -67,7 +67,7 @@ fn record(kind: &str, key: &[u8], value: &[u8]) -> serde_json::Value {
         "hash" => match (key.get(17), key.get(18..50)) {
             (Some(1), Some(h)) if value.is_empty() => (json!({"sha256": hex(h)}), true),
             (Some(2), Some(h)) if value.len() == 1 => {
-                (json!({"pdq": hex(h), "pdq_quality": value[0]}), true)
+                (json!({"pdq": hex(h), "pdq_quality": value.first()}), true)
             }
             _ => (json!({}), false),
         },
@@ -114,7 +114,7 @@ fn record(kind: &str, key: &[u8], value: &[u8]) -> serde_json::Value {
             Some(c) if value.len() == 1 => {
                 let case = CaseId::from_bytes(c.try_into().unwrap_or_default());
                 (
-                    json!({"case_id": case.to_string(), "proceedings_notified": value[0] == 1}),
+                    json!({"case_id": case.to_string(), "proceedings_notified": value.first() == Some(&1)}),
                     true,
                 )
             }

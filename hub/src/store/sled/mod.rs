@@ -13,7 +13,7 @@
 pub mod blobs;
 mod footprint;
 mod group;
-pub mod keys;
+mod keys;
 
 use crate::store::seam::{Backend, Counters, Delivered, Group, Part, QueuedBody, Reads, Record};
 use crate::store::series::decode_preference;
@@ -24,10 +24,10 @@ use keys::*;
 use meldnet_core::audit::ChainHead;
 use meldnet_core::case::CaseId;
 use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_list::Tip;
 use meldnet_core::identity::SpiffeId;
 use meldnet_core::report::ReportId;
 use meldnet_core::series::{Preference, SeriesId};
+use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -129,8 +129,10 @@ fn decode_head(v: &[u8]) -> Result<ChainHead, StoreError> {
     if v.len() != 40 {
         return Err(StoreError::Corrupt("audit head".into()));
     }
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(&v[8..]);
+    let hash: [u8; 32] = v
+        .get(8..)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("audit head".into()))?;
     Ok(ChainHead {
         next_seq: be64(Some(v), "audit head")?,
         hash,
@@ -386,7 +388,7 @@ impl Reads for SledBackend {
             .map(|kv| {
                 let (k, v) = kv?;
                 Ok((
-                    String::from_utf8_lossy(&k[1..]).into_owned(),
+                    String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned(),
                     decode_counter(&v)?,
                 ))
             })
@@ -596,7 +598,7 @@ impl Reads for SledBackend {
             let Some(r) = BlobRef::from_bytes(&v) else {
                 out.damaged.push(Damage {
                     kind,
-                    key: hex::encode(&k[1..]),
+                    key: hex::encode(k.get(1..).unwrap_or_default()),
                     offset: 0,
                     len: 0,
                     reason: "the pointer itself is damaged".into(),
@@ -608,7 +610,7 @@ impl Reads for SledBackend {
                     (Some(&REPORT) | Some(&HISTORY) | Some(&CASE_KEYS), Some(id)) => {
                         ReportId::from_bytes(id16(id, "key")?).to_string()
                     }
-                    _ => hex::encode(&k[1..]),
+                    _ => hex::encode(k.get(1..).unwrap_or_default()),
                 };
                 out.damaged.push(Damage {
                     kind,
@@ -639,7 +641,7 @@ impl Reads for SledBackend {
         for kv in self.tree.iter() {
             let (k, v) = kv?;
             let Some(&prefix) = k.first() else { continue };
-            let rest = &k[1..];
+            let rest = k.get(1..).unwrap_or_default();
             let (value, damaged) = match body_kind(&k) {
                 Some(_) => match self.body(&v) {
                     Ok(body) => (body, false),
@@ -667,7 +669,7 @@ impl Reads for SledBackend {
                 HISTORY => (Part::History, split(&[16])),
                 QUEUE => {
                     let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-                    let recipient = &rest[..nul];
+                    let recipient = rest.get(..nul).unwrap_or_default();
                     let seq = rest.get(nul + 1..).unwrap_or_default();
                     let item = decode_queue_value(&v)?;
                     let value = crate::store::digest::queue_item(&item);
