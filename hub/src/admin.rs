@@ -49,7 +49,13 @@ impl AdminService {
     /// the routing in force, the registry and the hub's clock); each of
     /// `clock_moved` is woken when the clock moves.
     pub fn new(ingest: Ingest, auth: Auth, clock_moved: Vec<Arc<Notify>>) -> Self {
-        let (store, list, clock, routes, registry) = ingest.parts();
+        let (store, list, clock, routes, registry) = (
+            ingest.store.clone(),
+            ingest.list.clone(),
+            ingest.clock.clone(),
+            ingest.routes.clone(),
+            ingest.registry.clone(),
+        );
         AdminService {
             store,
             list,

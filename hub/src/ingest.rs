@@ -53,17 +53,27 @@ struct Checked {
 
 /// Everything ingest needs; shared by the submission service's handlers.
 #[derive(Clone)]
+/// Made by naming every part (a struct literal, no nine-argument
+/// constructor); the services that share ingest's parts read them here.
 pub struct Ingest {
-    registry: Arc<Registry>,
-    routes: Routes,
-    signer: Arc<SigningKey>,
-    store: Store,
-    list: Arc<HashList>,
-    clock: Arc<Clock>,
-    cases: Arc<RwLock<CaseIndex>>,
-    takedown: Arc<TakedownConfig>,
+    /// The parties taking part and the keys nodes sign with.
+    pub registry: Arc<Registry>,
+    /// The router in force (rules and parties), swapped by operators.
+    pub routes: Routes,
+    /// The hub's signing key: decisions are signed with it.
+    pub signer: Arc<SigningKey>,
+    /// Where reports, decisions and queue entries are stored.
+    pub store: Store,
+    /// The known-hash list every item is checked against.
+    pub list: Arc<HashList>,
+    /// The hub's clock: receipts and deadlines are judged on it.
+    pub clock: Arc<Clock>,
+    /// Deconfliction's index; its lock also orders the commits.
+    pub cases: Arc<RwLock<CaseIndex>>,
+    /// Takedown deadlines and escalation recipients per country.
+    pub takedown: Arc<TakedownConfig>,
     /// Victims' series: every report placed in a case is matched against them.
-    series: Arc<RwLock<SeriesIndex>>,
+    pub series: Arc<RwLock<SeriesIndex>>,
 }
 
 /// A routed report whose decision is not yet final: deconfliction (in
@@ -165,32 +175,6 @@ pub fn receipt(id: &ReportId, stored: &pb::StoredReport) -> pb::Receipt {
 }
 
 impl Ingest {
-    /// Ingest over these keys, routes, signing key and store.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        registry: Arc<Registry>,
-        routes: Routes,
-        signer: Arc<SigningKey>,
-        store: Store,
-        list: Arc<HashList>,
-        clock: Arc<Clock>,
-        cases: Arc<RwLock<CaseIndex>>,
-        takedown: Arc<TakedownConfig>,
-        series: Arc<RwLock<SeriesIndex>>,
-    ) -> Self {
-        Ingest {
-            registry,
-            routes,
-            signer,
-            store,
-            list,
-            clock,
-            cases,
-            takedown,
-            series,
-        }
-    }
-
     /// Checks one report up to (not including) its signature: envelope,
     /// canonical bytes, every field, origin against the certificate, key.
     fn check(
@@ -616,17 +600,6 @@ impl Ingest {
             ..Default::default()
         });
         new
-    }
-
-    /// What ingest works on, for the services that share it.
-    pub fn parts(&self) -> (Store, Arc<HashList>, Arc<Clock>, Routes, Arc<Registry>) {
-        (
-            self.store.clone(),
-            self.list.clone(),
-            self.clock.clone(),
-            self.routes.clone(),
-            self.registry.clone(),
-        )
     }
 
     /// Splits `report_id` out of the case it was wrongly merged into (an

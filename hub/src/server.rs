@@ -163,17 +163,17 @@ pub async fn run(
         clock.clone(),
     )?);
     tracing::info!(list = %list.tip(), "known-hash list loaded");
-    let ingest = Ingest::new(
-        registry.clone(),
-        routes.clone(),
-        signer.clone(),
-        store.clone(),
-        list.clone(),
-        clock.clone(),
-        cases.clone(),
-        takedown.clone(),
-        series.clone(),
-    );
+    let ingest = Ingest {
+        registry: registry.clone(),
+        routes: routes.clone(),
+        signer: signer.clone(),
+        store: store.clone(),
+        list: list.clone(),
+        clock: clock.clone(),
+        cases: cases.clone(),
+        takedown: takedown.clone(),
+        series: series.clone(),
+    };
     let (tls, verifier) = server_config(&cfg.tls)?;
     let auth = Auth::new(verifier, registry.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

@@ -480,3 +480,32 @@ impl Store {
         let _ = self.writer.send(WriteOp::Gate(gate));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn each_failure_has_one_code_and_damage_never_says_retry() {
+        let cases = [
+            (StoreError::Corrupt("report".into()), Code::DataLoss),
+            (StoreError::Sled("busy".into()), Code::Unavailable),
+            (StoreError::WriterGone, Code::Unavailable),
+            (StoreError::Io("sync".into()), Code::Unavailable),
+            (StoreError::Full("disk".into()), Code::ResourceExhausted),
+            (
+                StoreError::from(crate::cases::DamagedCase("case".into())),
+                Code::DataLoss,
+            ),
+        ];
+        for (e, code) in cases {
+            let s = tonic::Status::from(e.clone());
+            assert_eq!(s.code(), code, "{e}");
+            if code == Code::DataLoss {
+                assert!(!s.message().contains("retry"), "{}", s.message());
+                assert!(s.message().contains("store check"), "{}", s.message());
+            }
+        }
+    }
+}

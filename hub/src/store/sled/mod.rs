@@ -761,4 +761,10 @@ mod tests {
     }
 
     crate::store_test_suite!(|dir: &Path| -> Arc<dyn Backend> { Arc::new(open(dir)) });
+
+    #[test]
+    fn sleds_own_corruption_is_damage_not_a_retry() {
+        let e = StoreError::from(sled::Error::Corruption { at: None, bt: () });
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+    }
 }
