@@ -11,7 +11,7 @@ use crate::hash_list::HashList;
 use crate::registry::Registry;
 use crate::routing::{Material, Route, Router};
 use crate::rules::ReportClass;
-use crate::store::{CaseWrite, Committed, NewReport, SplitWrite, Store, StoreError};
+use crate::store::{CaseWrite, Committed, NewReport, SightingWrite, SplitWrite, Store, StoreError};
 use crate::victims::SeriesIndex;
 use meldnet_core::case::CaseId;
 use meldnet_core::country::CountryCode;
@@ -555,7 +555,7 @@ impl Ingest {
                         }
                         Box::new(rec)
                     });
-                    new.case = Some(CaseWrite::Sighting {
+                    new.case = Some(CaseWrite::Sighting(Box::new(SightingWrite {
                         case_id: info.id,
                         first_report: info.first_report,
                         matched_by: how,
@@ -568,7 +568,7 @@ impl Ingest {
                             .into_iter()
                             .chain(other_notices)
                             .collect(),
-                    });
+                    })));
                 }
             }
             // Recorded against each series it holds; never in the decision:

@@ -6,7 +6,7 @@
 
 use super::pipeline::{event, Writer};
 use super::seam::Group;
-use super::types::{CaseKeys, Escalation, SplitWrite, StepOutcome, StepWrite};
+use super::types::{CaseKeys, Escalation, SightingWrite, SplitWrite, StepOutcome, StepWrite};
 use super::StoreError;
 use meldnet_core::case::{CaseId, CaseStep, StepKind};
 use meldnet_core::identity::SpiffeId;
@@ -51,18 +51,6 @@ pub fn location_state(rec: &pb::LocationRecord, now_ms: i64) -> &'static str {
     }
 }
 
-/// A report joining a case, as staged.
-pub(super) struct Sighting<'a> {
-    pub report: ReportId,
-    pub origin: &'a SpiffeId,
-    pub first_report: ReportId,
-    pub matched_by: String,
-    pub keys: CaseKeys,
-    pub assessment: Option<pb::Assessment>,
-    pub new_location: Option<Box<pb::LocationRecord>>,
-    pub notices: Vec<(u32, crate::cases::Notice)>,
-}
-
 fn first_report(rec: &pb::CaseRecord) -> Result<ReportId, StoreError> {
     ReportId::parse(&rec.first_report_id)
         .map_err(|e| StoreError::Corrupt(format!("case first report: {e}")))
@@ -88,16 +76,18 @@ impl Writer {
         g.put_case(case_id, record);
     }
 
-    /// A report joins a case as a sighting.
+    /// `report` (from `origin`) joins a case as a sighting.
     pub(super) fn stage_sighting(
         &mut self,
         g: &mut dyn Group,
-        case_id: &CaseId,
-        s: Sighting<'_>,
+        s: SightingWrite,
+        report: &ReportId,
+        origin: &SpiffeId,
         now: i64,
     ) -> Result<(), StoreError> {
+        let case_id = &s.case_id;
         let Some(mut rec) = g.case(case_id)? else {
-            tracing::error!(%case_id, report = %s.report, "sighting of a case that is not stored; stored without it");
+            tracing::error!(%case_id, %report, "sighting of a case that is not stored; stored without it");
             return Ok(());
         };
         rec.sightings += 1;
@@ -106,10 +96,10 @@ impl Writer {
             rec.assessment = a as i32;
             let line = format!(
                 "report {} assessed case {case_id} graver: {}",
-                s.report,
+                report,
                 a.as_str_name()
             );
-            self.stage_history(g, &first, now, "assessment", s.origin, line);
+            self.stage_history(g, &first, now, "assessment", origin, line);
         }
         for (at, n) in s.notices {
             let Some(l) = rec.locations.get_mut(at as usize) else {
@@ -118,14 +108,14 @@ impl Writer {
             if l.deadline_ms > 0 {
                 g.remove_deadline(l.deadline_ms, case_id, at);
             }
-            n.apply(l, &s.report, now);
+            n.apply(l, report, now);
             g.add_deadline(l.deadline_ms, case_id, at);
             let line = format!(
                 "report {} made case {case_id} illegal everywhere: notice asked at location {at}, deadline {}",
-                s.report,
+                report,
                 rfc3339(n.deadline_ms)
             );
-            self.stage_history(g, &first, now, "notice", s.origin, line);
+            self.stage_history(g, &first, now, "notice", origin, line);
         }
         if let Some(l) = s.new_location {
             let at = rec.locations.len() as u32;
@@ -134,7 +124,7 @@ impl Writer {
             }
             let line = format!(
                 "report {} brought location {at} (hosted in {}) to case {case_id}{}",
-                s.report,
+                report,
                 if l.hosting_country.is_empty() {
                     "no country that takes part"
                 } else {
@@ -146,16 +136,16 @@ impl Writer {
                     String::new()
                 }
             );
-            self.stage_history(g, &first, now, "location", s.origin, line);
+            self.stage_history(g, &first, now, "location", origin, line);
             rec.locations.push(*l);
         }
-        g.add_sighting(case_id, &s.report);
-        self.stage_case_keys(g, case_id, &s.report, &s.keys);
+        g.add_sighting(case_id, report);
+        self.stage_case_keys(g, case_id, report, &s.keys);
         let line = format!(
             "report {} joined case {case_id} (matched by {})",
-            s.report, s.matched_by
+            report, s.matched_by
         );
-        self.stage_history(g, &first, now, "sighting", s.origin, line);
+        self.stage_history(g, &first, now, "sighting", origin, line);
         self.bump("sightings");
         g.put_case(case_id, &rec);
         Ok(())

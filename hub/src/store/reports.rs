@@ -54,26 +54,9 @@ impl Writer {
                     self.stage_open(g, &case_id, &r.id, &record, &keys);
                     Some((case_id, true))
                 }
-                Some(CaseWrite::Sighting {
-                    case_id,
-                    first_report,
-                    matched_by,
-                    keys,
-                    assessment,
-                    new_location,
-                    notices,
-                }) => {
-                    let sighting = super::cases::Sighting {
-                        report: r.id,
-                        origin: &r.origin,
-                        first_report,
-                        matched_by,
-                        keys,
-                        assessment,
-                        new_location,
-                        notices,
-                    };
-                    self.stage_sighting(g, &case_id, sighting, now)?;
+                Some(CaseWrite::Sighting(s)) => {
+                    let case_id = s.case_id;
+                    self.stage_sighting(g, *s, &r.id, &r.origin, now)?;
                     Some((case_id, false))
                 }
                 None => None,

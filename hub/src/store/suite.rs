@@ -144,7 +144,7 @@ fn opening(deadline_ms: i64) -> (NewReport, CaseId) {
 /// A report that joins `case` (opened by `first`) at a new location.
 fn sighting(case: CaseId, first: ReportId, deadline_ms: i64) -> NewReport {
     let mut r = new_report(b"joins", &[FR]);
-    r.case = Some(CaseWrite::Sighting {
+    r.case = Some(CaseWrite::Sighting(Box::new(SightingWrite {
         case_id: case,
         first_report: first,
         matched_by: "file".into(),
@@ -155,7 +155,7 @@ fn sighting(case: CaseId, first: ReportId, deadline_ms: i64) -> NewReport {
         assessment: Some(pb::Assessment::Baseline),
         new_location: Some(Box::new(location(9, deadline_ms))),
         notices: vec![],
-    });
+    })));
     r
 }
 
@@ -475,14 +475,9 @@ pub async fn a_sighting_joins_with_its_location_and_notices(open: Open<'_>) {
     assert_eq!(store.due(2_000, 10).unwrap(), vec![(2_000, case, 1)]);
     // A notice asked at the first location now.
     let mut n = sighting(case, r.id, 0);
-    if let Some(CaseWrite::Sighting {
-        new_location,
-        notices,
-        ..
-    }) = &mut n.case
-    {
-        *new_location = None;
-        notices.push((
+    if let Some(CaseWrite::Sighting(w)) = &mut n.case {
+        w.new_location = None;
+        w.notices.push((
             0,
             crate::cases::Notice {
                 deadline_ms: 3_000,

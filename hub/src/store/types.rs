@@ -56,26 +56,30 @@ pub struct ExtraDecision {
 pub enum CaseWrite {
     /// Opens this case.
     Open(Box<pb::CaseRecord>, CaseKeys),
-    /// Joins this case as a sighting (first report, for its history).
-    Sighting {
-        /// The case.
-        case_id: CaseId,
-        /// The report that opened it.
-        first_report: ReportId,
-        /// What matched, in words.
-        matched_by: String,
-        /// Keys of the report the case did not hold yet.
-        keys: CaseKeys,
-        /// The case's new assessment, when this report made it graver.
-        assessment: Option<pb::Assessment>,
-        /// The location the report brought, when its URL was new to the
-        /// case (with its notice, if one is due).
-        new_location: Option<Box<pb::LocationRecord>>,
-        /// Notices asked now at locations the case held already: the
-        /// report's own, and the others when it made the case illegal
-        /// everywhere (their decisions in `NewReport::extra`).
-        notices: Vec<(u32, crate::cases::Notice)>,
-    },
+    /// Joins a case as a sighting.
+    Sighting(Box<SightingWrite>),
+}
+
+/// A report joining a case it matched.
+#[derive(Debug, Clone)]
+pub struct SightingWrite {
+    /// The case.
+    pub case_id: CaseId,
+    /// The report that opened it (its history tells of the sighting).
+    pub first_report: ReportId,
+    /// What matched, in words.
+    pub matched_by: String,
+    /// Keys of the report the case did not hold yet.
+    pub keys: CaseKeys,
+    /// The case's new assessment, when this report made it graver.
+    pub assessment: Option<pb::Assessment>,
+    /// The location the report brought, when its URL was new to the case
+    /// (with its notice, if one is due).
+    pub new_location: Option<Box<pb::LocationRecord>>,
+    /// Notices asked now at locations the case held already: the report's
+    /// own, and the others when it made the case illegal everywhere (their
+    /// decisions in `NewReport::extra`).
+    pub notices: Vec<(u32, crate::cases::Notice)>,
 }
 
 /// A case step to store, checked by the caller against the case.
