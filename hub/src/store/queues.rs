@@ -36,10 +36,9 @@ impl Writer {
                 continue;
             }
             settled.push(seq);
-            let Some(item) = g.queue_item(recipient, seq)? else {
+            let Some(item) = g.take_queue(recipient, seq)? else {
                 continue;
             };
-            g.remove_queue(recipient, seq);
             let report = item.report_id();
             let now = self.clock.now_ms();
             match why {

@@ -304,12 +304,14 @@ pub trait Group {
     fn put_history(&mut self, report: &ReportId, seq: u64, ev: &pb::HistoryEvent);
     /// Adds a queue entry.
     fn push_queue(&mut self, recipient: &SpiffeId, seq: u64, item: &QueueItem);
-    /// A queue entry.
-    fn queue_item(&self, recipient: &SpiffeId, seq: u64) -> Result<Option<QueueItem>, StoreError>;
+    /// Takes a queue entry out and says what it was (none: not queued).
+    fn take_queue(
+        &mut self,
+        recipient: &SpiffeId,
+        seq: u64,
+    ) -> Result<Option<QueueItem>, StoreError>;
     /// Every entry of a queue, in order.
     fn queue_items(&self, recipient: &SpiffeId) -> Result<Vec<(u64, QueueItem)>, StoreError>;
-    /// Takes a queue entry out.
-    fn remove_queue(&mut self, recipient: &SpiffeId, seq: u64);
     /// Whether a queue entry was recorded as held back.
     fn is_held_back(&self, seq: u64) -> Result<bool, StoreError>;
     /// Records that a queue entry is held back.

@@ -332,7 +332,7 @@ impl Writer {
             let n = pb::Notification::decode(sn.notification.as_slice())
                 .map_err(|e| StoreError::Corrupt(format!("notification: {e}")))?;
             if n.series_id == id.to_string() {
-                g.remove_queue(&rep, seq);
+                g.take_queue(&rep, seq)?;
             }
         }
         Ok(())

@@ -40,6 +40,7 @@ macro_rules! store_test_suite {
             proceedings_draft_a_notification_once,
             list_changes_and_settings_are_stored_with_their_audit,
             delivery_records_and_counts,
+            a_commit_that_queues_wakes_the_delivery_streams,
             the_state_digest_says_every_change_and_no_refusal,
         );
     };
@@ -1076,4 +1077,45 @@ pub async fn the_state_digest_says_every_change_and_no_refusal(open: Open<'_>) {
     let acked = store.state_digest().unwrap();
     assert_ne!(acked.digest, one.digest);
     assert_eq!(acked.queued, 0);
+}
+
+pub async fn a_commit_that_queues_wakes_the_delivery_streams(open: Open<'_>) {
+    let f = fixture(open);
+    let store = &f.store;
+    let mut woken = store.subscribe();
+    let at_start = *woken.borrow_and_update();
+    // Nothing queued: no wake-up.
+    store
+        .commit_reports(vec![new_report(b"none", &[])])
+        .await
+        .unwrap();
+    assert!(
+        !woken.has_changed().unwrap(),
+        "a commit without queue entries woke the streams"
+    );
+    // The wake-up follows the answer (both after the flush).
+    let wake = |w: &mut tokio::sync::watch::Receiver<u64>| {
+        let mut w = w.clone();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(10), w.changed())
+                .await
+                .is_ok()
+        }
+    };
+    let woke = wake(&mut woken);
+    store
+        .commit_reports(vec![new_report(b"one", &[DE])])
+        .await
+        .unwrap();
+    assert!(woke.await, "a queued report did not wake the streams");
+    assert!(*woken.borrow_and_update() > at_start);
+    // A further decision queues too.
+    let (r, case) = opening(1_000);
+    let woke = wake(&mut woken);
+    store.commit_reports(vec![r.clone()]).await.unwrap();
+    assert!(woke.await);
+    woken.borrow_and_update();
+    let woke = wake(&mut woken);
+    assert!(store.escalate(escalation(case, &r, 1_000)).await.unwrap());
+    assert!(woke.await, "an escalation did not wake the streams");
 }

@@ -17,7 +17,7 @@ use meldnet_core::series::{NotificationId, SeriesId};
 use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 use prost::Message;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A key and its value.
 type KeyValue = (Vec<u8>, Vec<u8>);
@@ -30,6 +30,8 @@ pub(super) struct SledGroup<'a> {
     blob_start: u64,
     /// The group's bodies, as they will lie in the blob file.
     blob_buf: Vec<u8>,
+    /// Queue prefixes made in this group.
+    prefixes: HashMap<SpiffeId, Vec<u8>>,
 }
 
 impl<'a> SledGroup<'a> {
@@ -39,7 +41,16 @@ impl<'a> SledGroup<'a> {
             writes: BTreeMap::new(),
             blob_start: backend.blob_end(),
             blob_buf: Vec::new(),
+            prefixes: HashMap::new(),
         }
+    }
+
+    /// A recipient's queue prefix, made once per group (its identity
+    /// spelled out is the costly part of a queue key).
+    fn prefix(&mut self, recipient: &SpiffeId) -> &[u8] {
+        self.prefixes
+            .entry(recipient.clone())
+            .or_insert_with(|| queue_prefix(recipient))
     }
 
     fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -129,13 +140,21 @@ impl Group for SledGroup<'_> {
     }
 
     fn push_queue(&mut self, recipient: &SpiffeId, seq: u64, item: &QueueItem) {
-        self.insert(queue_key(&queue_prefix(recipient), seq), queue_value(item));
+        let k = queue_key(self.prefix(recipient), seq);
+        self.insert(k, queue_value(item));
     }
 
-    fn queue_item(&self, recipient: &SpiffeId, seq: u64) -> Result<Option<QueueItem>, StoreError> {
-        self.get(&queue_key(&queue_prefix(recipient), seq))?
-            .map(|v| decode_queue_value(&v))
-            .transpose()
+    fn take_queue(
+        &mut self,
+        recipient: &SpiffeId,
+        seq: u64,
+    ) -> Result<Option<QueueItem>, StoreError> {
+        let k = queue_key(self.prefix(recipient), seq);
+        let Some(v) = self.get(&k)? else {
+            return Ok(None);
+        };
+        self.remove(k);
+        decode_queue_value(&v).map(Some)
     }
 
     fn queue_items(&self, recipient: &SpiffeId) -> Result<Vec<(u64, QueueItem)>, StoreError> {
@@ -144,10 +163,6 @@ impl Group for SledGroup<'_> {
             .into_iter()
             .map(|(k, v)| Ok((queue_seq(&k, prefix.len())?, decode_queue_value(&v)?)))
             .collect()
-    }
-
-    fn remove_queue(&mut self, recipient: &SpiffeId, seq: u64) {
-        self.remove(queue_key(&queue_prefix(recipient), seq));
     }
 
     fn is_held_back(&self, seq: u64) -> Result<bool, StoreError> {
@@ -351,6 +366,7 @@ impl Group for SledGroup<'_> {
             writes,
             blob_start,
             blob_buf,
+            ..
         } = *self;
         // The bodies first, synced, before anything may point to them.
         let blob_end = blob_start + blob_buf.len() as u64;
