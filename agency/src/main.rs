@@ -10,7 +10,7 @@ use meldnet_agency::config::AgencyConfig;
 use meldnet_cli::{
     log_command, receive_and_print, show_received, LogCommand, ReceiveArgs, ReceivedArgs,
 };
-use meldnet_core::keyring::Keyring;
+use meldnet_core::Keyring;
 use meldnet_recipient::verify_any;
 use meldnet_recipient::Keep;
 use meldnet_recipient::{DELIVERY_LOG, LOG_FILE};

@@ -5,7 +5,7 @@
 
 use crate::config::AgencyConfig;
 use anyhow::{bail, Context};
-use meldnet_core::series::Preference;
+use meldnet_core::Preference;
 use meldnet_net::connect;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::series_client::SeriesClient;

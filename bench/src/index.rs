@@ -11,7 +11,7 @@
 
 use crate::stats::{peak_rss_mb, percentile};
 use anyhow::{bail, Context};
-use meldnet_core::hash::PdqHash;
+use meldnet_core::PdqHash;
 use meldnet_pdq::PdqIndex;
 use meldnet_pdq::MATCH_THRESHOLD;
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 //! Last line: one JSON object with the figures.
 
 use anyhow::{bail, Context};
-use meldnet_core::hash::PdqHash;
+use meldnet_core::PdqHash;
 use meldnet_node::picture::{decode_rgb, pdq_of};
 use serde_json::{json, Value};
 use std::collections::HashMap;

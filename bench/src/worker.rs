@@ -8,13 +8,13 @@
 
 use crate::stats::unix_us;
 use anyhow::{bail, Context};
-use meldnet_core::country::CountryCode;
-use meldnet_core::hash::{Md5, PdqHash, Sha256};
-use meldnet_core::identity::Role;
-use meldnet_core::report::{
+use meldnet_core::CountryCode;
+use meldnet_core::Role;
+use meldnet_core::SigningKey;
+use meldnet_core::{
     AgeGroup, Classification, EuLinkFacts, Item, MediaType, Report, ReportId, ReportUrl,
 };
-use meldnet_core::signing::SigningKey;
+use meldnet_core::{Md5, PdqHash, Sha256};
 use meldnet_node::config::NodeConfig;
 use meldnet_node::report::sign;
 use meldnet_node::submit::{cut_batches, stream_batches};

@@ -8,7 +8,7 @@
 
 use crate::error::{CertsError, Result};
 use crate::ledger::Serial;
-use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
+use meldnet_core::{Role, SpiffeId, TrustDomain};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,

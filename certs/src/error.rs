@@ -1,7 +1,7 @@
 //! Errors of the certificate tool. Each names the file, identity or spec it
 //! is about, so that an operator can act on the message alone.
 
-use meldnet_core::identity::IdentityError;
+use meldnet_core::IdentityError;
 use std::path::Path;
 
 /// Why a command could not do its work.

@@ -8,7 +8,7 @@ use crate::fsutil::{self, Mode};
 use crate::init::check_days;
 use crate::layout::Layout;
 use crate::ledger::{format_time, IssuedEntry, Ledger, Serial};
-use meldnet_core::identity::SpiffeId;
+use meldnet_core::SpiffeId;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! Where everything lives in a federation folder. One place, so that `init`,
 //! `issue`, `revoke` and the generated configs agree on every path.
 
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::Jurisdiction;
+use meldnet_core::CountryCode;
+use meldnet_core::Jurisdiction;
 use std::path::{Path, PathBuf};
 
 /// The CA certificate, relative to the federation folder.

@@ -4,7 +4,7 @@
 
 use crate::error::{CertsError, Result};
 use crate::fsutil::{self, Mode};
-use meldnet_core::identity::{SpiffeId, TrustDomain};
+use meldnet_core::{SpiffeId, TrustDomain};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -12,8 +12,8 @@ use crate::ca::{Ca, Issued, Validity};
 use crate::error::{CertsError, Result};
 use crate::fsutil::{self, Mode};
 use crate::ledger::{format_time, Serial};
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
+use meldnet_core::CountryCode;
+use meldnet_core::{Role, SpiffeId, TrustDomain};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 

@@ -9,7 +9,7 @@ use crate::issue::load_ledger;
 use crate::layout::Layout;
 use crate::ledger::{format_time, IssuedEntry, Ledger, Serial};
 use crate::x509;
-use meldnet_core::identity::SpiffeId;
+use meldnet_core::SpiffeId;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;

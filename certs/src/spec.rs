@@ -3,8 +3,8 @@
 //! the tool can never make a certificate the hub would not understand.
 
 use crate::error::{CertsError, Result};
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{Jurisdiction, Role, SpiffeId, TrustDomain};
+use meldnet_core::CountryCode;
+use meldnet_core::{Jurisdiction, Role, SpiffeId, TrustDomain};
 
 /// Parses the federation's trust domain.
 pub fn federation(s: &str) -> Result<TrustDomain> {

@@ -5,9 +5,9 @@
 use crate::ledger::{Ledger, Serial};
 use crate::{init, issue, revoke, show, CertsError, InitOptions, IssueOptions, RevokeTarget};
 use meldnet_agency::config::AgencyConfig;
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::keyring::Keyring;
-use meldnet_core::signing::SigningKey;
+use meldnet_core::Keyring;
+use meldnet_core::SigningKey;
+use meldnet_core::SpiffeId;
 use meldnet_hub::config::HubConfig;
 use meldnet_net::{load_certs, ReloadingVerifier};
 use meldnet_node::config::NodeConfig;

@@ -3,7 +3,7 @@
 
 use crate::error::{CertsError, Result};
 use crate::ledger::Serial;
-use meldnet_core::identity::SpiffeId;
+use meldnet_core::SpiffeId;
 use std::path::Path;
 
 /// The DER content of the first PEM block of `text`, which must carry `label`.

@@ -3,8 +3,8 @@
 //! command shape, one loop and one printout; so are checking and salvaging a
 //! damaged delivery log (`log check`, `log salvage`).
 
-use meldnet_core::keyring::{Keyring, KeyringError};
-use meldnet_core::report::ReportId;
+use meldnet_core::ReportId;
+use meldnet_core::{Keyring, KeyringError};
 use meldnet_net::{connect, ClientTlsFiles, ConnectError, HubEndpoint, TlsError};
 use meldnet_recipient::{self as log_repair, Keep};
 use meldnet_recipient::{check_log, export, receive, InboxError, InboxOptions, LogEntry};
@@ -340,7 +340,7 @@ where
     }
 }
 
-pub use meldnet_core::error::with_causes;
+pub use meldnet_core::with_causes;
 
 /// The start of every binary's `main`: one TLS crypto provider (ring) for
 /// the process, and logs to stderr.

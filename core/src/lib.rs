@@ -13,21 +13,45 @@
 //! reading configuration and the append-only files' shared helpers.
 
 pub mod append_file;
-pub mod audit;
-pub mod case;
+mod audit;
+mod case;
 pub mod config;
-pub mod country;
-pub mod error;
-pub mod hash;
-pub mod identity;
-pub mod keyring;
+mod country;
+mod error;
+mod hash;
+mod identity;
+mod keyring;
 pub mod limits;
-pub mod merkle;
-pub mod provenance;
-pub mod report;
-pub mod series;
-pub mod signing;
+mod merkle;
+mod provenance;
+mod report;
+mod series;
+mod signing;
 pub mod time;
-pub mod url_norm;
+mod url_norm;
 
-pub use error::{Refusal, RefusalKind};
+pub use audit::{link_hash, verify_chain, AuditError, ChainHead, GENESIS};
+pub use case::{CaseId, CaseStep, HostingProvider, StepId, StepKind, MAX_PROVIDER_NAME};
+pub use country::{CountryCode, CountryError, EU_MEMBER_STATES};
+pub use error::{with_causes, Refusal, RefusalKind};
+pub use hash::{parse_hex, HashError, Md5, PdqHash, Sha1, Sha256};
+pub use identity::{dns_names, IdentityError, Jurisdiction, Role, SpiffeId, TrustDomain};
+pub use keyring::{KeyEntry, Keyring, KeyringError, KeyringFile};
+pub use merkle::{leaf_hash, root_from_path, Tree, MAX_PATH};
+pub use provenance::{
+    lookup_key, sign_decision, sign_decisions, sign_tree, tree_head, verify_decision,
+    verify_decision_cached, verify_receipt, verify_report_signatures, verify_routed,
+    verify_routed_many, Envelope, HeadCache, Verified, VerifiedDecision,
+};
+pub use report::{
+    country, is_invisible, node_said_word, parse_pdq, AgeGroup, Classification, EuLinkFacts, Item,
+    Known, ListCheck, MatchKind, MediaType, Report, ReportId, ReportUrl, EARLIEST_MS,
+    MAX_CLOCK_AHEAD_MS, URL_SCHEMES,
+};
+pub use series::{
+    describe_notification, representative, sign_notification, verify_notification, DigestCalendar,
+    NotificationId, Period, Preference, SeriesHashes, SeriesId, VerifiedNotification,
+    MAX_SERIES_HASHES,
+};
+pub use signing::{verify_batch, BatchItem, Context, KeyId, PublicKey, SigningError, SigningKey};
+pub use url_norm::{normalize, NormalUrl};

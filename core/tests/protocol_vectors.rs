@@ -13,14 +13,14 @@
     reason = "test code: a failed expectation should panic"
 )]
 
-use meldnet_core::case::CaseStep;
-use meldnet_core::identity::{SpiffeId, TrustDomain};
-use meldnet_core::keyring::{KeyEntry, Keyring, KeyringFile};
-use meldnet_core::merkle::{leaf_hash, root_from_path, Tree};
-use meldnet_core::provenance::{tree_head, verify_decision, verify_routed};
-use meldnet_core::report::Report;
-use meldnet_core::series::{sign_notification, verify_notification};
-use meldnet_core::signing::{Context, PublicKey, SigningKey};
+use meldnet_core::CaseStep;
+use meldnet_core::Report;
+use meldnet_core::{leaf_hash, root_from_path, Tree};
+use meldnet_core::{sign_notification, verify_notification};
+use meldnet_core::{tree_head, verify_decision, verify_routed};
+use meldnet_core::{Context, PublicKey, SigningKey};
+use meldnet_core::{KeyEntry, Keyring, KeyringFile};
+use meldnet_core::{SpiffeId, TrustDomain};
 use meldnet_list::{chain, Change, Head, Tip};
 use meldnet_proto::v1 as pb;
 use prost::Message;
@@ -755,20 +755,20 @@ fn the_edge_cases_fall_as_the_vector_says() {
             .unwrap();
         let sig64: [u8; 64] = sig.as_slice().try_into().unwrap();
         let items = [
-            meldnet_core::signing::BatchItem {
+            meldnet_core::BatchItem {
                 key: &key,
                 context: Context::Report,
                 message: &message,
                 signature: &honest,
             },
-            meldnet_core::signing::BatchItem {
+            meldnet_core::BatchItem {
                 key: &key,
                 context: Context::Report,
                 message: &message,
                 signature: &sig64,
             },
         ];
-        assert_eq!(meldnet_core::signing::verify_batch(&items), ours, "{name}");
+        assert_eq!(meldnet_core::verify_batch(&items), ours, "{name}");
         // dalek's cofactorless check stands for the usual libraries.
         let cofactorless = vk
             .verify(

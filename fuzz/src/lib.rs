@@ -6,10 +6,10 @@
 //! Every target calls the project's own decoders; a panic anywhere is a
 //! crash (afl.rs turns it into an abort), never an accepted outcome.
 
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{SpiffeId, TrustDomain};
-use meldnet_core::keyring::{KeyEntry, Keyring, KeyringFile};
-use meldnet_core::signing::SigningKey;
+use meldnet_core::CountryCode;
+use meldnet_core::{SpiffeId, TrustDomain};
+use meldnet_core::{KeyEntry, Keyring, KeyringFile};
+use meldnet_core::SigningKey;
 use std::path::{Path, PathBuf};
 
 /// The largest input a target looks at (1 MiB, also afl-fuzz's own

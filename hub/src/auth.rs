@@ -5,7 +5,7 @@
 //! here is logged.
 
 use crate::registry::Registry;
-use meldnet_core::identity::{Role, SpiffeId};
+use meldnet_core::{Role, SpiffeId};
 use meldnet_net::{PeerInfo, ReloadingVerifier};
 use std::sync::Arc;
 use tonic::{Request, Status};

@@ -18,11 +18,11 @@
 //! same answer as a full search at that moment.
 
 use crate::rules::ReportClass;
-use meldnet_core::case::CaseId;
-use meldnet_core::country::CountryCode;
-use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::report::{Classification, Report, ReportId};
-use meldnet_core::url_norm;
+use meldnet_core::CaseId;
+use meldnet_core::CountryCode;
+use meldnet_core::{Classification, Report, ReportId};
+use meldnet_core::{PdqHash, Sha256};
+
 use meldnet_pdq::{NearSet, PdqTable};
 use meldnet_pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 use meldnet_proto::v1 as pb;
@@ -229,7 +229,7 @@ pub struct CaseIndex {
 /// The deconfliction key of a report's location: SHA-256 of its
 /// normalised URL (or of the URL as given, if it does not parse as one).
 pub fn url_key(report: &Report) -> [u8; 32] {
-    let text = match url_norm::normalize(&report.url) {
+    let text = match meldnet_core::normalize(&report.url) {
         Ok(n) => n.as_str().to_string(),
         Err(_) => report.url.as_str().to_string(),
     };
@@ -492,8 +492,8 @@ fn better(a: Option<(u32, u32, usize)>, b: (u32, u32, usize)) -> Option<(u32, u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meldnet_core::hash::Md5;
-    use meldnet_core::report::{AgeGroup, EuLinkFacts, Item, MediaType, ReportUrl};
+    use meldnet_core::Md5;
+    use meldnet_core::{AgeGroup, EuLinkFacts, Item, MediaType, ReportUrl};
 
     fn report(url: &str, sha: u8, pdq: Option<PdqHash>, class: Classification) -> Report {
         Report {

@@ -2,8 +2,8 @@
 
 use crate::rules::{RuleSet, RuleSpec, RulesError, RulesFile};
 use meldnet_core::config::{self, invalid, ConfigError};
-use meldnet_core::country::{CountryCode, EU_MEMBER_STATES};
-use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
+use meldnet_core::{CountryCode, EU_MEMBER_STATES};
+use meldnet_core::{Role, SpiffeId, TrustDomain};
 use meldnet_net::CallLimits;
 use meldnet_net::ConnectionLimits;
 use meldnet_net::HubEndpoint;

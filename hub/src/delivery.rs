@@ -12,10 +12,10 @@
 
 use crate::auth::{Auth, Caller};
 use crate::store::Store;
-use meldnet_core::identity::SpiffeId;
 use meldnet_core::limits::{
     MAX_ACKS, MAX_DELIVERY_BATCH, MAX_DELIVERY_BATCH_BYTES, MAX_REJECTIONS, MAX_REJECTION_REASON,
 };
+use meldnet_core::SpiffeId;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_server::Inbox;
 use std::collections::{HashMap, HashSet};

@@ -10,12 +10,12 @@
 
 use crate::auth::Auth;
 use crate::store::{ListWrite, Store, StoreError, StoredChange};
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::report::Known;
-use meldnet_core::signing::SigningKey;
 use meldnet_core::time::Clock;
+use meldnet_core::CountryCode;
+use meldnet_core::Known;
+use meldnet_core::SigningKey;
 use meldnet_core::{Refusal, RefusalKind};
+use meldnet_core::{Role, SpiffeId};
 use meldnet_list::MAX_ADD_BATCH;
 use meldnet_list::{
     chain, Change, ChangeKind, Head, KnownSet, ListEntry, Query, SnapshotDigest, Tip,

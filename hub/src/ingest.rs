@@ -13,18 +13,18 @@ use crate::routing::{Material, Route, Router};
 use crate::rules::ReportClass;
 use crate::store::{CaseWrite, Committed, NewReport, SightingWrite, SplitWrite, Store, StoreError};
 use crate::victims::SeriesIndex;
-use meldnet_core::case::CaseId;
-use meldnet_core::country::CountryCode;
-use meldnet_core::error::{Refusal, RefusalKind};
-use meldnet_core::hash::Sha256;
-use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::keyring::Keyring;
-use meldnet_core::provenance::{lookup_key, verify_report_signatures, Envelope};
-use meldnet_core::provenance::{sign_decision, sign_tree};
-use meldnet_core::report::ListCheck;
-use meldnet_core::report::{Report, ReportId};
-use meldnet_core::signing::{PublicKey, SigningKey};
 use meldnet_core::time::Clock;
+use meldnet_core::CaseId;
+use meldnet_core::CountryCode;
+use meldnet_core::Keyring;
+use meldnet_core::ListCheck;
+use meldnet_core::Sha256;
+use meldnet_core::{lookup_key, verify_report_signatures, Envelope};
+use meldnet_core::{sign_decision, sign_tree};
+use meldnet_core::{PublicKey, SigningKey};
+use meldnet_core::{Refusal, RefusalKind};
+use meldnet_core::{Report, ReportId};
+use meldnet_core::{Role, SpiffeId};
 use meldnet_list::Query;
 use meldnet_proto::v1 as pb;
 use prost::Message;
@@ -943,7 +943,7 @@ impl Ingest {
                 {
                     disagree.push(format!(
                         "item {i}: the node said {}",
-                        meldnet_core::report::node_said_word(node_said as i32)
+                        meldnet_core::node_said_word(node_said as i32)
                     ));
                 }
                 ListCheck {

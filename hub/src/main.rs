@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meldnet_core::keyring::Keyring;
+use meldnet_core::Keyring;
 use meldnet_hub::config::{HubConfig, OperatorConfig};
 use meldnet_list::describe_head;
 use meldnet_list::{import_via, ListFormat};
@@ -282,7 +282,7 @@ fn run() -> anyhow::Result<()> {
         Command::Store {
             command: StoreCommand::Series { config, series },
         } => {
-            let id = meldnet_core::series::SeriesId::parse(&series)
+            let id = meldnet_core::SeriesId::parse(&series)
                 .map_err(|e| anyhow::anyhow!("--series: {e}"))?;
             let store = open_stopped_store(&config)?;
             for record in store.series_footprint(&id)? {
@@ -372,8 +372,8 @@ fn list_command(command: ListCommand) -> anyhow::Result<()> {
             mapping,
             file,
         } => {
-            let source = meldnet_core::country::CountryCode::parse(&source_country)
-                .context("--source-country")?;
+            let source =
+                meldnet_core::CountryCode::parse(&source_country).context("--source-country")?;
             let mapping = match mapping {
                 Some(p) => meldnet_core::config::load(&p)?,
                 None => Default::default(),
@@ -502,7 +502,7 @@ fn explanation_json(e: &pb::Explanation) -> anyhow::Result<serde_json::Value> {
                     let steps = l
                         .steps
                         .iter()
-                        .filter_map(|s| meldnet_core::case::CaseStep::decode(&s.step).ok())
+                        .filter_map(|s| meldnet_core::CaseStep::decode(&s.step).ok())
                         .map(|s| serde_json::json!({"step_id": s.step_id.to_string(), "kind": s.kind.name(), "at_ms": s.at_ms, "provider": s.provider.as_ref().map(|p| p.to_string())}))
                         .collect::<Vec<_>>();
                     let escalations = l

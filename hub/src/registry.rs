@@ -6,11 +6,11 @@
 //! their keys from here, routing its parties, and `auth` refuses a revoked
 //! party at every call, on top of the CRL.
 
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{Role, SpiffeId, TrustDomain};
-use meldnet_core::keyring::Keyring;
-use meldnet_core::signing::PublicKey;
+use meldnet_core::CountryCode;
+use meldnet_core::Keyring;
+use meldnet_core::PublicKey;
 use meldnet_core::Refusal;
+use meldnet_core::{Role, SpiffeId, TrustDomain};
 use meldnet_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -196,8 +196,8 @@ fn parse_keys(keys: &[String]) -> Result<Vec<PublicKey>, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meldnet_core::keyring::{KeyEntry, KeyringFile};
-    use meldnet_core::signing::SigningKey;
+    use meldnet_core::SigningKey;
+    use meldnet_core::{KeyEntry, KeyringFile};
 
     fn id(s: &str) -> SpiffeId {
         SpiffeId::parse(&format!("spiffe://t.test/{s}")).unwrap()

@@ -12,9 +12,9 @@
 //! This module decides; it never stores and never signs.
 
 use crate::rules::{ClassCond, HostingCond, MaterialCond, ReportClass, RuleSet, Target};
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{Jurisdiction, Role, SpiffeId, TrustDomain};
-use meldnet_core::report::{Classification, Report};
+use meldnet_core::CountryCode;
+use meldnet_core::{Classification, Report};
+use meldnet_core::{Jurisdiction, Role, SpiffeId, TrustDomain};
 use meldnet_proto::v1::Purpose;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -396,8 +396,8 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meldnet_core::hash::{Md5, Sha256};
-    use meldnet_core::report::*;
+    use meldnet_core::*;
+    use meldnet_core::{Md5, Sha256};
 
     fn cc(s: &str) -> CountryCode {
         CountryCode::parse(s).unwrap()
@@ -411,9 +411,7 @@ mod tests {
             .collect();
         Router::new(
             fed,
-            meldnet_core::country::EU_MEMBER_STATES
-                .iter()
-                .map(|c| cc(c)),
+            meldnet_core::EU_MEMBER_STATES.iter().map(|c| cc(c)),
             [cc("NO")],
             [cc("NL"), cc("DE"), cc("FR"), cc("NO")],
             agencies,

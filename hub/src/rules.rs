@@ -6,8 +6,8 @@
 //! sends to, for what, and why in words. Matching is `routing`'s; this
 //! module only parses and says what a rule means.
 
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{SpiffeId, TrustDomain};
+use meldnet_core::CountryCode;
+use meldnet_core::{SpiffeId, TrustDomain};
 use meldnet_proto::v1::Purpose;
 use serde::{Deserialize, Serialize};
 

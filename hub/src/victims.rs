@@ -13,17 +13,17 @@ use crate::auth::Auth;
 use crate::cases::usable_pdqs;
 use crate::store::{sent_in, Outgoing, Refused, SeriesHashKey, Store, StoreError, Why};
 use crate::takedown::next_tick;
-use meldnet_core::case::CaseId;
-use meldnet_core::hash::Sha256;
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::{Classification, Report};
-use meldnet_core::series::{
+use meldnet_core::time::Clock;
+use meldnet_core::CaseId;
+use meldnet_core::Refusal;
+use meldnet_core::Sha256;
+use meldnet_core::SigningKey;
+use meldnet_core::SpiffeId;
+use meldnet_core::{
     representative, sign_notification, DigestCalendar, NotificationId, Preference, SeriesHashes,
     SeriesId,
 };
-use meldnet_core::signing::SigningKey;
-use meldnet_core::time::Clock;
-use meldnet_core::Refusal;
+use meldnet_core::{Classification, Report};
 use meldnet_pdq::{NearSet, PdqTable};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::series_server::Series;

@@ -9,8 +9,8 @@ use crate::import::{
     csv_rows, vics_default_categories, vics_rows, CsvMapping, ImportError, ImportedEntry, RowError,
 };
 use crate::list::{EntrySeries, ListEntry, MAX_ADD_BATCH};
-use meldnet_core::country::CountryCode;
-use meldnet_core::report::{AgeGroup, MediaType};
+use meldnet_core::CountryCode;
+use meldnet_core::{AgeGroup, MediaType};
 use meldnet_pdq::MIN_MATCH_QUALITY;
 use std::io::Read;
 use std::path::Path;

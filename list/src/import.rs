@@ -6,8 +6,8 @@
 //! stores the entries counts added and duplicate; invalid rows never get
 //! that far.
 
-use meldnet_core::hash::{Md5, PdqHash, Sha1, Sha256};
-use meldnet_core::report::Classification;
+use meldnet_core::Classification;
+use meldnet_core::{Md5, PdqHash, Sha1, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
 
@@ -148,7 +148,7 @@ fn validate(
     fn hash<T>(
         field: &str,
         v: Option<&str>,
-        parse: fn(&str) -> Result<T, meldnet_core::hash::HashError>,
+        parse: fn(&str) -> Result<T, meldnet_core::HashError>,
     ) -> Result<Option<T>, String> {
         non_empty(v)
             .map(|s| parse(&s.to_ascii_lowercase()).map_err(|e| format!("{field}: {e}")))

@@ -13,11 +13,11 @@
 //! Nothing here stores anything: the hub keeps the list in its store, a node
 //! in `node::list`.
 
-use meldnet_core::country::CountryCode;
-use meldnet_core::hash::{Md5, PdqHash, Sha1, Sha256};
-use meldnet_core::report::{AgeGroup, Classification, Known, MatchKind, MediaType};
-use meldnet_core::signing::{Context, KeyId, PublicKey, SigningKey};
+use meldnet_core::CountryCode;
 use meldnet_core::Refusal;
+use meldnet_core::{AgeGroup, Classification, Known, MatchKind, MediaType};
+use meldnet_core::{Context, KeyId, PublicKey, SigningKey};
+use meldnet_core::{Md5, PdqHash, Sha1, Sha256};
 use meldnet_pdq::MIN_MATCH_QUALITY;
 use meldnet_pdq::{NearSet, PdqSet};
 use meldnet_proto::v1 as pb;
@@ -85,7 +85,7 @@ pub struct ListEntry {
 fn optional<T>(
     s: &str,
     field: &str,
-    parse: impl Fn(&str) -> Result<T, meldnet_core::hash::HashError>,
+    parse: impl Fn(&str) -> Result<T, meldnet_core::HashError>,
 ) -> Result<Option<T>, Refusal> {
     if s.is_empty() {
         return Ok(None);
@@ -102,11 +102,11 @@ impl ListEntry {
             sha256: optional(&e.sha256, "sha256", Sha256::parse_hex)?,
             md5: optional(&e.md5, "md5", Md5::parse_hex)?,
             sha1: optional(&e.sha1, "sha1", Sha1::parse_hex)?,
-            pdq: meldnet_core::report::parse_pdq(&e.pdq, e.pdq_quality)?,
+            pdq: meldnet_core::parse_pdq(&e.pdq, e.pdq_quality)?,
             classification: Classification::from_proto(e.classification, "classification")?,
             age_group: AgeGroup::from_proto(e.age_group, "age_group")?,
             media_type: MediaType::from_proto(e.media_type, "media_type")?,
-            source: meldnet_core::report::country(&e.source_country, "source_country")?,
+            source: meldnet_core::country(&e.source_country, "source_country")?,
             series: if e.series_id.is_empty() {
                 None
             } else {
@@ -412,10 +412,10 @@ impl Head {
 /// Verifies a head signed by the hub of `keyring`'s federation and describes
 /// it for people (JSON: version, entries, digest).
 pub fn describe_head(
-    keyring: &meldnet_core::keyring::Keyring,
+    keyring: &meldnet_core::Keyring,
     signed: &pb::SignedListHead,
 ) -> Result<serde_json::Value, SyncError> {
-    let hub = meldnet_core::identity::SpiffeId::hub(keyring.federation());
+    let hub = meldnet_core::SpiffeId::hub(keyring.federation());
     let h = Head::verify(signed, |id| keyring.get(&hub, id))?;
     Ok(serde_json::json!({
         "version": h.tip.version,
@@ -705,7 +705,7 @@ impl Query {
             sha256: optional(&q.sha256, "sha256", Sha256::parse_hex)?,
             md5: optional(&q.md5, "md5", Md5::parse_hex)?,
             sha1: optional(&q.sha1, "sha1", Sha1::parse_hex)?,
-            pdq: meldnet_core::report::parse_pdq(&q.pdq, q.pdq_quality)?,
+            pdq: meldnet_core::parse_pdq(&q.pdq, q.pdq_quality)?,
         };
         if query == Query::default() {
             return Err(Refusal::invalid(
@@ -717,7 +717,7 @@ impl Query {
     }
 
     /// The query for a report's item.
-    pub fn of_item(item: &meldnet_core::report::Item) -> Query {
+    pub fn of_item(item: &meldnet_core::Item) -> Query {
         Query {
             sha256: Some(item.sha256),
             md5: Some(item.md5),
@@ -799,7 +799,7 @@ mod tests {
         let batch: Vec<_> = (1..=3).map(|i| m.push(ChangeKind::Add(entry(i)))).collect();
         follow(&mut set, &m, &batch).unwrap();
         assert_eq!(set.tip(), m.tip);
-        let q = Query::of_item(&meldnet_core::report::Item {
+        let q = Query::of_item(&meldnet_core::Item {
             sha256: Sha256::of(&[2]),
             md5: Md5([0; 16]),
             pdq: None,

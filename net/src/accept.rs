@@ -16,7 +16,7 @@
 //! a cap are closed at once, and counted (`meldnet_connections_refused_total`).
 
 use crate::tls::PeerInfo;
-use meldnet_core::identity::{SpiffeId, TrustDomain};
+use meldnet_core::{SpiffeId, TrustDomain};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -145,7 +145,7 @@ impl Budget {
 pub struct AdmissionLayer {
     gate: Arc<dyn Gate>,
     calls: Arc<Semaphore>,
-    per_identity: Arc<crate::accept::Places<Option<meldnet_core::identity::SpiffeId>>>,
+    per_identity: Arc<crate::accept::Places<Option<meldnet_core::SpiffeId>>>,
     budget: Arc<Budget>,
     limits: CallLimits,
 }
@@ -337,7 +337,7 @@ struct Metered {
 /// A call's places: one of all calls, one of its caller's.
 struct Call {
     _all: OwnedSemaphorePermit,
-    _mine: crate::accept::Place<Option<meldnet_core::identity::SpiffeId>>,
+    _mine: crate::accept::Place<Option<meldnet_core::SpiffeId>>,
 }
 
 impl Metered {

@@ -68,7 +68,7 @@ pub async fn connect(hub: &HubEndpoint, tls: &ClientTlsFiles) -> Result<Channel,
         .connect()
         .await
         // tonic's transport errors hide the TLS alert that says why the hub refused.
-        .map_err(|e| transport(meldnet_core::error::with_causes(&e)))
+        .map_err(|e| transport(meldnet_core::with_causes(&e)))
 }
 
 /// The largest message a client decodes.

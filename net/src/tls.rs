@@ -4,7 +4,7 @@
 //! read from its certificate once, at the handshake, and handed to every
 //! request of that connection: no request field can claim another identity.
 
-use meldnet_core::identity::SpiffeId;
+use meldnet_core::SpiffeId;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
@@ -125,7 +125,7 @@ impl ServerTlsFiles {
     /// certificate for, so what a server tells its clients to ask for.
     pub fn dns_names(&self) -> Result<Vec<String>, TlsError> {
         let cert = own_cert(&self.cert)?;
-        meldnet_core::identity::dns_names(&cert).map_err(|e| file_err("tls.cert", &self.cert, e))
+        meldnet_core::dns_names(&cert).map_err(|e| file_err("tls.cert", &self.cert, e))
     }
 }
 

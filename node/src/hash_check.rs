@@ -11,10 +11,10 @@
 //! (Prometheus `meldnet_hash_checks_total{provider}`).
 
 use crate::list::NodeList;
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::{Role, SpiffeId};
-use meldnet_core::report::Known;
+use meldnet_core::CountryCode;
+use meldnet_core::Known;
 use meldnet_core::Refusal;
+use meldnet_core::{Role, SpiffeId};
 use meldnet_list::{Query, MAX_CHECK_BATCH};
 use meldnet_net::{PeerInfo, ReloadingVerifier};
 use meldnet_proto::v1 as pb;

@@ -1,8 +1,8 @@
 //! Hashing files where they are: SHA-256 and MD5 in one streaming pass
 //! (constant memory, whatever the file size). Only hashes leave the node.
 
-use meldnet_core::hash::{Md5, Sha256};
-use meldnet_core::report::MediaType;
+use meldnet_core::MediaType;
+use meldnet_core::{Md5, Sha256};
 use sha2::Digest;
 use std::io::Read;
 use std::path::Path;

@@ -18,9 +18,9 @@
 //! Readers (`report new` pre-classifying items) open it without the lock;
 //! only `list sync` and `serve` write.
 
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::keyring::Keyring;
-use meldnet_core::report::ListCheck;
+use meldnet_core::Keyring;
+use meldnet_core::ListCheck;
+use meldnet_core::SpiffeId;
 use meldnet_list::{check_batch, check_snapshot, Head, KnownSet, Query, SyncError, Tip};
 use meldnet_proto::v1 as pb;
 use meldnet_recipient::{Format, LogError, LogReader, RecordFile};
@@ -425,7 +425,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_without_end_is_refused_at_its_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let key = meldnet_core::signing::SigningKey::generate();
+        let key = meldnet_core::SigningKey::generate();
         let ring = dir.path().join("keyring.toml");
         std::fs::write(
             &ring,

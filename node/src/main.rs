@@ -6,12 +6,12 @@ use clap::{Args, Parser, Subcommand};
 use meldnet_cli::{
     log_command, receive_and_print, show_received, LogArgs, LogCommand, ReceiveArgs, ReceivedArgs,
 };
-use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
-use meldnet_core::country::CountryCode;
-use meldnet_core::identity::Role;
-use meldnet_core::keyring::Keyring;
-use meldnet_core::report::{AgeGroup, Classification, EuLinkFacts, MediaType};
-use meldnet_core::signing::SigningKey;
+use meldnet_core::CountryCode;
+use meldnet_core::Keyring;
+use meldnet_core::Role;
+use meldnet_core::SigningKey;
+use meldnet_core::{AgeGroup, Classification, EuLinkFacts, MediaType};
+use meldnet_core::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
 use meldnet_list::describe_head;
 use meldnet_list::{import_via, ListFormat};
 use meldnet_node::config::NodeConfig;

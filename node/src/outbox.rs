@@ -6,7 +6,7 @@
 //! reports it done. A report leaves the outbox only when the hub's receipt,
 //! whose decision signature has been verified, is stored in its place.
 
-use meldnet_core::report::ReportId;
+use meldnet_core::ReportId;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::path::Path;

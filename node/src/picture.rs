@@ -9,8 +9,8 @@
 
 use crate::hashing::{hash_file, media_type_of, FileHashes};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
-use meldnet_core::hash::PdqHash;
-use meldnet_core::report::MediaType;
+use meldnet_core::MediaType;
+use meldnet_core::PdqHash;
 use meldnet_pdq::{self, Dihedral};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,12 +3,12 @@
 
 use crate::hashing::{hash_file, media_type_of};
 use crate::list::NodeList;
-use meldnet_core::country::CountryCode;
-use meldnet_core::report::{
+use meldnet_core::time::now_ms;
+use meldnet_core::CountryCode;
+use meldnet_core::{
     AgeGroup, Classification, EuLinkFacts, Item, MediaType, Report, ReportId, ReportUrl,
 };
-use meldnet_core::signing::{Context, SigningKey};
-use meldnet_core::time::now_ms;
+use meldnet_core::{Context, SigningKey};
 use meldnet_list::Query;
 use meldnet_proto::v1 as pb;
 use prost::Message;

@@ -6,8 +6,8 @@
 use crate::config::NodeConfig;
 use crate::hash_check::{http_routes, Checker};
 use crate::list::NodeList;
-use meldnet_core::country::CountryCode;
-use meldnet_core::keyring::Keyring;
+use meldnet_core::CountryCode;
+use meldnet_core::Keyring;
 use meldnet_net::server_config_with;
 use meldnet_net::{incoming, ConnectionLimits, Recheck};
 use meldnet_proto::v1::hash_check_server::HashCheckServer;
@@ -23,7 +23,7 @@ pub enum ServeError {
     Config(String),
     /// Keys.
     #[error(transparent)]
-    Keyring(#[from] meldnet_core::keyring::KeyringError),
+    Keyring(#[from] meldnet_core::KeyringError),
     /// The list.
     #[error(transparent)]
     List(#[from] crate::list::ListError),

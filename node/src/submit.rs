@@ -7,11 +7,11 @@
 //! Re-sending is always safe: the hub is idempotent by report id.
 
 use crate::outbox::{Outbox, OutboxError};
-use meldnet_core::hash::Sha256;
-use meldnet_core::keyring::Keyring;
 use meldnet_core::limits::{MAX_MESSAGE_BYTES, MAX_SUBMIT_BATCH_BYTES};
-use meldnet_core::provenance::verify_receipt;
-use meldnet_core::report::ReportId;
+use meldnet_core::verify_receipt;
+use meldnet_core::Keyring;
+use meldnet_core::ReportId;
+use meldnet_core::Sha256;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::submission_client::SubmissionClient;
 use std::time::Instant;

@@ -37,7 +37,7 @@
 //!   never cuts anything but a torn tail: `log_repair` checks and salvages.
 
 use meldnet_core::append_file::{cut_back, open_rw, sync_dir};
-use meldnet_core::report::ReportId;
+use meldnet_core::ReportId;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;

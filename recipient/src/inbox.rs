@@ -13,11 +13,11 @@
 
 use crate::delivery_log::{is_delivery_log, Damage, DeliveryLog, LogError, LogReader, LogRecord};
 use base64::Engine as _;
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::keyring::Keyring;
-use meldnet_core::provenance::{verify_routed, verify_routed_many, Verified};
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{describe_notification, verify_notification, VerifiedNotification};
+use meldnet_core::Keyring;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{describe_notification, verify_notification, VerifiedNotification};
+use meldnet_core::{verify_routed, verify_routed_many, Verified};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::inbox_client::InboxClient;
 use prost::Message;
@@ -92,7 +92,7 @@ pub fn describe(
     seq: u64,
 ) -> serde_json::Value {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let cc = |c: Option<meldnet_core::country::CountryCode>| c.map(|c| c.to_string());
+    let cc = |c: Option<meldnet_core::CountryCode>| c.map(|c| c.to_string());
     let r = &v.report;
     let d = &v.decision;
     json!({
@@ -152,7 +152,7 @@ pub fn describe(
                 "kind": pb::MatchKind::try_from(c.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN"),
                 "distance": c.distance,
                 "list_version": c.list_version,
-                "node_said": meldnet_core::report::node_said_word(c.node_said),
+                "node_said": meldnet_core::node_said_word(c.node_said),
             })).collect::<Vec<_>>(),
         },
         "verification": {

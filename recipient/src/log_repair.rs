@@ -285,7 +285,7 @@ pub fn lost_tags(damage: &[Damage]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::delivery_log::{DeliveryLog, DELIVERY_LOG, HEADER};
-    use meldnet_core::report::ReportId;
+    use meldnet_core::ReportId;
 
     use crate::delivery_log::tests::{id, log_of};
 

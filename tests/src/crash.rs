@@ -18,7 +18,7 @@
 
 use crate::{bin, run, sample_report, stderr, stdout, Federation};
 use anyhow::{bail, ensure, Context, Result};
-use meldnet_core::report::ReportId;
+use meldnet_core::ReportId;
 use meldnet_node::outbox::Outbox;
 use meldnet_proto::v1 as pb;
 use meldnet_recipient::LogReader;
@@ -188,9 +188,9 @@ struct NodeDriver {
 fn fresh_report(origin: &str, hosting: &str) -> Result<(ReportId, pb::Report)> {
     let mut r = sample_report(origin, hosting);
     let id = r.id.to_string();
-    r.url = meldnet_core::report::ReportUrl::parse(&format!("https://files.example.test/{id}"))
+    r.url = meldnet_core::ReportUrl::parse(&format!("https://files.example.test/{id}"))
         .map_err(|e| anyhow::anyhow!("url: {e}"))?;
-    r.items[0].sha256 = meldnet_core::hash::Sha256::of(id.as_bytes());
+    r.items[0].sha256 = meldnet_core::Sha256::of(id.as_bytes());
     Ok((r.id, r.to_proto()))
 }
 

@@ -8,10 +8,10 @@ pub mod crash;
 pub mod faults;
 
 use anyhow::{bail, Context, Result};
-use meldnet_core::report::{
+use meldnet_core::{
     AgeGroup, Classification, EuLinkFacts, Item, MediaType, Report, ReportId, ReportUrl,
 };
-use meldnet_core::signing::{Context as SignContext, SigningKey};
+use meldnet_core::{Context as SignContext, SigningKey};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::net::SocketAddr;
@@ -588,7 +588,7 @@ impl Drop for Federation {
 
 /// A valid report of `origin` hosted in `hosting`, with one item.
 pub fn sample_report(origin: &str, hosting: &str) -> Report {
-    let cc = |s: &str| meldnet_core::country::CountryCode::parse(s).ok();
+    let cc = |s: &str| meldnet_core::CountryCode::parse(s).ok();
     Report {
         id: ReportId::new_v7(),
         origin: cc(origin).expect("origin"),
@@ -599,8 +599,8 @@ pub fn sample_report(origin: &str, hosting: &str) -> Report {
             ..Default::default()
         },
         items: vec![Item {
-            sha256: meldnet_core::hash::Sha256::of(b"test item"),
-            md5: meldnet_core::hash::Md5([0x11; 16]),
+            sha256: meldnet_core::Sha256::of(b"test item"),
+            md5: meldnet_core::Md5([0x11; 16]),
             pdq: None,
             classification: Classification::Baseline,
             age_group: AgeGroup::Pubescent,
@@ -670,7 +670,7 @@ pub fn pdq_data() -> PathBuf {
 }
 
 /// The rows of `expected.tsv`: file (relative to `pdq_data()`), hash, quality.
-pub fn expected_pdq() -> Vec<(String, meldnet_core::hash::PdqHash, u8)> {
+pub fn expected_pdq() -> Vec<(String, meldnet_core::PdqHash, u8)> {
     let text = std::fs::read_to_string(pdq_data().join("expected.tsv")).expect("expected.tsv");
     text.lines()
         .skip(1)
@@ -678,7 +678,7 @@ pub fn expected_pdq() -> Vec<(String, meldnet_core::hash::PdqHash, u8)> {
             let f: Vec<&str> = l.split('\t').collect();
             (
                 f[0].to_string(),
-                meldnet_core::hash::PdqHash::parse_hex(f[1]).expect("hash in expected.tsv"),
+                meldnet_core::PdqHash::parse_hex(f[1]).expect("hash in expected.tsv"),
                 f[2].parse().expect("quality in expected.tsv"),
             )
         })

@@ -1,7 +1,7 @@
 //! Bad input gets the right gRPC code, a message naming the field, and
 //! leaves the hub's stored state exactly as it was (digest before = after).
 
-use meldnet_core::signing::SigningKey;
+use meldnet_core::SigningKey;
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::submission_client::SubmissionClient;
 use meldnet_tests::*;
@@ -168,9 +168,7 @@ async fn each_bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let mut bytes = prost::Message::encode_to_vec(&sample_report("NL", "DE").to_proto());
     bytes.extend_from_slice(&[0x9a, 0x06, 0x04, 0xff, 0xd8, 0xff, 0xe0]);
     let sr = pb::SignedReport {
-        signature: key
-            .sign(meldnet_core::signing::Context::Report, &bytes)
-            .to_vec(),
+        signature: key.sign(meldnet_core::Context::Report, &bytes).to_vec(),
         key_id: key.public().id().to_string(),
         report: bytes,
     };

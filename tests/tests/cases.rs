@@ -380,11 +380,11 @@ async fn a_missed_deadline_escalates_once_and_a_removal_in_time_never() {
     // Bad steps change nothing: an unknown case, a forged signature.
     let mut cases =
         pb::cases_client::CasesClient::new(fed.channel_as("nodes/DE/node").await.unwrap());
-    let step = meldnet_core::case::CaseStep {
-        step_id: meldnet_core::case::StepId::new_v7(),
-        case_id: meldnet_core::case::CaseId::new_v7(),
-        country: meldnet_core::country::CountryCode::parse("DE").unwrap(),
-        kind: meldnet_core::case::StepKind::Removed,
+    let step = meldnet_core::CaseStep {
+        step_id: meldnet_core::StepId::new_v7(),
+        case_id: meldnet_core::CaseId::new_v7(),
+        country: meldnet_core::CountryCode::parse("DE").unwrap(),
+        kind: meldnet_core::StepKind::Removed,
         at_ms: 1,
         provider: None,
         location: 0,

@@ -114,7 +114,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_no_receipted_report() {
         .map(|_| sign_proto(&sample_report("NL", "DE").to_proto(), &key))
         .collect();
     let id_of = |sr: &pb::SignedReport| {
-        meldnet_core::report::Report::decode(&sr.report)
+        meldnet_core::Report::decode(&sr.report)
             .unwrap()
             .id
             .to_string()

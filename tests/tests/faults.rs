@@ -362,7 +362,7 @@ async fn slow_recipients_cost_the_hub_bounded_memory() {
         r.items = (0..64u32)
             .map(|i| {
                 let mut it = item.clone();
-                it.sha256 = meldnet_core::hash::Sha256::of(&i.to_be_bytes());
+                it.sha256 = meldnet_core::Sha256::of(&i.to_be_bytes());
                 it
             })
             .collect();

@@ -21,7 +21,7 @@ fn ok(o: std::process::Output) -> Value {
 }
 
 fn sha256_hex(i: u64) -> String {
-    meldnet_core::hash::Sha256::of(&i.to_le_bytes()).to_hex()
+    meldnet_core::Sha256::of(&i.to_le_bytes()).to_hex()
 }
 
 /// A CSV list of `n` valid rows, entries `from..from+n`.

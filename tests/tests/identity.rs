@@ -72,8 +72,7 @@ async fn police_read_only_their_own_queue() {
             let Some(pb::delivery::Content::Routed(routed)) = &d.content else {
                 panic!("an agency got a delivery that is not a routed report: {d:?}");
             };
-            let r = meldnet_core::report::Report::decode(&routed.report.as_ref().unwrap().report)
-                .unwrap();
+            let r = meldnet_core::Report::decode(&routed.report.as_ref().unwrap().report).unwrap();
             seen.push(r.id.to_string());
         }
         if batch.caught_up && !acked_sent {

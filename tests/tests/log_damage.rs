@@ -242,7 +242,7 @@ fn csv_list(dir: &Path, name: &str, from: u64, n: u64) -> PathBuf {
     let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
     writeln!(f, "sha256,category").unwrap();
     for i in from..from + n {
-        let h = meldnet_core::hash::Sha256::of(&i.to_le_bytes()).to_hex();
+        let h = meldnet_core::Sha256::of(&i.to_le_bytes()).to_hex();
         writeln!(f, "{h},1").unwrap();
     }
     f.flush().unwrap();

@@ -1,7 +1,7 @@
 //! PDQ against Meta's reference output, the dihedral variants, bad files,
 //! and the `meldnet-node hash` command-line contract (a real process).
 
-use meldnet_core::hash::PdqHash;
+use meldnet_core::PdqHash;
 use meldnet_node::picture::{decode_rgb, hash_any, pdq_of, PictureError, Rgb};
 use meldnet_tests::*;
 use std::path::{Path, PathBuf};

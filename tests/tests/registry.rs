@@ -2,7 +2,7 @@
 //! and revokes a police agency; both apply at once, are audited and outlive
 //! a restart; nobody but an operator may change the registry.
 
-use meldnet_core::signing::SigningKey;
+use meldnet_core::SigningKey;
 use meldnet_proto::v1 as pb;
 use meldnet_tests::*;
 use std::process::Command;
@@ -23,7 +23,7 @@ async fn submit_signed(
 fn report(n: u8) -> pb::Report {
     let mut r = sample_report("NL", "DE").to_proto();
     r.url = format!("https://registry.example.test/{n}");
-    r.items[0].sha256 = meldnet_core::hash::Sha256::of(&[b'g', n]).to_hex();
+    r.items[0].sha256 = meldnet_core::Sha256::of(&[b'g', n]).to_hex();
     r
 }
 

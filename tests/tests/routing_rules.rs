@@ -3,7 +3,7 @@
 //! rule change that is audited and applies only to reports decided after
 //! it, and the admin API refused to everyone but operators.
 
-use meldnet_core::hash::Sha256;
+use meldnet_core::Sha256;
 use meldnet_proto::v1 as pb;
 use meldnet_tests::*;
 use std::process::Command;

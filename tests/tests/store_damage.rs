@@ -12,9 +12,8 @@ fn reports(n: usize) -> Vec<pb::Report> {
     (0..n)
         .map(|i| {
             let mut r = sample_report("NL", "DE");
-            r.url = meldnet_core::report::ReportUrl::parse(&format!("https://h.example.de/{i}"))
-                .unwrap();
-            r.items[0].sha256 = meldnet_core::hash::Sha256::of(format!("item {i}").as_bytes());
+            r.url = meldnet_core::ReportUrl::parse(&format!("https://h.example.de/{i}")).unwrap();
+            r.items[0].sha256 = meldnet_core::Sha256::of(format!("item {i}").as_bytes());
             r.to_proto()
         })
         .collect()

@@ -2,8 +2,8 @@
 //! to representatives, the victim's choice (never by default, legal
 //! proceedings only, a capped digest), withdrawal, and what the hub stores.
 
-use meldnet_core::hash::Sha256;
-use meldnet_core::series::Period;
+use meldnet_core::Period;
+use meldnet_core::Sha256;
 use meldnet_proto::v1 as pb;
 use meldnet_tests::{bin, json_lines, run, sample_report, stderr, stdout, Federation};
 use serde_json::Value;
@@ -48,7 +48,7 @@ fn hashes_csv(fed: &Federation, name: &str, seeds: &[&str]) -> String {
 /// A report hosted in DE at `url` holding the item `seed`.
 fn report(url: &str, seed: &str) -> pb::Report {
     let mut r = sample_report("NL", "DE");
-    r.url = meldnet_core::report::ReportUrl::parse(url).unwrap();
+    r.url = meldnet_core::ReportUrl::parse(url).unwrap();
     r.items[0].sha256 = Sha256::of(seed.as_bytes());
     r.to_proto()
 }

@@ -3,9 +3,9 @@
 //! `CaseStep::decode`, the node's signature), and the step bytes alone.
 
 use afl::fuzz;
-use meldnet_core::case::CaseStep;
-use meldnet_core::provenance::{lookup_key, Envelope};
-use meldnet_core::signing::Context;
+use meldnet_core::CaseStep;
+use meldnet_core::{lookup_key, Envelope};
+use meldnet_core::Context;
 use meldnet_fuzz::{federation, MAX_INPUT};
 use meldnet_proto::v1 as pb;
 use prost::Message;

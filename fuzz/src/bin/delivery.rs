@@ -13,9 +13,9 @@
 
 use afl::fuzz;
 use meldnet_recipient::{describe, Checked, Stored};
-use meldnet_core::provenance::{verify_decision, Envelope, Verified};
-use meldnet_core::report::Report;
-use meldnet_core::series::{describe_notification, verify_notification, VerifiedNotification};
+use meldnet_core::{verify_decision, Envelope, Verified};
+use meldnet_core::Report;
+use meldnet_core::{describe_notification, verify_notification, VerifiedNotification};
 use meldnet_fuzz::{federation, MAX_INPUT};
 use meldnet_proto::v1 as pb;
 use prost::Message;

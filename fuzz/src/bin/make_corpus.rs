@@ -10,13 +10,13 @@
 
 use image::{DynamicImage, ImageFormat, RgbImage};
 use meldnet_recipient::{DeliveryLog, LOG_FILE};
-use meldnet_core::hash::Sha256;
+use meldnet_core::Sha256;
 use meldnet_list::Change;
 use meldnet_recipient::{Checked, Stored};
-use meldnet_core::provenance::sign_decisions;
-use meldnet_core::report::{Report, ReportId};
-use meldnet_core::series::sign_notification;
-use meldnet_core::signing::Context;
+use meldnet_core::sign_decisions;
+use meldnet_core::{Report, ReportId};
+use meldnet_core::sign_notification;
+use meldnet_core::Context;
 use meldnet_fuzz::{federation, Federation};
 use meldnet_hub::blobs::{BlobFile, BLOB_FILE};
 use meldnet_proto::v1 as pb;
@@ -259,7 +259,7 @@ fn case_steps(fed: &Federation, out: &mut Out) {
     };
     for (name, step) in [("notice", &notice), ("removed", &removed)] {
         let bytes = step.encode_to_vec();
-        meldnet_core::case::CaseStep::decode(&bytes).expect("a valid step");
+        meldnet_core::CaseStep::decode(&bytes).expect("a valid step");
         out.put("case_step", &format!("{name}.pb"), &bytes);
         let signed = pb::SignedCaseStep {
             signature: fed.node_nl.sign(Context::CaseStep, &bytes).to_vec(),
@@ -275,7 +275,7 @@ fn case_steps(fed: &Federation, out: &mut Out) {
 }
 
 fn preferences(out: &mut Out) {
-    use meldnet_core::series::Preference;
+    use meldnet_core::Preference;
     let prefs = [
         ("never", pb::Choice::Never, pb::Period::Unspecified, 0),
         (
@@ -312,7 +312,7 @@ fn preferences(out: &mut Out) {
             },
         ],
     };
-    meldnet_core::series::SeriesHashes::from_proto(&hashes.hashes).expect("valid hashes");
+    meldnet_core::SeriesHashes::from_proto(&hashes.hashes).expect("valid hashes");
     out.put("preference", "series-hashes.pb", &hashes.encode_to_vec());
 }
 

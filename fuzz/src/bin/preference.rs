@@ -4,7 +4,7 @@
 //! (`SeriesHashes::from_proto`, as `AddHashes` reads `pb::SeriesHashes`).
 
 use afl::fuzz;
-use meldnet_core::series::{DigestCalendar, Preference, SeriesHashes, SeriesId};
+use meldnet_core::{DigestCalendar, Preference, SeriesHashes, SeriesId};
 use meldnet_fuzz::{MAX_INPUT, NOW_MS};
 use meldnet_proto::v1 as pb;
 use prost::Message;

@@ -6,10 +6,10 @@
 
 use afl::fuzz;
 use meldnet_list::Query;
-use meldnet_core::provenance::{lookup_key, Envelope};
-use meldnet_core::report::Report;
-use meldnet_core::signing::Context;
-use meldnet_core::url_norm::normalize;
+use meldnet_core::{lookup_key, Envelope};
+use meldnet_core::Report;
+use meldnet_core::Context;
+use meldnet_core::normalize;
 use meldnet_fuzz::{federation, MAX_INPUT, NOW_MS};
 use meldnet_proto::v1 as pb;
 use prost::Message;

@@ -8,8 +8,8 @@
 //! any other spelling of the location.
 
 use afl::fuzz;
-use meldnet_core::report::ReportUrl;
-use meldnet_core::url_norm::normalize;
+use meldnet_core::ReportUrl;
+use meldnet_core::normalize;
 use meldnet_fuzz::MAX_INPUT;
 
 fn main() {

@@ -8,10 +8,10 @@ use super::pipeline::{event, Writer};
 use super::seam::Group;
 use super::types::{CaseKeys, Escalation, SightingWrite, SplitWrite, StepOutcome, StepWrite};
 use super::StoreError;
-use meldnet_core::case::{CaseId, CaseStep, StepKind};
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
 use meldnet_core::time::rfc3339;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{CaseId, CaseStep, StepKind};
 use meldnet_proto::v1 as pb;
 
 /// When a location's time to removal starts: at its notice (a location

@@ -36,12 +36,12 @@ pub use seam::{Backend, Delivered, QueueItem};
 pub use series::{sent_in, Outgoing, Why};
 pub use types::*;
 
-use meldnet_core::audit::{self, ChainHead};
-use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{Preference, SeriesHashes, SeriesId};
 use meldnet_core::time::Clock;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{verify_chain, ChainHead};
+use meldnet_core::{PdqHash, Sha256};
+use meldnet_core::{Preference, SeriesHashes, SeriesId};
 use meldnet_proto::v1 as pb;
 use pipeline::{event, WriteOp};
 use prost::Message;
@@ -290,7 +290,7 @@ impl Store {
     /// Marks a case as in legal proceedings; false when it was marked before.
     pub async fn mark_proceedings(
         &self,
-        case: meldnet_core::case::CaseId,
+        case: meldnet_core::CaseId,
         agency: &SpiffeId,
     ) -> Result<Refused<bool>, StoreError> {
         let agency = agency.clone();
@@ -456,7 +456,7 @@ impl Store {
     /// that the stored head is the chain's end.
     pub fn verify_audit(&self) -> Result<ChainHead, String> {
         let records = self.backend.audit_records().map_err(|e| e.to_string())?;
-        let head = audit::verify_chain(records).map_err(|e| e.to_string())?;
+        let head = verify_chain(records).map_err(|e| e.to_string())?;
         let stored = self
             .backend
             .audit_head()

@@ -9,11 +9,11 @@
 use super::seam::{Backend, Counters, Group, QueueItem};
 use super::types::*;
 use super::StoreError;
-use meldnet_core::case::CaseId;
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{Preference, SeriesHashes, SeriesId};
 use meldnet_core::time::Clock;
+use meldnet_core::CaseId;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{Preference, SeriesHashes, SeriesId};
 use meldnet_proto::v1 as pb;
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;

@@ -7,8 +7,8 @@
 use super::pipeline::{event, Writer};
 use super::seam::Group;
 use super::StoreError;
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
 
 impl Writer {
     /// Removes acknowledged and refused entries from `recipient`'s queue;

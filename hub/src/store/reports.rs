@@ -7,9 +7,9 @@ use super::pipeline::{event, Writer};
 use super::seam::{Group, QueueItem};
 use super::types::{CaseKeys, CaseWrite, Committed, NewReport};
 use super::StoreError;
-use meldnet_core::case::CaseId;
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
+use meldnet_core::CaseId;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
 use meldnet_proto::v1 as pb;
 
 impl Writer {

@@ -10,11 +10,11 @@
 
 use super::types::{CaseIndexData, SeriesHashKey, StoreCheck, StoredChange};
 use super::StoreError;
-use meldnet_core::audit::ChainHead;
-use meldnet_core::case::CaseId;
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{NotificationId, SeriesId};
+use meldnet_core::CaseId;
+use meldnet_core::ChainHead;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{NotificationId, SeriesId};
 use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 
@@ -248,12 +248,10 @@ pub trait Reads: Send + Sync {
     fn preference(
         &self,
         id: &SeriesId,
-    ) -> Result<Option<(meldnet_core::series::Preference, i64)>, StoreError>;
+    ) -> Result<Option<(meldnet_core::Preference, i64)>, StoreError>;
     /// Every series with a preference.
     #[allow(clippy::type_complexity)]
-    fn preferences(
-        &self,
-    ) -> Result<Vec<(SeriesId, meldnet_core::series::Preference, i64)>, StoreError>;
+    fn preferences(&self) -> Result<Vec<(SeriesId, meldnet_core::Preference, i64)>, StoreError>;
     /// Where a series' digest stands.
     fn digest_state(&self, id: &SeriesId) -> Result<Option<pb::DigestState>, StoreError>;
     /// The reports of a series recorded in `[from, to)`.

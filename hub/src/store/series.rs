@@ -8,12 +8,12 @@ use super::pipeline::{event, Writer};
 use super::seam::{Group, QueueItem};
 use super::types::SeriesHashKey;
 use super::StoreError;
-use meldnet_core::case::CaseId;
-use meldnet_core::error::{Refusal, RefusalKind};
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{Preference, SeriesHashes, SeriesId};
 use meldnet_core::time::rfc3339;
+use meldnet_core::CaseId;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{Preference, SeriesHashes, SeriesId};
+use meldnet_core::{Refusal, RefusalKind};
 use meldnet_proto::v1 as pb;
 use prost::Message;
 

@@ -6,11 +6,11 @@
 
 use super::seam::Backend;
 use super::*;
-use meldnet_core::case::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
-use meldnet_core::country::CountryCode;
-use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::series::{NotificationId, Period, Preference, SeriesHashes, SeriesId};
-use meldnet_core::signing::SigningKey;
+use meldnet_core::CountryCode;
+use meldnet_core::SigningKey;
+use meldnet_core::{CaseId, CaseStep, HostingProvider, StepId, StepKind};
+use meldnet_core::{NotificationId, Period, Preference, SeriesHashes, SeriesId};
+use meldnet_core::{PdqHash, Sha256};
 use meldnet_list::Tip;
 use std::path::Path;
 use std::sync::Arc;
@@ -791,7 +791,7 @@ fn digest_notification(store: &Store, s: SeriesId, number: u32) -> Outgoing {
         id: nid,
         series: s,
         representative: id(REP),
-        signed: meldnet_core::series::sign_notification(&SigningKey::generate(), &n),
+        signed: meldnet_core::sign_notification(&SigningKey::generate(), &n),
         why: Why::Digest {
             from: state.from_ms,
             to: state.from_ms + 1,
@@ -948,7 +948,7 @@ pub async fn proceedings_draft_a_notification_once(open: Open<'_>) {
         id: nid,
         series: s,
         representative: id(REP),
-        signed: meldnet_core::series::sign_notification(&SigningKey::generate(), &n),
+        signed: meldnet_core::sign_notification(&SigningKey::generate(), &n),
         why: Why::Proceedings { case },
         actor: id(HUB),
     };

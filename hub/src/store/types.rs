@@ -2,12 +2,12 @@
 //! own words; no backend's layout shows here.
 
 pub use crate::cases::{CaseIndexData, CaseKeys};
-use meldnet_core::case::{CaseId, CaseStep};
-use meldnet_core::error::Refusal;
-use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{NotificationId, SeriesId};
+use meldnet_core::Refusal;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{CaseId, CaseStep};
+use meldnet_core::{NotificationId, SeriesId};
+use meldnet_core::{PdqHash, Sha256};
 use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 

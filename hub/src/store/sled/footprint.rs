@@ -5,8 +5,8 @@
 use super::keys::*;
 use super::SledBackend;
 use crate::store::StoreError;
-use meldnet_core::case::CaseId;
-use meldnet_core::series::SeriesId;
+use meldnet_core::CaseId;
+use meldnet_core::SeriesId;
 use meldnet_proto::v1 as pb;
 
 /// Each record of the series: kind, key and value in hex, and the fields.
@@ -101,8 +101,7 @@ fn record(kind: &str, key: &[u8], value: &[u8]) -> serde_json::Value {
         ) {
             (Some(m), Some(at), Some(r)) => {
                 let at = i64::from_be_bytes(at.try_into().unwrap_or_default());
-                let report =
-                    meldnet_core::report::ReportId::from_bytes(r.try_into().unwrap_or_default());
+                let report = meldnet_core::ReportId::from_bytes(r.try_into().unwrap_or_default());
                 (
                     json!({"at_ms": at, "report_id": report.to_string(), "case_id": m.case_id, "opened": m.opened}),
                     true,

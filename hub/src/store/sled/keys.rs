@@ -36,11 +36,11 @@
 use crate::store::seam::QueueItem;
 use crate::store::types::SeriesHashKey;
 use crate::store::StoreError;
-use meldnet_core::case::CaseId;
-use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{NotificationId, SeriesId};
+use meldnet_core::CaseId;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{NotificationId, SeriesId};
+use meldnet_core::{PdqHash, Sha256};
 
 pub const REPORT: u8 = b'r';
 pub const QUEUE: u8 = b'q';

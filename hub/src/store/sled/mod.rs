@@ -21,12 +21,12 @@ use crate::store::types::{CaseIndexData, Damage, SeriesHashKey, StoreCheck, Stor
 use crate::store::StoreError;
 use blobs::{BlobError, BlobFile, BlobRef};
 use keys::*;
-use meldnet_core::audit::ChainHead;
-use meldnet_core::case::CaseId;
-use meldnet_core::hash::{PdqHash, Sha256};
-use meldnet_core::identity::SpiffeId;
-use meldnet_core::report::ReportId;
-use meldnet_core::series::{Preference, SeriesId};
+use meldnet_core::CaseId;
+use meldnet_core::ChainHead;
+use meldnet_core::ReportId;
+use meldnet_core::SpiffeId;
+use meldnet_core::{PdqHash, Sha256};
+use meldnet_core::{Preference, SeriesId};
 use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 use prost::Message;
