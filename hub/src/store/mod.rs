@@ -40,7 +40,6 @@ use meldnet_core::time::Clock;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
 use meldnet_core::{verify_chain, ChainHead};
-use meldnet_core::{PdqHash, Sha256};
 use meldnet_core::{Preference, SeriesHashes, SeriesId};
 use meldnet_proto::v1 as pb;
 use pipeline::{event, WriteOp};
@@ -206,24 +205,27 @@ impl Store {
 
     /// The deconfliction keys `report` brought to its case.
     pub fn case_keys(&self, report: &ReportId) -> Result<CaseKeys, StoreError> {
-        let Some(r) = self.backend.case_keys_of(report)? else {
-            return Ok(CaseKeys::default());
+        match self.backend.case_keys_of(report)? {
+            Some(r) => reports::keys_of_record(&r).map(|(_, keys)| keys),
+            None => Ok(CaseKeys::default()),
+        }
+    }
+
+    /// What deconfliction's index is rebuilt from: every case and the keys
+    /// each report brought to its case.
+    pub fn case_index_data(&self) -> Result<CaseIndexData, StoreError> {
+        let mut d = CaseIndexData {
+            cases: self.backend.cases()?,
+            ..Default::default()
         };
-        let hash = |b: &[u8], what: &str| -> Result<[u8; 32], StoreError> {
-            b.try_into()
-                .map_err(|_| StoreError::Corrupt(format!("case keys: {what}")))
-        };
-        let mut keys = CaseKeys::default();
-        for u in &r.urls {
-            keys.urls.push(hash(u, "urls")?);
+        for r in self.backend.case_keys_records()? {
+            let (id, keys) = reports::keys_of_record(&r)?;
+            d.urls.extend(keys.urls.into_iter().map(|u| (u, id)));
+            d.files.extend(keys.files.into_iter().map(|f| (f, id)));
+            d.pdqs
+                .extend(keys.pdqs.into_iter().map(|(h, q)| (id, h, q)));
         }
-        for f in &r.files {
-            keys.files.push(Sha256(hash(f, "files")?));
-        }
-        for (h, q) in r.pdqs.iter().zip(&r.pdq_qualities) {
-            keys.pdqs.push((PdqHash(hash(h, "pdqs")?), *q));
-        }
-        Ok(keys)
+        Ok(d)
     }
 
     /// Stores a setting with an audit record, flushed before the answer.

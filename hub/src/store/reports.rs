@@ -10,7 +10,37 @@ use super::StoreError;
 use meldnet_core::CaseId;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
+use meldnet_core::{PdqHash, Sha256};
 use meldnet_proto::v1 as pb;
+
+/// The case and the deconfliction keys of a stored keys record: the one
+/// reading of it, for a report's keys and for the index alike.
+pub(super) fn keys_of_record(r: &pb::CaseKeysRecord) -> Result<(CaseId, CaseKeys), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("case keys: {what}"));
+    let hash = |b: &[u8], what: &str| -> Result<[u8; 32], StoreError> {
+        b.try_into().map_err(|_| corrupt(what))
+    };
+    let id = r
+        .case_id
+        .as_slice()
+        .try_into()
+        .map(CaseId::from_bytes)
+        .map_err(|_| corrupt("case_id"))?;
+    if r.pdq_qualities.len() != r.pdqs.len() {
+        return Err(corrupt("pdq_qualities"));
+    }
+    let mut keys = CaseKeys::default();
+    for u in &r.urls {
+        keys.urls.push(hash(u, "urls")?);
+    }
+    for f in &r.files {
+        keys.files.push(Sha256(hash(f, "files")?));
+    }
+    for (h, q) in r.pdqs.iter().zip(&r.pdq_qualities) {
+        keys.pdqs.push((PdqHash(hash(h, "pdqs")?), *q));
+    }
+    Ok((id, keys))
+}
 
 impl Writer {
     pub(super) fn stage_reports(
@@ -103,7 +133,8 @@ impl Writer {
         }
     }
 
-    /// The keys a report brought to its case (none if it brought none).
+    /// The keys a report brought to its case (none if it brought none),
+    /// as one record: the form [`keys_of_record`] reads back.
     pub(super) fn stage_case_keys(
         &self,
         g: &mut dyn Group,

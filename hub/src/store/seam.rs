@@ -8,7 +8,7 @@
 //! and never leave it. sled is the embedded backend (`store::sled`); the
 //! behavioural suite in `store::suite` is what every backend must pass.
 
-use super::types::{CaseIndexData, SeriesHashKey, StoreCheck, StoredChange};
+use super::types::{SeriesHashKey, StoreCheck, StoredChange};
 use super::StoreError;
 use meldnet_core::CaseId;
 use meldnet_core::ChainHead;
@@ -228,8 +228,8 @@ pub trait Reads: Send + Sync {
     fn cases(&self) -> Result<Vec<pb::CaseRecord>, StoreError>;
     /// The deconfliction keys a report brought to its case.
     fn case_keys_of(&self, report: &ReportId) -> Result<Option<pb::CaseKeysRecord>, StoreError>;
-    /// What deconfliction's index is rebuilt from.
-    fn case_index_data(&self) -> Result<CaseIndexData, StoreError>;
+    /// Every report's deconfliction-keys record (what the index is rebuilt from).
+    fn case_keys_records(&self) -> Result<Vec<pb::CaseKeysRecord>, StoreError>;
     /// Whether `report` is a sighting of `case`.
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError>;
     /// Sightings of a case, oldest first, at most `limit`.

@@ -140,12 +140,10 @@ impl BlobFile {
         write(buf);
         let body = buf.get(start..).unwrap_or_default();
         let len = body.len() as u32;
-        let header = len
-            .to_le_bytes()
-            .into_iter()
-            .chain(crc32fast::hash(body).to_le_bytes());
-        for (d, s) in buf.iter_mut().skip(at).zip(header) {
-            *d = s;
+        let crc = crc32fast::hash(body);
+        if let Some(header) = buf.get_mut(at..start) {
+            let words = len.to_le_bytes().into_iter().chain(crc.to_le_bytes());
+            header.iter_mut().zip(words).for_each(|(d, s)| *d = s);
         }
         BlobRef {
             offset: end + at as u64,

@@ -7,7 +7,6 @@ use super::keys::*;
 use super::SledBackend;
 use super::{decode, encode_change, encode_head, encode_rules, encode_tip};
 use crate::store::seam::{Counters, Group, QueueItem};
-use crate::store::series::decode_preference;
 use crate::store::types::{SeriesHashKey, StoredChange};
 use crate::store::StoreError;
 use meldnet_core::CaseId;
@@ -47,10 +46,14 @@ impl<'a> SledGroup<'a> {
 
     /// A recipient's queue prefix, made once per group (its identity
     /// spelled out is the costly part of a queue key).
-    fn prefix(&mut self, recipient: &SpiffeId) -> &[u8] {
-        self.prefixes
-            .entry(recipient.clone())
-            .or_insert_with(|| queue_prefix(recipient))
+    fn queue_key(&mut self, recipient: &SpiffeId, seq: u64) -> Vec<u8> {
+        if let Some(prefix) = self.prefixes.get(recipient) {
+            return queue_key(prefix, seq);
+        }
+        let prefix = queue_prefix(recipient);
+        let k = queue_key(&prefix, seq);
+        self.prefixes.insert(recipient.clone(), prefix);
+        k
     }
 
     fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -140,7 +143,7 @@ impl Group for SledGroup<'_> {
     }
 
     fn push_queue(&mut self, recipient: &SpiffeId, seq: u64, item: &QueueItem) {
-        let k = queue_key(self.prefix(recipient), seq);
+        let k = self.queue_key(recipient, seq);
         self.insert(k, queue_value(item));
     }
 
@@ -149,7 +152,7 @@ impl Group for SledGroup<'_> {
         recipient: &SpiffeId,
         seq: u64,
     ) -> Result<Option<QueueItem>, StoreError> {
-        let k = queue_key(self.prefix(recipient), seq);
+        let k = self.queue_key(recipient, seq);
         let Some(v) = self.get(&k)? else {
             return Ok(None);
         };
@@ -270,13 +273,7 @@ impl Group for SledGroup<'_> {
     }
 
     fn preference(&self, id: &SeriesId) -> Result<Option<pb::StoredPreference>, StoreError> {
-        let p: Option<pb::StoredPreference> = self.inline(&preference_key(id), "preference")?;
-        // A stored preference that does not decode into the domain type is
-        // damage, found here rather than where it is used.
-        if let Some(p) = &p {
-            decode_preference(p)?;
-        }
-        Ok(p)
+        self.inline(&preference_key(id), "preference")
     }
 
     fn put_preference(&mut self, id: &SeriesId, p: &pb::StoredPreference) {

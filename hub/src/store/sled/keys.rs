@@ -108,14 +108,10 @@ pub fn queue_value(item: &QueueItem) -> Vec<u8> {
     match item {
         QueueItem::Report(r) => r.as_bytes().to_vec(),
         QueueItem::Redecision { report, decision } => {
-            key_tail(&[report.as_bytes(), decision.as_bytes()])
+            [&report.as_bytes()[..], &decision.as_bytes()[..]].concat()
         }
-        QueueItem::Notification(n) => key_tail(&[n.as_bytes(), &[QUEUED_NOTIFICATION]]),
+        QueueItem::Notification(n) => [&n.as_bytes()[..], &[QUEUED_NOTIFICATION]].concat(),
     }
-}
-
-fn key_tail(parts: &[&[u8]]) -> Vec<u8> {
-    parts.concat()
 }
 
 /// A queue entry's value, read back.

@@ -17,7 +17,7 @@ mod keys;
 
 use crate::store::seam::{Backend, Counters, Delivered, Group, Part, QueuedBody, Reads, Record};
 use crate::store::series::decode_preference;
-use crate::store::types::{CaseIndexData, Damage, SeriesHashKey, StoreCheck, StoredChange};
+use crate::store::types::{Damage, SeriesHashKey, StoreCheck, StoredChange};
 use crate::store::StoreError;
 use blobs::{BlobError, BlobFile, BlobRef};
 use keys::*;
@@ -25,7 +25,6 @@ use meldnet_core::CaseId;
 use meldnet_core::ChainHead;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
-use meldnet_core::{PdqHash, Sha256};
 use meldnet_core::{Preference, SeriesId};
 use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
@@ -198,12 +197,6 @@ fn decode_rules(v: &[u8]) -> Result<(u64, String), StoreError> {
     let text = String::from_utf8(v.get(8..).unwrap_or_default().to_vec())
         .map_err(|_| StoreError::Corrupt("stored routing rules: not UTF-8".into()))?;
     Ok((version, text))
-}
-
-/// The deconfliction keys of a record as hashes.
-fn hash32(b: &[u8], what: &str) -> Result<[u8; 32], StoreError> {
-    b.try_into()
-        .map_err(|_| StoreError::Corrupt(format!("case keys: {what}")))
 }
 
 impl SledBackend {
@@ -461,27 +454,8 @@ impl Reads for SledBackend {
         self.message(&case_keys_key(report), "case keys")
     }
 
-    fn case_index_data(&self) -> Result<CaseIndexData, StoreError> {
-        let mut d = CaseIndexData {
-            cases: self.cases()?,
-            ..Default::default()
-        };
-        for r in self.scan_bodies::<pb::CaseKeysRecord>(&[CASE_KEYS], "case keys")? {
-            let id = CaseId::from_bytes(id16(&r.case_id, "case keys: case_id")?);
-            for u in &r.urls {
-                d.urls.push((hash32(u, "urls")?, id));
-            }
-            for f in &r.files {
-                d.files.push((Sha256(hash32(f, "files")?), id));
-            }
-            if r.pdq_qualities.len() != r.pdqs.len() {
-                return Err(StoreError::Corrupt("case keys: pdq_qualities".into()));
-            }
-            for (h, q) in r.pdqs.iter().zip(&r.pdq_qualities) {
-                d.pdqs.push((id, PdqHash(hash32(h, "pdqs")?), *q));
-            }
-        }
-        Ok(d)
+    fn case_keys_records(&self) -> Result<Vec<pb::CaseKeysRecord>, StoreError> {
+        self.scan_bodies(&[CASE_KEYS], "case keys")
     }
 
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError> {
