@@ -12,7 +12,7 @@
 use crate::stats::{peak_rss_mb, percentile};
 use anyhow::{bail, Context};
 use meldnet_core::PdqHash;
-use meldnet_pdq::PdqIndex;
+use meldnet_pdq::{PdqIndex, PdqTable};
 use meldnet_pdq::MATCH_THRESHOLD;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -174,7 +174,43 @@ fn run_size(n: usize, a: &IndexArgs, rng: &mut Rng) -> anyhow::Result<Value> {
         "equal_to_brute_force": exact,
     });
     drop(index);
-    let mut identical = exact;
+    // The case index's table (additions in place), on the same data and
+    // queries: the structure every report's pictures are searched in.
+    let t = Instant::now();
+    let mut table = PdqTable::default();
+    let tagged: Vec<(PdqHash, u64, u8)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (*h, i as u64, 100))
+        .collect();
+    table.extend(&tagged);
+    drop(tagged);
+    let table_build_s = t.elapsed().as_secs_f64();
+    let mut table_lat = Vec::with_capacity(queries.len());
+    let mut table_equal = true;
+    for (q, mine) in queries.iter().zip(&ours) {
+        let t = Instant::now();
+        let m = table.search(q, MATCH_THRESHOLD);
+        table_lat.push(t.elapsed().as_secs_f64());
+        let mut ids: Vec<u32> = m.iter().map(|m| m.entry).collect();
+        ids.sort_unstable();
+        table_equal &= &ids == mine;
+    }
+    eprintln!(
+        "  meldnet table (cases): built in {table_build_s:.2} s, {:.1} bytes per entry; p50 {:.3} ms, p99 {:.3} ms; equal to the index: {table_equal}",
+        table.bytes_per_entry(),
+        ms(&table_lat, 50.0),
+        ms(&table_lat, 99.0),
+    );
+    figures["table"] = json!({
+        "build_s": table_build_s,
+        "bytes_per_entry": table.bytes_per_entry(),
+        "p50_ms": ms(&table_lat, 50.0),
+        "p99_ms": ms(&table_lat, 99.0),
+        "equal_to_index": table_equal,
+    });
+    drop(table);
+    let mut identical = exact && table_equal;
     if a.python != "none" {
         let dir = tempfile::tempdir()?;
         let write = |name: &str, hashes: &[PdqHash]| -> anyhow::Result<std::path::PathBuf> {

@@ -7,7 +7,7 @@
 //! idle: Ed25519 `verify_strict` in a plain loop on the same cores. Last line:
 //! one JSON object with the figures.
 
-use crate::stats::{peak_rss_mb, percentile, unix_us};
+use crate::stats::{cpu_secs, peak_rss_mb, percentile, unix_us};
 use crate::verify_limit;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
@@ -38,6 +38,14 @@ pub struct IngestArgs {
     /// Check that every report reached both recipients exactly once (reads every delivery log).
     #[arg(long)]
     pub check: bool,
+    /// After the run, say what the stopped hub's store holds kind by kind
+    /// (`meldnet-hub store usage`: reads every record).
+    #[arg(long)]
+    pub usage: bool,
+    /// Offer this many reports a second in all (spread over the nodes, in
+    /// small batches) instead of a burst: receipt latency at a load.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 const ORIGINS: [&str; 8] = ["NL", "FR", "BE", "AT", "IT", "ES", "PL", "SE"];
@@ -133,6 +141,41 @@ fn delivered_ids(dir: &Path) -> anyhow::Result<(HashSet<String>, usize)> {
     Ok((out, records))
 }
 
+/// Starts `meldnet-hub serve` on the federation's hub configuration, its
+/// log in `root/<name>.log`; returns it once it is ready, and how long that took.
+pub fn start_hub(root: &Path, fed: &Path, name: &str) -> anyhow::Result<(Child, Duration)> {
+    let ready = root.join(format!("{name}.ready"));
+    let _ = std::fs::remove_file(&ready);
+    let log = root.join(format!("{name}.log"));
+    let t = Instant::now();
+    let mut hub = Command::new(sibling("meldnet-hub")?)
+        .args(["serve", "--config"])
+        .arg(fed.join("hub/hub.toml"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !ready.exists() {
+        if Instant::now() > deadline || hub.try_wait()?.is_some() {
+            bail!("hub did not start; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok((hub, t.elapsed()))
+}
+
+/// Stops a hub we started (SIGTERM) and waits for it.
+fn stop_hub(hub: &mut Child) {
+    // SAFETY: kill only sends a signal to the process we started.
+    unsafe {
+        libc::kill(hub.id() as i32, libc::SIGTERM);
+    }
+    let _ = hub.wait();
+}
+
 /// Runs the benchmark and prints the figures.
 pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     if a.nodes == 0 || a.nodes > ORIGINS.len() {
@@ -165,25 +208,8 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     }
 
     // The hub.
-    let ready = root.join("hub.ready");
-    let hub_log = std::fs::File::create(root.join("hub.log"))?;
-    let mut hub = Command::new(sibling("meldnet-hub")?)
-        .args(["serve", "--config"])
-        .arg(fed.join("hub/hub.toml"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(hub_log)
-        .spawn()?;
+    let (mut hub, _) = start_hub(&root, &fed, "hub")?;
     let hub_pid = hub.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready.exists() {
-        if Instant::now() > deadline || hub.try_wait()?.is_some() {
-            bail!("hub did not start; see {}", root.join("hub.log").display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 
     // The node workers sign their share before the clock starts.
     eprintln!(
@@ -206,6 +232,11 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
                 "--ids-out",
             ])
             .arg(&ids)
+            .args(
+                a.rate
+                    .map(|r| vec!["--rate".to_string(), (r / a.nodes as f64).to_string()])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -241,6 +272,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     eprintln!("peer: verify_strict in a plain loop on all cores: {verify_limit:.0}/s");
 
     // Phase 1: go.
+    let hub_cpu_start = cpu_secs(hub_pid).unwrap_or(0.0);
     let start = unix_us();
     for w in &mut workers {
         writeln!(w.stdin, "go")?;
@@ -250,8 +282,10 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     let mut refused = 0usize;
     let mut last = start;
     let mut lat_ms: Vec<f64> = Vec::with_capacity(a.reports);
+    let mut nodes_cpu = 0.0;
     for w in &mut workers {
         let v = w.event("done")?;
+        nodes_cpu += v["cpu_secs"].as_f64().unwrap_or(0.0);
         receipted += v["receipted"].as_u64().unwrap_or(0) as usize;
         refused += v["refused"].as_u64().unwrap_or(0) as usize;
         if let Some(msg) = v["first_refusal"].as_str() {
@@ -270,6 +304,14 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     let p50 = percentile(&mut lat_ms, 50.0);
     let p99 = percentile(&mut lat_ms, 99.0);
     let rss_after_ingest = peak_rss_mb(hub_pid).unwrap_or(0.0);
+    let hub_cpu = cpu_secs(hub_pid).unwrap_or(0.0) - hub_cpu_start;
+    // CPU time per receipted report, in microseconds: where the cores went.
+    let per_report_us = |secs: f64| secs * 1e6 / receipted.max(1) as f64;
+    eprintln!(
+        "phase 1 CPU: hub {hub_cpu:.1} s ({:.0} us a report), node workers {nodes_cpu:.1} s ({:.0} us a report)",
+        per_report_us(hub_cpu),
+        per_report_us(nodes_cpu)
+    );
     eprintln!("phase 1: {receipted} receipted, {refused} refused in {ingest_secs:.2} s: {ingest_per_s:.0} reports/s; receipt p50 {p50:.1} ms, p99 {p99:.1} ms; hub peak RSS {rss_after_ingest:.0} MiB");
 
     let ratio = ingest_per_s / verify_limit;
@@ -339,12 +381,36 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
             }
         }
     }
-    // Stop the hub (SIGTERM), then the figures.
-    // SAFETY: kill only sends a signal to the process we started.
-    unsafe {
-        libc::kill(hub_pid as i32, libc::SIGTERM);
+    // Stop the hub (SIGTERM); then what its store holds, and a restart on
+    // everything stored: how long until it serves, and what it holds in
+    // memory then (no report in flight).
+    stop_hub(&mut hub);
+    let usage = if a.usage {
+        let out = Command::new(sibling("meldnet-hub")?)
+            .args(["store", "usage", "--config"])
+            .arg(fed.join("hub/hub.toml"))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "meldnet-hub store usage: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice::<Value>(&out.stdout)?
+    } else {
+        Value::Null
+    };
+    let (mut again, ready_after) = start_hub(&root, &fed, "hub-restart")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let restart_rss_mb = crate::stats::rss_mb(again.id()).unwrap_or(0.0);
+    stop_hub(&mut again);
+    let restart_secs = ready_after.as_secs_f64();
+    eprintln!(
+        "restart on {receipted} stored reports: ready after {restart_secs:.2} s, RSS {restart_rss_mb:.0} MiB"
+    );
+    if let Some(d) = usage["disk_bytes_per_report"].as_f64() {
+        eprintln!("store on disk: {d:.0} bytes per report");
     }
-    let _ = hub.wait();
     let figures = json!({
         "reports": a.reports,
         "nodes": a.nodes,
@@ -359,12 +425,19 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         "receipt_p50_ms": p50,
         "receipt_p99_ms": p99,
         "hub_peak_rss_mb": hub_peak_rss_mb,
+        "hub_cpu_us_per_report": per_report_us(hub_cpu),
+        "nodes_cpu_us_per_report": per_report_us(nodes_cpu),
         "deliveries": stored_total,
         "drain_seconds": drain_secs,
         "deliveries_per_s": deliveries_per_s,
         "signing_per_s": signing_per_s,
         "exactly_once": exactly_once,
+        "restart_ready_seconds": restart_secs,
+        "restart_rss_mb": restart_rss_mb,
+        "disk_bytes_per_report": usage["disk_bytes_per_report"],
+        "store_usage": usage,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "offered_reports_per_s": a.rate,
     });
     println!("{figures}");
     if !exactly_once {

@@ -6,7 +6,7 @@
 //! Workers do not verify receipts: in the field nodes run on their own
 //! machines, and here that work would take the hub's cores.
 
-use crate::stats::unix_us;
+use crate::stats::{own_cpu_secs, unix_us};
 use anyhow::{bail, Context};
 use meldnet_core::CountryCode;
 use meldnet_core::Role;
@@ -17,7 +17,7 @@ use meldnet_core::{
 use meldnet_core::{Md5, PdqHash, Sha256};
 use meldnet_node::config::NodeConfig;
 use meldnet_node::report::sign;
-use meldnet_node::submit::{cut_batches, stream_batches};
+use meldnet_node::submit::{cut_batches, stream_batches_every};
 use meldnet_proto::v1 as pb;
 use rand::RngCore;
 use serde_json::json;
@@ -42,6 +42,13 @@ pub struct WorkerArgs {
     /// Write the ids of receipted reports here, one per line.
     #[arg(long)]
     pub ids_out: Option<PathBuf>,
+    /// Offer this many reports a second (in batches of `--batch`), instead
+    /// of as many as the hub takes.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Reports per batch at an offered rate.
+    #[arg(long, default_value_t = 50)]
+    pub batch: usize,
 }
 
 fn make_report(
@@ -130,10 +137,30 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<()> {
         bytes += sr.report.len();
         signed.push(sr);
     }
-    let batches: Vec<pb::SubmitBatch> = cut_batches(signed, |sr| sr.report.len())
+    let mut batches: Vec<pb::SubmitBatch> = cut_batches(signed, |sr| sr.report.len())
         .into_iter()
         .map(|reports| pb::SubmitBatch { reports })
         .collect();
+    let every = match a.rate {
+        Some(rate) if rate > 0.0 && a.batch > 0 => {
+            batches = batches
+                .into_iter()
+                .flat_map(|b| {
+                    let mut reports = b.reports.into_iter().peekable();
+                    std::iter::from_fn(move || {
+                        reports.peek()?;
+                        Some(pb::SubmitBatch {
+                            reports: reports.by_ref().take(a.batch).collect(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                })
+                .collect();
+            Some(std::time::Duration::from_secs_f64(a.batch as f64 / rate))
+        }
+        Some(_) => bail!("--rate and --batch must be above 0"),
+        None => None,
+    };
     let sign_end = unix_us();
     let avg_report_bytes = bytes.checked_div(a.reports).unwrap_or(0);
     say(
@@ -152,6 +179,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let start = unix_us();
+    let cpu_start = own_cpu_secs();
     let mut receipted = 0usize;
     let mut refused = 0usize;
     let mut first_refusal = None;
@@ -159,7 +187,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<()> {
     let mut last_receipt = start;
     rt.block_on(async {
         let channel = meldnet_net::connect(&cfg.hub, &cfg.tls).await?;
-        stream_batches(channel, batches, |i, res, sent_at| {
+        stream_batches_every(channel, batches, every, |i, res, sent_at| {
             let now = unix_us();
             latencies_us.push((
                 sent_at.elapsed().as_micros() as u64,
@@ -192,6 +220,7 @@ pub fn run(a: WorkerArgs) -> anyhow::Result<()> {
         "start_us": start,
         "last_receipt_us": last_receipt,
         "batch_latencies_us": latencies_us,
+        "cpu_secs": own_cpu_secs() - cpu_start,
     }))
 }
 

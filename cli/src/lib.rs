@@ -399,3 +399,30 @@ impl meldnet_list::Progress for TerminalProgress {
         self.0.finish_and_clear();
     }
 }
+
+/// Bytes on disk (allocated blocks, as `du` counts them) under each entry of
+/// `dir`, a folder's entries summed: what a data folder costs, part by part.
+pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<(String, u64)>> {
+    fn allocated(p: &std::path::Path) -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(p)?;
+        if !m.is_dir() {
+            return Ok(m.blocks() * 512);
+        }
+        let mut sum = 0;
+        for e in std::fs::read_dir(p)? {
+            sum += allocated(&e?.path())?;
+        }
+        Ok(sum)
+    }
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        out.push((
+            e.file_name().to_string_lossy().into_owned(),
+            allocated(&e.path())?,
+        ));
+    }
+    out.sort();
+    Ok(out)
+}

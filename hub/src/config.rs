@@ -65,16 +65,26 @@ pub struct StoreConfig {
     /// operators' changes writable: a hub whose store cannot flush stops.
     #[serde(default = "default_min_free_mib")]
     pub min_free_mib: u64,
+    /// Memory the embedded store may keep as its page cache (default 256).
+    /// Why bounded: the cache is what makes the hub's memory grow with its
+    /// reports; every page not cached is read from disk when asked for.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
 }
 
 fn default_min_free_mib() -> u64 {
     128
 }
 
+fn default_cache_mib() -> u64 {
+    256
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             min_free_mib: default_min_free_mib(),
+            cache_mib: default_cache_mib(),
         }
     }
 }
@@ -87,6 +97,14 @@ impl StoreConfig {
     /// `min_free_mib` in bytes.
     pub fn min_free_bytes(&self) -> u64 {
         self.min_free_mib.saturating_mul(1 << 20)
+    }
+
+    /// What the store is opened with.
+    pub fn options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            min_free: self.min_free_bytes(),
+            cache_bytes: self.cache_mib.saturating_mul(1 << 20),
+        }
     }
 }
 

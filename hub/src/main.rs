@@ -194,6 +194,14 @@ enum StoreCommand {
         #[arg(long)]
         series: String,
     },
+    /// What the store holds, kind by kind (records, key and value bytes,
+    /// per report), and the bytes its folder takes on disk: one JSON
+    /// object. Changes nothing.
+    Usage {
+        /// The hub's TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Reads every stored body back (reports, audit records, history,
     /// escalations, notifications) and lists each damaged one as a JSON
     /// line with its kind, whose it is and its offset in the blob file;
@@ -288,6 +296,49 @@ fn run() -> anyhow::Result<()> {
             for record in store.series_footprint(&id)? {
                 println!("{record}");
             }
+            Ok(())
+        }
+        Command::Store {
+            command: StoreCommand::Usage { config },
+        } => {
+            let cfg = HubConfig::load(&config)?;
+            let store = open_stopped_store(&config)?;
+            let u = store.usage()?;
+            let reports = u.reports().max(1) as f64;
+            let kinds: serde_json::Map<String, serde_json::Value> = u
+                .kinds
+                .iter()
+                .map(|(name, k)| {
+                    let bytes = (k.key_bytes + k.value_bytes) as f64;
+                    (
+                        name.to_string(),
+                        serde_json::json!({
+                            "records": k.records,
+                            "key_bytes": k.key_bytes,
+                            "value_bytes": k.value_bytes,
+                            "bytes_per_report": bytes / reports,
+                        }),
+                    )
+                })
+                .collect();
+            let mut files = serde_json::Map::new();
+            let mut disk = 0u64;
+            for (name, bytes) in meldnet_cli::files_under(&cfg.data_dir)? {
+                disk += bytes;
+                files.insert(name, bytes.into());
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "reports": u.reports(),
+                    "kinds": kinds,
+                    "logical_bytes": u.logical_bytes(),
+                    "logical_bytes_per_report": u.logical_bytes() as f64 / reports,
+                    "disk_bytes": disk,
+                    "disk_bytes_per_report": disk as f64 / reports,
+                    "files": files,
+                })
+            );
             Ok(())
         }
         Command::Store {

@@ -112,7 +112,7 @@ pub async fn run(
     } else {
         Clock::system()
     });
-    let store = Store::open_with(&cfg.data_dir, clock.clone(), cfg.store.min_free_bytes())?;
+    let store = Store::open_with(&cfg.data_dir, clock.clone(), cfg.store.options())?;
     // Rules changed through the admin API outlive a restart; hub.toml's
     // rules (or the defaults) apply until the first change.
     let rules = match store.rules()? {

@@ -64,6 +64,21 @@ pub const IN_FLIGHT: usize = 8;
 pub async fn stream_batches<F>(
     channel: Channel,
     batches: impl IntoIterator<Item = pb::SubmitBatch> + Send + 'static,
+    on_answer: F,
+) -> Result<usize, tonic::Status>
+where
+    F: FnMut(usize, pb::SubmitResults, Instant),
+{
+    stream_batches_every(channel, batches, None, on_answer).await
+}
+
+/// As [`stream_batches`], but with `every` set, batch `i` is due `i * every`
+/// after the start (an offered load) and its time is when it was due, not
+/// when the window let it go: a hub that falls behind shows as latency.
+pub async fn stream_batches_every<F>(
+    channel: Channel,
+    batches: impl IntoIterator<Item = pb::SubmitBatch> + Send + 'static,
+    every: Option<std::time::Duration>,
     mut on_answer: F,
 ) -> Result<usize, tonic::Status>
 where
@@ -74,11 +89,16 @@ where
     let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
     let batches: Vec<pb::SubmitBatch> = batches.into_iter().collect();
     tokio::spawn(async move {
-        for b in batches {
+        let start = Instant::now();
+        for (i, b) in batches.into_iter().enumerate() {
+            let due = every.map(|d| start + d.saturating_mul(i as u32));
+            if let Some(due) = due {
+                tokio::time::sleep_until(due.into()).await;
+            }
             if tx.send(b).await.is_err() {
                 return;
             }
-            if sent_tx.send(Instant::now()).is_err() {
+            if sent_tx.send(due.unwrap_or_else(Instant::now)).is_err() {
                 return;
             }
         }

@@ -372,56 +372,67 @@ impl NearSet for PdqSet {
     }
 }
 
-/// One bucket slot of a `PdqTable`: 96 bits of the hash from outside the
-/// bucket's chunk (the candidate filter), then the entry number.
-type Slot = [u32; 4];
+/// One bucket slot of a `PdqTable`: the entry's value in the partner
+/// chunk (the other chunk of its pair), then the entry number as two
+/// 16-bit halves, low first. Six bytes, so a bucket scan reads little.
+type Slot = [u16; 3];
 
-/// The 32-bit half-words of a hash, half 0 holding bits 0..32.
-fn halves(w: &[u64; 4]) -> [u32; 8] {
-    let mut h = [0u32; 8];
-    for (i, x) in h.iter_mut().enumerate() {
-        *x = (w[i / 2] >> ((i % 2) * 32)) as u32;
-    }
-    h
+/// The other chunk of chunk `c`'s pair: chunks (0, 1), (2, 3), ... pair up.
+fn partner(c: usize) -> usize {
+    c ^ 1
 }
 
-/// The three half-words a chunk's filter holds: none of them its own.
-fn filter_halves(c: usize) -> [usize; 3] {
-    let own = c / 2;
-    [(own + 2) % 8, (own + 4) % 8, (own + 6) % 8]
-}
-
-/// A PDQ index that takes additions in place: multi-index hashing like
-/// `PdqIndex` (16 chunks of 16 bits, every bucket within one bit probed),
-/// but each bucket is its own growable list, so a hash is searchable the
-/// moment it is added and is never rebuilt.
+/// For a search within `max_distance`: the radius each chunk is probed
+/// with, and the most a pair may differ by.
 ///
-/// Why: cases are searched before every addition, at ingest, under the
-/// cases lock. A set of built runs (`PdqSet`) must search each of its
-/// log2(n / 1024) runs, 272 buckets each, and now and then rebuild half
-/// of itself while ingest waits; one table probes 272 buckets whatever
-/// its size. Each slot carries 96 bits of the hash from outside its
-/// chunk, read in the same cache lines as the entry number: random hashes
-/// differ there by about 48 bits and true matches by at most 31, so nearly
-/// every candidate that is no match is dropped without fetching its hash.
-/// About 300 bytes per hash, plus 24 MiB of bucket headers once the first
-/// hash is added.
+/// Why this is exact: if two hashes differ in at most `D` bits, one of the
+/// eight pairs of chunks differs in at most `P = D / 8` of its 32 bits (else
+/// all eight would add up to more than `D`), and within that pair one chunk
+/// differs in at most `P / 2`. So probing each chunk within `P / 2` finds
+/// every match in at least one chunk, and a candidate whose chunk and
+/// partner chunk together differ in more than `P` bits is no match through
+/// that pair. For the federation's threshold of 31: radius 1, pairs within 3.
+fn pair_bounds(max_distance: u32) -> (u32, u32) {
+    let pair = max_distance / 8;
+    (pair / 2, pair)
+}
+
+/// A PDQ index that takes additions in place: multi-index hashing over 16
+/// chunks of 16 bits like `PdqIndex`, but each bucket is its own growable
+/// list, so a hash is searchable the moment it is added and is never
+/// rebuilt.
+///
+/// Why: cases are searched before every addition, at ingest. A set of built
+/// runs (`PdqSet`) must search each of its log2(n / 1024) runs and now and
+/// then rebuild half of itself while ingest waits; one table probes its 272
+/// buckets whatever its size. Each slot carries the entry's partner chunk
+/// (see `pair_bounds`): a bucket scan is one 16-bit comparison per slot over
+/// six bytes, and only about one candidate in 400 that is no match is left
+/// to be checked on all 256 bits.
+///
+/// Memory per hash: 16 slots of 6 bytes, the hash (32), its id (8) and
+/// quality (1): 137 bytes, plus what the bucket lists hold in reserve as
+/// they grow, plus 24 MiB of bucket headers once the first hash is added.
 #[derive(Default)]
 pub struct PdqTable {
     words: Vec<[u64; 4]>,
-    /// Per entry: (id, quality).
-    meta: Vec<(u64, u8)>,
+    /// Per entry: the caller's id.
+    ids: Vec<u64>,
+    /// Per entry: the hash's quality.
+    qualities: Vec<u8>,
     /// `CHUNKS * BUCKETS` lists, chunk-major; none while the table is empty.
     buckets: Vec<Vec<Slot>>,
 }
 
 /// Where entry `entry` with words `w` goes in chunk `c`: its bucket and slot.
 fn slot(w: &[u64; 4], c: usize, entry: u32) -> (usize, Slot) {
-    let half = halves(w);
-    let [a, b, d] = filter_halves(c);
     (
         c * BUCKETS + chunk(w, c),
-        [half[a], half[b], half[d], entry],
+        [
+            chunk(w, partner(c)) as u16,
+            entry as u16,
+            (entry >> 16) as u16,
+        ],
     )
 }
 
@@ -444,17 +455,19 @@ impl PdqTable {
             buckets[at].push(s);
         }
         self.words.push(w);
-        self.meta.push((id, quality));
+        self.ids.push(id);
+        self.qualities.push(quality);
     }
 
     /// Adds many hashes at once (a rebuild at start): every bucket is
-    /// sized first, so none grows by copying, and filled chunk by chunk;
-    /// about twice as fast as adding them one by one.
+    /// sized first, so none grows by copying or holds room in reserve, and
+    /// filled chunk by chunk; about twice as fast as adding them one by one.
     pub fn extend(&mut self, hashes: &[(PdqHash, u64, u8)]) {
         self.buckets_mut();
         let first = self.words.len();
         self.words.extend(hashes.iter().map(|(h, _, _)| words(h)));
-        self.meta.extend(hashes.iter().map(|(_, id, q)| (*id, *q)));
+        self.ids.extend(hashes.iter().map(|(_, id, _)| *id));
+        self.qualities.extend(hashes.iter().map(|(_, _, q)| *q));
         let mut counts = vec![0u32; CHUNKS * BUCKETS];
         for w in &self.words[first..] {
             for c in 0..CHUNKS {
@@ -483,6 +496,17 @@ impl PdqTable {
         self.words.is_empty()
     }
 
+    /// Bytes held per hash, the bucket lists' reserve and headers included.
+    pub fn bytes_per_entry(&self) -> f64 {
+        let slots: usize = self.buckets.iter().map(|b| b.capacity()).sum();
+        let bytes = slots * std::mem::size_of::<Slot>()
+            + self.buckets.len() * std::mem::size_of::<Vec<Slot>>()
+            + self.words.capacity() * 32
+            + self.ids.capacity() * 8
+            + self.qualities.capacity();
+        bytes as f64 / self.len().max(1) as f64
+    }
+
     /// Every entry within `max_distance` bits of `query` (at most 255),
     /// nearest first, ties by entry number; in phases, for the reason
     /// `PdqIndex::search` gives.
@@ -491,37 +515,35 @@ impl PdqTable {
             return Vec::new();
         }
         let q = words(query);
-        let qh = halves(&q);
-        let radius = max_distance / CHUNKS as u32;
-        let mut probes: Vec<(usize, usize)> = Vec::with_capacity(CHUNKS * 17);
+        let (radius, pair) = pair_bounds(max_distance);
+        // (chunk, bucket, the chunk's own distance)
+        let mut probes: Vec<(usize, usize, u32)> = Vec::with_capacity(CHUNKS * 17);
         for c in 0..CHUNKS {
-            neighbours(chunk(&q, c), radius, 0, &mut |b| {
+            let own = chunk(&q, c);
+            neighbours(own, radius, 0, &mut |b| {
                 let at = c * BUCKETS + b;
                 prefetch(self.buckets.get(at));
-                probes.push((c, at));
+                probes.push((c, at, (own ^ b).count_ones()));
             });
         }
-        let mut lists: Vec<(usize, &[Slot])> = Vec::with_capacity(probes.len());
-        for (c, at) in probes {
+        let mut lists: Vec<(u16, u32, &[Slot])> = Vec::with_capacity(probes.len());
+        for (c, at, d) in probes {
             let list = self.buckets[at].as_slice();
             if !list.is_empty() {
-                // Every cache line of the list (four slots a line).
-                for line in list.iter().step_by(4) {
+                // Every cache line of the list (ten slots a line).
+                for line in list.iter().step_by(10) {
                     prefetch(Some(line));
                 }
-                lists.push((c, list));
+                lists.push((chunk(&q, partner(c)) as u16, pair - d, list));
             }
         }
         let mut candidates: Vec<u32> = Vec::new();
-        for (c, list) in lists {
-            let [a, b, d] = filter_halves(c);
-            let (qa, qb, qd) = (qh[a], qh[b], qh[d]);
+        for (qp, room, list) in lists {
             for s in list {
-                let partial =
-                    (s[0] ^ qa).count_ones() + (s[1] ^ qb).count_ones() + (s[2] ^ qd).count_ones();
-                if partial <= max_distance {
-                    prefetch(self.words.get(s[3] as usize));
-                    candidates.push(s[3]);
+                if (s[0] ^ qp).count_ones() <= room {
+                    let entry = u32::from(s[1]) | (u32::from(s[2]) << 16);
+                    prefetch(self.words.get(entry as usize));
+                    candidates.push(entry);
                 }
             }
         }
@@ -532,8 +554,9 @@ impl PdqTable {
 impl NearSet for PdqTable {
     fn each_match(&self, query: &PdqHash, mut f: impl FnMut(u32, u64)) {
         for m in self.search(query, MATCH_THRESHOLD) {
-            match self.meta.get(m.entry as usize) {
-                Some(&(v, q)) if q >= MIN_MATCH_QUALITY => f(m.distance, v),
+            let e = m.entry as usize;
+            match (self.ids.get(e), self.qualities.get(e)) {
+                (Some(&v), Some(&q)) if q >= MIN_MATCH_QUALITY => f(m.distance, v),
                 _ => {}
             }
         }
@@ -657,6 +680,63 @@ mod tests {
             all.len(),
             1 + 32 - (5000..5032).filter(|v| v % 5 == 0).count()
         );
+    }
+
+    /// Near copies at 31 and 32 bits laid out against the pair filter: seven
+    /// pairs differ in 4 bits, the eighth in 3 (split 3+0, 2+1, 1+2, 0+3
+    /// between its chunks), and the 32-bit ones by one more anywhere. Every
+    /// 31 is found, no 32 is, and the answers equal brute force's.
+    #[test]
+    fn the_pair_filter_misses_no_match_however_its_bits_lie() {
+        let mut hashes = random_hashes(3000, 91);
+        let base = hashes[0];
+        let mut want = Vec::new();
+        // Bit `k` of chunk `c` is hash bit 16 * c + k.
+        let bits_in =
+            |c: usize, n: usize, from: usize| (0..n).map(move |k| 16 * c + (from + k) % 16);
+        for tight in 0..8 {
+            for split in 0..=3 {
+                let mut bits: Vec<usize> = Vec::new();
+                for pair in 0..8 {
+                    let (a, b) = (2 * pair, 2 * pair + 1);
+                    if pair == tight {
+                        bits.extend(bits_in(a, split, pair));
+                        bits.extend(bits_in(b, 3 - split, pair + 5));
+                    } else {
+                        bits.extend(bits_in(a, 2, pair));
+                        bits.extend(bits_in(b, 2, pair + 7));
+                    }
+                }
+                assert_eq!(bits.len(), 31);
+                want.push(hashes.len() as u32);
+                hashes.push(flip(&base, &bits));
+                let extra = 16 * (2 * tight) + (tight + 9) % 16;
+                let mut more = bits.clone();
+                more.push(extra);
+                hashes.push(flip(&base, &more));
+            }
+        }
+        let mut table = PdqTable::default();
+        for (i, h) in hashes.iter().enumerate() {
+            table.add(*h, i as u64, 90);
+        }
+        let reference = PdqIndex::build(&hashes);
+        let found = table.search(&base, MATCH_THRESHOLD);
+        assert_eq!(found, reference.brute_force(&base, MATCH_THRESHOLD));
+        let at_31: Vec<u32> = found
+            .iter()
+            .filter(|m| m.distance == 31)
+            .map(|m| m.entry)
+            .collect();
+        assert_eq!(at_31, want, "every 31-bit copy, however its bits lie");
+        assert!(found.iter().all(|m| m.distance <= 31));
+        for max in [0, 7, 8, 23, 24, 32, 40, 47] {
+            assert_eq!(
+                table.search(&base, max),
+                reference.brute_force(&base, max),
+                "max {max}"
+            );
+        }
     }
 
     #[test]

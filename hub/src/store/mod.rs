@@ -29,12 +29,14 @@ pub mod sled;
 #[cfg(test)]
 pub(crate) mod suite;
 mod types;
+mod usage;
 
 pub use cases::{location_state, noticed_or_opened};
 pub use pipeline::{yield_to_the_writer, Setting};
 pub use seam::{Backend, Delivered, QueueItem};
 pub use series::{sent_in, Outgoing, Why};
 pub use types::*;
+pub use usage::{KindUsage, Usage};
 
 use meldnet_core::time::Clock;
 use meldnet_core::ReportId;
@@ -99,6 +101,17 @@ impl From<StoreError> for tonic::Status {
     }
 }
 
+/// How an embedded store is opened: what it must leave free on its disk
+/// (new reports are refused below it; 0: no check) and how much memory its
+/// page cache may take (0: the backend's own default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes that must stay free on the store's file system.
+    pub min_free: u64,
+    /// Bytes of page cache.
+    pub cache_bytes: u64,
+}
+
 /// The hub's store: the commit pipeline over one backend. Cheap to clone.
 /// Committed reads are the backend's ([`seam::Reads`], through `Deref`);
 /// the reads here add the rules that hold on every backend.
@@ -128,14 +141,17 @@ impl Store {
     /// Opens (or creates) the embedded store in `dir`; audit records are
     /// stamped by `clock`.
     pub fn open_with_clock(dir: &Path, clock: Arc<Clock>) -> Result<Store, StoreError> {
-        Self::open_with(dir, clock, 0)
+        Self::open_with(dir, clock, StoreOptions::default())
     }
 
-    /// As [`open_with_clock`](Self::open_with_clock), refusing new reports
-    /// while the file system holding `dir` has less than `min_free` bytes
-    /// free.
-    pub fn open_with(dir: &Path, clock: Arc<Clock>, min_free: u64) -> Result<Store, StoreError> {
-        Self::start(Arc::new(sled::SledBackend::open(dir, min_free)?), clock)
+    /// As [`open_with_clock`](Self::open_with_clock), with the room it
+    /// must leave on disk and the memory it may cache in.
+    pub fn open_with(
+        dir: &Path,
+        clock: Arc<Clock>,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        Self::start(Arc::new(sled::SledBackend::open(dir, options)?), clock)
     }
 
     /// Starts the commit pipeline over `backend`.
@@ -436,6 +452,12 @@ impl Store {
     /// digests, equal state, whatever the backend.
     pub fn state_digest(&self) -> Result<StateDigest, StoreError> {
         digest::state_digest(self.backend.reads())
+    }
+
+    /// What the store holds, kind by kind (reads everything: for a
+    /// stopped hub, `meldnet-hub store usage`).
+    pub fn usage(&self) -> Result<Usage, StoreError> {
+        usage::usage(self.backend.reads())
     }
 
     /// Every audit event with its sequence number, in order (for reading

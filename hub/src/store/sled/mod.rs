@@ -18,7 +18,7 @@ mod keys;
 use crate::store::seam::{Backend, Counters, Delivered, Group, Part, QueuedBody, Reads, Record};
 use crate::store::series::decode_preference;
 use crate::store::types::{Damage, SeriesHashKey, StoreCheck, StoredChange};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreOptions};
 use blobs::{BlobError, BlobFile, BlobRef};
 use keys::*;
 use meldnet_core::CaseId;
@@ -201,16 +201,21 @@ fn decode_rules(v: &[u8]) -> Result<(u64, String), StoreError> {
 
 impl SledBackend {
     /// Opens (or creates) the store in `dir`, refusing new reports while
-    /// its file system has less than `min_free` bytes free. That room is
+    /// its file system has less than `options.min_free` bytes free. That room is
     /// kept for what must not fail: sled's own log (a failed flush stops
-    /// the hub), acknowledgements, operators' changes.
-    pub fn open(dir: &Path, min_free: u64) -> Result<SledBackend, StoreError> {
+    /// the hub), acknowledgements, operators' changes; its page cache takes at most
+    /// `options.cache_bytes`.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<SledBackend, StoreError> {
         // No periodic flush of sled's own: the pipeline flushes after every
         // group it answers, and a background write could meet a failing
         // disk when nobody answers for it, leaving sled unusable while the
         // hub still ran (a write that fails now fails a group, which is
         // refused or stops the hub).
-        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let mut config = sled::Config::new().path(dir).flush_every_ms(None);
+        if options.cache_bytes > 0 {
+            config = config.cache_capacity(options.cache_bytes);
+        }
+        let db = config.open()?;
         let tree = db.open_tree("hub")?;
         let blob_end = read_u64(&tree, META_BLOB_END, "blob end")?.unwrap_or(0);
         let blobs = Arc::new(BlobFile::open(dir, blob_end)?);
@@ -221,7 +226,7 @@ impl SledBackend {
             blob_end: AtomicU64::new(blob_end),
             room: Room {
                 dir: dir.to_path_buf(),
-                min_free,
+                min_free: options.min_free,
             },
         })
     }
@@ -725,7 +730,7 @@ mod tests {
         // thread's) drops: a reopen right after a store closes may wait.
         let mut last = None;
         for _ in 0..100 {
-            match SledBackend::open(dir, 0) {
+            match SledBackend::open(dir, StoreOptions::default()) {
                 Ok(b) => return b,
                 Err(e) => last = Some(e),
             }
