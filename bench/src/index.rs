@@ -12,8 +12,8 @@
 use crate::stats::{peak_rss_mb, percentile};
 use anyhow::{bail, Context};
 use meldnet_core::PdqHash;
-use meldnet_pdq::{PdqIndex, PdqTable};
 use meldnet_pdq::MATCH_THRESHOLD;
+use meldnet_pdq::{PdqIndex, PdqTable};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Instant;

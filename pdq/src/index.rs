@@ -7,11 +7,17 @@
 //! (1 for the federation's threshold of 31). So probing, in each chunk's
 //! table, every 16-bit value within that radius of the query's chunk finds
 //! every hash within `d`; each candidate is then checked on all 256 bits.
-//! The results are the same as a brute-force scan's, only faster.
+//! The results are the same as a brute-force scan's, only faster. A finer
+//! pigeonhole drops most candidates before that check: the chunks pair up,
+//! one pair differs in at most `d / 8` bits, and within it one chunk in at
+//! most `d / 16`; so a bucket's entry whose chunk and partner chunk
+//! together differ in more than `d / 8` is no match through that bucket
+//! (`pair_bounds`).
 //!
 //! `PdqIndex` layout (built once, read-only after): the hashes as four
-//! `u64` words each, and per chunk a bucketed list of entry numbers (a
-//! counting sort: 65,537 offsets and one `u32` per entry). About 96 bytes
+//! `u64` words each, and per chunk a bucketed list of `u32`s (a counting
+//! sort: 65,537 offsets and one `u32` per entry): the entry number, and in
+//! the bits it leaves free the top of its partner chunk. About 96 bytes
 //! per entry. `PdqSet` grows by runs of those; `PdqTable` grows in place.
 
 #![allow(
@@ -39,7 +45,20 @@ pub struct Match {
 pub struct PdqIndex {
     words: Vec<[u64; 4]>,
     offsets: Vec<Vec<u32>>,
+    /// Per chunk, bucket by bucket: the entry number, shifted left by
+    /// `filter_bits`, below it the top `filter_bits` of the entry's partner
+    /// chunk (see `pair_bounds`): the bits an entry number leaves free in
+    /// its 32 serve as a filter, so that most candidates that are no match
+    /// are dropped without fetching their hash, at no extra memory.
     entries: Vec<Vec<u32>>,
+    filter_bits: u32,
+}
+
+/// How many of an entry's 32 bits the partner filter may take when `n`
+/// entries need numbering (at most the partner chunk's 16).
+fn filter_bits_for(n: usize) -> u32 {
+    let id_bits = usize::BITS - n.saturating_sub(1).leading_zeros();
+    32u32.saturating_sub(id_bits).min(16)
 }
 
 /// The 256 bits as four words, word 0 holding bits 0..64.
@@ -122,6 +141,7 @@ impl PdqIndex {
         let words: Vec<[u64; 4]> = hashes.iter().map(words).collect();
         let mut offsets = Vec::with_capacity(CHUNKS);
         let mut entries = Vec::with_capacity(CHUNKS);
+        let filter_bits = filter_bits_for(words.len());
         for c in 0..CHUNKS {
             let mut off = vec![0u32; BUCKETS + 1];
             for w in &words {
@@ -134,7 +154,8 @@ impl PdqIndex {
             let mut ids = vec![0u32; words.len()];
             for (i, w) in words.iter().enumerate() {
                 let b = chunk(w, c);
-                ids[next[b] as usize] = i as u32;
+                let filter = (chunk(w, partner(c)) >> (16 - filter_bits)) as u32;
+                ids[next[b] as usize] = ((i as u64) << filter_bits) as u32 | filter;
                 next[b] += 1;
             }
             offsets.push(off);
@@ -144,6 +165,7 @@ impl PdqIndex {
             words,
             offsets,
             entries,
+            filter_bits,
         }
     }
 
@@ -174,29 +196,38 @@ impl PdqIndex {
     /// another: buckets, then their entry lists, then the candidates' hashes.
     pub fn search(&self, query: &PdqHash, max_distance: u32) -> Vec<Match> {
         let q = words(query);
-        let radius = max_distance / CHUNKS as u32;
-        let mut probes: Vec<(usize, usize)> = Vec::with_capacity(CHUNKS * 17);
+        let (radius, pair) = pair_bounds(max_distance);
+        let f = self.filter_bits;
+        let mask = (1u32 << f) - 1;
+        // (chunk, bucket, the chunk's own distance)
+        let mut probes: Vec<(usize, usize, u32)> = Vec::with_capacity(CHUNKS * 17);
         for c in 0..CHUNKS {
             let off = &self.offsets[c];
-            neighbours(chunk(&q, c), radius, 0, &mut |b| {
+            let own = chunk(&q, c);
+            neighbours(own, radius, 0, &mut |b| {
                 prefetch(off.get(b));
-                probes.push((c, b));
+                probes.push((c, b, (own ^ b).count_ones()));
             });
         }
-        let mut ranges: Vec<(usize, usize, usize)> = Vec::with_capacity(probes.len());
-        for (c, b) in probes {
+        let mut ranges: Vec<(usize, usize, usize, u32)> = Vec::with_capacity(probes.len());
+        for (c, b, d) in probes {
             let off = &self.offsets[c];
             let (start, end) = (off[b] as usize, off[b + 1] as usize);
             if start < end {
                 prefetch(self.entries[c].get(start));
-                ranges.push((c, start, end));
+                ranges.push((c, start, end, d));
             }
         }
         let mut candidates: Vec<u32> = Vec::new();
-        for (c, start, end) in ranges {
-            for &id in &self.entries[c][start..end] {
-                prefetch(self.words.get(id as usize));
-                candidates.push(id);
+        for (c, start, end, d) in ranges {
+            let qf = (chunk(&q, partner(c)) >> (16 - f)) as u32;
+            let room = pair - d;
+            for &v in &self.entries[c][start..end] {
+                if ((v & mask) ^ qf).count_ones() <= room {
+                    let id = ((u64::from(v)) >> f) as u32;
+                    prefetch(self.words.get(id as usize));
+                    candidates.push(id);
+                }
             }
         }
         confirm(&q, &self.words, candidates, max_distance)
@@ -723,6 +754,7 @@ mod tests {
         let reference = PdqIndex::build(&hashes);
         let found = table.search(&base, MATCH_THRESHOLD);
         assert_eq!(found, reference.brute_force(&base, MATCH_THRESHOLD));
+        assert_eq!(found, reference.search(&base, MATCH_THRESHOLD));
         let at_31: Vec<u32> = found
             .iter()
             .filter(|m| m.distance == 31)
@@ -731,12 +763,34 @@ mod tests {
         assert_eq!(at_31, want, "every 31-bit copy, however its bits lie");
         assert!(found.iter().all(|m| m.distance <= 31));
         for max in [0, 7, 8, 23, 24, 32, 40, 47] {
+            let brute = reference.brute_force(&base, max);
+            assert_eq!(table.search(&base, max), brute, "max {max}");
+            assert_eq!(reference.search(&base, max), brute, "max {max}");
+        }
+        // An index large enough that entry numbers leave only 14 bits of
+        // the partner chunk as its filter: the same answers.
+        let mut big = hashes.clone();
+        big.extend(random_hashes(140_000, 17));
+        let index = PdqIndex::build(&big);
+        assert_eq!(index.filter_bits, 14);
+        for max in [MATCH_THRESHOLD, 23, 40] {
             assert_eq!(
-                table.search(&base, max),
-                reference.brute_force(&base, max),
+                index.search(&base, max),
+                index.brute_force(&base, max),
                 "max {max}"
             );
         }
+    }
+
+    #[test]
+    fn entry_numbers_leave_the_filter_its_bits() {
+        assert_eq!(filter_bits_for(0), 16);
+        assert_eq!(filter_bits_for(1), 16);
+        assert_eq!(filter_bits_for(1 << 16), 16);
+        assert_eq!(filter_bits_for((1 << 16) + 1), 15);
+        assert_eq!(filter_bits_for(10_000_000), 8);
+        assert_eq!(filter_bits_for(100_000_000), 5);
+        assert_eq!(filter_bits_for(1 << 32), 0);
     }
 
     #[test]
