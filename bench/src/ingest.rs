@@ -50,7 +50,7 @@ pub struct IngestArgs {
 
 const ORIGINS: [&str; 8] = ["NL", "FR", "BE", "AT", "IT", "ES", "PL", "SE"];
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let p = exe.parent().map(|d| d.join(name)).unwrap_or_default();
     if !p.exists() {
@@ -62,7 +62,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -168,7 +168,7 @@ pub fn start_hub(root: &Path, fed: &Path, name: &str) -> anyhow::Result<(Child, 
 }
 
 /// Stops a hub we started (SIGTERM) and waits for it.
-fn stop_hub(hub: &mut Child) {
+pub fn stop_hub(hub: &mut Child) {
     // SAFETY: kill only sends a signal to the process we started.
     unsafe {
         libc::kill(hub.id() as i32, libc::SIGTERM);

@@ -7,6 +7,7 @@
     reason = "a measuring command over data it makes itself; its figures are JSON objects it builds"
 )]
 
+mod hashcheck;
 mod index;
 mod ingest;
 mod pdq;
@@ -35,6 +36,8 @@ enum Command {
     Index(index::IndexArgs),
     /// PDQ on a folder of images, ours and Meta's reference (PyPI `pdqhash`) on the same files.
     Pdq(pdq::PdqArgs),
+    /// Hosting providers' batched hash checks against a node holding a large list (gRPC and HTTP/JSON, exact and PDQ).
+    Hashcheck(hashcheck::HashCheckArgs),
     /// One node process of `ingest` (started by it, not by hand).
     #[command(hide = true)]
     NodeWorker(worker::WorkerArgs),
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Ingest(a) => ingest::run(a),
         Command::Pdq(a) => pdq::run(a),
         Command::Index(a) => index::run(a),
+        Command::Hashcheck(a) => hashcheck::run(a),
         Command::NodeWorker(a) => worker::run(a),
     };
     meldnet_cli::exit_code("meldnet-bench", result)
