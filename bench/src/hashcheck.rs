@@ -271,6 +271,13 @@ async fn client(
     Ok(t)
 }
 
+/// The last lines of a command's error output (a progress bar's redraws
+/// make the whole of it long).
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
 /// Runs the benchmark and prints the figures.
 pub fn run(a: HashCheckArgs) -> anyhow::Result<()> {
     let entries = parse_count(&a.entries)?;
@@ -329,23 +336,27 @@ pub fn run(a: HashCheckArgs) -> anyhow::Result<()> {
         .arg(fed.join("operators/admin/operator.toml"))
         .args(["--source-country", "NL"])
         .arg(&csv)
-        .stderr(Stdio::null())
         .output()?;
     let import_s = t.elapsed().as_secs_f64();
     if !out.status.success() {
         stop_hub(&mut hub);
-        bail!("meldnet-hub list import failed");
+        bail!(
+            "meldnet-hub list import failed: {}",
+            tail(&String::from_utf8_lossy(&out.stderr))
+        );
     }
     let t = Instant::now();
     let out = Command::new(sibling("meldnet-node")?)
         .args(["list", "sync", "--config"])
         .arg(fed.join("nodes/DE/node.toml"))
-        .stderr(Stdio::null())
         .output()?;
     let sync_s = t.elapsed().as_secs_f64();
     if !out.status.success() {
         stop_hub(&mut hub);
-        bail!("meldnet-node list sync failed");
+        bail!(
+            "meldnet-node list sync failed: {}",
+            tail(&String::from_utf8_lossy(&out.stderr))
+        );
     }
     eprintln!("  imported in {import_s:.1} s, synced by the node in {sync_s:.1} s");
 

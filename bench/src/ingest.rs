@@ -46,6 +46,10 @@ pub struct IngestArgs {
     /// small batches) instead of a burst: receipt latency at a load.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Reports stored before the measured run (sent the same way, not
+    /// timed): how the rate changes with what the hub already holds.
+    #[arg(long, default_value_t = 0)]
+    pub preload: usize,
 }
 
 const ORIGINS: [&str; 8] = ["NL", "FR", "BE", "AT", "IT", "ES", "PL", "SE"];
@@ -176,6 +180,53 @@ pub fn stop_hub(hub: &mut Child) {
     let _ = hub.wait();
 }
 
+/// Starts one node worker per origin, `reports` in all, each writing its
+/// receipted ids to `root/<tag>-<CC>.txt`; each signs before it says ready.
+fn spawn_workers(
+    root: &Path,
+    fed: &Path,
+    origins: &[&str],
+    reports: usize,
+    a: &IngestArgs,
+    rate: Option<f64>,
+    tag: &str,
+) -> anyhow::Result<Vec<Worker>> {
+    let bench = std::env::current_exe()?;
+    let mut workers = Vec::new();
+    let n = origins.len();
+    for (i, cc) in origins.iter().enumerate() {
+        let share = reports / n + usize::from(i < reports % n);
+        let ids = root.join(format!("{tag}-{cc}.txt"));
+        let mut child = Command::new(&bench)
+            .args(["node-worker", "--config"])
+            .arg(fed.join(format!("nodes/{cc}/node.toml")))
+            .args([
+                "--reports",
+                &share.to_string(),
+                "--items",
+                &a.items.to_string(),
+                "--ids-out",
+            ])
+            .arg(&ids)
+            .args(
+                rate.map(|r| vec!["--rate".to_string(), (r / n as f64).to_string()])
+                    .unwrap_or_default(),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
+        workers.push(Worker {
+            child,
+            stdin,
+            stdout,
+            ids,
+        });
+    }
+    Ok(workers)
+}
+
 /// Runs the benchmark and prints the figures.
 pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     if a.nodes == 0 || a.nodes > ORIGINS.len() {
@@ -216,39 +267,34 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         "ingest: {} reports of {} items from {} node processes",
         a.reports, a.items, a.nodes
     );
-    let bench = std::env::current_exe()?;
-    let mut workers = Vec::new();
-    for (i, cc) in origins.iter().enumerate() {
-        let share = a.reports / a.nodes + usize::from(i < a.reports % a.nodes);
-        let ids = root.join(format!("ids-{cc}.txt"));
-        let mut child = Command::new(&bench)
-            .args(["node-worker", "--config"])
-            .arg(fed.join(format!("nodes/{cc}/node.toml")))
-            .args([
-                "--reports",
-                &share.to_string(),
-                "--items",
-                &a.items.to_string(),
-                "--ids-out",
-            ])
-            .arg(&ids)
-            .args(
-                a.rate
-                    .map(|r| vec!["--rate".to_string(), (r / a.nodes as f64).to_string()])
-                    .unwrap_or_default(),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdin = child.stdin.take().context("worker stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
-        workers.push(Worker {
-            child,
-            stdin,
-            stdout,
-            ids,
-        });
+    if a.preload > 0 {
+        // Reports stored before the measured run, sent the same way, not
+        // timed: the hub the run starts on already holds them.
+        eprintln!("preload: {} reports, not timed", a.preload);
+        let t = Instant::now();
+        let mut pre = spawn_workers(&root, &fed, origins, a.preload, &a, None, "preload")?;
+        for w in &mut pre {
+            w.event("ready")?;
+        }
+        for w in &mut pre {
+            writeln!(w.stdin, "go")?;
+            w.stdin.flush()?;
+        }
+        let mut stored = 0;
+        for w in &mut pre {
+            let v = w.event("done")?;
+            stored += v["receipted"].as_u64().unwrap_or(0) as usize;
+            w.child.wait()?;
+        }
+        if stored != a.preload {
+            bail!("preload: {stored} of {} receipted", a.preload);
+        }
+        eprintln!(
+            "preload: {stored} stored in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     }
+    let mut workers = spawn_workers(&root, &fed, origins, a.reports, &a, a.rate, "ids")?;
     let mut sign_start = u64::MAX;
     let mut sign_end = 0u64;
     let mut report_bytes = 0u64;
@@ -358,13 +404,17 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
 
     let mut exactly_once = counts
         .iter()
-        .all(|(_, stored, again)| *stored == receipted && *again == 0)
+        .all(|(_, stored, again)| *stored == receipted + a.preload && *again == 0)
         && again_total == 0
         && receipted == a.reports;
     if a.check {
         let mut submitted = HashSet::new();
-        for w in &workers {
-            for line in std::fs::read_to_string(&w.ids)?.lines() {
+        let preloaded = origins.iter().map(|cc| root.join(format!("preload-{cc}.txt")));
+        for path in workers.iter().map(|w| w.ids.clone()).chain(preloaded) {
+            if !path.exists() {
+                continue;
+            }
+            for line in std::fs::read_to_string(&path)?.lines() {
                 submitted.insert(line.to_string());
             }
         }
@@ -406,7 +456,8 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     stop_hub(&mut again);
     let restart_secs = ready_after.as_secs_f64();
     eprintln!(
-        "restart on {receipted} stored reports: ready after {restart_secs:.2} s, RSS {restart_rss_mb:.0} MiB"
+        "restart on {} stored reports: ready after {restart_secs:.2} s, RSS {restart_rss_mb:.0} MiB",
+        receipted + a.preload
     );
     if let Some(d) = usage["disk_bytes_per_report"].as_f64() {
         eprintln!("store on disk: {d:.0} bytes per report");
@@ -438,6 +489,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         "store_usage": usage,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "offered_reports_per_s": a.rate,
+        "preloaded": a.preload,
     });
     println!("{figures}");
     if !exactly_once {

@@ -254,33 +254,23 @@ pub fn usable_pdqs(report: &Report) -> impl Iterator<Item = (usize, PdqHash)> + 
 }
 
 impl CaseIndex {
-    /// Rebuilds the index from what the store holds.
+    /// Rebuilds the index from records held together (tests, small
+    /// stores); a store streams them through [`CaseIndexBuilder`].
     pub fn load(data: CaseIndexData) -> Result<CaseIndex, DamagedCase> {
-        let mut index = CaseIndex::new();
-        for rec in data.cases {
-            index.insert(case_info(&rec)?);
+        let mut b = CaseIndexBuilder::default();
+        for rec in &data.cases {
+            b.case(rec)?;
         }
-        let number = |index: &CaseIndex, id: &CaseId| {
-            index
-                .by_id
-                .get(id)
-                .copied()
-                .ok_or_else(|| DamagedCase(format!("key of a case not stored: {id}")))
-        };
         for (u, id) in data.urls {
-            let n = number(&index, &id)?;
-            index.urls.insert(u, n);
+            b.url(u, &id)?;
         }
         for (f, id) in data.files {
-            let n = number(&index, &id)?;
-            index.files.insert(f, n);
+            b.file(f, &id)?;
         }
-        let mut pdqs = Vec::with_capacity(data.pdqs.len());
         for (id, h, q) in data.pdqs {
-            pdqs.push((h, u64::from(number(&index, &id)?), q));
+            b.pdq(h, q, &id)?;
         }
-        index.pdq.extend(&pdqs);
-        Ok(index)
+        Ok(b.finish())
     }
 
     /// The case as placing knows it now.
@@ -300,15 +290,13 @@ impl CaseIndex {
         }
     }
 
-    /// Replaces the index with one rebuilt from the store (after an
+    /// Replaces the index with `fresh`, rebuilt from the store (after an
     /// operator split a report out: its keys lead to its own case now).
     /// Presearches made before are searched again.
-    pub fn reload(&mut self, data: CaseIndexData) -> Result<(), DamagedCase> {
-        let mut fresh = CaseIndex::load(data)?;
+    pub fn reload(&mut self, mut fresh: CaseIndex) {
         fresh.generation = self.generation + 1;
         fresh.floor = fresh.generation;
         *self = fresh;
-        Ok(())
     }
 
     /// An empty index.
@@ -443,6 +431,72 @@ impl CaseIndex {
             self.delta.pop_front();
         }
         (placement, keys)
+    }
+}
+
+/// Builds the index record by record, in the order a store walks: every
+/// case first, then the keys that lead to them. The PDQ hashes are added at
+/// the end, all at once, so that the table's lists are sized exactly.
+#[derive(Default)]
+pub struct CaseIndexBuilder {
+    index: CaseIndex,
+    pdqs: Vec<(PdqHash, u64, u8)>,
+}
+
+impl CaseIndexBuilder {
+    /// A stored case.
+    pub fn case(&mut self, rec: &pb::CaseRecord) -> Result<(), DamagedCase> {
+        self.index.insert(case_info(rec)?);
+        Ok(())
+    }
+
+    fn number(&self, id: &CaseId) -> Result<u32, DamagedCase> {
+        self.index
+            .by_id
+            .get(id)
+            .copied()
+            .ok_or_else(|| DamagedCase(format!("key of a case not stored: {id}")))
+    }
+
+    /// A URL key of case `id`.
+    pub fn url(&mut self, u: [u8; 32], id: &CaseId) -> Result<(), DamagedCase> {
+        let n = self.number(id)?;
+        self.index.urls.insert(u, n);
+        Ok(())
+    }
+
+    /// A file key of case `id`.
+    pub fn file(&mut self, f: Sha256, id: &CaseId) -> Result<(), DamagedCase> {
+        let n = self.number(id)?;
+        self.index.files.insert(f, n);
+        Ok(())
+    }
+
+    /// A PDQ hash of case `id`.
+    pub fn pdq(&mut self, h: PdqHash, quality: u8, id: &CaseId) -> Result<(), DamagedCase> {
+        let n = self.number(id)?;
+        self.pdqs.push((h, u64::from(n), quality));
+        Ok(())
+    }
+
+    /// Every key one report brought to case `id`.
+    pub fn keys(&mut self, id: &CaseId, keys: CaseKeys) -> Result<(), DamagedCase> {
+        for u in keys.urls {
+            self.url(u, id)?;
+        }
+        for f in keys.files {
+            self.file(f, id)?;
+        }
+        for (h, q) in keys.pdqs {
+            self.pdq(h, q, id)?;
+        }
+        Ok(())
+    }
+
+    /// The index.
+    pub fn finish(mut self) -> CaseIndex {
+        self.index.pdq.extend(&self.pdqs);
+        self.index
     }
 }
 

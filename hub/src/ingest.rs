@@ -794,7 +794,7 @@ impl Ingest {
             let wait = store.send_split(write)?;
             let done = tokio::runtime::Handle::current().block_on(wait)?;
             if done {
-                index.reload(store.case_index_data()?)?;
+                index.reload(store.case_index()?);
             }
             Ok(done)
         })

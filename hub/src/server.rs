@@ -3,7 +3,6 @@
 
 use crate::admin::AdminService;
 use crate::auth::{Auth, HubGate};
-use crate::cases::CaseIndex;
 use crate::config::HubConfig;
 use crate::delivery::InboxService;
 use crate::hash_list::{HashList, HashListService, ListError};
@@ -151,7 +150,7 @@ pub async fn run(
         Arc::new(rules),
     );
     let routes: Routes = Arc::new(RwLock::new(Arc::new(router)));
-    let cases = CaseIndex::load(store.case_index_data()?).map_err(StoreError::from)?;
+    let cases = store.case_index()?;
     tracing::info!(cases = cases.len(), "cases loaded");
     let cases = Arc::new(RwLock::new(cases));
     let series = SeriesIndex::load(&store)?;

@@ -38,6 +38,7 @@ pub use series::{sent_in, Outgoing, Why};
 pub use types::*;
 pub use usage::{KindUsage, Usage};
 
+use crate::cases::{CaseIndex, CaseIndexBuilder};
 use meldnet_core::time::Clock;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
@@ -234,14 +235,29 @@ impl Store {
             cases: self.backend.cases()?,
             ..Default::default()
         };
-        for r in self.backend.case_keys_records()? {
+        self.backend.each_case_keys(&mut |r| {
             let (id, keys) = reports::keys_of_record(&r)?;
             d.urls.extend(keys.urls.into_iter().map(|u| (u, id)));
             d.files.extend(keys.files.into_iter().map(|f| (f, id)));
             d.pdqs
                 .extend(keys.pdqs.into_iter().map(|(h, q)| (id, h, q)));
-        }
+            Ok(())
+        })?;
         Ok(d)
+    }
+
+    /// Deconfliction's index rebuilt from what is stored, one record at a
+    /// time: what it costs in memory at start is the index, not the index
+    /// and every record it is made of (at a million reports, about 1.4 GB
+    /// that a rebuild from [`case_index_data`](Self::case_index_data) held).
+    pub fn case_index(&self) -> Result<CaseIndex, StoreError> {
+        let mut b = CaseIndexBuilder::default();
+        self.backend.each_case(&mut |rec| Ok(b.case(&rec)?))?;
+        self.backend.each_case_keys(&mut |r| {
+            let (id, keys) = reports::keys_of_record(&r)?;
+            Ok(b.keys(&id, keys)?)
+        })?;
+        Ok(b.finish())
     }
 
     /// Stores a setting with an audit record, flushed before the answer.

@@ -228,8 +228,17 @@ pub trait Reads: Send + Sync {
     fn cases(&self) -> Result<Vec<pb::CaseRecord>, StoreError>;
     /// The deconfliction keys a report brought to its case.
     fn case_keys_of(&self, report: &ReportId) -> Result<Option<pb::CaseKeysRecord>, StoreError>;
-    /// Every report's deconfliction-keys record (what the index is rebuilt from).
-    fn case_keys_records(&self) -> Result<Vec<pb::CaseKeysRecord>, StoreError>;
+    /// Says every case to `f`, in the order they were opened, one at a
+    /// time (what the index is rebuilt from: never all of them at once).
+    fn each_case(
+        &self,
+        f: &mut dyn FnMut(pb::CaseRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    /// Says every report's deconfliction-keys record to `f`, one at a time.
+    fn each_case_keys(
+        &self,
+        f: &mut dyn FnMut(pb::CaseKeysRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
     /// Whether `report` is a sighting of `case`.
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError>;
     /// Sightings of a case, oldest first, at most `limit`.

@@ -459,8 +459,24 @@ impl Reads for SledBackend {
         self.message(&case_keys_key(report), "case keys")
     }
 
-    fn case_keys_records(&self) -> Result<Vec<pb::CaseKeysRecord>, StoreError> {
-        self.scan_bodies(&[CASE_KEYS], "case keys")
+    fn each_case(
+        &self,
+        f: &mut dyn FnMut(pb::CaseRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for kv in self.tree.scan_prefix([CASE]) {
+            f(decode(&kv?.1, "case")?)?;
+        }
+        Ok(())
+    }
+
+    fn each_case_keys(
+        &self,
+        f: &mut dyn FnMut(pb::CaseKeysRecord) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        for kv in self.tree.scan_prefix([CASE_KEYS]) {
+            f(decode(&self.body(&kv?.1)?, "case keys")?)?;
+        }
+        Ok(())
     }
 
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError> {
