@@ -409,7 +409,9 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         && receipted == a.reports;
     if a.check {
         let mut submitted = HashSet::new();
-        let preloaded = origins.iter().map(|cc| root.join(format!("preload-{cc}.txt")));
+        let preloaded = origins
+            .iter()
+            .map(|cc| root.join(format!("preload-{cc}.txt")));
         for path in workers.iter().map(|w| w.ids.clone()).chain(preloaded) {
             if !path.exists() {
                 continue;

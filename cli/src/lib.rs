@@ -426,3 +426,26 @@ pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<(String, u64)>>
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folders_files_are_summed_under_its_name() {
+        let dir = std::env::temp_dir().join(format!("meldnet-cli-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("db/inner")).unwrap();
+        std::fs::write(dir.join("blobs"), vec![1u8; 100_000]).unwrap();
+        std::fs::write(dir.join("db/a"), vec![2u8; 50_000]).unwrap();
+        std::fs::write(dir.join("db/inner/b"), vec![3u8; 50_000]).unwrap();
+        let got: std::collections::BTreeMap<String, u64> =
+            files_under(&dir).unwrap().into_iter().collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["blobs", "db"]);
+        // Allocated blocks: at least the bytes written, rounded up to blocks.
+        assert!(got["blobs"] >= 100_000, "{got:?}");
+        assert!(got["db"] >= 100_000, "{got:?}");
+        assert!(got["db"] < 100_000 + 64 * 1024, "{got:?}");
+    }
+}

@@ -130,7 +130,11 @@ fn opening(deadline_ms: i64) -> (NewReport, CaseId) {
         case_id: case.to_string(),
         first_report_id: r.id.to_string(),
         opened_at_ms: 1,
-        locations: vec![location(1, deadline_ms)],
+        locations: vec![pb::LocationRecord {
+            first_report_id: r.id.to_string(),
+            ..location(1, deadline_ms)
+        }],
+        assessment: pb::Assessment::Baseline as i32,
         ..Default::default()
     };
     let keys = CaseKeys {
@@ -445,6 +449,29 @@ pub async fn a_case_opens_with_its_deadlines_and_keys(open: Open<'_>) {
     assert_eq!(data.urls, vec![([1; 32], case)]);
     assert_eq!(data.files, vec![(Sha256([2; 32]), case)]);
     assert_eq!(data.pdqs, vec![(case, PdqHash([3; 32]), 90)]);
+    // The index streamed from the records holds what they hold.
+    let index = store.case_index().unwrap();
+    assert_eq!(index.len(), 1);
+    assert_eq!(index.info(&case).map(|c| c.first_report), Some(r.id));
+    // What the store holds, kind by kind.
+    let u = store.usage().unwrap();
+    assert_eq!(u.reports(), 1);
+    for kind in ["report", "case", "case_keys", "deadline", "queue", "audit"] {
+        assert!(
+            u.kinds
+                .get(kind)
+                .is_some_and(|k| k.records == 1 && k.value_bytes + k.key_bytes > 0),
+            "{kind}: {:?}",
+            u.kinds.get(kind)
+        );
+    }
+    assert_eq!(
+        u.logical_bytes(),
+        u.kinds
+            .values()
+            .map(|k| k.key_bytes + k.value_bytes)
+            .sum::<u64>()
+    );
     let counts: std::collections::HashMap<_, _> = store.counts().unwrap().into_iter().collect();
     assert_eq!(counts.get("cases"), Some(&1));
     // A case without deadlines has none.
