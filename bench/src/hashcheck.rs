@@ -11,7 +11,7 @@
 //! batch. Every answer is checked: a listed hash must come back known, an
 //! unrelated one unknown. Last line: one JSON object.
 
-use crate::ingest::{free_port, sibling, start_hub, stop_hub};
+use crate::ingest::{free_port, make_federation, sibling, start_hub, stop_hub};
 use crate::stats::{cpu_secs, percentile};
 use anyhow::{bail, Context};
 use meldnet_net::{load_certs, load_key, HubEndpoint};
@@ -288,24 +288,7 @@ pub fn run(a: HashCheckArgs) -> anyhow::Result<()> {
     let root = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let fed = root.join("fed");
     let hub_addr = format!("127.0.0.1:{}", free_port()?);
-    let st = Command::new(sibling("meldnet-certs")?)
-        .args(["init", "--dir"])
-        .arg(&fed)
-        .args([
-            "--federation",
-            "bench.meldnet.test",
-            "--nodes",
-            "DE",
-            "--agencies",
-            "DE/bka",
-            "--hub-addr",
-            &hub_addr,
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    if !st.success() {
-        bail!("meldnet-certs init failed");
-    }
+    make_federation(&fed, "DE", &hub_addr)?;
     let provider = root.join("provider");
     let st = Command::new(sibling("meldnet-certs")?)
         .args(["provider", "--node-dir"])

@@ -145,6 +145,30 @@ fn delivered_ids(dir: &Path) -> anyhow::Result<(HashSet<String>, usize)> {
     Ok((out, records))
 }
 
+/// Makes the benchmarks' federation in `fed` (`meldnet-certs init`): the
+/// given nodes, police DE, the hub at `hub_addr`.
+pub fn make_federation(fed: &Path, nodes: &str, hub_addr: &str) -> anyhow::Result<()> {
+    let st = Command::new(sibling("meldnet-certs")?)
+        .args(["init", "--dir"])
+        .arg(fed)
+        .args([
+            "--federation",
+            "bench.meldnet.test",
+            "--nodes",
+            nodes,
+            "--agencies",
+            "DE/bka",
+            "--hub-addr",
+            hub_addr,
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("meldnet-certs init failed");
+    }
+    Ok(())
+}
+
 /// Starts `meldnet-hub serve` on the federation's hub configuration, its
 /// log in `root/<name>.log`; returns it once it is ready, and how long that took.
 pub fn start_hub(root: &Path, fed: &Path, name: &str) -> anyhow::Result<(Child, Duration)> {
@@ -239,24 +263,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     let origins = &ORIGINS[..a.nodes];
     let mut nodes: Vec<&str> = origins.to_vec();
     nodes.push("DE");
-    let st = Command::new(sibling("meldnet-certs")?)
-        .args(["init", "--dir"])
-        .arg(&fed)
-        .args([
-            "--federation",
-            "bench.meldnet.test",
-            "--nodes",
-            &nodes.join(","),
-            "--agencies",
-            "DE/bka",
-            "--hub-addr",
-            &hub_addr,
-        ])
-        .stdout(Stdio::null())
-        .status()?;
-    if !st.success() {
-        bail!("meldnet-certs init failed");
-    }
+    make_federation(&fed, &nodes.join(","), &hub_addr)?;
 
     // The hub.
     let (mut hub, _) = start_hub(&root, &fed, "hub")?;
