@@ -104,6 +104,7 @@ impl StoreConfig {
         crate::store::StoreOptions {
             min_free: self.min_free_bytes(),
             cache_bytes: self.cache_mib.saturating_mul(1 << 20),
+            ..Default::default()
         }
     }
 }

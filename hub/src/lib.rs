@@ -19,6 +19,3 @@ pub mod store;
 pub mod submission;
 pub mod takedown;
 pub mod victims;
-
-/// The embedded backend's blob file (its fuzz target reads it directly).
-pub use store::sled::blobs;

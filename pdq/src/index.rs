@@ -15,18 +15,36 @@
 //! (`pair_bounds`).
 //!
 //! `PdqIndex` layout (built once, read-only after): the hashes as four
-//! `u64` words each, and per chunk a bucketed list of `u32`s (a counting
-//! sort: 65,537 offsets and one `u32` per entry): the entry number, and in
-//! the bits it leaves free the top of its partner chunk. About 96 bytes
-//! per entry. `PdqSet` grows by runs of those; `PdqTable` grows in place.
+//! `u64` words each, and per chunk a counting sort of the entries by that
+//! chunk (65,537 offsets), slot by slot the entry's partner chunk as a
+//! `u16` (what a bucket scan reads, sixteen at a time where the processor
+//! has AVX2) and, in even chunks only, its entry number as a `u32`. Why odd
+//! chunks need no numbers: a slot that passes in odd chunk `c`'s bucket `b`
+//! with partner value `p` stands for the entries whose chunks `c` and
+//! `c - 1` are `b` and `p`, exactly the slots of chunk `c - 1`'s bucket `p`
+//! whose partner value is `b`, found by one more bucket scan. About 96
+//! bytes per entry, and the full 16 bits of the partner chunk filter every
+//! slot (where entry numbers carrying a few filter bits let thousands of
+//! candidates through at ten million entries). `PdqIndex::to_bytes` writes
+//! it as bytes that `PdqIndexView` searches in place (`bytes` has the
+//! format). `PdqSet` grows by runs of those; `PdqTable` grows in place.
 
 #![allow(
     clippy::indexing_slicing,
-    reason = "bucket tables of 2^16 entries indexed by 16-bit chunks, offsets and ids from the arrays they were built over"
+    reason = "bucket tables of 2^16 entries indexed by 16-bit chunks, offsets and slots from the arrays they were built over"
 )]
 
 use crate::hash::PdqHash;
 use crate::hasher::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
+
+mod bytes;
+mod scan;
+mod table;
+
+pub use bytes::{IndexBytesError, PdqIndexView};
+pub use table::PdqTable;
+
+use scan::Scan;
 
 const CHUNKS: usize = 16;
 const BUCKETS: usize = 1 << 16;
@@ -44,21 +62,17 @@ pub struct Match {
 /// The index. Entries are numbered in the order given to `build`.
 pub struct PdqIndex {
     words: Vec<[u64; 4]>,
-    offsets: Vec<Vec<u32>>,
-    /// Per chunk, bucket by bucket: the entry number, shifted left by
-    /// `filter_bits`, below it the top `filter_bits` of the entry's partner
-    /// chunk (see `pair_bounds`): the bits an entry number leaves free in
-    /// its 32 serve as a filter, so that most candidates that are no match
-    /// are dropped without fetching their hash, at no extra memory.
-    entries: Vec<Vec<u32>>,
-    filter_bits: u32,
-}
-
-/// How many of an entry's 32 bits the partner filter may take when `n`
-/// entries need numbering (at most the partner chunk's 16).
-fn filter_bits_for(n: usize) -> u32 {
-    let id_bits = usize::BITS - n.saturating_sub(1).leading_zeros();
-    32u32.saturating_sub(id_bits).min(16)
+    /// Per chunk, `BUCKETS + 1` offsets into that chunk's slots, chunk
+    /// after chunk.
+    offsets: Vec<u32>,
+    /// Per chunk, bucket by bucket (chunk after chunk, `len()` each): the
+    /// slot's entry's partner chunk (see `pair_bounds`), what a bucket scan
+    /// reads.
+    partners: Vec<u16>,
+    /// Per even chunk, slot by slot as in `partners` (chunk 0, 2, ...,
+    /// `len()` each): the entry number. Odd chunks keep none (the module
+    /// doc says why).
+    numbers: Vec<u32>,
 }
 
 /// The 256 bits as four words, word 0 holding bits 0..64.
@@ -84,16 +98,17 @@ fn distance(a: &[u64; 4], b: &[u64; 4]) -> u32 {
 
 /// The candidates within `max_distance` on all 256 bits, nearest first,
 /// ties by entry number, each once (a match may be found in several chunks).
+/// `word` gives an entry's hash (`None` for a number out of range).
 fn confirm(
     q: &[u64; 4],
-    words: &[[u64; 4]],
+    word: impl Fn(u32) -> Option<[u64; 4]>,
     candidates: Vec<u32>,
     max_distance: u32,
 ) -> Vec<Match> {
     let mut out: Vec<Match> = candidates
         .into_iter()
         .filter_map(|id| {
-            let d = distance(q, words.get(id as usize)?);
+            let d = distance(q, &word(id)?);
             (d <= max_distance).then_some(Match {
                 distance: d,
                 entry: id,
@@ -135,37 +150,261 @@ fn neighbours(v: usize, radius: u32, from_bit: usize, f: &mut impl FnMut(usize))
     }
 }
 
+/// What a search needs of an index's storage, whether built in memory
+/// (`PdqIndex`) or read in place from its bytes (`PdqIndexView`): the same
+/// search runs over both.
+trait Columns {
+    /// Entries held.
+    fn count(&self) -> usize;
+    /// Bucket `b` of chunk `c`: its first and past-the-last slots.
+    fn bucket(&self, c: usize, b: usize) -> (usize, usize);
+    fn prefetch_bucket(&self, c: usize, b: usize);
+    /// Asks for every cache line of chunk `c`'s partners `start..end`.
+    fn prefetch_partners(&self, c: usize, start: usize, end: usize);
+    /// `Scan::run` over chunk `c`'s partners `start..end`.
+    #[allow(clippy::too_many_arguments, reason = "one scan's whole description")]
+    fn scan(
+        &self,
+        how: Scan,
+        c: usize,
+        start: usize,
+        end: usize,
+        query: u16,
+        room: u32,
+        hit: &mut impl FnMut(usize),
+    );
+    /// Chunk `c`'s partner value at slot `at`.
+    fn partner_at(&self, c: usize, at: usize) -> u16;
+    /// Even chunk `c`'s entry number at slot `at`.
+    fn number(&self, c: usize, at: usize) -> Option<u32>;
+    fn prefetch_number(&self, c: usize, at: usize);
+    /// Entry `id`'s hash.
+    fn word(&self, id: u32) -> Option<[u64; 4]>;
+    fn prefetch_word(&self, id: u32);
+}
+
+/// Asks for every cache line of `run`, `size` bytes an element.
+#[inline]
+fn prefetch_lines<T>(run: Option<&[T]>, size: usize) {
+    if let Some(run) = run {
+        let step = (64 / size.max(1)).max(1);
+        for v in run.iter().step_by(step) {
+            prefetch(Some(v));
+        }
+        prefetch(run.last());
+    }
+}
+
+impl Columns for PdqIndex {
+    fn count(&self) -> usize {
+        self.words.len()
+    }
+
+    #[inline]
+    fn bucket(&self, c: usize, b: usize) -> (usize, usize) {
+        let at = c * (BUCKETS + 1) + b;
+        match (self.offsets.get(at), self.offsets.get(at + 1)) {
+            (Some(&s), Some(&e)) => (s as usize, e as usize),
+            _ => (0, 0),
+        }
+    }
+
+    #[inline]
+    fn prefetch_bucket(&self, c: usize, b: usize) {
+        prefetch(self.offsets.get(c * (BUCKETS + 1) + b));
+    }
+
+    #[inline]
+    fn prefetch_partners(&self, c: usize, start: usize, end: usize) {
+        let base = c * self.words.len();
+        prefetch_lines(self.partners.get(base + start..base + end), 2);
+    }
+
+    #[inline]
+    fn scan(
+        &self,
+        how: Scan,
+        c: usize,
+        start: usize,
+        end: usize,
+        query: u16,
+        room: u32,
+        hit: &mut impl FnMut(usize),
+    ) {
+        let base = c * self.words.len();
+        if let Some(run) = self.partners.get(base..base + end) {
+            how.run(run, start, end.saturating_sub(start), query, room, hit);
+        }
+    }
+
+    #[inline]
+    fn partner_at(&self, c: usize, at: usize) -> u16 {
+        self.partners
+            .get(c * self.words.len() + at)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[inline]
+    fn number(&self, c: usize, at: usize) -> Option<u32> {
+        self.numbers.get(c / 2 * self.words.len() + at).copied()
+    }
+
+    #[inline]
+    fn prefetch_number(&self, c: usize, at: usize) {
+        prefetch(self.numbers.get(c / 2 * self.words.len() + at));
+    }
+
+    #[inline]
+    fn word(&self, id: u32) -> Option<[u64; 4]> {
+        self.words.get(id as usize).copied()
+    }
+
+    #[inline]
+    fn prefetch_word(&self, id: u32) {
+        prefetch(self.words.get(id as usize));
+    }
+}
+
+/// `PdqIndex::search` over any storage: the steps of `PdqTable::search`
+/// (the module doc of `table` gives them), over buckets built by counting
+/// sort instead of grown in place.
+///
+/// Why in phases: a search is bound by memory latency (hundreds of
+/// buckets, each a cache miss or more), not by arithmetic. Gathering every
+/// address of a phase first, and asking for it early, lets those misses
+/// overlap instead of following one another: buckets, then their partner
+/// runs, then entry numbers, then the candidates' hashes.
+fn search_columns(
+    index: &impl Columns,
+    query: &PdqHash,
+    max_distance: u32,
+    how: Scan,
+) -> Vec<Match> {
+    if index.count() == 0 {
+        return Vec::new();
+    }
+    let q = words(query);
+    let (radius, pair) = pair_bounds(max_distance);
+    // (chunk, bucket, room)
+    let mut probes: Vec<(usize, usize, u32)> = Vec::with_capacity(CHUNKS * 17);
+    for c in 0..CHUNKS {
+        let own = chunk(&q, c);
+        neighbours(own, radius, 0, &mut |b| {
+            index.prefetch_bucket(c, b);
+            probes.push((c, b, pair - (own ^ b).count_ones()));
+        });
+    }
+    // (chunk, bucket, start, end, room)
+    let mut runs: Vec<(usize, usize, usize, usize, u32)> = Vec::with_capacity(probes.len());
+    for (c, b, room) in probes {
+        let (start, end) = index.bucket(c, b);
+        if start < end {
+            index.prefetch_partners(c, start, end);
+            runs.push((c, b, start, end, room));
+        }
+    }
+    // Slots that pass: in an even chunk, (chunk, slot); in an odd one,
+    // where their entry numbers are (even chunk, bucket, value wanted).
+    let mut hits: Vec<(usize, usize)> = Vec::new();
+    let mut elsewhere: Vec<(usize, u16, u16)> = Vec::new();
+    for (c, b, start, end, room) in runs {
+        let qp = chunk(&q, partner(c)) as u16;
+        if c.is_multiple_of(2) {
+            index.scan(how, c, start, end, qp, room, &mut |at| {
+                index.prefetch_number(c, at);
+                hits.push((c, at));
+            });
+        } else {
+            index.scan(how, c, start, end, qp, room, &mut |at| {
+                let p = index.partner_at(c, at);
+                index.prefetch_bucket(c - 1, usize::from(p));
+                elsewhere.push((c - 1, p, b as u16));
+            });
+        }
+    }
+    // Odd chunks' slots found again in their even partner: each (bucket,
+    // value) once, however many entries share them.
+    elsewhere.sort_unstable();
+    elsewhere.dedup();
+    let mut runs: Vec<(usize, usize, usize, u16)> = Vec::with_capacity(elsewhere.len());
+    for (c, p, b) in elsewhere {
+        let (start, end) = index.bucket(c, usize::from(p));
+        if start < end {
+            index.prefetch_partners(c, start, end);
+            runs.push((c, start, end, b));
+        }
+    }
+    for (c, start, end, b) in runs {
+        index.scan(how, c, start, end, b, 0, &mut |at| {
+            index.prefetch_number(c, at);
+            hits.push((c, at));
+        });
+    }
+    let mut candidates: Vec<u32> = Vec::with_capacity(hits.len());
+    for (c, at) in hits {
+        if let Some(id) = index.number(c, at) {
+            index.prefetch_word(id);
+            candidates.push(id);
+        }
+    }
+    confirm(&q, |id| index.word(id), candidates, max_distance)
+}
+
+/// `PdqIndex::brute_force` over any storage.
+fn brute_force_columns(index: &impl Columns, query: &PdqHash, max_distance: u32) -> Vec<Match> {
+    let q = words(query);
+    let mut out: Vec<Match> = (0..index.count() as u32)
+        .filter_map(|i| {
+            let d = distance(&q, &index.word(i)?);
+            (d <= max_distance).then_some(Match {
+                distance: d,
+                entry: i,
+            })
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 impl PdqIndex {
     /// Builds the index (a counting sort per chunk: linear in the entries).
     pub fn build(hashes: &[PdqHash]) -> PdqIndex {
         let words: Vec<[u64; 4]> = hashes.iter().map(words).collect();
-        let mut offsets = Vec::with_capacity(CHUNKS);
-        let mut entries = Vec::with_capacity(CHUNKS);
-        let filter_bits = filter_bits_for(words.len());
+        let n = words.len();
+        let mut offsets = vec![0u32; CHUNKS * (BUCKETS + 1)];
+        let mut partners = vec![0u16; CHUNKS * n];
+        let mut numbers = vec![0u32; CHUNKS / 2 * n];
         for c in 0..CHUNKS {
-            let mut off = vec![0u32; BUCKETS + 1];
+            let off = &mut offsets[c * (BUCKETS + 1)..(c + 1) * (BUCKETS + 1)];
             for w in &words {
                 off[chunk(w, c) + 1] += 1;
             }
             for b in 0..BUCKETS {
                 off[b + 1] += off[b];
             }
-            let mut next = off.clone();
-            let mut ids = vec![0u32; words.len()];
+            let mut next = off.to_vec();
+            let values = &mut partners[c * n..(c + 1) * n];
+            let mut ids = if c.is_multiple_of(2) {
+                numbers.get_mut(c / 2 * n..(c / 2 + 1) * n)
+            } else {
+                None
+            };
             for (i, w) in words.iter().enumerate() {
                 let b = chunk(w, c);
-                let filter = (chunk(w, partner(c)) >> (16 - filter_bits)) as u32;
-                ids[next[b] as usize] = ((i as u64) << filter_bits) as u32 | filter;
+                let at = next[b] as usize;
+                values[at] = chunk(w, partner(c)) as u16;
+                if let Some(ids) = ids.as_deref_mut() {
+                    ids[at] = i as u32;
+                }
                 next[b] += 1;
             }
-            offsets.push(off);
-            entries.push(ids);
         }
         PdqIndex {
             words,
             offsets,
-            entries,
-            filter_bits,
+            partners,
+            numbers,
         }
     }
 
@@ -182,75 +421,20 @@ impl PdqIndex {
     /// Memory held, per entry (the fixed offset tables spread over the entries).
     pub fn bytes_per_entry(&self) -> f64 {
         let fixed = (CHUNKS * (BUCKETS + 1) * 4) as f64;
-        let per = (32 + CHUNKS * 4) as f64;
+        let per = (32 + CHUNKS * 2 + CHUNKS / 2 * 4) as f64;
         per + fixed / self.len().max(1) as f64
     }
 
     /// Every entry within `max_distance` bits of `query` (at most 255),
-    /// nearest first, ties by entry number.
-    ///
-    /// Why in phases: a search is bound by memory latency (hundreds of
-    /// buckets, thousands of candidates, each a cache miss), not by
-    /// arithmetic. Gathering every address of a phase first, and asking
-    /// for it early, lets those misses overlap instead of following one
-    /// another: buckets, then their entry lists, then the candidates' hashes.
+    /// nearest first, ties by entry number; in phases (see `search_columns`).
     pub fn search(&self, query: &PdqHash, max_distance: u32) -> Vec<Match> {
-        let q = words(query);
-        let (radius, pair) = pair_bounds(max_distance);
-        let f = self.filter_bits;
-        let mask = (1u32 << f) - 1;
-        // (chunk, bucket, the chunk's own distance)
-        let mut probes: Vec<(usize, usize, u32)> = Vec::with_capacity(CHUNKS * 17);
-        for c in 0..CHUNKS {
-            let off = &self.offsets[c];
-            let own = chunk(&q, c);
-            neighbours(own, radius, 0, &mut |b| {
-                prefetch(off.get(b));
-                probes.push((c, b, (own ^ b).count_ones()));
-            });
-        }
-        let mut ranges: Vec<(usize, usize, usize, u32)> = Vec::with_capacity(probes.len());
-        for (c, b, d) in probes {
-            let off = &self.offsets[c];
-            let (start, end) = (off[b] as usize, off[b + 1] as usize);
-            if start < end {
-                prefetch(self.entries[c].get(start));
-                ranges.push((c, start, end, d));
-            }
-        }
-        let mut candidates: Vec<u32> = Vec::new();
-        for (c, start, end, d) in ranges {
-            let qf = (chunk(&q, partner(c)) >> (16 - f)) as u32;
-            let room = pair - d;
-            for &v in &self.entries[c][start..end] {
-                if ((v & mask) ^ qf).count_ones() <= room {
-                    let id = ((u64::from(v)) >> f) as u32;
-                    prefetch(self.words.get(id as usize));
-                    candidates.push(id);
-                }
-            }
-        }
-        confirm(&q, &self.words, candidates, max_distance)
+        search_columns(self, query, max_distance, Scan::detect())
     }
 
     /// The same answer by comparing with every entry: the reference that
     /// `search` must equal, and the baseline of the benchmark.
     pub fn brute_force(&self, query: &PdqHash, max_distance: u32) -> Vec<Match> {
-        let q = words(query);
-        let mut out: Vec<Match> = self
-            .words
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| {
-                let d = distance(&q, w);
-                (d <= max_distance).then_some(Match {
-                    distance: d,
-                    entry: i as u32,
-                })
-            })
-            .collect();
-        out.sort_unstable();
-        out
+        brute_force_columns(self, query, max_distance)
     }
 }
 
@@ -272,8 +456,9 @@ struct Run {
 /// are 1024; then they become a run, and runs of similar size are merged
 /// (the logarithmic method): a search looks in at most log2(n / 1024) runs,
 /// and each hash is rebuilt into an index O(log n) times overall. Sets
-/// searched before every addition (cases) use `PdqTable` instead: faster
-/// to search at three times the memory.
+/// searched before every addition (cases) use `PdqTable` instead: one
+/// table to search however large, never rebuilt, for about the same memory
+/// per hash (its buckets keep some room to grow).
 #[derive(Default)]
 pub struct PdqSet {
     /// Largest first; each at least twice the size of the next.
@@ -403,11 +588,6 @@ impl NearSet for PdqSet {
     }
 }
 
-/// One bucket slot of a `PdqTable`: the entry's value in the partner
-/// chunk (the other chunk of its pair), then the entry number as two
-/// 16-bit halves, low first. Six bytes, so a bucket scan reads little.
-type Slot = [u16; 3];
-
 /// The other chunk of chunk `c`'s pair: chunks (0, 1), (2, 3), ... pair up.
 fn partner(c: usize) -> usize {
     c ^ 1
@@ -428,177 +608,11 @@ fn pair_bounds(max_distance: u32) -> (u32, u32) {
     (pair / 2, pair)
 }
 
-/// A PDQ index that takes additions in place: multi-index hashing over 16
-/// chunks of 16 bits like `PdqIndex`, but each bucket is its own growable
-/// list, so a hash is searchable the moment it is added and is never
-/// rebuilt.
-///
-/// Why: cases are searched before every addition, at ingest. A set of built
-/// runs (`PdqSet`) must search each of its log2(n / 1024) runs and now and
-/// then rebuild half of itself while ingest waits; one table probes its 272
-/// buckets whatever its size. Each slot carries the entry's partner chunk
-/// (see `pair_bounds`): a bucket scan is one 16-bit comparison per slot over
-/// six bytes, and only about one candidate in 400 that is no match is left
-/// to be checked on all 256 bits.
-///
-/// Memory per hash: 16 slots of 6 bytes, the hash (32), its id (8) and
-/// quality (1): 137 bytes, plus what the bucket lists hold in reserve as
-/// they grow, plus 24 MiB of bucket headers once the first hash is added.
-#[derive(Default)]
-pub struct PdqTable {
-    words: Vec<[u64; 4]>,
-    /// Per entry: the caller's id.
-    ids: Vec<u64>,
-    /// Per entry: the hash's quality.
-    qualities: Vec<u8>,
-    /// `CHUNKS * BUCKETS` lists, chunk-major; none while the table is empty.
-    buckets: Vec<Vec<Slot>>,
-}
-
-/// Where entry `entry` with words `w` goes in chunk `c`: its bucket and slot.
-fn slot(w: &[u64; 4], c: usize, entry: u32) -> (usize, Slot) {
-    (
-        c * BUCKETS + chunk(w, c),
-        [
-            chunk(w, partner(c)) as u16,
-            entry as u16,
-            (entry >> 16) as u16,
-        ],
-    )
-}
-
-impl PdqTable {
-    /// The bucket lists, made on first use.
-    fn buckets_mut(&mut self) -> &mut Vec<Vec<Slot>> {
-        if self.buckets.is_empty() {
-            self.buckets = vec![Vec::new(); CHUNKS * BUCKETS];
-        }
-        &mut self.buckets
-    }
-
-    /// Adds a hash under `id`; searchable at once.
-    pub fn add(&mut self, h: PdqHash, id: u64, quality: u8) {
-        let entry = self.words.len() as u32;
-        let w = words(&h);
-        let buckets = self.buckets_mut();
-        for c in 0..CHUNKS {
-            let (at, s) = slot(&w, c, entry);
-            buckets[at].push(s);
-        }
-        self.words.push(w);
-        self.ids.push(id);
-        self.qualities.push(quality);
-    }
-
-    /// Adds many hashes at once (a rebuild at start): every bucket is
-    /// sized first, so none grows by copying or holds room in reserve, and
-    /// filled chunk by chunk; about twice as fast as adding them one by one.
-    pub fn extend(&mut self, hashes: &[(PdqHash, u64, u8)]) {
-        self.buckets_mut();
-        let first = self.words.len();
-        self.words.extend(hashes.iter().map(|(h, _, _)| words(h)));
-        self.ids.extend(hashes.iter().map(|(_, id, _)| *id));
-        self.qualities.extend(hashes.iter().map(|(_, _, q)| *q));
-        let mut counts = vec![0u32; CHUNKS * BUCKETS];
-        for w in &self.words[first..] {
-            for c in 0..CHUNKS {
-                counts[c * BUCKETS + chunk(w, c)] += 1;
-            }
-        }
-        for (bucket, n) in self.buckets.iter_mut().zip(counts) {
-            bucket.reserve_exact(n as usize);
-        }
-        // Chunk by chunk: one chunk's bucket headers stay in cache.
-        for c in 0..CHUNKS {
-            for (i, w) in self.words[first..].iter().enumerate() {
-                let (at, s) = slot(w, c, (first + i) as u32);
-                self.buckets[at].push(s);
-            }
-        }
-    }
-
-    /// Hashes held.
-    pub fn len(&self) -> usize {
-        self.words.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
-    }
-
-    /// Bytes held per hash, the bucket lists' reserve and headers included.
-    pub fn bytes_per_entry(&self) -> f64 {
-        let slots: usize = self.buckets.iter().map(|b| b.capacity()).sum();
-        let bytes = slots * std::mem::size_of::<Slot>()
-            + self.buckets.len() * std::mem::size_of::<Vec<Slot>>()
-            + self.words.capacity() * 32
-            + self.ids.capacity() * 8
-            + self.qualities.capacity();
-        bytes as f64 / self.len().max(1) as f64
-    }
-
-    /// Every entry within `max_distance` bits of `query` (at most 255),
-    /// nearest first, ties by entry number; in phases, for the reason
-    /// `PdqIndex::search` gives.
-    pub fn search(&self, query: &PdqHash, max_distance: u32) -> Vec<Match> {
-        if self.is_empty() {
-            return Vec::new();
-        }
-        let q = words(query);
-        let (radius, pair) = pair_bounds(max_distance);
-        // (chunk, bucket, the chunk's own distance)
-        let mut probes: Vec<(usize, usize, u32)> = Vec::with_capacity(CHUNKS * 17);
-        for c in 0..CHUNKS {
-            let own = chunk(&q, c);
-            neighbours(own, radius, 0, &mut |b| {
-                let at = c * BUCKETS + b;
-                prefetch(self.buckets.get(at));
-                probes.push((c, at, (own ^ b).count_ones()));
-            });
-        }
-        let mut lists: Vec<(u16, u32, &[Slot])> = Vec::with_capacity(probes.len());
-        for (c, at, d) in probes {
-            let list = self.buckets[at].as_slice();
-            if !list.is_empty() {
-                // Every cache line of the list (ten slots a line).
-                for line in list.iter().step_by(10) {
-                    prefetch(Some(line));
-                }
-                lists.push((chunk(&q, partner(c)) as u16, pair - d, list));
-            }
-        }
-        let mut candidates: Vec<u32> = Vec::new();
-        for (qp, room, list) in lists {
-            for s in list {
-                if (s[0] ^ qp).count_ones() <= room {
-                    let entry = u32::from(s[1]) | (u32::from(s[2]) << 16);
-                    prefetch(self.words.get(entry as usize));
-                    candidates.push(entry);
-                }
-            }
-        }
-        confirm(&q, &self.words, candidates, max_distance)
-    }
-}
-
-impl NearSet for PdqTable {
-    fn each_match(&self, query: &PdqHash, mut f: impl FnMut(u32, u64)) {
-        for m in self.search(query, MATCH_THRESHOLD) {
-            let e = m.entry as usize;
-            match (self.ids.get(e), self.qualities.get(e)) {
-                (Some(&v), Some(&q)) if q >= MIN_MATCH_QUALITY => f(m.distance, v),
-                _ => {}
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn random_hashes(n: usize, seed: u64) -> Vec<PdqHash> {
+    pub(super) fn random_hashes(n: usize, seed: u64) -> Vec<PdqHash> {
         let mut s = seed;
         (0..n)
             .map(|_| {
@@ -614,7 +628,7 @@ mod tests {
             .collect()
     }
 
-    fn flip(h: &PdqHash, bits: &[usize]) -> PdqHash {
+    pub(super) fn flip(h: &PdqHash, bits: &[usize]) -> PdqHash {
         let mut out = *h;
         for &k in bits {
             out.0[31 - k / 8] ^= 1 << (k % 8);
@@ -767,12 +781,12 @@ mod tests {
             assert_eq!(table.search(&base, max), brute, "max {max}");
             assert_eq!(reference.search(&base, max), brute, "max {max}");
         }
-        // An index large enough that entry numbers leave only 14 bits of
-        // the partner chunk as its filter: the same answers.
+        // A larger index (entry numbers past 2^17, several entries a
+        // bucket, the partner runs scanned sixteen at a time): the same
+        // answers.
         let mut big = hashes.clone();
         big.extend(random_hashes(140_000, 17));
         let index = PdqIndex::build(&big);
-        assert_eq!(index.filter_bits, 14);
         for max in [MATCH_THRESHOLD, 23, 40] {
             assert_eq!(
                 index.search(&base, max),
@@ -780,17 +794,6 @@ mod tests {
                 "max {max}"
             );
         }
-    }
-
-    #[test]
-    fn entry_numbers_leave_the_filter_its_bits() {
-        assert_eq!(filter_bits_for(0), 16);
-        assert_eq!(filter_bits_for(1), 16);
-        assert_eq!(filter_bits_for(1 << 16), 16);
-        assert_eq!(filter_bits_for((1 << 16) + 1), 15);
-        assert_eq!(filter_bits_for(10_000_000), 8);
-        assert_eq!(filter_bits_for(100_000_000), 5);
-        assert_eq!(filter_bits_for(1 << 32), 0);
     }
 
     #[test]

@@ -15,4 +15,4 @@ pub use hasher::{
     hash_luma, hash_luma_dihedral, luma_from_rgb8, Dihedral, PdqOutput, MATCH_THRESHOLD,
     MIN_MATCH_QUALITY,
 };
-pub use index::{Match, NearSet, PdqIndex, PdqSet, PdqTable};
+pub use index::{IndexBytesError, Match, NearSet, PdqIndex, PdqIndexView, PdqSet, PdqTable};

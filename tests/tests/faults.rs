@@ -431,7 +431,7 @@ async fn slow_recipients_cost_the_hub_bounded_memory() {
         peak = peak.max(rss_kib(pid).unwrap());
     }
     let grew_mib = peak.saturating_sub(base) / 1024;
-    let backlog_mib = std::fs::metadata(fed.root().join("hub/data/reports.blobs"))
+    let backlog_mib = std::fs::metadata(fed.root().join("hub/data/ledger/records.log"))
         .unwrap()
         .len()
         >> 20;

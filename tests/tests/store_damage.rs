@@ -26,7 +26,7 @@ async fn a_damaged_body_is_held_back_and_the_rest_of_the_queue_flows() {
     fed.submit_many("NL", &sent).await.unwrap();
     fed.stop_hub();
     // One flipped byte inside the 5th report's stored body.
-    let blobs = fed.root().join("hub/data/reports.blobs");
+    let blobs = fed.root().join("hub/data/ledger/records.log");
     let mut bytes = std::fs::read(&blobs).unwrap();
     let id = sent[4].id.as_bytes();
     let at = bytes
@@ -100,14 +100,18 @@ async fn a_damaged_body_is_held_back_and_the_rest_of_the_queue_flows() {
 }
 
 /// Rewrites one byte of the report `id` inside its stored body and fixes
-/// the record's checksum: the hub reads the body as sound and delivers
+/// the record's checksums: the hub reads the body as sound and delivers
 /// bytes the node never signed (a store altered behind the hub's back).
-fn tamper_keeping_the_checksum(blobs: &std::path::Path, id: &str) {
-    let mut bytes = std::fs::read(blobs).unwrap();
+/// The record's layout is the ledger's (`meldnet-ledger`, `record`): a
+/// header of 16 bytes and the key, then the payload; the header's CRC-32
+/// over its bytes 4.., the payload's at bytes 8..12.
+fn tamper_keeping_the_checksum(log: &std::path::Path, id: &str) {
+    let mut bytes = std::fs::read(log).unwrap();
     let mut at = 0usize;
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let body = at + 8..at + 8 + len;
+    while at + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let header = 16 + bytes[at + 15] as usize;
+        let body = at + header..at + header + len;
         if let Some(i) = bytes[body.clone()]
             .windows(id.len())
             .position(|w| w == id.as_bytes())
@@ -115,13 +119,15 @@ fn tamper_keeping_the_checksum(blobs: &std::path::Path, id: &str) {
             let p = body.start + i + id.len() - 1;
             bytes[p] = if bytes[p] == b'0' { b'1' } else { b'0' };
             let crc = crc32fast::hash(&bytes[body.clone()]);
-            bytes[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
-            std::fs::write(blobs, &bytes).unwrap();
+            bytes[at + 8..at + 12].copy_from_slice(&crc.to_le_bytes());
+            let crc = crc32fast::hash(&bytes[at + 4..at + header]);
+            bytes[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(log, &bytes).unwrap();
             return;
         }
         at = body.end;
     }
-    panic!("report {id} not found in {}", blobs.display());
+    panic!("report {id} not found in {}", log.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -130,7 +136,7 @@ async fn a_delivery_the_recipient_refuses_is_recorded_and_leaves_the_queue() {
     let sent = reports(3);
     fed.submit_many("NL", &sent).await.unwrap();
     fed.stop_hub();
-    tamper_keeping_the_checksum(&fed.root().join("hub/data/reports.blobs"), &sent[1].id);
+    tamper_keeping_the_checksum(&fed.root().join("hub/data/ledger/records.log"), &sent[1].id);
     fed.start_hub().unwrap();
 
     let out = fed.scratch("bka");

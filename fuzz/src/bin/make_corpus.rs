@@ -9,17 +9,16 @@
 //! under afl-fuzz.
 
 use image::{DynamicImage, ImageFormat, RgbImage};
-use meldnet_recipient::{DeliveryLog, LOG_FILE};
-use meldnet_core::Sha256;
-use meldnet_list::Change;
-use meldnet_recipient::{Checked, Stored};
 use meldnet_core::sign_decisions;
-use meldnet_core::{Report, ReportId};
 use meldnet_core::sign_notification;
 use meldnet_core::Context;
+use meldnet_core::Sha256;
+use meldnet_core::{Report, ReportId};
 use meldnet_fuzz::{federation, Federation};
-use meldnet_hub::blobs::{BlobFile, BLOB_FILE};
+use meldnet_list::Change;
 use meldnet_proto::v1 as pb;
+use meldnet_recipient::{Checked, Stored};
+use meldnet_recipient::{DeliveryLog, LOG_FILE};
 use prost::Message;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -444,21 +443,21 @@ fn delivery_logs(fed: &Federation, out: &mut Out, scratch: &Path) {
     damaged[mid] ^= 0x40;
     out.put("delivery_log", "damaged.log", &damaged);
     out.put("delivery_log", "torn.log", &good[..good.len() - 7]);
-    out.put(
-        "delivery_log",
-        "empty.log",
-        meldnet_recipient::MAGIC,
-    );
+    out.put("delivery_log", "empty.log", meldnet_recipient::MAGIC);
 }
 
-fn blob_files(fed: &Federation, out: &mut Out, scratch: &Path) {
-    let dir = scratch.join("blobs");
+/// Ledger seeds: the files of a ledger holding two routed reports and
+/// their history, once as the log alone and once checkpointed (a manifest
+/// naming a run), each as the target reads them: manifest, run, log.
+fn ledger_files(fed: &Federation, out: &mut Out, scratch: &Path) {
+    use meldnet_hub::store::sled::ledger_indexes;
+    use meldnet_ledger::{Ledger, Options};
+    let dir = scratch.join("ledger");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("blob folder");
-    let blobs = BlobFile::open(&dir, 0).expect("a new blob file");
-    let mut buf = Vec::new();
-    let mut refs = Vec::new();
-    for (_, d) in deliveries(fed).into_iter().take(2) {
+    let (ledger, _) =
+        Ledger::open(&dir, ledger_indexes(), 0, Options::default()).expect("a new ledger");
+    let mut batch = ledger.batch();
+    for (i, (_, d)) in deliveries(fed).into_iter().take(2).enumerate() {
         let Some(pb::delivery::Content::Routed(routed)) = d.content else {
             panic!("the first deliveries are routed reports");
         };
@@ -467,16 +466,55 @@ fn blob_files(fed: &Federation, out: &mut Out, scratch: &Path) {
             decision: routed.decision,
             received_at_ms: AT_MS + 500,
         };
-        refs.push(BlobFile::stage_message(&mut buf, 0, &stored));
+        let id = [i as u8 + 1; 16];
+        batch.put_body(1, &id, |b| b.extend_from_slice(&stored.encode_to_vec()));
+        let ev = pb::HistoryEvent {
+            at_ms: AT_MS + 500,
+            kind: "decided".into(),
+            actor: fed.nl().to_string(),
+            detail: "routed".into(),
+        };
+        let mut key = id.to_vec();
+        key.extend_from_slice(&(i as u64 + 1).to_be_bytes());
+        batch.put_body(4, &key, |b| b.extend_from_slice(&ev.encode_to_vec()));
+        batch.put(9, &[i as u8; 28], &[]);
     }
-    blobs.write_durable(0, &buf).expect("write");
-    let file = std::fs::read(dir.join(BLOB_FILE)).expect("the blob file");
-    for (i, r) in refs.iter().enumerate() {
-        assert!(blobs.read(*r).is_ok());
-        let mut input = r.to_bytes().to_vec();
-        input.extend_from_slice(&file);
-        out.put("blobs", &format!("pointer-{i}.bin"), &input);
-    }
+    let end = ledger.commit(batch).expect("commit");
+    ledger.made_durable(end);
+    let input = |manifest: &[u8], run: &[u8], log: &[u8]| {
+        let mut v = Vec::new();
+        for part in [manifest, run] {
+            v.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            v.extend_from_slice(part);
+        }
+        v.extend_from_slice(log);
+        v
+    };
+    let log = std::fs::read(dir.join(meldnet_ledger::LOG_FILE)).expect("the log");
+    out.put("ledger", "log.bin", &input(&[], &[], &log));
+    ledger.checkpoint_now().expect("checkpoint");
+    drop(ledger);
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST")).expect("the manifest");
+    // The target writes one run, as run 1 of index 1: the reports' run.
+    let reports_run = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("run 1 "))
+        .expect("a run of the reports");
+    let run = std::fs::read(dir.join(format!(
+        "run-001-{:010}.run",
+        reports_run.parse::<u64>().expect("number")
+    )))
+    .expect("the run");
+    let body = format!(
+        "meldnet-ledger manifest 1\ncheckpoint {}\nnext 2\nrun 1 1\n",
+        log.len()
+    );
+    let named = format!("{body}crc {:08x}\n", crc32fast::hash(body.as_bytes()));
+    out.put(
+        "ledger",
+        "checkpointed.bin",
+        &input(named.as_bytes(), &run, &log),
+    );
 }
 
 /// Noise, the same on every run.
@@ -591,7 +629,7 @@ fn main() {
     imports(&mut out);
     urls(&mut out);
     delivery_logs(&fed, &mut out, &scratch);
-    blob_files(&fed, &mut out, &scratch);
+    ledger_files(&fed, &mut out, &scratch);
     pictures(&mut out);
     let _ = std::fs::remove_dir_all(&scratch);
     if std::env::var_os("MELDNET_FUZZ_SCRATCH").is_none() {

@@ -103,14 +103,17 @@ impl From<StoreError> for tonic::Status {
 }
 
 /// How an embedded store is opened: what it must leave free on its disk
-/// (new reports are refused below it; 0: no check) and how much memory its
-/// page cache may take (0: the backend's own default).
+/// (new reports are refused below it; 0: no check), how much memory its
+/// page cache may take, and how many changes it holds in memory before a
+/// checkpoint writes them to disk (0: the backend's own defaults).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Bytes that must stay free on the store's file system.
     pub min_free: u64,
     /// Bytes of page cache.
     pub cache_bytes: u64,
+    /// Changes held in memory between checkpoints.
+    pub checkpoint_entries: usize,
 }
 
 /// The hub's store: the commit pipeline over one backend. Cheap to clone.

@@ -34,14 +34,18 @@ pub(super) fn of(b: &SledBackend, id: &SeriesId) -> Result<Vec<serde_json::Value
             }
         }
     }
-    for kv in b.tree.scan_prefix([NOTIFICATION]) {
-        let (k, v) = kv?;
-        let (body, sn) = b.notification_body(&v)?;
+    let mut found = Vec::new();
+    b.each(NOTIFICATIONS, &[0; 16], None, &mut |k, v| {
+        let p = meldnet_ledger::Ptr::from_bytes(v)
+            .ok_or_else(|| StoreError::Corrupt("notification place".into()))?;
+        let (body, sn) = b.notification_body(p)?;
         let n = super::decode::<pb::Notification>(&sn.notification, "notification")?;
         if n.series_id == id.to_string() {
-            out.push(record("notification", &k, &body));
+            found.push(record("notification", &key(NOTIFICATION, &[k]), &body));
         }
-    }
+        Ok(true)
+    })?;
+    out.extend(found);
     Ok(out)
 }
 

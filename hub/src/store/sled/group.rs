@@ -1,8 +1,7 @@
-//! One group commit on sled: the group's writes in key order (what the
-//! sled batch is made of when it applies), read through before the
-//! committed tree, and the group's bodies in one buffer for the blob file.
+//! One group commit on the embedded backend: the group's sled writes in key
+//! order (what the sled batch is made of when it applies) and its ledger
+//! batch, each read through before what is committed.
 
-use super::blobs::{BlobFile, BlobRef};
 use super::keys::*;
 use super::SledBackend;
 use super::{decode, encode_change, encode_head, encode_rules, encode_tip};
@@ -13,24 +12,25 @@ use meldnet_core::CaseId;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
 use meldnet_core::{NotificationId, SeriesId};
+use meldnet_ledger::{Batch, Ptr};
 use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::PoisonError;
 
 /// A key and its value.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
 pub(super) struct SledGroup<'a> {
     backend: &'a SledBackend,
-    /// The group's writes: a value, or `None` for a removal.
+    /// The group's sled writes: a value, or `None` for a removal.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Where the group's bodies will be written.
-    blob_start: u64,
-    /// The group's bodies, as they will lie in the blob file.
-    blob_buf: Vec<u8>,
-    /// Queue prefixes made in this group.
-    prefixes: HashMap<SpiffeId, Vec<u8>>,
+    /// The group's ledger records.
+    batch: Batch,
+    /// Recipients numbered in this group, and the next number.
+    numbered: HashMap<String, u32>,
+    next_recipient: Option<u32>,
 }
 
 impl<'a> SledGroup<'a> {
@@ -38,22 +38,10 @@ impl<'a> SledGroup<'a> {
         SledGroup {
             backend,
             writes: BTreeMap::new(),
-            blob_start: backend.blob_end(),
-            blob_buf: Vec::new(),
-            prefixes: HashMap::new(),
+            batch: backend.ledger.batch(),
+            numbered: HashMap::new(),
+            next_recipient: None,
         }
-    }
-
-    /// A recipient's queue prefix, made once per group (its identity
-    /// spelled out is the costly part of a queue key).
-    fn queue_key(&mut self, recipient: &SpiffeId, seq: u64) -> Vec<u8> {
-        if let Some(prefix) = self.prefixes.get(recipient) {
-            return queue_key(prefix, seq);
-        }
-        let prefix = queue_prefix(recipient);
-        let k = queue_key(&prefix, seq);
-        self.prefixes.insert(recipient.clone(), prefix);
-        k
     }
 
     fn insert(&mut self, k: Vec<u8>, v: Vec<u8>) {
@@ -64,7 +52,7 @@ impl<'a> SledGroup<'a> {
         self.writes.insert(k, None);
     }
 
-    /// A value as the group sees it.
+    /// A sled value as the group sees it.
     fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.writes.get(k) {
             Some(v) => Ok(v.clone()),
@@ -79,7 +67,7 @@ impl<'a> SledGroup<'a> {
         }
     }
 
-    /// Every entry under `prefix` as the group sees it, in key order.
+    /// Every sled entry under `prefix` as the group sees it, in key order.
     fn scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for kv in self.backend.tree.scan_prefix(prefix) {
@@ -99,52 +87,118 @@ impl<'a> SledGroup<'a> {
         Ok(merged.into_iter().collect())
     }
 
-    /// Stages a body in the group's buffer and points `k` to it.
-    fn put_body(&mut self, k: Vec<u8>, msg: &impl Message) {
-        let r = BlobFile::stage_message(&mut self.blob_buf, self.blob_start, msg);
-        self.insert(k, r.to_bytes().to_vec());
-    }
-
-    /// The body `k` points to: in this group's buffer, or in the file.
-    fn body<M: Message + Default>(&self, k: &[u8], what: &str) -> Result<Option<M>, StoreError> {
-        let Some(pointer) = self.get(k)? else {
-            return Ok(None);
-        };
-        let r =
-            BlobRef::from_bytes(&pointer).ok_or_else(|| StoreError::Corrupt("pointer".into()))?;
-        if r.offset >= self.blob_start {
-            let body = BlobFile::staged_body(&self.blob_buf, self.blob_start, r)
-                .ok_or_else(|| StoreError::Corrupt(format!("{what}: staged body")))?;
-            return decode(body, what).map(Some);
-        }
-        decode(&self.backend.body(&pointer)?, what).map(Some)
-    }
-
     fn inline<M: Message + Default>(&self, k: &[u8], what: &str) -> Result<Option<M>, StoreError> {
         self.get(k)?.map(|v| decode(&v, what)).transpose()
+    }
+
+    /// A ledger value as the group sees it.
+    fn ledger_get(&self, index: u8, key: &[u8]) -> Option<Vec<u8>> {
+        self.backend.ledger.get_in(&self.batch, index, key)
+    }
+
+    /// The place of a body as the group sees it.
+    fn place(&self, index: u8, key: &[u8]) -> Result<Option<Ptr>, StoreError> {
+        self.ledger_get(index, key)
+            .map(|v| {
+                Ptr::from_bytes(&v).ok_or_else(|| StoreError::Corrupt("a body's place".into()))
+            })
+            .transpose()
+    }
+
+    /// A body as the group sees it, decoded.
+    fn body<M: Message + Default>(
+        &self,
+        index: u8,
+        key: &[u8],
+        what: &str,
+    ) -> Result<Option<M>, StoreError> {
+        let Some(p) = self.place(index, key)? else {
+            return Ok(None);
+        };
+        let bytes = self.backend.ledger.body_in(&self.batch, index, p)?;
+        decode(&bytes, what).map(Some)
+    }
+
+    fn put_body(&mut self, index: u8, key: &[u8], msg: &impl Message) {
+        self.batch.put_body(index, key, |b| {
+            b.reserve(msg.encoded_len());
+            // Encoding into a Vec cannot run out of room.
+            let _ = msg.encode(b);
+        });
+    }
+
+    /// A recipient's number in queue keys; made (in this group) when
+    /// `make` and it has none yet.
+    fn recipient(&mut self, recipient: &SpiffeId, make: bool) -> Result<Option<u32>, StoreError> {
+        let name = recipient.to_string();
+        if let Some(n) = self
+            .numbered
+            .get(&name)
+            .copied()
+            .or_else(|| self.backend.recipient_number(&name))
+        {
+            return Ok(Some(n));
+        }
+        if !make {
+            return Ok(None);
+        }
+        let n = match self.next_recipient {
+            Some(n) => n,
+            None => {
+                self.backend
+                    .recipients
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .next
+            }
+        };
+        self.next_recipient = Some(n + 1);
+        self.insert(recipient_key(&name), n.to_be_bytes().to_vec());
+        self.insert(
+            META_NEXT_RECIPIENT.to_vec(),
+            u64::from(n + 1).to_be_bytes().to_vec(),
+        );
+        self.numbered.insert(name, n);
+        Ok(Some(n))
+    }
+
+    /// The recipient numbers known to the group, without making one.
+    fn known_recipient(&self, recipient: &SpiffeId) -> Option<u32> {
+        let name = recipient.to_string();
+        self.numbered
+            .get(&name)
+            .copied()
+            .or_else(|| self.backend.recipient_number(&name))
     }
 }
 
 impl Group for SledGroup<'_> {
     fn report(&self, id: &ReportId) -> Result<Option<pb::StoredReport>, StoreError> {
-        self.body(&report_key(id), "report")
+        self.body(REPORTS, id.as_bytes(), "report")
     }
 
     fn put_report(&mut self, id: &ReportId, stored: &pb::StoredReport) {
-        self.put_body(report_key(id), stored);
+        self.put_body(REPORTS, id.as_bytes(), stored);
     }
 
     fn put_escalation(&mut self, id: &CaseId, stored: &pb::StoredReport) {
-        self.put_body(escalation_key(id), stored);
+        self.put_body(REDECISIONS, id.as_bytes(), stored);
     }
 
     fn put_history(&mut self, report: &ReportId, seq: u64, ev: &pb::HistoryEvent) {
-        self.put_body(history_key(report, seq), ev);
+        self.put_body(HISTORY, &history_key(report, seq), ev);
     }
 
     fn push_queue(&mut self, recipient: &SpiffeId, seq: u64, item: &QueueItem) {
-        let k = self.queue_key(recipient, seq);
-        self.insert(k, queue_value(item));
+        let n = match self.recipient(recipient, true) {
+            Ok(Some(n)) => n,
+            // Reading the recipients' numbers cannot fail in memory.
+            _ => return,
+        };
+        let (index, id) = body_of(item);
+        let place = self.place(index, &id).ok().flatten();
+        self.batch
+            .put(QUEUE, &queue_key(n, seq), &queue_value(item, place));
     }
 
     fn take_queue(
@@ -152,19 +206,31 @@ impl Group for SledGroup<'_> {
         recipient: &SpiffeId,
         seq: u64,
     ) -> Result<Option<QueueItem>, StoreError> {
-        let k = self.queue_key(recipient, seq);
-        let Some(v) = self.get(&k)? else {
+        let Some(n) = self.known_recipient(recipient) else {
             return Ok(None);
         };
-        self.remove(k);
-        decode_queue_value(&v).map(Some)
+        let k = queue_key(n, seq);
+        let Some(v) = self.ledger_get(QUEUE, &k) else {
+            return Ok(None);
+        };
+        self.batch.delete(QUEUE, &k);
+        decode_queue_value(&v).map(|(item, _)| Some(item))
     }
 
     fn queue_items(&self, recipient: &SpiffeId) -> Result<Vec<(u64, QueueItem)>, StoreError> {
-        let prefix = queue_prefix(recipient);
-        self.scan(&prefix)?
+        let Some(n) = self.known_recipient(recipient) else {
+            return Ok(Vec::new());
+        };
+        self.backend
+            .ledger
+            .scan_in(
+                &self.batch,
+                QUEUE,
+                &queue_key(n, 0),
+                &queue_key(n.saturating_add(1), 0),
+            )
             .into_iter()
-            .map(|(k, v)| Ok((queue_seq(&k, prefix.len())?, decode_queue_value(&v)?)))
+            .map(|(k, v)| Ok((decode_queue_key(&k)?.1, decode_queue_value(&v)?.0)))
             .collect()
     }
 
@@ -177,7 +243,7 @@ impl Group for SledGroup<'_> {
     }
 
     fn put_audit(&mut self, seq: u64, rec: &pb::AuditRecord) {
-        self.put_body(audit_key(seq), rec);
+        self.put_body(AUDIT, &seq.to_be_bytes(), rec);
     }
 
     fn put_counters(&mut self, c: &Counters) {
@@ -205,7 +271,11 @@ impl Group for SledGroup<'_> {
     }
 
     fn put_list_change(&mut self, c: &StoredChange) {
-        self.insert(list_key(c.tip.version), encode_change(c));
+        let bytes = encode_change(c);
+        self.batch
+            .put_body(LIST, &c.tip.version.to_be_bytes(), |b| {
+                b.extend_from_slice(&bytes)
+            });
     }
 
     fn put_list_tip(&mut self, tip: &Tip) {
@@ -213,35 +283,39 @@ impl Group for SledGroup<'_> {
     }
 
     fn case(&self, id: &CaseId) -> Result<Option<pb::CaseRecord>, StoreError> {
-        self.inline(&case_key(id), "case")
+        self.body(CASES, id.as_bytes(), "case")
     }
 
     fn put_case(&mut self, id: &CaseId, rec: &pb::CaseRecord) {
-        self.insert(case_key(id), rec.encode_to_vec());
+        self.put_body(CASES, id.as_bytes(), rec);
     }
 
     fn add_deadline(&mut self, at_ms: i64, case: &CaseId, location: u32) {
-        self.insert(deadline_key(at_ms, case, location), Vec::new());
+        self.batch
+            .put(DEADLINES, &deadline_key(at_ms, case, location), &[]);
     }
 
     fn remove_deadline(&mut self, at_ms: i64, case: &CaseId, location: u32) {
-        self.remove(deadline_key(at_ms, case, location));
+        self.batch
+            .delete(DEADLINES, &deadline_key(at_ms, case, location));
     }
 
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError> {
-        self.contains(&sighting_key(case, report))
+        Ok(self
+            .ledger_get(SIGHTINGS, &sighting_key(case, report))
+            .is_some())
     }
 
     fn add_sighting(&mut self, case: &CaseId, report: &ReportId) {
-        self.insert(sighting_key(case, report), Vec::new());
+        self.batch.put(SIGHTINGS, &sighting_key(case, report), &[]);
     }
 
     fn remove_sighting(&mut self, case: &CaseId, report: &ReportId) {
-        self.remove(sighting_key(case, report));
+        self.batch.delete(SIGHTINGS, &sighting_key(case, report));
     }
 
     fn put_case_keys(&mut self, report: &ReportId, rec: &pb::CaseKeysRecord) {
-        self.put_body(case_keys_key(report), rec);
+        self.put_body(CASE_KEYS, report.as_bytes(), rec);
     }
 
     fn series(&self, id: &SeriesId) -> Result<Option<pb::SeriesRecord>, StoreError> {
@@ -350,45 +424,56 @@ impl Group for SledGroup<'_> {
         &self,
         id: &NotificationId,
     ) -> Result<Option<pb::SignedNotification>, StoreError> {
-        self.body(&notification_key(id), "notification")
+        self.body(NOTIFICATIONS, id.as_bytes(), "notification")
     }
 
     fn put_notification(&mut self, id: &NotificationId, n: &pb::SignedNotification) {
-        self.put_body(notification_key(id), n);
+        self.put_body(NOTIFICATIONS, id.as_bytes(), n);
     }
 
     fn apply(self: Box<Self>) -> Result<(), StoreError> {
         let SledGroup {
             backend,
             writes,
-            blob_start,
-            blob_buf,
-            ..
+            batch,
+            numbered,
+            next_recipient,
         } = *self;
-        // The bodies first, synced, before anything may point to them.
-        let blob_end = blob_start + blob_buf.len() as u64;
-        if !blob_buf.is_empty() {
-            backend.blobs.write_durable(blob_start, &blob_buf)?;
-        }
-        let mut batch = sled::Batch::default();
+        // The records first, synced, before anything may count on them; a
+        // failure here fails the group with nothing applied.
+        let end = backend.ledger.commit(batch)?;
+        let mut sled_batch = sled::Batch::default();
         for (k, v) in writes {
             match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+                Some(v) => sled_batch.insert(k, v),
+                None => sled_batch.remove(k),
             }
         }
-        batch.insert(META_BLOB_END, &blob_end.to_be_bytes()[..]);
+        sled_batch.insert(META_LEDGER_END, &end.to_be_bytes()[..]);
         // sled fails an apply once its log could not be written: it cannot
         // be trusted with a later group, and nothing after would be
         // durable. Stop, as after a failed flush; on restart sled recovers
-        // a consistent prefix.
-        if let Err(e) = backend.tree.apply_batch(batch) {
+        // a consistent prefix, and the ledger is cut back to it.
+        if let Err(e) = backend.tree.apply_batch(sled_batch) {
             tracing::error!(error = %e, "the store could not apply a group: stopping the hub to keep the store consistent");
             std::process::abort();
         }
         backend
-            .blob_end
-            .store(blob_end, std::sync::atomic::Ordering::Release);
+            .applied_end
+            .store(end, std::sync::atomic::Ordering::Release);
+        if !numbered.is_empty() {
+            let mut r = backend
+                .recipients
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (name, n) in numbered {
+                r.names.insert(n, name.clone());
+                r.numbers.insert(name, n);
+            }
+            if let Some(next) = next_recipient {
+                r.next = r.next.max(next);
+            }
+        }
         Ok(())
     }
 }

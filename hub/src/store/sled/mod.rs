@@ -1,16 +1,23 @@
-//! The embedded backend: sled for keys and small values, and one
-//! append-only blob file for bodies (reports, audit records, history,
-//! further decisions, notifications), which sled only points to.
+//! The embedded backend: sled for the small state (settings, series,
+//! statistics, the pipeline's counters), and the ledger (`meldnet-ledger`)
+//! for everything that grows with every report: report bodies and
+//! decisions, history, audit records, queue entries, cases, sightings,
+//! deadlines and the known-hash list, each in an index over one append-only
+//! log.
 //!
-//! Durability of a group: its bodies are written to the blob file and
-//! synced first (`Group::apply`), then everything else is applied as one
-//! atomic sled batch that also records the blob file's new end; the
-//! pipeline then calls `make_durable` (sled's fsync) before it answers
-//! anyone. Nothing in sled points to a body that is not on disk, and a
-//! group that never committed leaves only bodies past the recorded end,
-//! which opening cuts away.
+//! Durability of a group (`Group::apply`): its ledger records are written
+//! to the log and synced first, then everything else is applied as one
+//! atomic sled batch that also records the log's new end; the pipeline then
+//! calls `make_durable` (sled's fsync) before it answers anyone, and only
+//! then may the ledger write a checkpoint that covers the group. Opening
+//! cuts the log back to the end sled recorded (a group that never
+//! committed) and replays the log after the ledger's last checkpoint.
+//!
+//! Memory: sled holds a few keys per series, registration and statistic,
+//! never one per report; the ledger holds its newest changes in memory
+//! until a checkpoint writes them as runs (memory-mapped), so what the
+//! store takes stays bounded however many reports it holds.
 
-pub mod blobs;
 mod footprint;
 mod group;
 mod keys;
@@ -19,31 +26,53 @@ use crate::store::seam::{Backend, Counters, Delivered, Group, Part, QueuedBody, 
 use crate::store::series::decode_preference;
 use crate::store::types::{Damage, SeriesHashKey, StoreCheck, StoredChange};
 use crate::store::{StoreError, StoreOptions};
-use blobs::{BlobError, BlobFile, BlobRef};
 use keys::*;
 use meldnet_core::CaseId;
 use meldnet_core::ChainHead;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
 use meldnet_core::{Preference, SeriesId};
+use meldnet_ledger::{Ledger, LedgerError, LogError, Ptr};
 use meldnet_list::Tip;
 use meldnet_proto::v1 as pb;
 use prost::Message;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{PoisonError, RwLock};
+
+/// What a walk over an index says each entry to: its key and value;
+/// answers whether to go on.
+type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError> + 'a;
+
+/// The same for decoded bodies.
+type VisitBody<'a, M> = dyn FnMut(&[u8], M) -> Result<bool, StoreError> + 'a;
+
+/// The ledger's folder inside the store's.
+pub const LEDGER_DIR: &str = "ledger";
+
+/// The ledger's indexes as this backend lays them out (for tools and the
+/// fuzz target that open its files the way the store does).
+pub fn ledger_indexes() -> Vec<std::sync::Arc<dyn meldnet_ledger::Table>> {
+    tables()
+}
 
 /// Whether an I/O error says the disk (or the quota) is full.
 fn is_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-impl From<BlobError> for StoreError {
-    fn from(e: BlobError) -> Self {
+impl From<LedgerError> for StoreError {
+    fn from(e: LedgerError) -> Self {
         match &e {
-            BlobError::Io { source, .. } if is_full(source) => StoreError::Full(e.to_string()),
-            BlobError::Io { .. } => StoreError::Io(e.to_string()),
-            BlobError::Damaged { .. } => StoreError::Corrupt(e.to_string()),
+            LedgerError::Log(LogError::Io { source, .. }) if is_full(source) => {
+                StoreError::Full(e.to_string())
+            }
+            LedgerError::Log(LogError::Damaged { .. }) => StoreError::Corrupt(e.to_string()),
+            LedgerError::Run(meldnet_ledger::RunError::Damaged { .. }) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            _ => StoreError::Io(e.to_string()),
         }
     }
 }
@@ -58,14 +87,25 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// The recipients' numbers in queue keys, both ways.
+#[derive(Default)]
+struct Recipients {
+    numbers: HashMap<String, u32>,
+    names: HashMap<u32, String>,
+    next: u32,
+}
+
 /// The embedded backend. Cheap to share (`Arc`).
 pub struct SledBackend {
     db: sled::Db,
     tree: sled::Tree,
-    blobs: Arc<BlobFile>,
-    /// Where the next group's bodies go: the end of the durable part of
-    /// the blob file (only the pipeline's writer moves it).
-    blob_end: AtomicU64,
+    ledger: Ledger,
+    /// The ledger's end as of the last applied group (what the next
+    /// `make_durable` makes durable).
+    applied_end: AtomicU64,
+    recipients: RwLock<Recipients>,
+    /// Damage met in the ledger's log when it was opened.
+    opened_with_damage: Vec<meldnet_ledger::Damage>,
     room: Room,
 }
 
@@ -178,7 +218,7 @@ fn decode_change(k: &[u8], v: &[u8]) -> Result<StoredChange, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("list change".into()))?;
     Ok(StoredChange {
         tip: Tip {
-            version: be64(k.get(1..), "list change")?,
+            version: be64(Some(k), "list change")?,
             count: be64(v.get(32..40), "list change")?,
             digest,
         },
@@ -203,8 +243,8 @@ impl SledBackend {
     /// Opens (or creates) the store in `dir`, refusing new reports while
     /// its file system has less than `options.min_free` bytes free. That room is
     /// kept for what must not fail: sled's own log (a failed flush stops
-    /// the hub), acknowledgements, operators' changes; its page cache takes at most
-    /// `options.cache_bytes`.
+    /// the hub), acknowledgements, operators' changes; sled's page cache
+    /// takes at most `options.cache_bytes`.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<SledBackend, StoreError> {
         // No periodic flush of sled's own: the pipeline flushes after every
         // group it answers, and a background write could meet a failing
@@ -217,13 +257,52 @@ impl SledBackend {
         }
         let db = config.open()?;
         let tree = db.open_tree("hub")?;
-        let blob_end = read_u64(&tree, META_BLOB_END, "blob end")?.unwrap_or(0);
-        let blobs = Arc::new(BlobFile::open(dir, blob_end)?);
+        let format = read_u64(&tree, META_FORMAT, "store format")?;
+        if format.is_none() && tree.contains_key(META_BLOB_END_OF_FORMAT_1)? {
+            return Err(StoreError::Corrupt(format!(
+                "{}: a store of the first layout (reports in sled beside reports.blobs); this hub keeps them in its ledger (layout {FORMAT}) and does not read the first: keep that folder with the hub that wrote it, or start this hub on a new folder",
+                dir.display()
+            )));
+        }
+        if format.is_some_and(|f| f != FORMAT) {
+            return Err(StoreError::Corrupt(format!(
+                "{}: store layout {} (this hub reads layout {FORMAT})",
+                dir.display(),
+                format.unwrap_or(0)
+            )));
+        }
+        if format.is_none() {
+            tree.insert(META_FORMAT, &FORMAT.to_be_bytes()[..])?;
+            db.flush()?;
+        }
+        let end = read_u64(&tree, META_LEDGER_END, "ledger end")?.unwrap_or(0);
+        let mut ledger_options = meldnet_ledger::Options::default();
+        if options.checkpoint_entries > 0 {
+            ledger_options.checkpoint_entries = options.checkpoint_entries;
+        }
+        let (ledger, damage) = Ledger::open(&dir.join(LEDGER_DIR), tables(), end, ledger_options)?;
+        let mut recipients = Recipients {
+            next: read_u64(&tree, META_NEXT_RECIPIENT, "next recipient")?.unwrap_or(1) as u32,
+            ..Default::default()
+        };
+        for kv in tree.scan_prefix([RECIPIENT]) {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(k.get(1..).unwrap_or_default()).into_owned();
+            let n = v
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt(format!("recipient number of {name}")))?;
+            recipients.names.insert(n, name.clone());
+            recipients.numbers.insert(name, n);
+        }
         Ok(SledBackend {
             db,
             tree,
-            blobs,
-            blob_end: AtomicU64::new(blob_end),
+            ledger,
+            applied_end: AtomicU64::new(end),
+            recipients: RwLock::new(recipients),
+            opened_with_damage: damage,
             room: Room {
                 dir: dir.to_path_buf(),
                 min_free: options.min_free,
@@ -231,29 +310,50 @@ impl SledBackend {
         })
     }
 
-    fn body(&self, pointer: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let r =
-            BlobRef::from_bytes(pointer).ok_or_else(|| StoreError::Corrupt("pointer".into()))?;
-        Ok(self.blobs.read(r)?)
+    /// The ledger's runs per index (name, runs, entries), for operators.
+    pub fn ledger_runs(&self) -> Vec<(&'static str, usize, u64)> {
+        self.ledger.runs()
     }
 
-    /// The bytes a pointer covers, header included, unchecked (for the
-    /// digest of a damaged store).
-    fn raw_body(&self, pointer: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let r =
-            BlobRef::from_bytes(pointer).ok_or_else(|| StoreError::Corrupt("pointer".into()))?;
-        Ok(self.blobs.read_raw(r)?)
+    fn recipient_number(&self, recipient: &str) -> Option<u32> {
+        self.recipients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .numbers
+            .get(recipient)
+            .copied()
     }
 
+    fn recipient_name(&self, n: u32) -> Option<String> {
+        self.recipients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .names
+            .get(&n)
+            .cloned()
+    }
+
+    /// The place of the body of `key` in `index`, if set.
+    fn place(&self, index: u8, key: &[u8]) -> Result<Option<Ptr>, StoreError> {
+        self.ledger
+            .get(index, key)
+            .map(|v| {
+                Ptr::from_bytes(&v).ok_or_else(|| StoreError::Corrupt("a body's place".into()))
+            })
+            .transpose()
+    }
+
+    /// The body of `key` in `index`, decoded.
     fn message<M: Message + Default>(
         &self,
+        index: u8,
         key: &[u8],
         what: &str,
     ) -> Result<Option<M>, StoreError> {
-        self.tree
-            .get(key)?
-            .map(|v| decode(&self.body(&v)?, what))
-            .transpose()
+        let Some(p) = self.place(index, key)? else {
+            return Ok(None);
+        };
+        decode(&self.ledger.body(index, p)?, what).map(Some)
     }
 
     fn inline<M: Message + Default>(
@@ -275,42 +375,48 @@ impl SledBackend {
             .collect()
     }
 
-    fn scan_bodies<M: Message + Default>(
+    /// Says each key of `index` in `[from, to)` with its value to `f`, in
+    /// order; `f` answers whether to go on.
+    fn each(
         &self,
-        prefix: &[u8],
+        index: u8,
+        from: &[u8],
+        to: Option<&[u8]>,
+        f: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        let mut failed = None;
+        self.ledger
+            .scan(index, from, to, &mut |k, v| match f(k, v) {
+                Ok(go) => go,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            });
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Every body of `index` in `[from, to)`, decoded, in key order.
+    fn bodies<M: Message + Default>(
+        &self,
+        index: u8,
+        from: &[u8],
+        to: Option<&[u8]>,
         what: &str,
-    ) -> Result<Vec<M>, StoreError> {
-        self.tree
-            .scan_prefix(prefix)
-            .map(|kv| decode(&self.body(&kv?.1)?, what))
-            .collect()
+        f: &mut VisitBody<'_, M>,
+    ) -> Result<(), StoreError> {
+        self.each(index, from, to, &mut |k, v| {
+            let p =
+                Ptr::from_bytes(v).ok_or_else(|| StoreError::Corrupt(format!("{what}: place")))?;
+            f(k, decode(&self.ledger.body(index, p)?, what)?)
+        })
     }
 
     /// A stored notification: its body's bytes and the signed message.
-    fn notification_body(
-        &self,
-        pointer: &[u8],
-    ) -> Result<(Vec<u8>, pb::SignedNotification), StoreError> {
-        let body = self.body(pointer)?;
+    fn notification_body(&self, p: Ptr) -> Result<(Vec<u8>, pb::SignedNotification), StoreError> {
+        let body = self.ledger.body(NOTIFICATIONS, p)?;
         let sn = decode(&body, "notification")?;
         Ok((body, sn))
-    }
-
-    /// What a queue entry points to, with the size of its body.
-    fn queued_body(
-        &self,
-        item: &crate::store::seam::QueueItem,
-    ) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        use crate::store::seam::QueueItem;
-        let key = match item {
-            QueueItem::Report(r) => report_key(r),
-            QueueItem::Redecision { decision, .. } => escalation_key(decision),
-            QueueItem::Notification(n) => notification_key(n),
-        };
-        Ok(self.tree.get(key)?.map(|p| {
-            let len = BlobRef::from_bytes(&p).map_or(0, |r| r.len);
-            (p.to_vec(), len)
-        }))
     }
 }
 
@@ -318,17 +424,44 @@ fn read_u64(tree: &sled::Tree, key: &[u8], what: &str) -> Result<Option<u64>, St
     tree.get(key)?.map(|v| be64(Some(&v), what)).transpose()
 }
 
+/// The first key after every key that starts with `prefix` (none: no end).
+fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl Reads for SledBackend {
     fn report(&self, id: &ReportId) -> Result<Option<pb::StoredReport>, StoreError> {
-        self.message(&report_key(id), "report")
+        self.message(REPORTS, id.as_bytes(), "report")
     }
 
     fn escalation(&self, id: &CaseId) -> Result<Option<pb::StoredReport>, StoreError> {
-        self.message(&escalation_key(id), "report")
+        self.message(REDECISIONS, id.as_bytes(), "report")
     }
 
     fn history(&self, id: &ReportId) -> Result<Vec<pb::HistoryEvent>, StoreError> {
-        self.scan_bodies(&key(HISTORY, &[id.as_bytes()]), "history")
+        let mut out = Vec::new();
+        let end = after_prefix(id.as_bytes());
+        self.bodies(
+            HISTORY,
+            &history_key(id, 0),
+            end.as_deref(),
+            "history",
+            &mut |k, ev: pb::HistoryEvent| {
+                if k.get(..16) != Some(&id.as_bytes()[..]) {
+                    return Ok(false);
+                }
+                out.push(ev);
+                Ok(true)
+            },
+        )?;
+        Ok(out)
     }
 
     fn queue_page(
@@ -338,35 +471,42 @@ impl Reads for SledBackend {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<QueuedBody>, bool), StoreError> {
-        let prefix = queue_prefix(recipient);
-        let start = queue_key(&prefix, after.saturating_add(1));
-        let mut end = prefix.clone();
-        if let Some(last) = end.last_mut() {
-            *last = 1;
-        }
+        let Some(n) = self.recipient_number(&recipient.to_string()) else {
+            return Ok((Vec::new(), false));
+        };
+        let from = queue_key(n, after.saturating_add(1));
+        let to = queue_key(n.saturating_add(1), 0);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for kv in self.tree.range(start..end) {
-            let (k, v) = kv?;
+        let mut more = false;
+        self.each(QUEUE, &from, Some(&to), &mut |k, v| {
             if out.len() == limit {
-                return Ok((out, true));
+                more = true;
+                return Ok(false);
             }
-            let seq = queue_seq(&k, prefix.len())?;
-            let item = decode_queue_value(&v)?;
+            let (_, seq) = decode_queue_key(k)?;
+            let (item, place) = decode_queue_value(v)?;
             let report_id = item.report_id();
-            let (pointer, size) = self.queued_body(&item)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("queue entry for missing report {report_id}"))
-            })?;
-            if !out.is_empty() && bytes + size as usize > max_bytes {
-                return Ok((out, true));
+            let (index, id) = body_of(&item);
+            let place = match place {
+                Some(p) => p,
+                None => self.place(index, &id)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("queue entry for missing report {report_id}"))
+                })?,
+            };
+            if !out.is_empty() && bytes + place.len as usize > max_bytes {
+                more = true;
+                return Ok(false);
             }
-            bytes += size as usize;
+            bytes += place.len as usize;
             let loaded = match item {
                 crate::store::seam::QueueItem::Notification(_) => self
-                    .notification_body(&pointer)
+                    .notification_body(place)
                     .map(|(_, sn)| Delivered::Notification(sn)),
                 _ => self
-                    .body(&pointer)
+                    .ledger
+                    .body(index, place)
+                    .map_err(StoreError::from)
                     .and_then(|b| decode(&b, "report"))
                     .map(Delivered::Report),
             };
@@ -376,8 +516,9 @@ impl Reads for SledBackend {
                 Err(e) => return Err(e),
             };
             out.push((seq, report_id, loaded));
-        }
-        Ok((out, false))
+            Ok(true)
+        })?;
+        Ok((out, more))
     }
 
     fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
@@ -405,10 +546,13 @@ impl Reads for SledBackend {
     }
 
     fn audit_records(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.tree
-            .scan_prefix([AUDIT])
-            .map(|kv| self.body(&kv?.1))
-            .collect()
+        let mut out = Vec::new();
+        self.each(AUDIT, &[0; 8], None, &mut |_, v| {
+            let p = Ptr::from_bytes(v).ok_or_else(|| StoreError::Corrupt("audit place".into()))?;
+            out.push(self.ledger.body(AUDIT, p)?);
+            Ok(true)
+        })?;
+        Ok(out)
     }
 
     fn audit_head(&self) -> Result<Option<ChainHead>, StoreError> {
@@ -419,14 +563,16 @@ impl Reads for SledBackend {
     }
 
     fn list_changes(&self, from: u64, limit: usize) -> Result<Vec<StoredChange>, StoreError> {
-        self.tree
-            .range(list_key(from.max(1))..list_key(u64::MAX))
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode_change(&k, &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        self.each(LIST, &from.max(1).to_be_bytes(), None, &mut |k, v| {
+            let p = Ptr::from_bytes(v).ok_or_else(|| StoreError::Corrupt("list place".into()))?;
+            out.push(decode_change(k, &self.ledger.body(LIST, p)?)?);
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
     }
 
     fn list_tip(&self) -> Result<Option<Tip>, StoreError> {
@@ -448,69 +594,93 @@ impl Reads for SledBackend {
     }
 
     fn case(&self, id: &CaseId) -> Result<Option<pb::CaseRecord>, StoreError> {
-        self.inline(&case_key(id), "case")
+        self.message(CASES, id.as_bytes(), "case")
     }
 
     fn cases(&self) -> Result<Vec<pb::CaseRecord>, StoreError> {
-        self.scan_inline(&[CASE], "case")
+        let mut out = Vec::new();
+        self.each_case(&mut |c| {
+            out.push(c);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     fn case_keys_of(&self, report: &ReportId) -> Result<Option<pb::CaseKeysRecord>, StoreError> {
-        self.message(&case_keys_key(report), "case keys")
+        self.message(CASE_KEYS, report.as_bytes(), "case keys")
     }
 
     fn each_case(
         &self,
         f: &mut dyn FnMut(pb::CaseRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        for kv in self.tree.scan_prefix([CASE]) {
-            f(decode(&kv?.1, "case")?)?;
-        }
-        Ok(())
+        self.bodies(CASES, &[0; 16], None, "case", &mut |_, c| {
+            f(c)?;
+            Ok(true)
+        })
     }
 
     fn each_case_keys(
         &self,
         f: &mut dyn FnMut(pb::CaseKeysRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        for kv in self.tree.scan_prefix([CASE_KEYS]) {
-            f(decode(&self.body(&kv?.1)?, "case keys")?)?;
-        }
-        Ok(())
+        self.bodies(CASE_KEYS, &[0; 16], None, "case keys", &mut |_, c| {
+            f(c)?;
+            Ok(true)
+        })
     }
 
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError> {
-        Ok(self.tree.contains_key(sighting_key(case, report))?)
+        Ok(self
+            .ledger
+            .get(SIGHTINGS, &sighting_key(case, report))
+            .is_some())
     }
 
     fn sightings(&self, case: &CaseId, limit: usize) -> Result<Vec<ReportId>, StoreError> {
-        self.tree
-            .scan_prefix(key(SIGHTING, &[case.as_bytes()]))
-            .take(limit)
-            .map(|kv| {
-                let (k, _) = kv?;
-                Ok(ReportId::from_bytes(id16(
-                    k.get(17..).unwrap_or_default(),
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let end = after_prefix(case.as_bytes());
+        self.each(
+            SIGHTINGS,
+            &sighting_key(case, &ReportId::from_bytes([0; 16])),
+            end.as_deref(),
+            &mut |k, _| {
+                out.push(ReportId::from_bytes(id16(
+                    k.get(16..).unwrap_or_default(),
                     "sighting key",
-                )?))
-            })
-            .collect()
+                )?));
+                Ok(out.len() < limit)
+            },
+        )?;
+        Ok(out)
     }
 
     fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<(i64, CaseId, u32)>, StoreError> {
-        let end = key(DEADLINE, &[&now_ms.saturating_add(1).to_be_bytes()]);
-        self.tree
-            .range(vec![DEADLINE]..end)
-            .take(limit)
-            .map(|kv| decode_deadline_key(&kv?.0))
-            .collect()
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let end = now_ms.saturating_add(1).to_be_bytes();
+        self.each(DEADLINES, &[0; 28], None, &mut |k, _| {
+            if k.get(..8) >= Some(&end[..]) {
+                return Ok(false);
+            }
+            out.push(decode_deadline_key(k)?);
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
     }
 
     fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
-        match self.tree.scan_prefix([DEADLINE]).next() {
-            None => Ok(None),
-            Some(kv) => Ok(Some(decode_deadline_key(&kv?.0)?.0)),
-        }
+        let mut first = None;
+        self.each(DEADLINES, &[0; 28], None, &mut |k, _| {
+            first = Some(decode_deadline_key(k)?.0);
+            Ok(false)
+        })?;
+        Ok(first)
     }
 
     fn series_record(&self, id: &SeriesId) -> Result<Option<pb::SeriesRecord>, StoreError> {
@@ -584,35 +754,62 @@ impl Reads for SledBackend {
 
     fn check(&self) -> Result<StoreCheck, StoreError> {
         let mut out = StoreCheck::default();
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            let Some(kind) = body_kind(&k) else {
-                continue;
+        for index in [
+            REPORTS,
+            REDECISIONS,
+            NOTIFICATIONS,
+            HISTORY,
+            AUDIT,
+            CASE_KEYS,
+            CASES,
+            LIST,
+        ] {
+            let kind = body_kind(index).unwrap_or("body");
+            let key_len = match index {
+                HISTORY => 24,
+                AUDIT | LIST => 8,
+                _ => 16,
             };
-            out.bodies += 1;
-            let Some(r) = BlobRef::from_bytes(&v) else {
-                out.damaged.push(Damage {
-                    kind,
-                    key: hex::encode(k.get(1..).unwrap_or_default()),
-                    offset: 0,
-                    len: 0,
-                    reason: "the pointer itself is damaged".into(),
-                });
-                continue;
-            };
-            if let Err(e) = self.blobs.read(r) {
-                let key = match (k.first(), k.get(1..17)) {
-                    (Some(&REPORT) | Some(&HISTORY) | Some(&CASE_KEYS), Some(id)) => {
-                        ReportId::from_bytes(id16(id, "key")?).to_string()
-                    }
-                    _ => hex::encode(k.get(1..).unwrap_or_default()),
+            self.each(index, &vec![0u8; key_len], None, &mut |k, v| {
+                out.bodies += 1;
+                let Some(p) = Ptr::from_bytes(v) else {
+                    out.damaged.push(Damage {
+                        kind,
+                        key: hex::encode(k),
+                        offset: 0,
+                        len: 0,
+                        reason: "the place itself is damaged".into(),
+                    });
+                    return Ok(true);
                 };
+                if let Err(e) = self.ledger.body(index, p) {
+                    let key = match (index, k.get(..16)) {
+                        (REPORTS | HISTORY | CASE_KEYS, Some(id)) => {
+                            ReportId::from_bytes(id16(id, "key")?).to_string()
+                        }
+                        _ => hex::encode(k),
+                    };
+                    out.damaged.push(Damage {
+                        kind,
+                        key,
+                        offset: p.offset,
+                        len: p.len,
+                        reason: e.to_string(),
+                    });
+                }
+                Ok(true)
+            })?;
+        }
+        // Damage the log holds where no index points (a record whose header
+        // is gone), as it was met when the store was opened.
+        for d in &self.opened_with_damage {
+            if !out.damaged.iter().any(|x| x.offset == d.offset) {
                 out.damaged.push(Damage {
-                    kind,
-                    key,
-                    offset: r.offset,
-                    len: r.len,
-                    reason: e.to_string(),
+                    kind: "log range",
+                    key: String::new(),
+                    offset: d.offset,
+                    len: d.len.min(u64::from(u32::MAX)) as u32,
+                    reason: d.reason.clone(),
                 });
             }
         }
@@ -637,54 +834,11 @@ impl Reads for SledBackend {
             let (k, v) = kv?;
             let Some(&prefix) = k.first() else { continue };
             let rest = k.get(1..).unwrap_or_default();
-            let (value, damaged) = match body_kind(&k) {
-                Some(_) => match self.body(&v) {
-                    Ok(body) => (body, false),
-                    // A damaged body counts as what is there, and is
-                    // counted: the digest still compares states, and says
-                    // the damage.
-                    Err(StoreError::Corrupt(_)) => (self.raw_body(&v)?, true),
-                    Err(e) => return Err(e),
-                },
-                None => (v.to_vec(), false),
-            };
-            let split = |at: &[usize]| -> Vec<&[u8]> {
-                let mut parts = Vec::new();
-                let mut from = 0;
-                for &to in at {
-                    parts.push(rest.get(from..to).unwrap_or_default());
-                    from = to;
-                }
-                parts.push(rest.get(from..).unwrap_or_default());
-                parts
-            };
+            let split = |at: &[usize]| -> Vec<&[u8]> { split_at(rest, at) };
             let (part, key): (Part, Vec<&[u8]>) = match prefix {
-                REPORT => (Part::Report, split(&[])),
-                ESCALATION => (Part::Redecision, split(&[])),
-                HISTORY => (Part::History, split(&[16])),
-                QUEUE => {
-                    let nul = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-                    let recipient = rest.get(..nul).unwrap_or_default();
-                    let seq = rest.get(nul + 1..).unwrap_or_default();
-                    let item = decode_queue_value(&v)?;
-                    let value = crate::store::digest::queue_item(&item);
-                    f(Record {
-                        part: Part::Queue,
-                        key: &[recipient, seq],
-                        value: &value,
-                        damaged: false,
-                    })?;
-                    continue;
-                }
                 HELD_BACK => (Part::HeldBack, split(&[])),
-                AUDIT => (Part::Audit, split(&[])),
                 STAT => (Part::Stat, split(&[])),
-                LIST => (Part::ListChange, split(&[])),
                 REGISTRATION => (Part::Registration, split(&[])),
-                CASE => (Part::Case, split(&[])),
-                CASE_KEYS => (Part::CaseKeys, split(&[])),
-                SIGHTING => (Part::Sighting, split(&[16])),
-                DEADLINE => (Part::Deadline, split(&[8, 24])),
                 SERIES => (Part::Series, split(&[])),
                 SERIES_HASH => (Part::SeriesHash, split(&[16, 17])),
                 PREFERENCE => (Part::Preference, split(&[])),
@@ -692,24 +846,115 @@ impl Reads for SledBackend {
                 MATCH => (Part::SeriesMatch, split(&[16, 24])),
                 CASE_SERIES => (Part::CaseSeries, split(&[16])),
                 DRAFT => (Part::Draft, split(&[16])),
-                NOTIFICATION => (Part::Notification, split(&[])),
                 _ => match k.as_ref() {
                     META_LIST_TIP => (Part::ListTip, Vec::new()),
                     META_RULES => (Part::Rules, Vec::new()),
-                    // The counters, said above in the hub's terms; the blob
-                    // file's end is where bodies lie, not what is stored.
+                    // The counters, said above in the hub's terms; the
+                    // ledger's end, the recipients' numbers and the format
+                    // are where records lie, not what is stored.
                     _ => continue,
                 },
             };
             f(Record {
                 part,
                 key: &key,
-                value: &value,
-                damaged,
+                value: &v,
+                damaged: false,
             })?;
         }
+        for (index, part, at) in [
+            (REPORTS, Part::Report, &[][..]),
+            (REDECISIONS, Part::Redecision, &[][..]),
+            (NOTIFICATIONS, Part::Notification, &[][..]),
+            (HISTORY, Part::History, &[16][..]),
+            (AUDIT, Part::Audit, &[][..]),
+            (CASE_KEYS, Part::CaseKeys, &[][..]),
+            (CASES, Part::Case, &[][..]),
+            (LIST, Part::ListChange, &[][..]),
+        ] {
+            let key_len = match index {
+                HISTORY => 24,
+                AUDIT | LIST => 8,
+                _ => 16,
+            };
+            self.each(index, &vec![0u8; key_len], None, &mut |k, v| {
+                let p = Ptr::from_bytes(v)
+                    .ok_or_else(|| StoreError::Corrupt("a body's place".into()))?;
+                let (value, damaged) = match self.ledger.body(index, p) {
+                    Ok(body) => (body, false),
+                    // A damaged body counts as what is there, and is
+                    // counted: the digest still compares states, and says
+                    // the damage.
+                    Err(LedgerError::Log(LogError::Damaged { .. })) => {
+                        (self.ledger.body_raw(index, p)?, true)
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let key = split_at(k, at);
+                f(Record {
+                    part,
+                    key: &key,
+                    value: &value,
+                    damaged,
+                })?;
+                Ok(true)
+            })?;
+        }
+        let mut names: HashMap<u32, String> = HashMap::new();
+        self.each(QUEUE, &[0; 12], None, &mut |k, v| {
+            let (n, seq) = decode_queue_key(k)?;
+            let recipient = match names.get(&n) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self.recipient_name(n).ok_or_else(|| {
+                        StoreError::Corrupt(format!("queue of an unknown recipient number {n}"))
+                    })?;
+                    names.insert(n, r.clone());
+                    r
+                }
+            };
+            let (item, _) = decode_queue_value(v)?;
+            let value = crate::store::digest::queue_item(&item);
+            f(Record {
+                part: Part::Queue,
+                key: &[recipient.as_bytes(), &seq.to_be_bytes()],
+                value: &value,
+                damaged: false,
+            })?;
+            Ok(true)
+        })?;
+        self.each(SIGHTINGS, &[0; 32], None, &mut |k, _| {
+            f(Record {
+                part: Part::Sighting,
+                key: &split_at(k, &[16]),
+                value: &[],
+                damaged: false,
+            })?;
+            Ok(true)
+        })?;
+        self.each(DEADLINES, &[0; 28], None, &mut |k, _| {
+            f(Record {
+                part: Part::Deadline,
+                key: &split_at(k, &[8, 24]),
+                value: &[],
+                damaged: false,
+            })?;
+            Ok(true)
+        })?;
         Ok(())
     }
+}
+
+/// `b` cut at each of `at`.
+fn split_at<'a>(b: &'a [u8], at: &[usize]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for &to in at {
+        parts.push(b.get(from..to).unwrap_or_default());
+        from = to;
+    }
+    parts.push(b.get(from..).unwrap_or_default());
+    parts
 }
 
 impl Backend for SledBackend {
@@ -722,7 +967,9 @@ impl Backend for SledBackend {
     }
 
     fn make_durable(&self) -> Result<(), StoreError> {
+        let end = self.applied_end.load(Ordering::Acquire);
         self.db.flush()?;
+        self.ledger.made_durable(end);
         Ok(())
     }
 
@@ -731,15 +978,10 @@ impl Backend for SledBackend {
     }
 }
 
-impl SledBackend {
-    fn blob_end(&self) -> u64 {
-        self.blob_end.load(Ordering::Acquire)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn open(dir: &Path) -> SledBackend {
         // sled releases its lock when the last handle (the writer
