@@ -217,29 +217,33 @@ fn stats(store: &Store) -> Result<pb::StatsResponse, Status> {
     }
     let mut providers: BTreeMap<(String, u32), (pb::ProviderStats, Vec<i64>)> = BTreeMap::new();
     // Per location: each has its own notice, provider and time to removal.
-    for rec in store.cases().map_err(Status::from)? {
-        for loc in &rec.locations {
-            let Some(p) = &loc.provider else { continue };
-            let (s, times) = providers.entry((p.name.clone(), p.asn)).or_insert_with(|| {
-                (
-                    pb::ProviderStats {
-                        name: p.name.clone(),
-                        asn: p.asn,
-                        ..Default::default()
-                    },
-                    Vec::new(),
-                )
-            });
-            s.notices += 1;
-            if loc.removed_at_ms > 0 {
-                s.removed += 1;
-                times.push(loc.removed_at_ms - noticed_or_opened(loc));
-            } else if loc.not_removed {
-                s.not_removed += 1;
+    // One case at a time: a million cases are never all in memory at once.
+    store
+        .each_case(&mut |rec| {
+            for loc in &rec.locations {
+                let Some(p) = &loc.provider else { continue };
+                let (s, times) = providers.entry((p.name.clone(), p.asn)).or_insert_with(|| {
+                    (
+                        pb::ProviderStats {
+                            name: p.name.clone(),
+                            asn: p.asn,
+                            ..Default::default()
+                        },
+                        Vec::new(),
+                    )
+                });
+                s.notices += 1;
+                if loc.removed_at_ms > 0 {
+                    s.removed += 1;
+                    times.push(loc.removed_at_ms - noticed_or_opened(loc));
+                } else if loc.not_removed {
+                    s.not_removed += 1;
+                }
+                s.deadlines_missed += loc.escalations.len() as u64;
             }
-            s.deadlines_missed += loc.escalations.len() as u64;
-        }
-    }
+            Ok(())
+        })
+        .map_err(Status::from)?;
     let mut list: Vec<pb::ProviderStats> = providers
         .into_values()
         .map(|(mut s, mut times)| {

@@ -4,7 +4,7 @@
 //! A refused report leaves no trace in storage; it is logged with the field.
 
 use crate::cases::{
-    assessment_to_proto, gravity, CaseIndex, CaseInfo, LocationInfo, Notice, Placement, Presearch,
+    assessment_to_proto, gravity, BatchSearch, CaseIndex, CaseInfo, LocationInfo, Notice, Placement,
 };
 use crate::config::{EscalateTo, TakedownConfig};
 use crate::hash_list::HashList;
@@ -82,27 +82,10 @@ struct Routed {
     new: NewReport,
     decision: pb::Decision,
     report: Report,
-    route: Route,
-    /// The PDQ part of deconfliction, searched for the whole batch on all
-    /// cores once the cases lock is held.
-    pre: Presearch,
-}
-
-/// The PDQ searches of a batch's EU-linked reports, on all cores, against
-/// the index as the lock holder sees it; `place` then completes each with
-/// what the batch itself added before it.
-fn presearch_all(cases: &CaseIndex, batch: &mut [Routed]) {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = batch.len().div_ceil(workers).max(64);
-    std::thread::scope(|s| {
-        for part in batch.chunks_mut(chunk) {
-            s.spawn(move || {
-                for r in part.iter_mut().filter(|r| r.route.eu_link) {
-                    r.pre = cases.presearch(&r.report);
-                }
-            });
-        }
-    });
+    route: Arc<Route>,
+    /// The deconfliction key of its location (made once, with the decision,
+    /// on all cores: normalising a URL is not free).
+    url: [u8; 32],
 }
 
 /// A batch's answers, each report not processed refused as unavailable
@@ -232,8 +215,7 @@ impl Ingest {
         } else {
             Material::New
         };
-        let mut route = router.decide(&report, material);
-        route.reasons.append(&mut reasons);
+        let route = router.decide(&report, material);
         let digest = env.digest();
         let now = self.clock.now_ms();
         let decision = pb::Decision {
@@ -247,14 +229,14 @@ impl Ingest {
                 .recipients
                 .iter()
                 .map(|r| pb::Recipient {
-                    identity: r.identity.to_string(),
+                    identity: r.identity_text.clone(),
                     purpose: r.purpose as i32,
                     reason: r.reason.clone(),
                     first: r.first,
                     rule: r.rule.clone(),
                 })
                 .collect(),
-            reasons: route.reasons.clone(),
+            reasons: route.reasons.iter().cloned().chain(reasons).collect(),
             items,
             rules_version: route.rules_version,
             rules: route
@@ -262,7 +244,7 @@ impl Ingest {
                 .iter()
                 .map(|m| pb::RuleMatch {
                     rule: m.rule.clone(),
-                    recipients: m.recipients.iter().map(|r| r.to_string()).collect(),
+                    recipients: m.recipient_texts.clone(),
                     why: m.why.clone(),
                 })
                 .collect(),
@@ -287,41 +269,55 @@ impl Ingest {
             },
             recipients: Vec::new(),
             origin,
-            summary: format!("sha256 {digest}"),
+            summary: String::new(),
+            digest,
+            placement: 0,
             case: None,
             counts,
             series: Vec::new(),
             extra: Vec::new(),
+        };
+        let url = if route.eu_link {
+            crate::cases::url_key(&report)
+        } else {
+            [0; 32]
         };
         Routed {
             new,
             decision,
             report,
             route,
-            pre: Presearch::default(),
+            url,
         }
     }
 
-    /// Places a routed report in a case (in decision order, under the
-    /// cases lock) and writes its final decision.
-    fn place(&self, cases: &mut CaseIndex, r: Routed) -> NewReport {
+    /// Places a routed report, the `at`-th of a batch searched in
+    /// `search`, in a case (in decision order, under the cases lock) and
+    /// writes its final decision.
+    fn place(
+        &self,
+        cases: &mut CaseIndex,
+        r: Routed,
+        search: &mut BatchSearch,
+        at: usize,
+    ) -> Result<NewReport, StoreError> {
         let Routed {
             mut new,
             mut decision,
             report,
             route,
-            pre,
+            url,
         } = r;
         let mut extra: Vec<SpiffeId> = Vec::new();
         if route.eu_link {
             let now = decision.decided_at_ms;
-            let url = crate::cases::url_key(&report);
-            let (placement, keys) = cases.place(&report, &pre, || CaseInfo {
+            let (placement, keys, stamp) = cases.place(&report, &url, search, at, || CaseInfo {
                 id: CaseId::new_v7(),
                 first_report: report.id,
                 assessment: route.class,
                 locations: vec![LocationInfo::new(url, route.hosting, report.id)],
-            });
+            })?;
+            new.placement = stamp;
             let router = current(&self.routes);
             match placement {
                 Placement::Open(info) => {
@@ -334,7 +330,7 @@ impl Ingest {
                                 first.deadline_ms = n.deadline_ms;
                                 first.noticed = true;
                             }
-                        });
+                        })?;
                     }
                     decision.reasons.push(match &notice {
                         Some(n) => format!("opens case {}; {}", info.id, n.line()),
@@ -343,9 +339,9 @@ impl Ingest {
                             info.id
                         ),
                     });
-                    let info = cases.info(&info.id).cloned().unwrap_or(info);
+                    let info = cases.info(&info.id)?.unwrap_or(info);
                     decision.case_ref = Some(case_ref(&info, 0, pb::DecisionKind::Referral, ""));
-                    new.summary.push_str(&format!("; opens case {}", info.id));
+                    new.summary = format!("opens case {}", info.id);
                     new.case = Some(CaseWrite::Open(
                         Box::new(pb::CaseRecord {
                             case_id: info.id.to_string(),
@@ -413,8 +409,8 @@ impl Ingest {
                                 l.noticed = true;
                             }
                         }
-                    });
-                    let now_info = cases.info(&info.id).cloned().unwrap_or(info.clone());
+                    })?;
+                    let now_info = cases.info(&info.id)?.unwrap_or(info.clone());
                     let kind = match (&notice, location) {
                         (_, None) => pb::DecisionKind::NewLocation,
                         (Some(_), Some(_)) => pb::DecisionKind::Upgrade,
@@ -535,7 +531,7 @@ impl Ingest {
                                         l.deadline_ms = 0;
                                         l.noticed = false;
                                     }
-                                });
+                                })?;
                                 decision.reasons.push(format!(
                                     "location {j} (report {}) had no notice and its report could not be read ({e}): it is asked at the location's next report",
                                     loc.first_report
@@ -543,11 +539,10 @@ impl Ingest {
                             }
                         }
                     }
-                    let now_info = cases.info(&info.id).cloned().unwrap_or(now_info);
+                    let now_info = cases.info(&info.id)?.unwrap_or(now_info);
                     decision.kind = kind as i32;
                     decision.case_ref = Some(case_ref(&now_info, at, kind, &how));
-                    new.summary
-                        .push_str(&format!("; sighting of case {} by {how}", info.id));
+                    new.summary = format!("sighting of case {} by {how}", info.id);
                     let new_location = location.is_none().then(|| {
                         let mut rec = location_record(url, route.hosting, &report.id, now);
                         if let Some(n) = &notice {
@@ -582,6 +577,8 @@ impl Ingest {
                 new.summary
                     .push_str(&format!("; material of {} series", new.series.len()));
             }
+        } else {
+            new.summary = "no EU link".into();
         }
         new.recipients = route
             .recipients
@@ -589,17 +586,11 @@ impl Ingest {
             .map(|r| r.identity.clone())
             .chain(extra)
             .collect();
-        new.summary.push_str(&if new.recipients.is_empty() {
-            "; routed to nobody".to_string()
-        } else {
-            let to: Vec<String> = new.recipients.iter().map(|r| r.to_string()).collect();
-            format!("; routed to {}", to.join(" "))
-        });
         new.stored.decision = Some(pb::SignedDecision {
             decision: decision.encode_to_vec(),
             ..Default::default()
         });
-        new
+        Ok(new)
     }
 
     /// Splits `report_id` out of the case it was wrongly merged into (an
@@ -794,7 +785,7 @@ impl Ingest {
             let wait = store.send_split(write)?;
             let done = tokio::runtime::Handle::current().block_on(wait)?;
             if done {
-                index.reload(store.case_index()?);
+                index.reload()?;
             }
             Ok(done)
         })
@@ -995,7 +986,7 @@ impl Ingest {
     #[allow(clippy::type_complexity)]
     fn sequence(
         &self,
-        mut batch: Vec<Routed>,
+        batch: Vec<Routed>,
     ) -> Result<
         (
             Vec<(ReportId, pb::Receipt)>,
@@ -1004,11 +995,16 @@ impl Ingest {
         StoreError,
     > {
         let mut cases = self.cases.write().unwrap_or_else(PoisonError::into_inner);
-        presearch_all(&cases, &mut batch);
+        let eu_linked: Vec<Option<&Report>> = batch
+            .iter()
+            .map(|r| r.route.eu_link.then_some(&r.report))
+            .collect();
+        let mut search = cases.search_batch(&eu_linked);
         let mut placed: Vec<NewReport> = batch
             .into_iter()
-            .map(|r| self.place(&mut cases, r))
-            .collect();
+            .enumerate()
+            .map(|(at, r)| self.place(&mut cases, r, &mut search, at))
+            .collect::<Result<_, _>>()?;
         self.sign_decisions(&mut placed);
         let fresh = placed
             .iter()

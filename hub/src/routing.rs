@@ -16,8 +16,8 @@ use meldnet_core::CountryCode;
 use meldnet_core::{Classification, Report};
 use meldnet_core::{Jurisdiction, Role, SpiffeId, TrustDomain};
 use meldnet_proto::v1::Purpose;
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The parties the router can send to, and the rules it applies.
 #[derive(Debug, Clone)]
@@ -28,13 +28,44 @@ pub struct Router {
     nodes: BTreeSet<CountryCode>,
     agencies: Vec<SpiffeId>,
     rules: Arc<RuleSet>,
+    memo: RouteMemo,
 }
+
+/// What a route depends on: the same facts give the same route under the
+/// same rules and parties, so each is decided once (a million reports of
+/// a burst share a handful).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RouteKey {
+    origin: CountryCode,
+    hosting: Option<CountryCode>,
+    suspect: Option<CountryCode>,
+    victim: Option<CountryCode>,
+    provider: Option<CountryCode>,
+    class: ReportClass,
+    known: bool,
+}
+
+/// Routes decided under this router's rules and parties. A router made for
+/// other rules or parties starts with none.
+#[derive(Debug, Default)]
+struct RouteMemo(Mutex<HashMap<RouteKey, Arc<Route>>>);
+
+impl Clone for RouteMemo {
+    fn clone(&self) -> Self {
+        RouteMemo::default()
+    }
+}
+
+/// Routes remembered at most (any more and the memo starts again).
+const MEMO_MAX: usize = 4096;
 
 /// One recipient of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTo {
     /// Who.
     pub identity: SpiffeId,
+    /// Who, as the decision names it (made once with the route).
+    pub identity_text: String,
     /// To do what.
     pub purpose: Purpose,
     /// Why, in words.
@@ -52,6 +83,8 @@ pub struct Matched {
     pub rule: String,
     /// Everyone it named, also those an earlier rule had named.
     pub recipients: Vec<SpiffeId>,
+    /// The same, as the decision names them.
+    pub recipient_texts: Vec<String>,
     /// The rule in words.
     pub why: String,
 }
@@ -127,6 +160,7 @@ impl Router {
             nodes: nodes.into_iter().collect(),
             agencies,
             rules,
+            memo: RouteMemo::default(),
         }
     }
 
@@ -195,8 +229,33 @@ impl Router {
     }
 
     /// Decides the route of a validated report; `material` is the hub's
-    /// own list check.
-    pub fn decide(&self, report: &Report, material: Material) -> Route {
+    /// own list check. Reports with the same facts share one route.
+    pub fn decide(&self, report: &Report, material: Material) -> Arc<Route> {
+        let link = &report.eu_link;
+        let key = RouteKey {
+            origin: report.origin,
+            hosting: link.hosting,
+            suspect: link.suspect,
+            victim: link.victim,
+            provider: link.provider,
+            class: report_class(report),
+            known: material == Material::Known,
+        };
+        let mut memo = self.memo.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = memo.get(&key) {
+            return r.clone();
+        }
+        drop(memo);
+        let route = Arc::new(self.decide_anew(report, material));
+        memo = self.memo.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if memo.len() >= MEMO_MAX {
+            memo.clear();
+        }
+        memo.insert(key, route.clone());
+        route
+    }
+
+    fn decide_anew(&self, report: &Report, material: Material) -> Route {
         let link = &report.eu_link;
         let named = [
             ("hosting_country", link.hosting),
@@ -353,6 +412,7 @@ impl Router {
                     Some(existing) => existing.first |= rule.first,
                     None => route.recipients.push(RouteTo {
                         identity: id.clone(),
+                        identity_text: id.to_string(),
                         purpose: rule.purpose,
                         reason: rule.why.clone(),
                         first: rule.first,
@@ -366,6 +426,7 @@ impl Router {
             named.dedup();
             route.matched.push(Matched {
                 rule: rule.name.clone(),
+                recipient_texts: named.iter().map(|r| r.to_string()).collect(),
                 recipients: named,
                 why: rule.why.clone(),
             });
@@ -442,7 +503,7 @@ mod tests {
 
     impl Router {
         fn decide_new(&self, r: &Report) -> Route {
-            self.decide(r, Material::New)
+            (*self.decide(r, Material::New)).clone()
         }
     }
 

@@ -147,7 +147,7 @@ pub enum HostingCond {
 }
 
 /// The report's classification as a whole: the gravest of its items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReportClass {
     /// Some item is illegal everywhere.
     Baseline,

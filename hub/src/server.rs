@@ -150,9 +150,12 @@ pub async fn run(
         Arc::new(rules),
     );
     let routes: Routes = Arc::new(RwLock::new(Arc::new(router)));
-    let cases = store.case_index()?;
-    tracing::info!(cases = cases.len(), "cases loaded");
+    let runs = crate::cases::PdqRuns::open(&cfg.data_dir.join("cases"), crate::cases::FREEZE_AT)
+        .map_err(|e| HubError::Store(StoreError::Io(e.to_string())))?;
+    let cases = store.case_index(runs)?;
+    tracing::info!(pdq = cases.pdq_len(), "cases loaded");
     let cases = Arc::new(RwLock::new(cases));
+    crate::cases::make_runs(&cases).map_err(|e| HubError::Store(StoreError::Io(e.to_string())))?;
     let series = SeriesIndex::load(&store)?;
     let series = Arc::new(RwLock::new(series));
     let takedown = Arc::new(cfg.takedown.clone());

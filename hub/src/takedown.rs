@@ -184,7 +184,8 @@ impl Cases for CasesService {
                         // Later sightings show the deadline in force.
                         let deadline = loc.deadline_ms;
                         if let Ok(case_id) = CaseId::parse(&rec.case_id) {
-                            self.cases
+                            let updated = self
+                                .cases
                                 .write()
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .update(&case_id, |c| {
@@ -192,6 +193,9 @@ impl Cases for CasesService {
                                         l.deadline_ms = deadline;
                                     }
                                 });
+                            if let Err(e) = updated {
+                                tracing::warn!(case = %case_id, error = %e, "the case index could not take the new deadline: the store has it");
+                            }
                         }
                     }
                 }

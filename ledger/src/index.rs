@@ -79,6 +79,9 @@ pub trait Table: Send + Sync {
     /// Applies changes to the active table (the writer, after the log holds
     /// them): a value, or `None` for a removal.
     fn apply(&self, key: &[u8], value: Option<&[u8]>);
+    /// Applies many changes under one hold of the lock (a batch's changes
+    /// to this index).
+    fn apply_all(&self, changes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>);
     /// Entries in the active table.
     fn active_len(&self) -> usize;
     /// Freezes the active table for a checkpoint (a new, empty one takes its
@@ -224,20 +227,18 @@ impl<const K: usize, const V: usize> Table for Index<K, V> {
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let key: &[u8; K] = key.try_into().ok()?;
-        let (frozen, runs) = {
-            let s = self.read();
-            if let Some(v) = s.active.get(key) {
+        // Under the read lock throughout: runs are read through their maps
+        // (no copy of the list of runs for every lookup).
+        let s = self.read();
+        if let Some(v) = s.active.get(key) {
+            return v.map(|v| v.to_vec());
+        }
+        for t in s.frozen.iter().rev() {
+            if let Some(v) = t.get(key) {
                 return v.map(|v| v.to_vec());
             }
-            for t in s.frozen.iter().rev() {
-                if let Some(v) = t.get(key) {
-                    return v.map(|v| v.to_vec());
-                }
-            }
-            (s.frozen.len(), s.runs.clone())
-        };
-        let _ = frozen;
-        for r in runs.iter().rev() {
+        }
+        for r in s.runs.iter().rev() {
             if let Some((removed, v)) = r.get(key) {
                 return (!removed).then(|| v.to_vec());
             }
@@ -314,6 +315,23 @@ impl<const K: usize, const V: usize> Table for Index<K, V> {
         self.write().active.insert(key, value);
     }
 
+    fn apply_all(&self, changes: &mut dyn Iterator<Item = (&[u8], Option<&[u8]>)>) {
+        let mut s = self.write();
+        for (key, value) in changes {
+            let Ok(key) = <[u8; K]>::try_from(key) else {
+                continue;
+            };
+            let value = match value {
+                Some(v) => match <[u8; V]>::try_from(v) {
+                    Ok(v) => Some(v),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            s.active.insert(key, value);
+        }
+    }
+
     fn active_len(&self) -> usize {
         self.read().active.len()
     }
@@ -375,23 +393,35 @@ pub fn merge_runs(
     let total: u64 = runs.iter().map(|r| r.len()).sum();
     let mut w = RunWriter::create(path, spec.id, spec.key_len, spec.val_len, total)?;
     let mut at: Vec<u64> = vec![0; runs.len()];
+    let mut key: Vec<u8> = Vec::with_capacity(spec.key_len);
     loop {
-        let mut best: Option<(&[u8], bool, &[u8], usize)> = None;
-        // Newest first, so that on equal keys the newest wins.
+        // The smallest key among the runs' next entries; newest first, so
+        // that on equal keys the newest wins.
+        let mut best: Option<(usize, bool, &[u8])> = None;
         for (i, r) in runs.iter().enumerate().rev() {
             let Some(&pos) = at.get(i) else { continue };
             if pos >= r.len() {
                 continue;
             }
             let (k, removed, v) = r.entry(pos);
-            if best.is_none_or(|(bk, _, _, _)| k < bk) {
-                best = Some((k, removed, v, i));
+            let better = match best {
+                None => true,
+                Some((b, _, _)) => runs
+                    .get(b)
+                    .zip(at.get(b))
+                    .is_some_and(|(br, bp)| k < br.entry(*bp).0),
+            };
+            if better {
+                best = Some((i, removed, v));
             }
         }
-        let Some((key, removed, value, _)) = best else {
+        let Some((from, removed, value)) = best else {
             break;
         };
-        let key = key.to_vec();
+        key.clear();
+        if let (Some(r), Some(p)) = (runs.get(from), at.get(from)) {
+            key.extend_from_slice(r.entry(*p).0);
+        }
         if !(removed && bottom) {
             w.push(&key, removed, value)?;
         }

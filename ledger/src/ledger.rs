@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+/// Runs of one size merged at once.
+const TIER: usize = 4;
+
 /// How the ledger runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -286,9 +289,19 @@ impl Ledger {
         }
         let end = self.inner.log.write_durable(batch.start, &batch.buf)?;
         let n = batch.staged.len();
-        for ((index, key), value) in batch.staged {
-            if let Some(t) = self.inner.table(index) {
-                t.apply(&key, value.as_deref());
+        // The staged changes are in (index, key) order: each index's taken
+        // under one hold of its lock.
+        let mut changes = batch.staged.iter().peekable();
+        while let Some(((index, _), _)) = changes.peek() {
+            let index = *index;
+            let mut of_index = std::iter::from_fn(|| {
+                changes
+                    .next_if(|((i, _), _)| *i == index)
+                    .map(|((_, k), v)| (k.as_slice(), v.as_deref()))
+            });
+            match self.inner.table(index) {
+                Some(t) => t.apply_all(&mut of_index),
+                None => of_index.for_each(drop),
             }
         }
         let unfrozen = self.inner.unfrozen.fetch_add(n, Ordering::AcqRel) + n;
@@ -712,15 +725,26 @@ impl Inner {
                 if n < 2 {
                     break;
                 }
-                let (older, newer) = match (runs.get(n - 2), runs.get(n - 1)) {
-                    (Some(a), Some(b)) => (a.len(), b.len()),
-                    _ => break,
-                };
-                if newer * 2 < older && n <= self.options.max_runs {
+                // Tiered: the newest runs of one size (within a factor of
+                // four of the newest) are merged once there are four of
+                // them, so an entry is rewritten about log4 of the runs'
+                // growth times; and the newest two whenever there are too
+                // many runs.
+                let newest = runs.last().map_or(0, |r| r.len()).max(1);
+                let same = runs
+                    .iter()
+                    .rev()
+                    .take_while(|r| r.len() <= newest.saturating_mul(4))
+                    .count();
+                let take = if same >= TIER {
+                    same
+                } else if n > self.options.max_runs {
+                    2
+                } else {
                     break;
-                }
-                let pair: Vec<Arc<Run>> = runs.get(n - 2..).unwrap_or_default().to_vec();
-                self.merge(t, &pair, n == 2)?;
+                };
+                let group: Vec<Arc<Run>> = runs.get(n - take..).unwrap_or_default().to_vec();
+                self.merge(t, &group, take == n)?;
                 if self.stopping.load(Ordering::Acquire) {
                     return Ok(());
                 }

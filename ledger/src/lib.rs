@@ -28,5 +28,6 @@ mod run;
 pub use index::{Index, Spec, Table};
 pub use ledger::{Batch, Damage, Ledger, LedgerError, Options};
 pub use log::{LogError, Ptr, Walked, LOG_FILE};
+pub use manifest::{Manifest, ManifestError, RunName, MANIFEST};
 pub use record::{Header, Op};
 pub use run::{hash64, RunError};

@@ -98,7 +98,14 @@ pub struct RunWriter {
     bloom_bits: u64,
     last: Option<Vec<u8>>,
     written: u64,
+    /// One entry's bytes, reused.
+    scratch: Vec<u8>,
+    /// Bytes gathered for the file.
+    pending: Vec<u8>,
 }
+
+/// Bytes gathered before they are checksummed and written.
+const PENDING: usize = 256 << 10;
 
 impl RunWriter {
     /// Starts `path` (written as `path.tmp`, renamed when finished) for at
@@ -130,6 +137,8 @@ impl RunWriter {
             bloom_bits,
             last: None,
             written: 0,
+            scratch: Vec::new(),
+            pending: Vec::with_capacity(PENDING + 256),
         };
         let mut header = [0u8; HEADER];
         header[..8].copy_from_slice(MAGIC);
@@ -148,12 +157,24 @@ impl RunWriter {
     }
 
     fn put(&mut self, b: &[u8]) -> Result<(), RunError> {
-        self.crc.update(b);
         self.written += b.len() as u64;
-        self.out.write_all(b).map_err(|e| RunError::Io {
+        self.pending.extend_from_slice(b);
+        if self.pending.len() >= PENDING {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// Checksums and writes what `put` gathered (in large pieces: one
+    /// entry at a time cost more in calls than in bytes).
+    fn drain(&mut self) -> Result<(), RunError> {
+        self.crc.update(&self.pending);
+        let r = self.out.write_all(&self.pending).map_err(|e| RunError::Io {
             path: self.tmp.display().to_string(),
             source: e,
-        })
+        });
+        self.pending.clear();
+        r
     }
 
     /// Adds an entry (keys strictly increasing; `removed` keeps a removal
@@ -169,17 +190,21 @@ impl RunWriter {
                 *w |= 1 << (p % 64);
             }
         }
-        self.put(key)?;
-        self.put(&[u8::from(removed)])?;
-        if removed || value.len() != self.val_len {
-            // A removal keeps no value; a short one is padded (never the case
-            // for the ledger's own, which are fixed-width).
-            let mut padded = if removed { Vec::new() } else { value.to_vec() };
-            padded.resize(self.val_len, 0);
-            self.put(&padded)?;
+        let mut entry = std::mem::take(&mut self.scratch);
+        entry.clear();
+        entry.extend_from_slice(key);
+        entry.push(u8::from(removed));
+        if removed {
+            entry.resize(self.key_len + 1 + self.val_len, 0);
         } else {
-            self.put(value)?;
+            entry.extend_from_slice(value);
+            // A short value is padded (never the case for the ledger's own,
+            // which are fixed-width).
+            entry.resize(self.key_len + 1 + self.val_len, 0);
         }
+        let written = self.put(&entry);
+        self.scratch = entry;
+        written?;
         if cfg!(debug_assertions) {
             self.last = Some(key.to_vec());
         }
@@ -200,6 +225,7 @@ impl RunWriter {
             bytes.extend_from_slice(&w.to_le_bytes());
         }
         self.put(&bytes)?;
+        self.drain()?;
         let body_crc = self.crc.clone().finalize();
         let mut footer = Vec::with_capacity(FOOTER);
         footer.extend_from_slice(&self.n.to_le_bytes());
@@ -240,6 +266,22 @@ impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Run({}, {} entries)", self.path.display(), self.n)
     }
+}
+
+/// CRC-32 of the first `len` bytes of `file`, read in pieces.
+fn crc_of_file(file: &File, len: u64) -> std::io::Result<u32> {
+    use std::os::unix::fs::FileExt;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        let piece = &mut buf[..n];
+        file.read_exact_at(piece, at)?;
+        crc.update(piece);
+        at += n as u64;
+    }
+    Ok(crc.finalize())
 }
 
 fn le64(b: &[u8], at: usize) -> u64 {
@@ -315,7 +357,13 @@ impl Run {
         if !sane {
             return Err(damaged(f, "the footer's sizes do not fit the file"));
         }
-        if crc32fast::hash(&map[..f]) != le32(footer, 40) {
+        // Checked through reads, not the map: a start must not make every
+        // page of every run resident (the map's pages are read when asked).
+        if crc_of_file(&file, f as u64).map_err(|source| RunError::Io {
+            path: path.display().to_string(),
+            source,
+        })? != le32(footer, 40)
+        {
             return Err(damaged(HEADER, "the entries' checksum fails"));
         }
         Ok(Run {

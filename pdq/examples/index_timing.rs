@@ -1,5 +1,5 @@
 //! Timing of the PDQ index shapes on synthetic data, one core:
-//! `cargo run --release -p meldnet-pdq --example index_timing -- 1M,3M [queries] [table,grown,index]`.
+//! `cargo run --release -p meldnet-pdq --example index_timing -- 1M,3M [queries] [table,grown,index,batch]`.
 //!
 //! Entries: random hashes, and one in ten a near copy (0 to 40 bits off) of
 //! an earlier one. Queries: half near copies of entries (0 to 40 bits off),
@@ -9,12 +9,16 @@
 //! `add`, timing each addition), `index` (`PdqIndex`, then its bytes and a
 //! `PdqIndexView` over them). Per shape: build time, bytes per entry,
 //! p50/p99 per query; a sample of answers is checked against brute force.
+//! `batch` (a `PdqTable` filled by `extend`): `best_many` and `search_many`
+//! over batches of 1 to 10,000 queries from a pool of 30,000, against
+//! `best` and `search` one query at a time over the same queries, every
+//! answer compared; per query, the p50 over the batches and the mean.
 //! Numbers on a shared machine move by 10-20% or more: compare runs made
 //! back to back.
 
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, missing_docs)]
 
-use meldnet_pdq::{PdqHash, PdqIndex, PdqIndexView, PdqTable, MATCH_THRESHOLD};
+use meldnet_pdq::{NearSet, PdqHash, PdqIndex, PdqIndexView, PdqTable, MATCH_THRESHOLD};
 use std::time::Instant;
 
 struct Rng(u64);
@@ -68,7 +72,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[i] * 1e6
 }
 
-fn data(n: usize, queries: usize, rng: &mut Rng) -> (Vec<PdqHash>, Vec<PdqHash>) {
+fn entries(n: usize, rng: &mut Rng) -> (Vec<PdqHash>, Vec<PdqHash>) {
     let mut entries: Vec<PdqHash> = Vec::with_capacity(n);
     let mut originals = Vec::new();
     while entries.len() < n {
@@ -82,7 +86,17 @@ fn data(n: usize, queries: usize, rng: &mut Rng) -> (Vec<PdqHash>, Vec<PdqHash>)
             entries.push(rng.hash());
         }
     }
-    let qs = (0..queries)
+    (entries, originals)
+}
+
+fn query_pool(
+    entries: &[PdqHash],
+    originals: &[PdqHash],
+    queries: usize,
+    rng: &mut Rng,
+) -> Vec<PdqHash> {
+    let n = entries.len();
+    (0..queries)
         .map(|i| match i % 4 {
             0 | 1 => {
                 let e = entries[(rng.next() % n as u64) as usize];
@@ -96,8 +110,71 @@ fn data(n: usize, queries: usize, rng: &mut Rng) -> (Vec<PdqHash>, Vec<PdqHash>)
             }
             _ => rng.hash(),
         })
-        .collect();
-    (entries, qs)
+        .collect()
+}
+
+/// One-at-a-time and batched searches over the same queries, batch by
+/// batch, after a warm-up over other queries (`warm`).
+fn batches(table: &PdqTable, pool: &[PdqHash], warm: &[PdqHash]) {
+    let mut found = 0;
+    for q in warm {
+        found += table.search(q, MATCH_THRESHOLD).len();
+    }
+    found += table.search_many(warm, MATCH_THRESHOLD).len();
+    assert!(found > 0);
+    for size in [1usize, 100, 1000, 3000, 10_000] {
+        let count = (pool.len() / size).min(3000);
+        let qs = &pool[..count * size];
+        let mut one = Vec::with_capacity(qs.len());
+        let mut many = Vec::with_capacity(count);
+        let mut want = Vec::with_capacity(qs.len());
+        let mut got = Vec::with_capacity(qs.len());
+        let t0 = Instant::now();
+        for batch in qs.chunks(size) {
+            let t = Instant::now();
+            got.extend(table.best_many(batch, MATCH_THRESHOLD, |_| true));
+            many.push(t.elapsed().as_secs_f64() / size as f64);
+        }
+        let batched = t0.elapsed().as_secs_f64() / qs.len() as f64 * 1e6;
+        let t0 = Instant::now();
+        for q in qs {
+            let t = Instant::now();
+            want.push(table.best(q, |_| true));
+            one.push(t.elapsed().as_secs_f64());
+        }
+        let single = t0.elapsed().as_secs_f64() / qs.len() as f64 * 1e6;
+        assert_eq!(got, want, "best_many against best");
+        let found = want.iter().filter(|b| b.is_some()).count();
+        let p50 = pct(&mut many, 50.0);
+        println!(
+            "  best   batch {size:>6} x {count:<5} batched p50 {p50:6.2} us  mean {batched:6.2} us | one at a time p50 {:6.2} us  mean {single:6.2} us  (a batch {:.2} ms, {found} found)",
+            pct(&mut one, 50.0),
+            p50 * size as f64 / 1e3,
+        );
+        let (mut one, mut many) = (Vec::new(), Vec::new());
+        let t0 = Instant::now();
+        let mut got = Vec::with_capacity(qs.len());
+        for batch in qs.chunks(size) {
+            let t = Instant::now();
+            got.extend(table.search_many(batch, MATCH_THRESHOLD));
+            many.push(t.elapsed().as_secs_f64() / size as f64);
+        }
+        let batched = t0.elapsed().as_secs_f64() / qs.len() as f64 * 1e6;
+        let t0 = Instant::now();
+        let mut want = Vec::with_capacity(qs.len());
+        for q in qs {
+            let t = Instant::now();
+            want.push(table.search(q, MATCH_THRESHOLD));
+            one.push(t.elapsed().as_secs_f64());
+        }
+        let single = t0.elapsed().as_secs_f64() / qs.len() as f64 * 1e6;
+        assert_eq!(got, want, "search_many against search");
+        println!(
+            "  search batch {size:>6} x {count:<5} batched p50 {:6.2} us  mean {batched:6.2} us | one at a time p50 {:6.2} us  mean {single:6.2} us",
+            pct(&mut many, 50.0),
+            pct(&mut one, 50.0),
+        );
+    }
 }
 
 fn report(name: &str, build_s: f64, bytes: f64, lat: &mut [f64], matches: usize) {
@@ -122,11 +199,31 @@ fn main() {
         .unwrap_or_else(|| "table,grown,index".into());
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for n in sizes {
-        let (entries, qs) = data(n, queries, &mut rng);
-        println!(
-            "{n} entries, {} queries, max distance {MATCH_THRESHOLD}",
-            qs.len()
-        );
+        let (entries, originals) = entries(n, &mut rng);
+        let qs = query_pool(&entries, &originals, queries, &mut rng);
+        if only.contains("batch") {
+            let mut pool = query_pool(&entries, &originals, 32_000, &mut rng);
+            let warm = pool.split_off(30_000);
+            let tagged: Vec<(PdqHash, u64, u8)> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (*h, i as u64, 90))
+                .collect();
+            let mut table = PdqTable::default();
+            table.extend(&tagged);
+            drop(tagged);
+            println!(
+                "{n} entries, batches from {} queries, max distance {MATCH_THRESHOLD}",
+                pool.len()
+            );
+            batches(&table, &pool, &warm);
+        }
+        if ["table", "grown", "index"].iter().any(|s| only.contains(s)) {
+            println!(
+                "{n} entries, {} queries, max distance {MATCH_THRESHOLD}",
+                qs.len()
+            );
+        }
         let brute_n = 20;
         if only.contains("table") {
             let tagged: Vec<(PdqHash, u64, u8)> = entries

@@ -85,6 +85,15 @@ fn words(h: &PdqHash) -> [u64; 4] {
     [w(0), w(1), w(2), w(3)]
 }
 
+/// The hash whose words are `w` (the inverse of `words`).
+fn hash_of(w: &[u64; 4]) -> PdqHash {
+    let mut h = [0u8; 32];
+    for (i, word) in w.iter().enumerate() {
+        h[32 - 8 * (i + 1)..32 - 8 * i].copy_from_slice(&word.to_be_bytes());
+    }
+    PdqHash(h)
+}
+
 fn chunk(w: &[u64; 4], c: usize) -> usize {
     ((w[c / 4] >> ((c % 4) * 16)) & 0xffff) as usize
 }
@@ -368,6 +377,12 @@ fn brute_force_columns(index: &impl Columns, query: &PdqHash, max_distance: u32)
 }
 
 impl PdqIndex {
+    /// Entry `entry`'s hash (so that indexes can be merged by building
+    /// one from the hashes of several).
+    pub fn hash(&self, entry: u32) -> Option<PdqHash> {
+        self.words.get(entry as usize).map(hash_of)
+    }
+
     /// Builds the index (a counting sort per chunk: linear in the entries).
     pub fn build(hashes: &[PdqHash]) -> PdqIndex {
         let words: Vec<[u64; 4]> = hashes.iter().map(words).collect();
@@ -634,6 +649,20 @@ mod tests {
             out.0[31 - k / 8] ^= 1 << (k % 8);
         }
         out
+    }
+
+    #[test]
+    fn an_entrys_hash_reads_back_owned_and_in_place() {
+        let hashes = random_hashes(300, 11);
+        let idx = PdqIndex::build(&hashes);
+        let bytes = idx.to_bytes();
+        let view = PdqIndexView::new(&bytes).unwrap();
+        for (i, h) in hashes.iter().enumerate() {
+            assert_eq!(idx.hash(i as u32), Some(*h));
+            assert_eq!(view.hash(i as u32), Some(*h));
+        }
+        assert_eq!(idx.hash(300), None);
+        assert_eq!(view.hash(300), None);
     }
 
     #[test]

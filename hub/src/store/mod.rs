@@ -38,8 +38,9 @@ pub use series::{sent_in, Outgoing, Why};
 pub use types::*;
 pub use usage::{KindUsage, Usage};
 
-use crate::cases::{CaseIndex, CaseIndexBuilder};
+use crate::cases::{CaseError, CaseIndex, CaseSource, PdqRuns};
 use meldnet_core::time::Clock;
+use meldnet_core::CaseId;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
 use meldnet_core::{verify_chain, ChainHead};
@@ -48,6 +49,7 @@ use meldnet_proto::v1 as pb;
 use pipeline::{event, WriteOp};
 use prost::Message;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -80,6 +82,65 @@ pub enum StoreError {
 impl From<crate::cases::DamagedCase> for StoreError {
     fn from(e: crate::cases::DamagedCase) -> Self {
         StoreError::Corrupt(e.0)
+    }
+}
+
+impl From<CaseError> for StoreError {
+    fn from(e: CaseError) -> Self {
+        match e {
+            CaseError::Damaged(d) => StoreError::Corrupt(d.0),
+            CaseError::Unavailable(m) => StoreError::Io(m),
+        }
+    }
+}
+
+impl From<StoreError> for CaseError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt(m) => CaseError::Damaged(crate::cases::DamagedCase(m)),
+            e => CaseError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// What the case index reads: the store's committed cases and keys, and
+/// how far the pipeline has applied placements and made keys durable.
+impl CaseSource for Store {
+    fn case_record(&self, id: &CaseId) -> Result<Option<pb::CaseRecord>, CaseError> {
+        Ok(self.backend.case(id)?)
+    }
+
+    fn case_of_key(&self, key: &ExactKey) -> Result<Option<CaseId>, CaseError> {
+        Ok(self.backend.case_of_key(key)?)
+    }
+
+    fn case_keys_since(
+        &self,
+        after: u64,
+        f: &mut dyn FnMut(pb::CaseKeysRecord) -> Result<bool, CaseError>,
+    ) -> Result<(), CaseError> {
+        let mut failed = None;
+        self.backend
+            .case_keys_since(after, &mut |rec| match f(rec) {
+                Ok(go) => Ok(go),
+                Err(e) => {
+                    failed = Some(e);
+                    Ok(false)
+                }
+            })?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn applied_placement(&self) -> u64 {
+        self.progress.applied_placement.load(Ordering::Acquire)
+    }
+
+    fn durable_placement(&self) -> u64 {
+        self.progress.durable_placement.load(Ordering::Acquire)
+    }
+
+    fn durable_keys_seq(&self) -> u64 {
+        self.progress.durable_keys_seq.load(Ordering::Acquire)
     }
 }
 
@@ -122,6 +183,8 @@ pub struct StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<dyn Backend>,
+    /// How far the pipeline has got: what the case index asks.
+    progress: Arc<pipeline::Progress>,
     writer: std_mpsc::Sender<WriteOp>,
     generation: watch::Receiver<u64>,
     /// Queue entries held back for a damaged body, recorded once each.
@@ -160,9 +223,10 @@ impl Store {
 
     /// Starts the commit pipeline over `backend`.
     pub fn start(backend: Arc<dyn Backend>, clock: Arc<Clock>) -> Result<Store, StoreError> {
-        let (writer, generation) = pipeline::start(backend.clone(), clock)?;
+        let (writer, generation, progress) = pipeline::start(backend.clone(), clock)?;
         Ok(Store {
             backend,
+            progress,
             writer,
             generation,
             held_back: Arc::default(),
@@ -231,36 +295,9 @@ impl Store {
         }
     }
 
-    /// What deconfliction's index is rebuilt from: every case and the keys
-    /// each report brought to its case.
-    pub fn case_index_data(&self) -> Result<CaseIndexData, StoreError> {
-        let mut d = CaseIndexData {
-            cases: self.backend.cases()?,
-            ..Default::default()
-        };
-        self.backend.each_case_keys(&mut |r| {
-            let (id, keys) = reports::keys_of_record(&r)?;
-            d.urls.extend(keys.urls.into_iter().map(|u| (u, id)));
-            d.files.extend(keys.files.into_iter().map(|f| (f, id)));
-            d.pdqs
-                .extend(keys.pdqs.into_iter().map(|(h, q)| (id, h, q)));
-            Ok(())
-        })?;
-        Ok(d)
-    }
-
-    /// Deconfliction's index rebuilt from what is stored, one record at a
-    /// time: what it costs in memory at start is the index, not the index
-    /// and every record it is made of (at a million reports, about 1.4 GB
-    /// that a rebuild from [`case_index_data`](Self::case_index_data) held).
-    pub fn case_index(&self) -> Result<CaseIndex, StoreError> {
-        let mut b = CaseIndexBuilder::default();
-        self.backend.each_case(&mut |rec| Ok(b.case(&rec)?))?;
-        self.backend.each_case_keys(&mut |r| {
-            let (id, keys) = reports::keys_of_record(&r)?;
-            Ok(b.keys(&id, keys)?)
-        })?;
-        Ok(b.finish())
+    /// Deconfliction's index over what is stored, its PDQ runs in `runs`.
+    pub fn case_index(&self, runs: PdqRuns) -> Result<CaseIndex, StoreError> {
+        Ok(CaseIndex::open(Arc::new(self.clone()), runs)?)
     }
 
     /// Stores a setting with an audit record, flushed before the answer.
@@ -327,7 +364,7 @@ impl Store {
     /// Marks a case as in legal proceedings; false when it was marked before.
     pub async fn mark_proceedings(
         &self,
-        case: meldnet_core::CaseId,
+        case: CaseId,
         agency: &SpiffeId,
     ) -> Result<Refused<bool>, StoreError> {
         let agency = agency.clone();

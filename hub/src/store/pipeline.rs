@@ -16,6 +16,7 @@ use meldnet_core::SpiffeId;
 use meldnet_core::{Preference, SeriesHashes, SeriesId};
 use meldnet_proto::v1 as pb;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
@@ -110,15 +111,45 @@ impl Reply {
 struct Applied {
     replies: Vec<Reply>,
     queued_any: bool,
+    /// The newest placement it holds, and the newest keys record (0: none).
+    placement: u64,
+    keys_seq: u64,
+}
+
+/// How far the pipeline has got, for the case index: the newest placement
+/// applied (its keys are read back from the store from then on), and the
+/// newest placement and keys record made durable (what a run on disk may
+/// hold).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Newest placement applied.
+    pub applied_placement: AtomicU64,
+    /// Newest placement made durable.
+    pub durable_placement: AtomicU64,
+    /// Newest keys record made durable.
+    pub durable_keys_seq: AtomicU64,
 }
 
 /// Starts the writer and the flusher over `backend`; returns the writer's
 /// inbox and the generation that moves whenever queue entries are added.
+#[allow(clippy::type_complexity)]
 pub(super) fn start(
     backend: Arc<dyn Backend>,
     clock: Arc<Clock>,
-) -> Result<(std_mpsc::Sender<WriteOp>, watch::Receiver<u64>), StoreError> {
+) -> Result<
+    (
+        std_mpsc::Sender<WriteOp>,
+        watch::Receiver<u64>,
+        Arc<Progress>,
+    ),
+    StoreError,
+> {
     let counters = backend.counters()?;
+    let progress = Arc::new(Progress::default());
+    // What is stored at start is durable.
+    progress
+        .durable_keys_seq
+        .store(counters.next_keys_seq.saturating_sub(1), Ordering::Release);
     let counts = backend.counts()?.into_iter().collect();
     let (tx, rx) = std_mpsc::channel();
     let (flush_tx, flush_rx) = std_mpsc::channel();
@@ -130,17 +161,20 @@ pub(super) fn start(
         counts,
         group_counts: HashMap::new(),
         queued_any: false,
+        group_placement: 0,
+        progress: progress.clone(),
         flusher: flush_tx,
     };
+    let flush_progress = progress.clone();
     std::thread::Builder::new()
         .name("hub-store-flush".into())
-        .spawn(move || flush(backend, gen_tx, flush_rx))
+        .spawn(move || flush(backend, gen_tx, flush_rx, flush_progress))
         .map_err(|e| StoreError::Io(e.to_string()))?;
     std::thread::Builder::new()
         .name("hub-store-writer".into())
         .spawn(move || writer.run(rx))
         .map_err(|e| StoreError::Io(e.to_string()))?;
-    Ok((tx, gen_rx))
+    Ok((tx, gen_rx, progress))
 }
 
 /// The second stage: makes the backend durable, then answers every group
@@ -150,6 +184,7 @@ fn flush(
     backend: Arc<dyn Backend>,
     generation: watch::Sender<u64>,
     rx: std_mpsc::Receiver<Applied>,
+    progress: Arc<Progress>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut groups = vec![first];
@@ -167,6 +202,12 @@ fn flush(
         let mut queued_any = false;
         for g in groups {
             queued_any |= g.queued_any;
+            progress
+                .durable_placement
+                .fetch_max(g.placement, Ordering::AcqRel);
+            progress
+                .durable_keys_seq
+                .fetch_max(g.keys_seq, Ordering::AcqRel);
             for r in g.replies {
                 r.answer(Ok(()));
             }
@@ -188,6 +229,9 @@ pub(super) struct Writer {
     group_counts: HashMap<String, u64>,
     /// Whether the group being staged adds queue entries.
     queued_any: bool,
+    /// The newest placement the group being staged holds.
+    pub(super) group_placement: u64,
+    progress: Arc<Progress>,
     flusher: std_mpsc::Sender<Applied>,
 }
 
@@ -214,6 +258,7 @@ impl Writer {
         let saved = self.counters;
         self.group_counts.clear();
         self.queued_any = false;
+        self.group_placement = 0;
         let backend = self.backend.clone();
         let mut group = backend.begin();
         let g = &mut *group;
@@ -302,13 +347,18 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.counts.extend(self.group_counts.drain());
-                if replies.is_empty() && !self.queued_any {
+                self.progress
+                    .applied_placement
+                    .fetch_max(self.group_placement, Ordering::AcqRel);
+                if replies.is_empty() && !self.queued_any && self.group_placement == 0 {
                     return;
                 }
                 // Answered by the flusher once this group is durable.
                 let _ = self.flusher.send(Applied {
                     replies,
                     queued_any: self.queued_any,
+                    placement: self.group_placement,
+                    keys_seq: self.counters.next_keys_seq.saturating_sub(1),
                 });
             }
             Err(e) => {
@@ -333,12 +383,12 @@ impl Writer {
 
     /// Adds one to a statistics counter (stored with the group).
     pub(super) fn bump(&mut self, name: &str) {
-        let n = self
-            .group_counts
-            .get(name)
-            .or_else(|| self.counts.get(name))
-            .copied()
-            .unwrap_or(0);
+        // Counted in place when the group has it already: no new key.
+        if let Some(n) = self.group_counts.get_mut(name) {
+            *n += 1;
+            return;
+        }
+        let n = self.counts.get(name).copied().unwrap_or(0);
         self.group_counts.insert(name.to_string(), n + 1);
     }
 

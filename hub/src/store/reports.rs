@@ -5,7 +5,7 @@
 
 use super::pipeline::{event, Writer};
 use super::seam::{Group, QueueItem};
-use super::types::{CaseKeys, CaseWrite, Committed, NewReport};
+use super::types::{CaseKeys, CaseWrite, Committed, ExactKey, NewReport};
 use super::StoreError;
 use meldnet_core::CaseId;
 use meldnet_core::ReportId;
@@ -42,6 +42,20 @@ pub(super) fn keys_of_record(r: &pb::CaseKeysRecord) -> Result<(CaseId, CaseKeys
     Ok((id, keys))
 }
 
+/// "decisions <tree size> <root>" of the decision tree a stored report's
+/// signed decision is a leaf of (none: not a sound path).
+fn decision_tree(stored: &pb::StoredReport) -> Option<String> {
+    let d = stored.decision.as_ref()?;
+    let path: Vec<[u8; 32]> = d
+        .audit_path
+        .iter()
+        .map(|p| p.as_slice().try_into().ok())
+        .collect::<Option<_>>()?;
+    let leaf = meldnet_core::leaf_hash(&d.decision);
+    let root = meldnet_core::root_from_path(leaf, d.leaf_index, d.tree_size, &path)?;
+    Some(format!("decisions {} {}", d.tree_size, hex::encode(root)))
+}
+
 impl Writer {
     pub(super) fn stage_reports(
         &mut self,
@@ -52,7 +66,11 @@ impl Writer {
         // One audit record per submitted batch: a line per new report.
         let mut audit_lines = Vec::new();
         let mut origin = None;
+        // The signed tree the batch's decisions are leaves of: one line of
+        // the record binds every decision of the batch.
+        let mut tree: Option<String> = None;
         for r in reports {
+            self.group_placement = self.group_placement.max(r.placement);
             // Stored before, or earlier in this group.
             if let Some(existing) = g.report(&r.id)? {
                 let same = existing.report.as_ref().map(|s| &s.report)
@@ -94,12 +112,18 @@ impl Writer {
             if let Some((case_id, opened)) = placed {
                 self.stage_series_matches(g, &r.id, &case_id, opened, &r.series)?;
             }
-            audit_lines.push(format!("{} {}", r.id, r.summary));
+            audit_lines.push(format!("{} {}", r.id, r.digest));
+            if tree.is_none() {
+                tree = decision_tree(&r.stored);
+            }
             origin.get_or_insert(r.origin);
             out.push(Committed::New);
         }
         if let Some(origin) = origin {
             let subject = format!("{} reports", audit_lines.len());
+            if let Some(t) = tree {
+                audit_lines.insert(0, t);
+            }
             let ev = event(
                 self.clock.now_ms(),
                 "submitted",
@@ -135,8 +159,11 @@ impl Writer {
 
     /// The keys a report brought to its case (none if it brought none),
     /// as one record: the form [`keys_of_record`] reads back.
+    /// Each exact key then leads to the case too (the index asks the
+    /// store for them), and the record takes the next place in the order
+    /// (the index's PDQ runs are made from the records in that order).
     pub(super) fn stage_case_keys(
-        &self,
+        &mut self,
         g: &mut dyn Group,
         case_id: &CaseId,
         report: &ReportId,
@@ -145,13 +172,22 @@ impl Writer {
         if keys.urls.is_empty() && keys.files.is_empty() && keys.pdqs.is_empty() {
             return;
         }
+        let seq = self.counters.next_keys_seq;
+        self.counters.next_keys_seq += 1;
         let record = pb::CaseKeysRecord {
             case_id: case_id.as_bytes().to_vec(),
             urls: keys.urls.iter().map(|u| u.to_vec()).collect(),
             files: keys.files.iter().map(|f| f.0.to_vec()).collect(),
             pdqs: keys.pdqs.iter().map(|(h, _)| h.0.to_vec()).collect(),
             pdq_qualities: keys.pdqs.iter().map(|(_, q)| *q).collect(),
+            seq,
         };
+        for u in &keys.urls {
+            g.put_case_key(&ExactKey::Url(*u), case_id);
+        }
+        for f in &keys.files {
+            g.put_case_key(&ExactKey::File(*f), case_id);
+        }
         g.put_case_keys(report, &record);
     }
 }

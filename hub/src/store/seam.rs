@@ -8,7 +8,7 @@
 //! and never leave it. sled is the embedded backend (`store::sled`); the
 //! behavioural suite in `store::suite` is what every backend must pass.
 
-use super::types::{SeriesHashKey, StoreCheck, StoredChange};
+use super::types::{ExactKey, SeriesHashKey, StoreCheck, StoredChange};
 use super::StoreError;
 use meldnet_core::CaseId;
 use meldnet_core::ChainHead;
@@ -70,6 +70,9 @@ pub struct Counters {
     pub next_queue_seq: u64,
     /// The next history event's sequence number.
     pub next_history_seq: u64,
+    /// The next deconfliction-keys record's place in the order they were
+    /// stored.
+    pub next_keys_seq: u64,
 }
 
 impl Default for Counters {
@@ -79,6 +82,7 @@ impl Default for Counters {
             audit_head: ChainHead::default(),
             next_queue_seq: 1,
             next_history_seq: 1,
+            next_keys_seq: 1,
         }
     }
 }
@@ -120,6 +124,8 @@ pub enum Part {
     Case,
     /// Report id: the `CaseKeysRecord`.
     CaseKeys,
+    /// Kind (1 URL, 2 file), the key (32): the case id (16).
+    CaseKey,
     /// Case id, report id: () — a sighting.
     Sighting,
     /// Deadline, case id, location (4): () — an open deadline.
@@ -160,6 +166,7 @@ impl Part {
             Part::Registration => "registration",
             Part::Case => "case",
             Part::CaseKeys => "case_keys",
+            Part::CaseKey => "case_key",
             Part::Sighting => "sighting",
             Part::Deadline => "deadline",
             Part::Series => "series",
@@ -239,6 +246,15 @@ pub trait Reads: Send + Sync {
         &self,
         f: &mut dyn FnMut(pb::CaseKeysRecord) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+    /// Says the deconfliction-keys records stored after `after` (their
+    /// `seq`), in the order they were stored, to `f` until it answers false.
+    fn case_keys_since(
+        &self,
+        after: u64,
+        f: &mut dyn FnMut(pb::CaseKeysRecord) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+    /// The case an exact deconfliction key (a URL's, a file's) leads to.
+    fn case_of_key(&self, key: &ExactKey) -> Result<Option<CaseId>, StoreError>;
     /// Whether `report` is a sighting of `case`.
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError>;
     /// Sightings of a case, oldest first, at most `limit`.
@@ -351,8 +367,11 @@ pub trait Group {
     fn add_sighting(&mut self, case: &CaseId, report: &ReportId);
     /// Takes a sighting out (a split).
     fn remove_sighting(&mut self, case: &CaseId, report: &ReportId);
-    /// Stores the deconfliction keys a report brought.
+    /// Stores the deconfliction keys a report brought (`rec.seq` its place
+    /// in the order such records are stored).
     fn put_case_keys(&mut self, report: &ReportId, rec: &pb::CaseKeysRecord);
+    /// Lets an exact deconfliction key lead to a case.
+    fn put_case_key(&mut self, key: &ExactKey, case: &CaseId);
     /// A series.
     fn series(&self, id: &SeriesId) -> Result<Option<pb::SeriesRecord>, StoreError>;
     /// Stores a series.

@@ -104,6 +104,8 @@ fn new_report(bytes: &[u8], recipients: &[&str]) -> NewReport {
         recipients: recipients.iter().map(|r| id(r)).collect(),
         origin: id(NODE),
         summary: "test".into(),
+        digest: meldnet_core::Sha256::of(bytes),
+        placement: 0,
         case: None,
         counts: vec![],
         extra: vec![],
@@ -444,15 +446,36 @@ pub async fn a_case_opens_with_its_deadlines_and_keys(open: Open<'_>) {
     assert_eq!(keys.urls, vec![[1; 32]]);
     assert_eq!(keys.files, vec![Sha256([2; 32])]);
     assert_eq!(keys.pdqs, vec![(PdqHash([3; 32]), 90)]);
-    let data = store.case_index_data().unwrap();
-    assert_eq!(data.cases.len(), 1);
-    assert_eq!(data.urls, vec![([1; 32], case)]);
-    assert_eq!(data.files, vec![(Sha256([2; 32]), case)]);
-    assert_eq!(data.pdqs, vec![(case, PdqHash([3; 32]), 90)]);
-    // The index streamed from the records holds what they hold.
-    let index = store.case_index().unwrap();
-    assert_eq!(index.len(), 1);
-    assert_eq!(index.info(&case).map(|c| c.first_report), Some(r.id));
+    // The exact keys lead to the case; the keys record is met in order.
+    use crate::cases::{CaseSource, ExactKey};
+    assert_eq!(
+        store.case_of_key(&ExactKey::Url([1; 32])).unwrap(),
+        Some(case)
+    );
+    assert_eq!(
+        store.case_of_key(&ExactKey::File(Sha256([2; 32]))).unwrap(),
+        Some(case)
+    );
+    assert_eq!(store.case_of_key(&ExactKey::Url([9; 32])).unwrap(), None);
+    let mut records = Vec::new();
+    CaseSource::case_keys_since(store, 0, &mut |rec| {
+        records.push(rec);
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].seq, 1);
+    assert_eq!(records[0].case_id, case.as_bytes().to_vec());
+    assert!(store.durable_keys_seq() >= 1);
+    // The index over the store holds what it holds.
+    let index = store
+        .case_index(crate::cases::PdqRuns::in_memory())
+        .unwrap();
+    assert_eq!(index.pdq_len(), 1);
+    assert_eq!(
+        index.info(&case).unwrap().map(|c| c.first_report),
+        Some(r.id)
+    );
     // What the store holds, kind by kind.
     let u = store.usage().unwrap();
     assert_eq!(u.reports(), 1);

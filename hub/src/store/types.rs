@@ -1,7 +1,7 @@
 //! What the hub hands its store and what the store answers, in the hub's
 //! own words; no backend's layout shows here.
 
-pub use crate::cases::{CaseIndexData, CaseKeys};
+pub use crate::cases::{CaseKeys, ExactKey};
 use meldnet_core::Refusal;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
@@ -22,8 +22,13 @@ pub struct NewReport {
     pub recipients: Vec<SpiffeId>,
     /// Who submitted it.
     pub origin: SpiffeId,
-    /// One line for the audit record.
+    /// What it did to the cases, in words: its history's "decided" line.
     pub summary: String,
+    /// SHA-256 of its signed bytes: its audit line binds them.
+    pub digest: Sha256,
+    /// The case index's stamp of its placement (0: not placed): the store
+    /// says back how far it applied them.
+    pub placement: u64,
     /// The case it opens or joins (none without an EU link).
     pub case: Option<CaseWrite>,
     /// Statistics counters it adds one to.

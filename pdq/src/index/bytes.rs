@@ -441,6 +441,11 @@ impl<'a> PdqIndexView<'a> {
         search_columns(self, query, max_distance, Scan::detect())
     }
 
+    /// Entry `entry`'s hash, read in place.
+    pub fn hash(&self, entry: u32) -> Option<PdqHash> {
+        self.word(entry).map(|w| super::hash_of(&w))
+    }
+
     /// `PdqIndex::brute_force`, in place.
     pub fn brute_force(&self, query: &PdqHash, max_distance: u32) -> Vec<Match> {
         brute_force_columns(self, query, max_distance)

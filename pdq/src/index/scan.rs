@@ -67,6 +67,34 @@ impl Scan {
         }
     }
 
+    /// `run` for each probe in turn, `hit(tag, i)` for each position that
+    /// passes. Why: a batch walk scans its buckets a block at a time, so
+    /// the vector form's tables are made once a block and the scans run in
+    /// one loop, instead of a call and its set-up for every bucket (a few
+    /// vector steps each).
+    #[inline]
+    pub(crate) fn run_all(
+        self,
+        partners: &[u16],
+        probes: &[Probe],
+        hit: &mut impl FnMut(u32, usize),
+    ) {
+        match self {
+            Scan::Scalar => {
+                for p in probes {
+                    let (start, len) = (p.start as usize, p.len as usize);
+                    let room = u32::from(p.room);
+                    self.run(partners, start, len, p.query, room, &mut |i| hit(p.tag, i));
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as in `run`.
+            Scan::Avx2 => unsafe {
+                avx2_all(partners.as_ptr().cast::<u8>(), partners.len(), probes, hit)
+            },
+        }
+    }
+
     /// `run` over values stored as little-endian byte pairs (an index read
     /// in place from its bytes, at any alignment): position `i` is the
     /// value at bytes `2 i` and `2 i + 1`.
@@ -90,6 +118,18 @@ impl Scan {
             Scan::Avx2 => unsafe { avx2(partners.as_ptr(), total, start, end, query, room, hit) },
         }
     }
+}
+
+/// One bucket scan of a batch walk (`Scan::run_all`): `len` positions
+/// from `start`, the value they are compared with and the bits they may
+/// differ by, and a tag handed back with every hit. 16 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Probe {
+    pub(crate) start: u32,
+    pub(crate) len: u32,
+    pub(crate) query: u16,
+    pub(crate) room: u16,
+    pub(crate) tag: u32,
 }
 
 #[inline]
@@ -132,6 +172,79 @@ unsafe fn avx2(
     room: u32,
     hit: &mut impl FnMut(usize),
 ) {
+    // SAFETY: the caller's promises, passed on.
+    unsafe { avx2_steps(&Tables::new(), base, total, start, end, query, room, hit) }
+}
+
+/// `avx2` for every probe of a batch walk, the tables made once.
+///
+/// # Safety
+/// As for `avx2`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_all(
+    base: *const u8,
+    total: usize,
+    probes: &[Probe],
+    hit: &mut impl FnMut(u32, usize),
+) {
+    let tables = Tables::new();
+    for p in probes {
+        let end = (p.start as usize).saturating_add(p.len as usize).min(total);
+        let start = (p.start as usize).min(end);
+        let room = u32::from(p.room);
+        // SAFETY: the caller's promises, passed on; `start <= end <= total`.
+        unsafe {
+            avx2_steps(&tables, base, total, start, end, p.query, room, &mut |i| {
+                hit(p.tag, i)
+            })
+        };
+    }
+}
+
+/// The constants of the AVX2 bit count.
+#[cfg(target_arch = "x86_64")]
+struct Tables {
+    /// Bits set in each nibble, for `vpshufb`.
+    counts: std::arch::x86_64::__m256i,
+    nibble: std::arch::x86_64::__m256i,
+    ones: std::arch::x86_64::__m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tables {
+    #[target_feature(enable = "avx2")]
+    fn new() -> Tables {
+        use std::arch::x86_64::*;
+        Tables {
+            counts: _mm256_setr_epi8(
+                0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, //
+                0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+            ),
+            nibble: _mm256_set1_epi8(0x0f),
+            ones: _mm256_set1_epi8(1),
+        }
+    }
+}
+
+/// The steps of `avx2` over `start..end`.
+///
+/// # Safety
+/// As for `avx2`, and `start <= end <= total`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments, reason = "one scan's whole description")]
+unsafe fn avx2_steps(
+    k: &Tables,
+    base: *const u8,
+    total: usize,
+    start: usize,
+    end: usize,
+    query: u16,
+    room: u32,
+    hit: &mut impl FnMut(usize),
+) {
     use std::arch::x86_64::*;
     const LANES: usize = 16;
     // SAFETY (whole block): every vector load reads the 32 bytes of values
@@ -140,12 +253,6 @@ unsafe fn avx2(
     // the `2 * total` bytes the caller vouches for. The other intrinsics
     // only compute on registers.
     unsafe {
-        let table = _mm256_setr_epi8(
-            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, //
-            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-        );
-        let nibble = _mm256_set1_epi8(0x0f);
-        let ones = _mm256_set1_epi8(1);
         let q = _mm256_set1_epi16(query as i16);
         // A count is at most 16; a room of 16 or more lets every value pass.
         let limit = _mm256_set1_epi16(room.min(16) as i16);
@@ -163,14 +270,14 @@ unsafe fn avx2(
             }
             let v = _mm256_loadu_si256(base.add(2 * i).cast::<__m256i>());
             let x = _mm256_xor_si256(v, q);
-            let lo = _mm256_and_si256(x, nibble);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), nibble);
+            let lo = _mm256_and_si256(x, k.nibble);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), k.nibble);
             let per_byte = _mm256_add_epi8(
-                _mm256_shuffle_epi8(table, lo),
-                _mm256_shuffle_epi8(table, hi),
+                _mm256_shuffle_epi8(k.counts, lo),
+                _mm256_shuffle_epi8(k.counts, hi),
             );
             // Unsigned counts times signed ones, pairs added: per value.
-            let per_value = _mm256_maddubs_epi16(per_byte, ones);
+            let per_value = _mm256_maddubs_epi16(per_byte, k.ones);
             let over = _mm256_cmpgt_epi16(per_value, limit);
             // Two mask bits per value; keep the low one of each pair.
             let mut within = !(_mm256_movemask_epi8(over) as u32) & 0x5555_5555;
@@ -264,6 +371,32 @@ mod tests {
                     );
                 }
             }
+        }
+        // A block of probes at once: each probe's hits, tagged, in turn.
+        let probes: Vec<Probe> = (0..60u32)
+            .map(|k| Probe {
+                start: k * 13 % 720,
+                len: k % 40,
+                query: q ^ (k as u16),
+                room: (k % 5) as u16,
+                tag: k,
+            })
+            .collect();
+        let values = &p;
+        let want: Vec<(u32, usize)> = probes
+            .iter()
+            .flat_map(|b| {
+                let (start, len, room) = (b.start as usize, b.len as usize, u32::from(b.room));
+                (start..(start + len).min(p.len()))
+                    .filter(move |&i| (values[i] ^ b.query).count_ones() <= room)
+                    .map(move |i| (b.tag, i))
+            })
+            .collect();
+        assert!(want.len() > 20);
+        for &scan in &scans {
+            let mut got = Vec::new();
+            scan.run_all(&p, &probes, &mut |t, i| got.push((t, i)));
+            assert_eq!(got, want, "{scan:?} over a block");
         }
     }
 }

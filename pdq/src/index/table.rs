@@ -30,6 +30,8 @@
     reason = "bucket heads indexed by 16-bit chunks; arena positions from heads that the arena was laid out by"
 )]
 
+mod batch;
+
 use super::scan::Scan;
 use super::{
     chunk, confirm, neighbours, pair_bounds, partner, prefetch, words, Match, NearSet, BUCKETS,

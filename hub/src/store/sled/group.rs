@@ -6,7 +6,7 @@ use super::keys::*;
 use super::SledBackend;
 use super::{decode, encode_change, encode_head, encode_rules, encode_tip};
 use crate::store::seam::{Counters, Group, QueueItem};
-use crate::store::types::{SeriesHashKey, StoredChange};
+use crate::store::types::{ExactKey, SeriesHashKey, StoredChange};
 use crate::store::StoreError;
 use meldnet_core::CaseId;
 use meldnet_core::ReportId;
@@ -256,6 +256,10 @@ impl Group for SledGroup<'_> {
             META_HIST_SEQ.to_vec(),
             c.next_history_seq.to_be_bytes().to_vec(),
         );
+        self.insert(
+            META_KEYS_SEQ.to_vec(),
+            c.next_keys_seq.to_be_bytes().to_vec(),
+        );
     }
 
     fn put_stat(&mut self, name: &str, n: u64) {
@@ -316,6 +320,13 @@ impl Group for SledGroup<'_> {
 
     fn put_case_keys(&mut self, report: &ReportId, rec: &pb::CaseKeysRecord) {
         self.put_body(CASE_KEYS, report.as_bytes(), rec);
+        self.batch
+            .put(KEYS_BY_SEQ, &rec.seq.to_be_bytes(), report.as_bytes());
+    }
+
+    fn put_case_key(&mut self, key: &ExactKey, case: &CaseId) {
+        self.batch
+            .put(CASE_BY_KEY, &key.to_bytes(), case.as_bytes());
     }
 
     fn series(&self, id: &SeriesId) -> Result<Option<pb::SeriesRecord>, StoreError> {

@@ -21,6 +21,9 @@
 //!   the place of its body)
 //! - `LIST` version (8 BE)                           -> body: running digest after it (32) | live
 //!   count after it (8 BE) | the encoded `ListChange`
+//! - `CASE_BY_KEY` kind (1: URL, 2: file) + SHA-256 (32) -> the case id (16) the key leads to
+//! - `KEYS_BY_SEQ` seq (8 BE)                        -> the report id (16) whose `CASE_KEYS`
+//!   record has that `seq` (the order the case index's PDQ runs follow)
 //!
 //! sled:
 //!
@@ -29,7 +32,7 @@
 //! - `g` + SPIFFE id                              -> `Registration` an operator stored
 //! - `p` + SPIFFE id                              -> the recipient's number in `QUEUE` keys (4 BE)
 //! - `m` + name                                   -> the pipeline's counters (audit head, next
-//!   queue seq, history seq, the ledger's committed end, the next recipient number, list tip),
+//!   queue seq, history seq, keys seq, the ledger's committed end, the next recipient number, list tip),
 //!   the routing rules in force, and the store's format
 //! - `v` + series id (16)                         -> `SeriesRecord`
 //! - `k` + series id + 1 + SHA-256 (32)           -> (): an exact hash of the series
@@ -62,6 +65,8 @@ pub const SIGHTINGS: u8 = 8;
 pub const DEADLINES: u8 = 9;
 pub const QUEUE: u8 = 10;
 pub const LIST: u8 = 11;
+pub const CASE_BY_KEY: u8 = 12;
+pub const KEYS_BY_SEQ: u8 = 13;
 
 /// Bytes of a queue entry's value: kind, two ids, the body's place.
 pub const QUEUE_VALUE: usize = 1 + 16 + 16 + 12;
@@ -80,6 +85,8 @@ pub fn tables() -> Vec<Arc<dyn Table>> {
         Arc::new(Index::<28, 0>::new(DEADLINES, "deadlines", false)),
         Arc::new(Index::<12, QUEUE_VALUE>::new(QUEUE, "queue", false)),
         Arc::new(Index::<8, 12>::new(LIST, "list", true)),
+        Arc::new(Index::<33, 16>::new(CASE_BY_KEY, "case_by_key", false)),
+        Arc::new(Index::<8, 16>::new(KEYS_BY_SEQ, "keys_by_seq", false)),
     ]
 }
 
@@ -102,6 +109,7 @@ pub const META_LIST_TIP: &[u8] = b"mlist_tip";
 pub const META_AUDIT_HEAD: &[u8] = b"maudit_head";
 pub const META_QUEUE_SEQ: &[u8] = b"mqueue_seq";
 pub const META_HIST_SEQ: &[u8] = b"mhist_seq";
+pub const META_KEYS_SEQ: &[u8] = b"mkeys_seq";
 /// The ledger's end as of the last committed group.
 pub const META_LEDGER_END: &[u8] = b"mledger_end";
 /// The next recipient number.

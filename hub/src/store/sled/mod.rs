@@ -24,7 +24,7 @@ mod keys;
 
 use crate::store::seam::{Backend, Counters, Delivered, Group, Part, QueuedBody, Reads, Record};
 use crate::store::series::decode_preference;
-use crate::store::types::{Damage, SeriesHashKey, StoreCheck, StoredChange};
+use crate::store::types::{Damage, ExactKey, SeriesHashKey, StoreCheck, StoredChange};
 use crate::store::{StoreError, StoreOptions};
 use keys::*;
 use meldnet_core::CaseId;
@@ -542,6 +542,8 @@ impl Reads for SledBackend {
                 .unwrap_or(d.next_queue_seq),
             next_history_seq: read_u64(&self.tree, META_HIST_SEQ, "history seq")?
                 .unwrap_or(d.next_history_seq),
+            next_keys_seq: read_u64(&self.tree, META_KEYS_SEQ, "keys seq")?
+                .unwrap_or(d.next_keys_seq),
         })
     }
 
@@ -628,6 +630,30 @@ impl Reads for SledBackend {
             f(c)?;
             Ok(true)
         })
+    }
+
+    fn case_keys_since(
+        &self,
+        after: u64,
+        f: &mut dyn FnMut(pb::CaseKeysRecord) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let from = after.saturating_add(1).to_be_bytes();
+        self.each(KEYS_BY_SEQ, &from, None, &mut |k, v| {
+            let seq = be64(Some(k), "keys seq")?;
+            let report = ReportId::from_bytes(id16(v, "keys seq's report")?);
+            match self.case_keys_of(&report)? {
+                // A record rewritten later (a split) is met at its new place.
+                Some(rec) if rec.seq == seq => f(rec),
+                _ => Ok(true),
+            }
+        })
+    }
+
+    fn case_of_key(&self, key: &ExactKey) -> Result<Option<CaseId>, StoreError> {
+        self.ledger
+            .get(CASE_BY_KEY, &key.to_bytes())
+            .map(|v| Ok(CaseId::from_bytes(id16(&v, "case of a key")?)))
+            .transpose()
     }
 
     fn is_sighting(&self, case: &CaseId, report: &ReportId) -> Result<bool, StoreError> {
@@ -824,6 +850,7 @@ impl Reads for SledBackend {
         let mut c = encode_head(&counters.audit_head);
         c.extend_from_slice(&counters.next_queue_seq.to_be_bytes());
         c.extend_from_slice(&counters.next_history_seq.to_be_bytes());
+        c.extend_from_slice(&counters.next_keys_seq.to_be_bytes());
         f(Record {
             part: Part::Counters,
             key: &[],
@@ -919,6 +946,15 @@ impl Reads for SledBackend {
                 part: Part::Queue,
                 key: &[recipient.as_bytes(), &seq.to_be_bytes()],
                 value: &value,
+                damaged: false,
+            })?;
+            Ok(true)
+        })?;
+        self.each(CASE_BY_KEY, &[0; 33], None, &mut |k, v| {
+            f(Record {
+                part: Part::CaseKey,
+                key: &split_at(k, &[1]),
+                value: v,
                 damaged: false,
             })?;
             Ok(true)
