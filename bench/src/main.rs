@@ -11,6 +11,7 @@ mod hashcheck;
 mod index;
 mod ingest;
 mod pdq;
+mod preload;
 mod stats;
 mod verify_limit;
 mod worker;

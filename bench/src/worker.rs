@@ -51,7 +51,7 @@ pub struct WorkerArgs {
     pub batch: usize,
 }
 
-fn make_report(
+pub fn make_report(
     origin: CountryCode,
     hosting: CountryCode,
     items: usize,

@@ -74,13 +74,19 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// How long connections may drain after shutdown begins.
 const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Starts the hub and serves until `shutdown` completes. `on_listening`
-/// gets the bound address (the config may say port 0).
-pub async fn run(
-    cfg: HubConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    on_listening: impl FnOnce(std::net::SocketAddr),
-) -> Result<(), HubError> {
+/// The hub's parts over its store, made from its configuration: what
+/// `run` serves, and what a tool that fills a stopped hub's store uses
+/// (the ingest path as it is, without the network).
+pub struct Hub {
+    /// Ingest, with everything it shares (store, registry, routes, list,
+    /// cases, series, clock, signer, takedown).
+    pub ingest: Ingest,
+    /// The hub's identity.
+    pub hub_id: SpiffeId,
+}
+
+/// Opens the store in `cfg.data_dir` and assembles the hub's parts over it.
+pub fn open_hub(cfg: &HubConfig) -> Result<Hub, HubError> {
     let keyring = Arc::new(Keyring::load(&cfg.keyring)?);
     if keyring.federation() != &cfg.federation {
         return Err(HubError::Config {
@@ -176,6 +182,28 @@ pub async fn run(
         takedown: takedown.clone(),
         series: series.clone(),
     };
+    Ok(Hub { ingest, hub_id })
+}
+
+/// Starts the hub and serves until `shutdown` completes. `on_listening`
+/// gets the bound address (the config may say port 0).
+pub async fn run(
+    cfg: HubConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), HubError> {
+    let Hub { ingest, hub_id } = open_hub(&cfg)?;
+    let Ingest {
+        registry,
+        store,
+        list,
+        clock,
+        cases,
+        series,
+        signer,
+        takedown,
+        ..
+    } = ingest.clone();
     let (tls, verifier) = server_config(&cfg.tls)?;
     let auth = Auth::new(verifier, registry.clone());
     let listener = tokio::net::TcpListener::bind(cfg.listen).await?;

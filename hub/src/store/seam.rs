@@ -213,6 +213,15 @@ pub trait Reads: Send + Sync {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<QueuedBody>, bool), StoreError>;
+    /// Entries of `recipient`'s queue after `after`, in order, at most
+    /// `limit`: their positions and what they deliver, without reading
+    /// their bodies.
+    fn queue_items_after(
+        &self,
+        recipient: &SpiffeId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, QueueItem)>, StoreError>;
     /// The statistics counters.
     fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// The pipeline's counters as last applied (defaults for a new store).

@@ -268,6 +268,24 @@ pub async fn queues_keep_order_per_recipient_and_settle_only_the_own(open: Open<
         .unwrap()
         .0;
     assert_eq!(after.len(), 2);
+    // The same positions and items without their bodies, a page at a time.
+    let items = store.queue_items_after(&id(DE), 0, 2).unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|(s, i)| (*s, i.report_id()))
+            .collect::<Vec<_>>(),
+        de.iter()
+            .take(2)
+            .map(|e| (e.seq, e.report_id))
+            .collect::<Vec<_>>()
+    );
+    let rest = store.queue_items_after(&id(DE), items[1].0, 10).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(store
+        .queue_items_after(&id("spiffe://eu.meldnet.test/agency/IT/polizia"), 0, 10)
+        .unwrap()
+        .is_empty());
     // DE settling FR's entry changes nothing of FR's queue.
     let before = store.state_digest().unwrap();
     let settled = store.ack(&id(DE), vec![fr[0].seq]).await.unwrap();

@@ -521,6 +521,28 @@ impl Reads for SledBackend {
         Ok((out, more))
     }
 
+    fn queue_items_after(
+        &self,
+        recipient: &SpiffeId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, crate::store::seam::QueueItem)>, StoreError> {
+        let Some(n) = self.recipient_number(&recipient.to_string()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from = queue_key(n, after.saturating_add(1));
+        let to = queue_key(n.saturating_add(1), 0);
+        self.each(QUEUE, &from, Some(&to), &mut |k, v| {
+            out.push((decode_queue_key(k)?.1, decode_queue_value(v)?.0));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
     fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.tree
             .scan_prefix([STAT])
