@@ -281,6 +281,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     // The hub.
     let (mut hub, preloaded_start) = start_hub(&root, &fed, "hub")?;
     let hub_pid = hub.id();
+    let memory = crate::stats::MemoryWatch::start(hub_pid);
     if a.preload > 0 {
         eprintln!(
             "hub ready on {} stored reports after {:.2} s",
@@ -350,6 +351,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     let p50 = percentile(&mut lat_ms, 50.0);
     let p99 = percentile(&mut lat_ms, 99.0);
     let rss_after_ingest = peak_rss_mb(hub_pid).unwrap_or(0.0);
+    let (anon_peak_ingest, file_peak_ingest) = memory.peaks();
     let hub_cpu = cpu_secs(hub_pid).unwrap_or(0.0) - hub_cpu_start;
     // CPU time per receipted report, in microseconds: where the cores went.
     let per_report_us = |secs: f64| secs * 1e6 / receipted.max(1) as f64;
@@ -358,7 +360,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         per_report_us(hub_cpu),
         per_report_us(nodes_cpu)
     );
-    eprintln!("phase 1: {receipted} receipted, {refused} refused in {ingest_secs:.2} s: {ingest_per_s:.0} reports/s; receipt p50 {p50:.1} ms, p99 {p99:.1} ms; hub peak RSS {rss_after_ingest:.0} MiB");
+    eprintln!("phase 1: {receipted} receipted, {refused} refused in {ingest_secs:.2} s: {ingest_per_s:.0} reports/s; receipt p50 {p50:.1} ms, p99 {p99:.1} ms; hub peak RSS {rss_after_ingest:.0} MiB (peak anonymous {anon_peak_ingest:.0} MiB, peak mapped files {file_peak_ingest:.0} MiB)");
 
     let ratio = ingest_per_s / verify_limit;
     eprintln!("ingest/limit = {ratio:.3}");
@@ -475,6 +477,9 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         "receipt_p50_ms": p50,
         "receipt_p99_ms": p99,
         "hub_peak_rss_mb": hub_peak_rss_mb,
+        "hub_peak_anon_mb_ingest": anon_peak_ingest,
+        "hub_peak_file_mb_ingest": file_peak_ingest,
+        "hub_peak_rss_mb_ingest": rss_after_ingest,
         "hub_cpu_us_per_report": per_report_us(hub_cpu),
         "nodes_cpu_us_per_report": per_report_us(nodes_cpu),
         "deliveries": stored_total,

@@ -20,6 +20,48 @@ pub fn peak_rss_mb(pid: u32) -> Option<f64> {
     status_mb(pid, "VmHWM:")
 }
 
+/// Watches a process's resident memory in a thread of its own (every
+/// 100 ms) and keeps the peaks of its two parts: anonymous memory (the
+/// heap: what the process needs) and mapped files (pages of files it maps,
+/// which the kernel drops and reads again as it needs the room: a cache).
+pub struct MemoryWatch {
+    peaks: std::sync::Arc<std::sync::Mutex<(f64, f64)>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MemoryWatch {
+    /// Starts watching `pid`.
+    pub fn start(pid: u32) -> MemoryWatch {
+        let peaks = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 0.0f64)));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, s) = (peaks.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let (Some(a), Some(f)) = (status_mb(pid, "RssAnon:"), status_mb(pid, "RssFile:"))
+                {
+                    if let Ok(mut g) = p.lock() {
+                        g.0 = g.0.max(a);
+                        g.1 = g.1.max(f);
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        MemoryWatch { peaks, stop }
+    }
+
+    /// The peaks so far: (anonymous MiB, mapped files MiB).
+    pub fn peaks(&self) -> (f64, f64) {
+        self.peaks.lock().map(|g| *g).unwrap_or((0.0, 0.0))
+    }
+}
+
+impl Drop for MemoryWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn status_mb(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;

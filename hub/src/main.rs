@@ -225,6 +225,9 @@ fn open_stopped_store(config: &std::path::Path) -> anyhow::Result<meldnet_hub::s
 
 /// mimalloc: the store and the gRPC stack allocate and free millions of small
 /// buffers a minute; glibc's allocator spent a third of the hub's time on it.
+/// (Built with the feature `system-alloc`, the system's allocator stands in,
+/// so that a heap profiler that hooks `malloc` sees every allocation.)
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -241,7 +241,7 @@ impl Writer {
         }
         loc.escalated_deadline_ms = e.deadline_ms;
         loc.escalations.push(e.id.to_string());
-        self.stage_redecision(g, &e.id, &e.report_id, &e.stored, &e.recipients);
+        let queued = self.stage_redecision(g, &e.id, &e.report_id, &e.stored, &e.recipients);
         let to: Vec<String> = e.recipients.iter().map(|r| r.to_string()).collect();
         let line = format!(
             "escalation {}: deadline {} of location {} passed without removal; to {}",
@@ -255,7 +255,15 @@ impl Writer {
             }
         );
         let now = self.clock.now_ms();
-        self.stage_history(g, &e.report_id, now, "escalated", &e.actor, line.clone());
+        self.stage_history_queued(
+            g,
+            &e.report_id,
+            now,
+            "escalated",
+            &e.actor,
+            line.clone(),
+            queued,
+        );
         let ev = event(now, "escalated", &e.actor, e.case_id.to_string(), line);
         self.stage_audit(g, ev);
         self.bump("deadlines_missed");
@@ -292,14 +300,23 @@ impl Writer {
             }
         }
         self.stage_case_keys(g, &new_id, &w.report_id, &w.keys);
-        self.stage_redecision(g, &w.decision_id, &w.report_id, &w.stored, &w.recipients);
+        let queued =
+            self.stage_redecision(g, &w.decision_id, &w.report_id, &w.stored, &w.recipients);
         let now = self.clock.now_ms();
         let line = format!(
             "report {} split out of case {} (location {}) into case {new_id} by {}: {}",
             w.report_id, w.from, w.from_location, w.actor, w.reason
         );
         let first = first_report(&from)?;
-        self.stage_history(g, &w.report_id, now, "split", &w.actor, line.clone());
+        self.stage_history_queued(
+            g,
+            &w.report_id,
+            now,
+            "split",
+            &w.actor,
+            line.clone(),
+            queued,
+        );
         self.stage_history(g, &first, now, "split", &w.actor, line.clone());
         let ev = event(now, "case-split", &w.actor, w.from.to_string(), line);
         self.stage_audit(g, ev);

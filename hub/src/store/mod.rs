@@ -13,12 +13,15 @@
 //!   once above the seam (idempotent receipts, settling only one's own
 //!   queue, escalate once, a step stored once, the digest's cap,
 //!   withdrawal).
+//! - `history`: a report's history: what is kept with it, and its
+//!   deliveries and acknowledgements, read from the audit log.
 //! - `digest`: the state digest in the hub's terms.
 //! - `sled`: the embedded backend; its layout stays inside it.
 //! - `suite`: the behavioural tests every backend passes.
 
 mod cases;
 mod digest;
+mod history;
 mod list;
 mod pipeline;
 mod queues;

@@ -393,18 +393,28 @@ impl Writer {
     }
 
     /// Adds an entry at the end of `recipient`'s queue.
-    pub(super) fn enqueue(&mut self, g: &mut dyn Group, recipient: &SpiffeId, item: &QueueItem) {
+    pub(super) fn enqueue(
+        &mut self,
+        g: &mut dyn Group,
+        recipient: &SpiffeId,
+        item: &QueueItem,
+    ) -> pb::QueuedAt {
         let seq = self.counters.next_queue_seq;
         self.counters.next_queue_seq += 1;
         g.push_queue(recipient, seq, item);
         self.queued_any = true;
+        pb::QueuedAt {
+            recipient: recipient.to_string(),
+            seq,
+        }
     }
 
-    /// Appends a record to the audit chain.
-    pub(super) fn stage_audit(&mut self, g: &mut dyn Group, ev: pb::AuditEvent) {
+    /// Appends a record to the audit chain; returns its sequence number.
+    pub(super) fn stage_audit(&mut self, g: &mut dyn Group, ev: pb::AuditEvent) -> u64 {
         let seq = self.counters.audit_head.next_seq;
         let rec = self.counters.audit_head.append(&ev);
         g.put_audit(seq, &rec);
+        seq
     }
 
     /// Adds an event to a report's history.
@@ -417,13 +427,33 @@ impl Writer {
         actor: &SpiffeId,
         detail: String,
     ) {
+        self.stage_history_queued(g, report, at_ms, kind, actor, detail, Vec::new());
+    }
+
+    /// Adds an event that made queue entries to a report's history: their
+    /// deliveries and acknowledgements are read from the audit log when the
+    /// history is (`Store::history`), not kept a second time.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn stage_history_queued(
+        &mut self,
+        g: &mut dyn Group,
+        report: &ReportId,
+        at_ms: i64,
+        kind: &str,
+        actor: &SpiffeId,
+        detail: String,
+        queued: Vec<pb::QueuedAt>,
+    ) {
         let seq = self.counters.next_history_seq;
         self.counters.next_history_seq += 1;
-        let ev = pb::HistoryEvent {
-            at_ms,
-            kind: kind.into(),
-            actor: actor.to_string(),
-            detail,
+        let ev = pb::StoredHistory {
+            event: Some(pb::HistoryEvent {
+                at_ms,
+                kind: kind.into(),
+                actor: actor.to_string(),
+                detail,
+            }),
+            queued,
         };
         g.put_history(report, seq, &ev);
     }

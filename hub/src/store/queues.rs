@@ -10,6 +10,15 @@ use super::StoreError;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
 
+/// The highest queue position among "seq:id" lines.
+fn settled_max(lines: &[String]) -> u64 {
+    lines
+        .iter()
+        .filter_map(|l| l.split(':').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 impl Writer {
     /// Removes acknowledged and refused entries from `recipient`'s queue;
     /// returns the sequence numbers asked for (an entry already gone was
@@ -42,11 +51,8 @@ impl Writer {
             let report = item.report_id();
             let now = self.clock.now_ms();
             match why {
-                None => {
-                    let line = format!("queue entry {seq}");
-                    self.stage_history(g, &report, now, "acknowledged", recipient, line);
-                    removed.push(format!("{seq}:{report}"));
-                }
+                // Told in the report's history from this audit record.
+                None => removed.push(format!("{seq}:{report}")),
                 Some(why) => {
                     let line = format!("queue entry {seq}: {why}");
                     self.stage_history(g, &report, now, "refused", recipient, line);
@@ -56,6 +62,7 @@ impl Writer {
                 }
             }
         }
+        let acknowledged = settled_max(&removed);
         for (kind, lines) in [("acknowledged", removed), ("refused", refused)] {
             if !lines.is_empty() {
                 let ev = event(
@@ -65,7 +72,10 @@ impl Writer {
                     recipient.to_string(),
                     lines.join(","),
                 );
-                self.stage_audit(g, ev);
+                let at = self.stage_audit(g, ev);
+                if kind == "acknowledged" {
+                    g.put_audit_mark(recipient, acknowledged, at);
+                }
             }
         }
         Ok(settled)
@@ -102,16 +112,16 @@ impl Writer {
         entries: &[(u64, ReportId)],
     ) {
         let now = self.clock.now_ms();
-        for (seq, id) in entries {
-            let line = format!("queue entry {seq}");
-            self.stage_history(g, id, now, "delivered", recipient, line);
-        }
         let detail = entries
             .iter()
             .map(|(seq, id)| format!("{seq}:{id}"))
             .collect::<Vec<_>>()
             .join(",");
         let ev = event(now, "delivered", recipient, recipient.to_string(), detail);
-        self.stage_audit(g, ev);
+        // Told in each report's history from this record (its mark leads
+        // there), not in a history event of each.
+        let at = self.stage_audit(g, ev);
+        let last = entries.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+        g.put_audit_mark(recipient, last, at);
     }
 }

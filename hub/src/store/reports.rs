@@ -83,15 +83,19 @@ impl Writer {
                 continue;
             }
             g.put_report(&r.id, &r.stored);
-            for recipient in &r.recipients {
-                self.enqueue(g, recipient, &QueueItem::Report(r.id));
-            }
+            let queued: Vec<pb::QueuedAt> = r
+                .recipients
+                .iter()
+                .map(|recipient| self.enqueue(g, recipient, &QueueItem::Report(r.id)))
+                .collect();
             let now = self.clock.now_ms();
             for e in &r.extra {
-                self.stage_redecision(g, &e.id, &e.report_id, &e.stored, &e.recipients);
-                self.stage_history(g, &e.report_id, now, "decided", &r.origin, e.line.clone());
+                let q = self.stage_redecision(g, &e.id, &e.report_id, &e.stored, &e.recipients);
+                let line = e.line.clone();
+                self.stage_history_queued(g, &e.report_id, now, "decided", &r.origin, line, q);
             }
-            self.stage_history(g, &r.id, now, "decided", &r.origin, r.summary.clone());
+            let summary = r.summary.clone();
+            self.stage_history_queued(g, &r.id, now, "decided", &r.origin, summary, queued);
             for c in &r.counts {
                 self.bump(c);
             }
@@ -138,7 +142,8 @@ impl Writer {
 
     /// A further decision on a stored report (an escalation, a notice at
     /// another location, a split): stored under its id, and a queue entry
-    /// per recipient naming the report and that id.
+    /// per recipient naming the report and that id (returned, for the
+    /// history event that tells of it).
     pub(super) fn stage_redecision(
         &mut self,
         g: &mut dyn Group,
@@ -146,15 +151,16 @@ impl Writer {
         report_id: &ReportId,
         stored: &pb::StoredReport,
         recipients: &[SpiffeId],
-    ) {
+    ) -> Vec<pb::QueuedAt> {
         g.put_escalation(id, stored);
         let item = QueueItem::Redecision {
             report: *report_id,
             decision: *id,
         };
-        for recipient in recipients {
-            self.enqueue(g, recipient, &item);
-        }
+        recipients
+            .iter()
+            .map(|recipient| self.enqueue(g, recipient, &item))
+            .collect()
     }
 
     /// The keys a report brought to its case (none if it brought none),

@@ -108,6 +108,9 @@ pub enum Part {
     HeldBack,
     /// Seq: the `AuditRecord`.
     Audit,
+    /// Recipient, last queue position, audit seq: () — an audit record
+    /// that delivers or acknowledges entries of that queue.
+    AuditMark,
     /// (): the counters (audit seq, head hash, queue seq, history seq).
     Counters,
     /// Name: the count (8 bytes).
@@ -158,6 +161,7 @@ impl Part {
             Part::Queue => "queue",
             Part::HeldBack => "held_back",
             Part::Audit => "audit",
+            Part::AuditMark => "audit_mark",
             Part::Counters => "counters",
             Part::Stat => "stat",
             Part::ListChange => "list_change",
@@ -201,8 +205,20 @@ pub trait Reads: Send + Sync {
     fn report(&self, id: &ReportId) -> Result<Option<pb::StoredReport>, StoreError>;
     /// A further decision (escalation, notice, split) by its id.
     fn escalation(&self, id: &CaseId) -> Result<Option<pb::StoredReport>, StoreError>;
-    /// What happened to a report, in order.
-    fn history(&self, id: &ReportId) -> Result<Vec<pb::HistoryEvent>, StoreError>;
+    /// What happened to a report, as stored, in order (its deliveries and
+    /// acknowledgements are in the audit log: `Store::history` adds them).
+    fn stored_history(&self, id: &ReportId) -> Result<Vec<pb::StoredHistory>, StoreError>;
+    /// The audit records that deliver or acknowledge entries of
+    /// `recipient`'s queue up to a position at or after `seq`: their
+    /// sequence numbers, at most `limit`, in order of that position.
+    fn audit_marks(
+        &self,
+        recipient: &SpiffeId,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError>;
+    /// One audit record's exact bytes.
+    fn audit_record(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError>;
     /// Entries of `recipient`'s queue after `after`, in order: at most
     /// `limit` and, past the first, at most `max_bytes` of bodies; and
     /// whether more follow.
@@ -333,7 +349,10 @@ pub trait Group {
     /// Stores a further decision under its id.
     fn put_escalation(&mut self, id: &CaseId, stored: &pb::StoredReport);
     /// Stores a history event of a report.
-    fn put_history(&mut self, report: &ReportId, seq: u64, ev: &pb::HistoryEvent);
+    fn put_history(&mut self, report: &ReportId, seq: u64, ev: &pb::StoredHistory);
+    /// Marks audit record `audit_seq` as delivering or acknowledging
+    /// entries of `recipient`'s queue up to position `last`.
+    fn put_audit_mark(&mut self, recipient: &SpiffeId, last: u64, audit_seq: u64);
     /// Adds a queue entry.
     fn push_queue(&mut self, recipient: &SpiffeId, seq: u64, item: &QueueItem);
     /// Takes a queue entry out and says what it was (none: not queued).

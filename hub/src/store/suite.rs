@@ -1099,6 +1099,8 @@ pub async fn delivery_records_and_counts(open: Open<'_>) {
     store.commit_reports(vec![r.clone()]).await.unwrap();
     let q = queued(store, DE);
     store.record_delivered(&id(DE), vec![(q[0].seq, r.id)]);
+    // Sent again (a new session), then acknowledged.
+    store.record_delivered(&id(DE), vec![(q[0].seq, r.id)]);
     // Recorded in the next group; an acknowledgement after it comes later.
     store.ack(&id(DE), vec![q[0].seq]).await.unwrap();
     let kinds: Vec<String> = store
@@ -1107,7 +1109,12 @@ pub async fn delivery_records_and_counts(open: Open<'_>) {
         .into_iter()
         .map(|h| h.kind)
         .collect();
-    assert_eq!(kinds, ["decided", "delivered", "acknowledged"]);
+    assert_eq!(kinds, ["decided", "delivered", "delivered", "acknowledged"]);
+    // Deliveries and acknowledgements are the audit log's: kept once.
+    let kept = store.stored_history(&r.id).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].queued.len(), 1);
+    assert_eq!(kept[0].queued[0].seq, q[0].seq);
     let counts: std::collections::HashMap<_, _> = store.counts().unwrap().into_iter().collect();
     assert_eq!(counts.get("reports"), Some(&1));
     assert_eq!(counts.get("reports/NL"), Some(&1));

@@ -185,8 +185,20 @@ impl Group for SledGroup<'_> {
         self.put_body(REDECISIONS, id.as_bytes(), stored);
     }
 
-    fn put_history(&mut self, report: &ReportId, seq: u64, ev: &pb::HistoryEvent) {
+    fn put_history(&mut self, report: &ReportId, seq: u64, ev: &pb::StoredHistory) {
         self.put_body(HISTORY, &history_key(report, seq), ev);
+    }
+
+    fn put_audit_mark(&mut self, recipient: &SpiffeId, last: u64, audit_seq: u64) {
+        let Ok(Some(n)) = self.recipient(recipient, true) else {
+            return;
+        };
+        let key = cat(&[
+            &n.to_be_bytes(),
+            &last.to_be_bytes(),
+            &audit_seq.to_be_bytes(),
+        ]);
+        self.batch.put(AUDIT_MARKS, &key, &[]);
     }
 
     fn push_queue(&mut self, recipient: &SpiffeId, seq: u64, item: &QueueItem) {

@@ -11,7 +11,7 @@
 //! - `REDECISIONS` decision id (16)                  -> body: the `StoredReport` with a further decision
 //!   (escalation, notice, split)
 //! - `NOTIFICATIONS` notification id (16)            -> body: the `SignedNotification`
-//! - `HISTORY` report id (16) + seq (8 BE)           -> body: a `HistoryEvent`
+//! - `HISTORY` report id (16) + seq (8 BE)           -> body: a `StoredHistory`
 //! - `AUDIT` seq (8 BE)                              -> body: the `AuditRecord` of the hash chain
 //! - `CASE_KEYS` report id (16)                      -> body: the `CaseKeysRecord` the report brought
 //! - `CASES` case id (16)                            -> body: the `CaseRecord` (the newest replaces it)
@@ -24,6 +24,9 @@
 //! - `CASE_BY_KEY` kind (1: URL, 2: file) + SHA-256 (32) -> the case id (16) the key leads to
 //! - `KEYS_BY_SEQ` seq (8 BE)                        -> the report id (16) whose `CASE_KEYS`
 //!   record has that `seq` (the order the case index's PDQ runs follow)
+//! - `AUDIT_MARKS` recipient number (4 BE) + last queue position (8 BE) + audit seq (8 BE) -> ():
+//!   an audit record that delivers or acknowledges that queue's entries up to that position
+//!   (where a report's history finds its deliveries)
 //!
 //! sled:
 //!
@@ -67,6 +70,7 @@ pub const QUEUE: u8 = 10;
 pub const LIST: u8 = 11;
 pub const CASE_BY_KEY: u8 = 12;
 pub const KEYS_BY_SEQ: u8 = 13;
+pub const AUDIT_MARKS: u8 = 14;
 
 /// Bytes of a queue entry's value: kind, two ids, the body's place.
 pub const QUEUE_VALUE: usize = 1 + 16 + 16 + 12;
@@ -87,6 +91,7 @@ pub fn tables() -> Vec<Arc<dyn Table>> {
         Arc::new(Index::<8, 12>::new(LIST, "list", true)),
         Arc::new(Index::<33, 16>::new(CASE_BY_KEY, "case_by_key", false)),
         Arc::new(Index::<8, 16>::new(KEYS_BY_SEQ, "keys_by_seq", false)),
+        Arc::new(Index::<20, 0>::new(AUDIT_MARKS, "audit_marks", false)),
     ]
 }
 

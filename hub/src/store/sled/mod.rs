@@ -445,7 +445,7 @@ impl Reads for SledBackend {
         self.message(REDECISIONS, id.as_bytes(), "report")
     }
 
-    fn history(&self, id: &ReportId) -> Result<Vec<pb::HistoryEvent>, StoreError> {
+    fn stored_history(&self, id: &ReportId) -> Result<Vec<pb::StoredHistory>, StoreError> {
         let mut out = Vec::new();
         let end = after_prefix(id.as_bytes());
         self.bodies(
@@ -453,7 +453,7 @@ impl Reads for SledBackend {
             &history_key(id, 0),
             end.as_deref(),
             "history",
-            &mut |k, ev: pb::HistoryEvent| {
+            &mut |k, ev: pb::StoredHistory| {
                 if k.get(..16) != Some(&id.as_bytes()[..]) {
                     return Ok(false);
                 }
@@ -462,6 +462,35 @@ impl Reads for SledBackend {
             },
         )?;
         Ok(out)
+    }
+
+    fn audit_marks(
+        &self,
+        recipient: &SpiffeId,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let Some(n) = self.recipient_number(&recipient.to_string()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from = cat(&[&n.to_be_bytes(), &seq.to_be_bytes(), &[0; 8]]);
+        let to = cat(&[&n.saturating_add(1).to_be_bytes(), &[0; 16]]);
+        self.each(AUDIT_MARKS, &from, Some(&to), &mut |k, _| {
+            out.push(be64(k.get(12..), "audit mark")?);
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    fn audit_record(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.place(AUDIT, &seq.to_be_bytes())? {
+            Some(p) => Ok(Some(self.ledger.body(AUDIT, p)?)),
+            None => Ok(None),
+        }
     }
 
     fn queue_page(
@@ -977,6 +1006,24 @@ impl Reads for SledBackend {
                 part: Part::CaseKey,
                 key: &split_at(k, &[1]),
                 value: v,
+                damaged: false,
+            })?;
+            Ok(true)
+        })?;
+        self.each(AUDIT_MARKS, &[0; 20], None, &mut |k, _| {
+            let (n, _) = decode_queue_key(k)?;
+            let recipient = self.recipient_name(n).ok_or_else(|| {
+                StoreError::Corrupt(format!("audit mark of an unknown recipient number {n}"))
+            })?;
+            let parts = split_at(k, &[4, 12]);
+            f(Record {
+                part: Part::AuditMark,
+                key: &[
+                    recipient.as_bytes(),
+                    parts.get(1).copied().unwrap_or_default(),
+                    parts.get(2).copied().unwrap_or_default(),
+                ],
+                value: &[],
                 damaged: false,
             })?;
             Ok(true)
