@@ -27,6 +27,9 @@ pub struct Spec {
     /// Whether a record's payload is a body whose place is the value (12
     /// bytes), rather than the value itself.
     pub bodies: bool,
+    /// Whether its bodies are compressed (with a dictionary trained on its
+    /// own first bodies).
+    pub compress: bool,
 }
 
 /// A frozen table waiting to become a run, whatever its widths.
@@ -121,6 +124,7 @@ impl<const K: usize, const V: usize> Index<K, V> {
                 key_len: K,
                 val_len: V,
                 bodies,
+                compress: false,
             },
             state: RwLock::new(State {
                 active: BTreeMap::new(),
@@ -128,6 +132,13 @@ impl<const K: usize, const V: usize> Index<K, V> {
                 runs: Vec::new(),
             }),
         }
+    }
+
+    /// The same index, its bodies compressed (each alone, with a
+    /// dictionary trained on its own first bodies).
+    pub fn compressed(mut self) -> Self {
+        self.spec.compress = self.spec.bodies;
+        self
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State<K, V>> {

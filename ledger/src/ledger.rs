@@ -12,10 +12,11 @@
 //! rebuilt from the whole log (the damaged file kept aside), never the
 //! other way round: the log is what was acknowledged.
 
-use crate::index::{merge_runs, Frozen, Spec, Table};
+use crate::dict::{Dicts, DICTS};
+use crate::index::{merge_runs, Frozen, Index, Spec, Table};
 use crate::log::{Log, LogError, Ptr, Walked};
 use crate::manifest::{Manifest, ManifestError, RunName};
-use crate::record::{encode, Op, MAX_KEY};
+use crate::record::{encode, encode_with, Op, FIXED, MAX_KEY};
 use crate::run::{Run, RunError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,14 +76,17 @@ pub struct Damage {
     pub reason: String,
 }
 
-/// A checkpoint for the checkpoint thread: jobs are done in the order they
-/// were frozen, so that each index's runs stay oldest first and the
-/// manifest's checkpoint never covers a change not yet in a run.
-struct Job {
-    at: u64,
-    frozen: Vec<(usize, Arc<dyn Frozen>)>,
-    /// Told when the job is done (a checkpoint asked for now).
-    done: Option<mpsc::Sender<Result<(), String>>>,
+/// Work for the checkpoint thread, done in the order given: a checkpoint
+/// (each index's runs stay oldest first, and the manifest's checkpoint
+/// never covers a change not yet in a run), or a dictionary to train.
+enum Job {
+    Checkpoint {
+        at: u64,
+        frozen: Vec<(usize, Arc<dyn Frozen>)>,
+        /// Told when the job is done (a checkpoint asked for now).
+        done: Option<mpsc::Sender<Result<(), String>>>,
+    },
+    Train(u8, Vec<Vec<u8>>),
 }
 
 struct Inner {
@@ -102,6 +106,8 @@ struct Inner {
     /// Held while runs are written and the manifest replaced (the
     /// checkpoint thread, and a checkpoint asked for now).
     runs_lock: Mutex<()>,
+    /// The dictionaries of the indexes that compress their bodies.
+    dicts: Arc<Dicts>,
 }
 
 /// The open ledger.
@@ -118,6 +124,15 @@ pub struct Batch {
     buf: Vec<u8>,
     staged: BTreeMap<(u8, Vec<u8>), Option<Vec<u8>>>,
     key_lens: Vec<Option<usize>>,
+    /// Which indexes compress their bodies.
+    compress: Vec<bool>,
+    dicts: Arc<Dicts>,
+    /// A body's bytes before compression, reused.
+    raw: Vec<u8>,
+    /// Dictionaries this batch writes, put in place once it commits.
+    activate: Vec<(u8, u8, Vec<u8>)>,
+    /// Samples gathered for a dictionary, to train once it commits.
+    train: Vec<(u8, Vec<Vec<u8>>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,7 +148,37 @@ impl Batch {
     /// bytes); the index's value is the body's place, returned.
     pub fn put_body(&mut self, index: u8, key: &[u8], write: impl FnOnce(&mut Vec<u8>)) -> Ptr {
         let at = self.buf.len() as u64;
-        let (_, len) = encode(&mut self.buf, index, Op::Put, key, write);
+        let compress = self.compress.get(index as usize).copied().unwrap_or(false);
+        let (_, len) = if compress {
+            let mut raw = std::mem::take(&mut self.raw);
+            raw.clear();
+            write(&mut raw);
+            let packed = match self.dicts.current(index) {
+                Some((id, d)) => d
+                    .compress(&raw)
+                    .ok()
+                    .filter(|p| p.len() < raw.len())
+                    .map(|p| (id, p)),
+                None => {
+                    if let Some(samples) = self.dicts.sample(index, &raw) {
+                        self.train.push((index, samples));
+                    }
+                    None
+                }
+            };
+            let written = match packed {
+                Some((id, p)) => encode_with(&mut self.buf, index, Op::Put, key, id, |b| {
+                    b.extend_from_slice(&p)
+                }),
+                None => encode(&mut self.buf, index, Op::Put, key, |b| {
+                    b.extend_from_slice(&raw)
+                }),
+            };
+            self.raw = raw;
+            written
+        } else {
+            encode(&mut self.buf, index, Op::Put, key, write)
+        };
         let ptr = Ptr {
             offset: self.start + at,
             len,
@@ -175,12 +220,16 @@ impl Batch {
         self.buf.len()
     }
 
-    /// The payload of a body this batch staged.
-    fn staged_body(&self, index: u8, p: Ptr) -> Option<&[u8]> {
+    /// The payload of a body this batch staged, as stored, with its codec.
+    fn staged_body(&self, index: u8, p: Ptr) -> Option<(u8, &[u8])> {
         let at = p.offset.checked_sub(self.start)? as usize;
         let key_len = self.key_len(index)?;
-        let from = at.checked_add(crate::record::FIXED + key_len)?;
-        self.buf.get(from..from.checked_add(p.len as usize)?)
+        let codec = *self.buf.get(at.checked_add(14)?)?;
+        let from = at.checked_add(FIXED + key_len)?;
+        Some((
+            codec,
+            self.buf.get(from..from.checked_add(p.len as usize)?)?,
+        ))
     }
 }
 
@@ -199,6 +248,13 @@ impl Ledger {
             path: dir.display().to_string(),
             source,
         })?;
+        if tables.iter().any(|t| t.spec().id == DICTS) {
+            return Err(LedgerError::Misuse(format!(
+                "index id {DICTS} is the ledger's own (its dictionaries)"
+            )));
+        }
+        let mut tables = tables;
+        tables.push(Arc::new(Index::<2, 12>::new(DICTS, "dictionaries", true)));
         let mut by_id = vec![None; 256];
         for (i, t) in tables.iter().enumerate() {
             let s = t.spec();
@@ -230,9 +286,11 @@ impl Ledger {
             unfrozen: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             runs_lock: Mutex::new(()),
+            dicts: Arc::new(Dicts::default()),
         });
         let from = inner.load_runs(durable_end);
-        let damage = inner.replay(from, durable_end)?;
+        let mut damage = inner.replay(from, durable_end)?;
+        damage.extend(inner.load_dicts());
         let (tx, rx) = mpsc::channel();
         let worker_inner = inner.clone();
         let worker = std::thread::Builder::new()
@@ -255,18 +313,34 @@ impl Ledger {
     /// A new batch, to be committed before any other is started.
     pub fn batch(&self) -> Batch {
         let mut key_lens = vec![None; 256];
+        let mut compress = vec![false; 256];
         for t in &self.inner.tables {
             let s = t.spec();
             if let Some(k) = key_lens.get_mut(s.id as usize) {
                 *k = Some(s.key_len);
             }
+            if let Some(c) = compress.get_mut(s.id as usize) {
+                *c = s.compress;
+            }
         }
-        Batch {
+        let mut b = Batch {
             start: self.inner.log.end(),
             buf: Vec::new(),
             staged: BTreeMap::new(),
             key_lens,
+            compress,
+            dicts: self.inner.dicts.clone(),
+            raw: Vec::new(),
+            activate: Vec::new(),
+            train: Vec::new(),
+        };
+        // A dictionary trained meanwhile is written first: before any body
+        // compressed with it (it compresses only once this batch commits).
+        for (index, id, bytes) in self.inner.dicts.take_ready() {
+            b.put_body(DICTS, &[index, id], |o| o.extend_from_slice(&bytes));
+            b.activate.push((index, id, bytes));
         }
+        b
     }
 
     /// Where the log ends (what a new batch starts at).
@@ -304,6 +378,14 @@ impl Ledger {
                 None => of_index.for_each(drop),
             }
         }
+        for (index, id, bytes) in &batch.activate {
+            self.inner.dicts.install(*index, *id, bytes);
+        }
+        for (index, samples) in batch.train {
+            if let Some(tx) = lock(&self.jobs).as_ref() {
+                let _ = tx.send(Job::Train(index, samples));
+            }
+        }
         let unfrozen = self.inner.unfrozen.fetch_add(n, Ordering::AcqRel) + n;
         if unfrozen >= self.inner.options.checkpoint_entries {
             self.checkpoint_at(end);
@@ -319,7 +401,7 @@ impl Ledger {
             return;
         }
         if let Some(tx) = lock(&self.jobs).as_ref() {
-            let _ = tx.send(Job {
+            let _ = tx.send(Job::Checkpoint {
                 at: end,
                 frozen,
                 done: None,
@@ -394,16 +476,17 @@ impl Ledger {
     /// The payload of the body at `p` in `index`, checked.
     pub fn body(&self, index: u8, p: Ptr) -> Result<Vec<u8>, LedgerError> {
         let key_len = self.key_len(index)?;
-        Ok(self.inner.log.read(p, key_len)?)
+        let (codec, stored) = self.inner.log.read(p, key_len)?;
+        self.inner.unpack(index, p, codec, stored)
     }
 
     /// The payload of a body as `batch` sees it (its own, or committed).
     pub fn body_in(&self, batch: &Batch, index: u8, p: Ptr) -> Result<Vec<u8>, LedgerError> {
         if p.offset >= batch.start {
-            return batch
+            let (codec, stored) = batch
                 .staged_body(index, p)
-                .map(|b| b.to_vec())
-                .ok_or_else(|| LedgerError::Misuse("a staged body's place".into()));
+                .ok_or_else(|| LedgerError::Misuse("a staged body's place".into()))?;
+            return self.inner.unpack(index, p, codec, stored.to_vec());
         }
         self.body(index, p)
     }
@@ -468,7 +551,7 @@ impl Ledger {
     /// the log's end durable, and waits for it.
     pub fn checkpoint_now(&self) -> Result<(), LedgerError> {
         let (tx, rx) = mpsc::channel();
-        let job = Job {
+        let job = Job::Checkpoint {
             at: self.end(),
             frozen: self.inner.freeze_all(),
             done: Some(tx),
@@ -497,6 +580,63 @@ impl Drop for Ledger {
 }
 
 impl Inner {
+    /// A body's payload as given: `stored` decompressed with the index's
+    /// dictionary `codec` (0: as stored).
+    fn unpack(
+        &self,
+        index: u8,
+        p: Ptr,
+        codec: u8,
+        stored: Vec<u8>,
+    ) -> Result<Vec<u8>, LedgerError> {
+        if codec == 0 {
+            return Ok(stored);
+        }
+        let damaged = |reason: String| {
+            LedgerError::Log(LogError::Damaged {
+                path: self.log.path().display().to_string(),
+                offset: p.offset,
+                reason,
+            })
+        };
+        let d = self.dicts.get(index, codec).ok_or_else(|| {
+            damaged(format!(
+                "compressed with dictionary {codec}, which is not stored"
+            ))
+        })?;
+        d.decompress(&stored).map_err(damaged)
+    }
+
+    /// Puts every stored dictionary in place (at open); a damaged one is
+    /// named (the bodies that need it are reported when read).
+    fn load_dicts(&self) -> Vec<Damage> {
+        let mut damage = Vec::new();
+        let Some(t) = self.table(DICTS) else {
+            return damage;
+        };
+        let mut found = Vec::new();
+        t.scan(&[0, 0], None, &mut |k, v| {
+            if let (Some(&index), Some(&id), Some(p)) = (k.first(), k.get(1), Ptr::from_bytes(v)) {
+                found.push((index, id, p));
+            }
+            true
+        });
+        for (index, id, p) in found {
+            match self.log.read(p, 2) {
+                Ok((0, bytes)) => self.dicts.install(index, id, &bytes),
+                Ok(_) | Err(_) => {
+                    tracing::error!(index, id, offset = p.offset, "a compression dictionary is damaged: the bodies it compressed cannot be read");
+                    damage.push(Damage {
+                        offset: p.offset,
+                        len: u64::from(p.len),
+                        reason: format!("dictionary {id} of index {index} is damaged"),
+                    });
+                }
+            }
+        }
+        damage
+    }
+
     fn table(&self, index: u8) -> Option<&Arc<dyn Table>> {
         let pos = self.by_id.get(index as usize).copied().flatten()?;
         self.tables.get(pos)
@@ -807,7 +947,14 @@ impl Inner {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
             let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 5);
         }
-        while let Ok(Job { at, frozen, done }) = jobs.recv() {
+        while let Ok(job) = jobs.recv() {
+            let (at, frozen, done) = match job {
+                Job::Train(index, samples) => {
+                    self.dicts.train(index, &samples);
+                    continue;
+                }
+                Job::Checkpoint { at, frozen, done } => (at, frozen, done),
+            };
             {
                 let mut d = lock(&self.durable);
                 while *d < at {
@@ -1086,5 +1233,65 @@ mod tests {
             let p = Ptr::from_bytes(&l.get(BODIES, &i.to_be_bytes()).unwrap()).unwrap();
             assert_eq!(l.body(BODIES, p).unwrap(), format!("body {i}").as_bytes());
         }
+    }
+
+    #[test]
+    fn bodies_are_compressed_with_a_dictionary_of_their_own_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let tables = || -> Vec<Arc<dyn Table>> {
+            vec![Arc::new(
+                Index::<8, 12>::new(BODIES, "bodies", true).compressed(),
+            )]
+        };
+        let body = |i: u64| {
+            format!("decision {i}: routed to spiffe://eu.meldnet.test/agency/DE/bka and spiffe://eu.meldnet.test/node/DE because hosting_country DE is a member state; case {:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).into_bytes()
+        };
+        let (l, _) = Ledger::open(dir.path(), tables(), 0, Options::default()).unwrap();
+        let mut ptrs = Vec::new();
+        let mut end;
+        let mut i = 0u64;
+        // Bodies until the dictionary is trained and some are compressed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let mut b = l.batch();
+            for _ in 0..100 {
+                let raw = body(i);
+                ptrs.push((
+                    i,
+                    b.put_body(BODIES, &i.to_be_bytes(), |o| o.extend_from_slice(&raw)),
+                ));
+                i += 1;
+            }
+            end = l.commit(b).unwrap();
+            l.made_durable(end);
+            let last = ptrs.last().unwrap().1;
+            if (last.len as usize) < body(i - 1).len() / 2 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never compressed");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for (n, p) in &ptrs {
+            assert_eq!(l.body(BODIES, *p).unwrap(), body(*n));
+        }
+        drop(l);
+        let (l, damage) = Ledger::open(dir.path(), tables(), end, Options::default()).unwrap();
+        assert!(damage.is_empty(), "{damage:?}");
+        for (n, p) in &ptrs {
+            assert_eq!(l.body(BODIES, *p).unwrap(), body(*n));
+        }
+        // A flipped byte in a compressed body: that body, named by offset.
+        let (n, p) = *ptrs.last().unwrap();
+        drop(l);
+        let log = dir.path().join(crate::log::LOG_FILE);
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[p.offset as usize + FIXED + 8 + 3] ^= 0x10;
+        std::fs::write(&log, &bytes).unwrap();
+        let (l, _) = Ledger::open(dir.path(), tables(), end, Options::default()).unwrap();
+        let e = l.body(BODIES, p).unwrap_err().to_string();
+        assert!(e.contains(&format!("offset {}", p.offset)), "{e}");
+        let (m, q) = ptrs[ptrs.len() - 2];
+        assert_eq!(l.body(BODIES, q).unwrap(), body(m));
+        assert_ne!(n, m);
     }
 }

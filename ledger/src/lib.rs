@@ -12,12 +12,15 @@
 //! keeps its small state, and the log's committed end, in sled.
 //!
 //! - `record`: one record's bytes, with a checked header and payload.
+//! - `dict`: bodies compressed one by one with a dictionary trained on the
+//!   index's own first bodies.
 //! - `log`: the append-only file; reads by place; walks with damage named.
 //! - `run`: sorted, checked, memory-mapped runs with a Bloom filter.
 //! - `index`: an index over memory tables and runs.
 //! - `manifest`: which runs make each index, up to where in the log.
 //! - `ledger`: all of it together, with checkpoints and merges.
 
+mod dict;
 mod index;
 mod ledger;
 mod log;

@@ -203,8 +203,9 @@ impl Log {
     }
 
     /// The payload of the record at `p`, whose index keys are `key_len`
-    /// bytes: its header and payload checked, and its length the place's.
-    pub fn read(&self, p: Ptr, key_len: usize) -> Result<Vec<u8>, LogError> {
+    /// bytes, as stored, with its codec: its header and payload checked,
+    /// and its length the place's.
+    pub fn read(&self, p: Ptr, key_len: usize) -> Result<(u8, Vec<u8>), LogError> {
         let mut buf = self.read_raw(p, key_len)?;
         let h = decode_header(&buf).map_err(|e| self.damaged(p.offset, e.to_string()))?;
         if h.key.len() != key_len || h.len != p.len {
@@ -215,7 +216,7 @@ impl Log {
             return Err(self.damaged(p.offset, "the payload's checksum fails"));
         }
         buf.drain(..h.size());
-        Ok(buf)
+        Ok((h.codec, buf))
     }
 
     /// Walks the records from `from` to `to`, in order, saying each to `f`
@@ -361,7 +362,7 @@ mod tests {
         let (buf, ptrs) = records(100);
         assert_eq!(log.write_durable(0, &buf).unwrap(), buf.len() as u64);
         for (i, p) in ptrs.iter().enumerate() {
-            assert_eq!(log.read(*p, 8).unwrap(), vec![i as u8; 10 + i % 50]);
+            assert_eq!(log.read(*p, 8).unwrap(), (0, vec![i as u8; 10 + i % 50]));
         }
         let mut n = 0;
         log.walk(0, log.end(), &mut |w| {

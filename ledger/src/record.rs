@@ -8,7 +8,8 @@
 //! 8..12   payload check: CRC-32 of the payload
 //! 12      index id
 //! 13      operation: 0 put, 1 delete
-//! 14      flags (0; other values are refused)
+//! 14      codec: 0, the payload as given; else the id of the index's
+//!         dictionary it is compressed with (zstd)
 //! 15      key length K
 //! 16..    key (K bytes), then the payload
 //! ```
@@ -48,8 +49,10 @@ pub struct Header {
     pub key: Vec<u8>,
     /// Payload length.
     pub len: u32,
-    /// The payload's CRC-32.
+    /// The payload's CRC-32 (of the bytes as stored).
     pub payload_crc: u32,
+    /// 0: the payload as given; else the dictionary it is compressed with.
+    pub codec: u8,
 }
 
 impl Header {
@@ -103,10 +106,9 @@ pub fn decode_header(b: &[u8]) -> Result<Header, HeaderError> {
         Some(1) => Op::Delete,
         _ => return Err(HeaderError::Field("operation")),
     };
-    if head.get(14) != Some(&0) {
-        return Err(HeaderError::Field("flags"));
-    }
+    let codec = *head.get(14).ok_or(HeaderError::Short)?;
     Ok(Header {
+        codec,
         index: *head.get(12).ok_or(HeaderError::Short)?,
         op,
         key: head.get(FIXED..end).unwrap_or_default().to_vec(),
@@ -122,6 +124,19 @@ pub fn encode(
     index: u8,
     op: Op,
     key: &[u8],
+    write: impl FnOnce(&mut Vec<u8>),
+) -> (usize, u32) {
+    encode_with(buf, index, op, key, 0, write)
+}
+
+/// [`encode`] with a payload that `write` compressed with dictionary
+/// `codec` (0: not compressed).
+pub fn encode_with(
+    buf: &mut Vec<u8>,
+    index: u8,
+    op: Op,
+    key: &[u8],
+    codec: u8,
     write: impl FnOnce(&mut Vec<u8>),
 ) -> (usize, u32) {
     let at = buf.len();
@@ -146,7 +161,7 @@ pub fn encode(
                                 Op::Put => 0,
                                 Op::Delete => 1,
                             },
-                            0,
+                            codec,
                             key.len() as u8,
                         ]),
                 )

@@ -28,9 +28,10 @@ use prost::Message;
 use std::path::{Path, PathBuf};
 
 /// The most a snapshot may hold in memory before its signed head arrives
-/// and it can be checked (about seven million entries): a hub that sends
-/// more cannot make the node allocate without end.
-pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+/// and it can be checked (about 28 million entries, a few GB): a hub that
+/// sends more cannot make the node allocate without end. A list larger than
+/// that needs the snapshot kept on disk until its head (not done yet).
+pub const MAX_SNAPSHOT_BYTES: usize = 4 << 30;
 
 /// The list's file name in the node's data folder.
 pub const LIST_FILE: &str = "hashlist.log";

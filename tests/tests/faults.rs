@@ -344,7 +344,7 @@ async fn a_recipient_whose_fsync_fails_acknowledges_nothing_and_catches_up_when_
 
 /// Recipients that cannot keep up: one that never reads its stream, one
 /// that reads and never acknowledges, one that reads a batch now and then
-/// and acknowledges it, with some 100 MiB of report bodies queued for them. The hub's
+/// and acknowledges it, with some 90 MiB of report bodies queued for them (about 30 MiB on disk, compressed). The hub's
 /// memory stays bounded: queues live on disk, a session holds at most a
 /// few batches, and a recipient that does not read is held back by flow
 /// control, not by memory.
@@ -444,7 +444,9 @@ async fn slow_recipients_cost_the_hub_bounded_memory() {
         peak / 1024,
     );
     assert!(state.queued >= 30_000, "{state:?}");
-    assert!(backlog_mib >= 90, "{backlog_mib} MiB queued");
+    // About 90 MiB of bodies as they are sent; on disk a third of that once
+    // the store compresses them.
+    assert!(backlog_mib >= 28, "{backlog_mib} MiB queued");
     assert!(
         grew_mib < 48,
         "the hub grew by {grew_mib} MiB for three recipients that do not keep up"

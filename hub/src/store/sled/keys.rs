@@ -78,17 +78,19 @@ pub const QUEUE_VALUE: usize = 1 + 16 + 16 + 12;
 /// The ledger's indexes, with their widths.
 pub fn tables() -> Vec<Arc<dyn Table>> {
     vec![
-        Arc::new(Index::<16, 12>::new(REPORTS, "reports", true)),
-        Arc::new(Index::<16, 12>::new(REDECISIONS, "redecisions", true)),
+        // Compressed: each body alone, with a dictionary trained on the
+        // index's first bodies (the hashes of keys records would not gain).
+        Arc::new(Index::<16, 12>::new(REPORTS, "reports", true).compressed()),
+        Arc::new(Index::<16, 12>::new(REDECISIONS, "redecisions", true).compressed()),
         Arc::new(Index::<16, 12>::new(NOTIFICATIONS, "notifications", true)),
-        Arc::new(Index::<24, 12>::new(HISTORY, "history", true)),
-        Arc::new(Index::<8, 12>::new(AUDIT, "audit", true)),
+        Arc::new(Index::<24, 12>::new(HISTORY, "history", true).compressed()),
+        Arc::new(Index::<8, 12>::new(AUDIT, "audit", true).compressed()),
         Arc::new(Index::<16, 12>::new(CASE_KEYS, "case_keys", true)),
-        Arc::new(Index::<16, 12>::new(CASES, "cases", true)),
+        Arc::new(Index::<16, 12>::new(CASES, "cases", true).compressed()),
         Arc::new(Index::<32, 0>::new(SIGHTINGS, "sightings", false)),
         Arc::new(Index::<28, 0>::new(DEADLINES, "deadlines", false)),
         Arc::new(Index::<12, QUEUE_VALUE>::new(QUEUE, "queue", false)),
-        Arc::new(Index::<8, 12>::new(LIST, "list", true)),
+        Arc::new(Index::<8, 12>::new(LIST, "list", true).compressed()),
         Arc::new(Index::<33, 16>::new(CASE_BY_KEY, "case_by_key", false)),
         Arc::new(Index::<8, 16>::new(KEYS_BY_SEQ, "keys_by_seq", false)),
         Arc::new(Index::<20, 0>::new(AUDIT_MARKS, "audit_marks", false)),
