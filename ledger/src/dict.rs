@@ -40,9 +40,17 @@ impl Dict {
         }
     }
 
-    /// `raw` compressed.
-    pub fn compress(&self, raw: &[u8]) -> std::io::Result<Vec<u8>> {
-        zstd::bulk::Compressor::with_prepared_dictionary(&self.enc)?.compress(raw)
+    /// `raw` compressed, with `cctx` (a context made once and reused: making
+    /// one costs more than compressing a body).
+    pub fn compress(
+        &self,
+        cctx: &mut zstd::zstd_safe::CCtx<'static>,
+        raw: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(raw.len()));
+        cctx.compress_using_cdict(&mut out, raw, self.enc.as_cdict())
+            .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())?;
+        Ok(out)
     }
 
     /// `stored` decompressed; a frame that says (or would be) larger than
@@ -53,14 +61,23 @@ impl Dict {
             Ok(Some(n)) => return Err(format!("a compressed body that says {n} bytes")),
             _ => return Err("a compressed body without its size".into()),
         };
-        let mut d = zstd::bulk::Decompressor::with_prepared_dictionary(&self.dec)
-            .map_err(|e| e.to_string())?;
-        let out = d.decompress(stored, size).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(size);
+        DCTX.with(|d| {
+            d.borrow_mut()
+                .decompress_using_ddict(&mut out, stored, self.dec.as_ddict())
+                .map_err(|code| zstd::zstd_safe::get_error_name(code).to_string())
+        })?;
         if out.len() != size {
             return Err("a compressed body shorter than it says".into());
         }
         Ok(out)
     }
+}
+
+thread_local! {
+    /// Each reading thread's decompression context, made once.
+    static DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
 }
 
 #[derive(Default)]
@@ -82,6 +99,8 @@ pub struct Dicts {
     /// Trained and waiting to be written with the next batch: (index, id,
     /// bytes).
     ready: Mutex<Vec<(u8, u8, Vec<u8>)>>,
+    /// The writer's compression context, made once.
+    cctx: Mutex<Option<zstd::zstd_safe::CCtx<'static>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,6 +169,14 @@ impl Dicts {
         }
     }
 
+    /// `raw` compressed with dictionary `d` (through the one context the
+    /// writer reuses).
+    pub fn compress(&self, d: &Dict, raw: &[u8]) -> Result<Vec<u8>, String> {
+        let mut guard = lock(&self.cctx);
+        let cctx = guard.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+        d.compress(cctx, raw)
+    }
+
     /// Dictionaries trained and not yet written.
     pub fn take_ready(&self) -> Vec<(u8, u8, Vec<u8>)> {
         std::mem::take(&mut *lock(&self.ready))
@@ -168,7 +195,7 @@ mod tests {
         let bytes = zstd::dict::from_samples(&samples, 16 << 10).unwrap();
         let d = Dict::new(&bytes);
         let raw = b"decision 77: routed to spiffe://eu.meldnet.test/agency/DE/bka because".to_vec();
-        let packed = d.compress(&raw).unwrap();
+        let packed = Dicts::default().compress(&d, &raw).unwrap();
         assert!(
             packed.len() < raw.len() / 2,
             "{} of {}",

@@ -154,8 +154,9 @@ impl Batch {
             raw.clear();
             write(&mut raw);
             let packed = match self.dicts.current(index) {
-                Some((id, d)) => d
-                    .compress(&raw)
+                Some((id, d)) => self
+                    .dicts
+                    .compress(&d, &raw)
                     .ok()
                     .filter(|p| p.len() < raw.len())
                     .map(|p| (id, p)),
