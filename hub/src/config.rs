@@ -65,9 +65,9 @@ pub struct StoreConfig {
     /// operators' changes writable: a hub whose store cannot flush stops.
     #[serde(default = "default_min_free_mib")]
     pub min_free_mib: u64,
-    /// Memory the embedded store may keep as its page cache (default 256).
-    /// Why bounded: the cache is what makes the hub's memory grow with its
-    /// reports; every page not cached is read from disk when asked for.
+    /// Memory sled, which keeps the embedded store's small state, may take
+    /// as its page cache (default 64). The records that grow with every
+    /// report are in the ledger, whose memory is its newest changes.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
 }
@@ -77,7 +77,7 @@ fn default_min_free_mib() -> u64 {
 }
 
 fn default_cache_mib() -> u64 {
-    256
+    64
 }
 
 impl Default for StoreConfig {
