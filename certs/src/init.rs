@@ -331,6 +331,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
         routing: RoutingConfig::default(),
         clock: Default::default(),
         takedown: Default::default(),
+        retention: Default::default(),
         connections: Default::default(),
         calls: Default::default(),
         store: Default::default(),

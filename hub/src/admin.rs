@@ -117,7 +117,9 @@ fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, 
         Status::from(Refusal::new(
             RefusalKind::NotFound,
             "report_id",
-            format!("no report {id} is stored"),
+            format!(
+                "no report {id} is stored (never received, or erased under the retention rules: an \"expired\" audit record names it)"
+            ),
         ))
     })?;
     let history = store.history(&id).map_err(Status::from)?;

@@ -53,6 +53,9 @@ pub struct HubConfig {
     /// The store's room on disk.
     #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
     pub store: StoreConfig,
+    /// How long reports and series' matches are kept.
+    #[serde(default, skip_serializing_if = "RetentionConfig::is_default")]
+    pub retention: RetentionConfig,
 }
 
 /// `[store]`: what the store keeps back on its disk.
@@ -105,6 +108,107 @@ impl StoreConfig {
             min_free: self.min_free_bytes(),
             cache_bytes: self.cache_mib.saturating_mul(1 << 20),
             ..Default::default()
+        }
+    }
+}
+
+/// `[retention]`: how long the hub keeps a report (its signed bytes, its
+/// decision and its history) and a series' matches. The law that sets it
+/// is the reporting hotline's, so a country may have its own period. A
+/// report is erased only once nothing needs it: every delivery of it
+/// acknowledged, its case settled, and it is not the report a location of
+/// its case stands on (`store::retention` says the rules). 0 days: kept
+/// for ever (the default, as the law differs from country to country).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days a report is kept after the hub received it (0: for ever).
+    #[serde(default)]
+    pub reports_days: u32,
+    /// Days a match of a victim's series (what the digests count) is kept
+    /// (0: for ever).
+    #[serde(default)]
+    pub series_matches_days: u32,
+    /// How often the hub looks for what has expired, in minutes (default
+    /// 60; also at start and whenever an operator moves a test clock).
+    #[serde(default = "default_retention_every")]
+    pub every_minutes: u32,
+    /// Per reporting hotline's country: `[retention.countries.DE]`.
+    #[serde(default)]
+    pub countries: BTreeMap<CountryCode, CountryRetention>,
+}
+
+/// `[retention.countries.CC]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountryRetention {
+    /// Overrides `retention.reports_days` for reports of this country's
+    /// hotline (0: for ever).
+    pub reports_days: u32,
+}
+
+fn default_retention_every() -> u32 {
+    60
+}
+
+/// The longest period a key may say: a hundred years.
+const MAX_RETENTION_DAYS: u32 = 36_500;
+
+const DAY_MS: i64 = 86_400_000;
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            reports_days: 0,
+            series_matches_days: 0,
+            every_minutes: default_retention_every(),
+            countries: BTreeMap::new(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    fn is_default(&self) -> bool {
+        self == &RetentionConfig::default()
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let days = |key: &str, d: u32| {
+            if d <= MAX_RETENTION_DAYS {
+                Ok(())
+            } else {
+                Err(invalid(path, key, "0 (for ever) to 36500 days"))
+            }
+        };
+        days("retention.reports_days", self.reports_days)?;
+        days("retention.series_matches_days", self.series_matches_days)?;
+        for (cc, c) in &self.countries {
+            days(
+                &format!("retention.countries.{cc}.reports_days"),
+                c.reports_days,
+            )?;
+        }
+        if !(1..=1440).contains(&self.every_minutes) {
+            return Err(invalid(
+                path,
+                "retention.every_minutes",
+                "1 to 1440 minutes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules a retention pass applies.
+    pub fn policy(&self) -> crate::store::RetentionPolicy {
+        let ms = |d: u32| (d > 0).then(|| i64::from(d) * DAY_MS);
+        crate::store::RetentionPolicy {
+            reports_ms: ms(self.reports_days),
+            countries: self
+                .countries
+                .iter()
+                .map(|(cc, c)| (*cc, ms(c.reports_days)))
+                .collect(),
+            series_matches_ms: ms(self.series_matches_days),
         }
     }
 }
@@ -353,6 +457,7 @@ impl HubConfig {
             ));
         }
         c.takedown.validate(path, &c.federation)?;
+        c.retention.validate(path)?;
         c.connections
             .validate()
             .and_then(|()| c.calls.validate())
@@ -399,5 +504,56 @@ impl OperatorConfig {
         c.keyring = base.join(&c.keyring);
         c.tls.resolve(&base);
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retention(text: &str) -> Result<RetentionConfig, String> {
+        let c: RetentionConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate(Path::new("hub.toml"))
+            .map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn retention_is_for_ever_unless_said_and_a_country_may_differ() {
+        let c = retention("").unwrap();
+        assert_eq!(c.policy(), crate::store::RetentionPolicy::default());
+        let c = retention(
+            "reports_days = 365\nseries_matches_days = 90\n[countries.DE]\nreports_days = 0\n[countries.FR]\nreports_days = 30\n",
+        )
+        .unwrap();
+        let p = c.policy();
+        assert_eq!(p.reports_ms, Some(365 * DAY_MS));
+        assert_eq!(p.series_matches_ms, Some(90 * DAY_MS));
+        let cc = |s| CountryCode::parse(s).unwrap();
+        assert_eq!(p.countries.get(&cc("DE")), Some(&None), "0: for ever");
+        assert_eq!(p.countries.get(&cc("FR")), Some(&Some(30 * DAY_MS)));
+    }
+
+    #[test]
+    fn retention_errors_name_the_key() {
+        for (text, key) in [
+            ("reports_days = 40000", "retention.reports_days"),
+            (
+                "series_matches_days = 99999",
+                "retention.series_matches_days",
+            ),
+            ("every_minutes = 0", "retention.every_minutes"),
+            (
+                "[countries.FR]\nreports_days = 50000",
+                "retention.countries.FR.reports_days",
+            ),
+        ] {
+            let e = retention(text).unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let e = retention("[countries.XX]\nreports_days = 1").unwrap_err();
+        assert!(e.contains("XX"), "{e}");
+        let e = retention("reports_dayz = 1").unwrap_err();
+        assert!(e.contains("reports_dayz"), "{e}");
     }
 }

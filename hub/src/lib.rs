@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod hash_list;
 pub mod ingest;
 pub mod registry;
+pub mod retention;
 pub mod routing;
 pub mod rules;
 pub mod server;

@@ -268,6 +268,18 @@ pub async fn run(
         wake: deadlines.clone(),
     };
     let watching = tokio::spawn(watcher.run(stopping.clone()));
+    let retention = Arc::new(Notify::new());
+    let expiring = tokio::spawn(
+        crate::retention::RetentionWatcher {
+            store: store.clone(),
+            policy: cfg.retention.policy(),
+            clock: clock.clone(),
+            hub: hub_id.clone(),
+            every: std::time::Duration::from_secs(u64::from(cfg.retention.every_minutes) * 60),
+            wake: retention.clone(),
+        }
+        .run(stopping.clone()),
+    );
     let stopping_watch = stopping.clone();
     let shutdown = async move {
         shutdown.await;
@@ -315,7 +327,7 @@ pub async fn run(
         .add_service(AdminServer::new(AdminService::new(
             ingest,
             auth,
-            vec![deadlines, notifications],
+            vec![deadlines, notifications, retention],
         )))
         .serve_with_incoming_shutdown(incoming, shutdown);
     // Graceful shutdown waits for clients to close their connections; an
@@ -331,6 +343,7 @@ pub async fn run(
     }
     let _ = watching.await;
     let _ = notifying.await;
+    let _ = expiring.await;
     store.flush()?;
     tracing::info!("hub stopped");
     Ok(())

@@ -13,6 +13,9 @@
 //!   once above the seam (idempotent receipts, settling only one's own
 //!   queue, escalate once, a step stored once, the digest's cap,
 //!   withdrawal).
+//! - `retention`: what a retention pass may erase, and what it never
+//!   touches (anything still queued, an open case, the report a location
+//!   stands on).
 //! - `history`: a report's history: what is kept with it, and its
 //!   deliveries and acknowledgements, read from the audit log.
 //! - `digest`: the state digest in the hub's terms.
@@ -26,6 +29,7 @@ mod list;
 mod pipeline;
 mod queues;
 mod reports;
+mod retention;
 pub mod seam;
 mod series;
 pub mod sled;
@@ -36,6 +40,7 @@ mod usage;
 
 pub use cases::{location_state, noticed_or_opened};
 pub use pipeline::{yield_to_the_writer, Setting};
+pub use retention::{settled, Expired, RetentionPolicy};
 pub use seam::{Backend, Delivered, QueueItem};
 pub use series::{sent_in, Outgoing, Why};
 pub use types::*;

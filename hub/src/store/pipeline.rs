@@ -91,6 +91,10 @@ pub(super) enum WriteOp {
     Proceedings(CaseId, SpiffeId, Answer<Refused<bool>>),
     Notify(Box<Outgoing>, Answer<bool>),
     DigestAdvance(SeriesId, i64, i64, Answer<()>),
+    /// A retention pass's erasures, checked again here.
+    Expire(super::retention::ExpireWrite, Answer<u64>),
+    /// Series' matches recorded before a time (series, before, at, actor).
+    ExpireMatches(Vec<SeriesId>, i64, i64, SpiffeId, Answer<u64>),
     /// Tests only: the writer waits here until the sender is dropped or
     /// sends, so that the operations queued meanwhile meet in one group.
     #[cfg(test)]
@@ -220,7 +224,7 @@ fn flush(
 
 /// The writer: the store's rules, staged into one group at a time.
 pub(super) struct Writer {
-    backend: Arc<dyn Backend>,
+    pub(super) backend: Arc<dyn Backend>,
     pub(super) clock: Arc<Clock>,
     pub(super) counters: Counters,
     /// Statistics counters as stored.
@@ -254,7 +258,10 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, ops: Vec<WriteOp>) {
+    fn commit_group(&mut self, mut ops: Vec<WriteOp>) {
+        // Erasures first (the sort is stable): what they check again is
+        // then what is committed, and nothing staged in the group yet.
+        ops.sort_by_key(|op| !matches!(op, WriteOp::Expire(..) | WriteOp::ExpireMatches(..)));
         let saved = self.counters;
         self.group_counts.clear();
         self.queued_any = false;
@@ -316,6 +323,11 @@ impl Writer {
                 WriteOp::DigestAdvance(id, from, to, tx) => {
                     reply(tx, self.stage_digest_advance(g, id, from, to))
                 }
+                WriteOp::Expire(w, tx) => reply(tx, self.stage_expire(g, w)),
+                WriteOp::ExpireMatches(series, before, at, actor, tx) => reply(
+                    tx,
+                    self.stage_expire_matches(g, &series, before, at, &actor),
+                ),
                 WriteOp::HeldBack(recipient, seq, report, why) => {
                     // Nobody waits for this record: a failed read skips it
                     // (it is tried again when the entry is met again).
@@ -383,13 +395,18 @@ impl Writer {
 
     /// Adds one to a statistics counter (stored with the group).
     pub(super) fn bump(&mut self, name: &str) {
+        self.bump_by(name, 1);
+    }
+
+    /// Adds `by` to a statistics counter (stored with the group).
+    pub(super) fn bump_by(&mut self, name: &str, by: u64) {
         // Counted in place when the group has it already: no new key.
         if let Some(n) = self.group_counts.get_mut(name) {
-            *n += 1;
+            *n += by;
             return;
         }
         let n = self.counts.get(name).copied().unwrap_or(0);
-        self.group_counts.insert(name.to_string(), n + 1);
+        self.group_counts.insert(name.to_string(), n + by);
     }
 
     /// Adds an entry at the end of `recipient`'s queue.

@@ -238,6 +238,23 @@ pub trait Reads: Send + Sync {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, QueueItem)>, StoreError>;
+    /// Every entry of every queue from position `from` on (inclusive):
+    /// its position and what it delivers, queue by queue, until `f`
+    /// answers false. What a retention pass keeps (nothing still queued is
+    /// erased).
+    fn each_queue_entry(
+        &self,
+        from: u64,
+        f: &mut dyn FnMut(u64, QueueItem) -> bool,
+    ) -> Result<(), StoreError>;
+    /// Stored report ids after `after` (exclusive; none: from the first),
+    /// in their order (UUIDv7: when their nodes made them), at most
+    /// `limit`: where a retention pass walks.
+    fn report_ids_after(
+        &self,
+        after: Option<&ReportId>,
+        limit: usize,
+    ) -> Result<Vec<ReportId>, StoreError>;
     /// The statistics counters.
     fn counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// The pipeline's counters as last applied (defaults for a new store).
@@ -452,6 +469,13 @@ pub trait Group {
     ) -> Result<Option<pb::SignedNotification>, StoreError>;
     /// Stores a notification.
     fn put_notification(&mut self, id: &NotificationId, n: &pb::SignedNotification);
+    /// Erases a report's signed bytes, its decision and its history
+    /// (retention: `store::retention` decided that nothing needs them).
+    /// Its case's keys and its place among the case's sightings stay.
+    fn erase_report(&mut self, id: &ReportId) -> Result<(), StoreError>;
+    /// Erases a series' matches recorded before `before_ms`; returns how
+    /// many.
+    fn erase_series_matches(&mut self, id: &SeriesId, before_ms: i64) -> Result<u64, StoreError>;
     /// Applies the group atomically: all of it, or (with an error) none.
     fn apply(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -42,6 +42,8 @@ macro_rules! store_test_suite {
             delivery_records_and_counts,
             a_commit_that_queues_wakes_the_delivery_streams,
             the_state_digest_says_every_change_and_no_refusal,
+            expiry_erases_only_what_nothing_needs,
+            expiry_checks_again_what_changed_since_the_pass_looked,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -1193,4 +1195,190 @@ pub async fn a_commit_that_queues_wakes_the_delivery_streams(open: Open<'_>) {
     let woke = wake(&mut woken);
     assert!(store.escalate(escalation(case, &r, 1_000)).await.unwrap());
     assert!(woke.await, "an escalation did not wake the streams");
+}
+
+const DAY: i64 = 86_400_000;
+
+/// A report whose bytes are a `Report` of hotline `country`, received now.
+fn report_of(country: &str, recipients: &[&str]) -> NewReport {
+    let mut r = new_report(b"", recipients);
+    r.stored.received_at_ms = meldnet_core::time::now_ms();
+    let bytes = pb::Report {
+        id: r.id.to_string(),
+        origin_country: country.into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    if let Some(sr) = r.stored.report.as_mut() {
+        sr.report = bytes.clone();
+    }
+    r.digest = meldnet_core::Sha256::of(&bytes);
+    r
+}
+
+/// Kept for a day; DE's hotline's reports for ever.
+fn a_day_but_de_for_ever() -> RetentionPolicy {
+    RetentionPolicy {
+        reports_ms: Some(DAY),
+        countries: [(CountryCode::parse("DE").unwrap(), None)].into(),
+        series_matches_ms: None,
+    }
+}
+
+async fn ack_all(store: &Store, who: &str) {
+    let seqs = queued(store, who).iter().map(|e| e.seq).collect();
+    store.ack(&id(who), seqs).await.unwrap();
+}
+
+pub async fn expiry_erases_only_what_nothing_needs(open: Open<'_>) {
+    let f = fixture(open);
+    let store = &f.store;
+    let policy = a_day_but_de_for_ever();
+    let hub = id(HUB);
+    let t0 = meldnet_core::time::now_ms();
+    // A case opened by `first` (its location stands on it) and joined by a
+    // plain sighting; a report without a case; one of DE's hotline.
+    let (mut first, case) = opening(1_000);
+    let opened = report_of("NL", &[DE]);
+    first.id = opened.id;
+    first.stored = opened.stored.clone();
+    first.digest = opened.digest;
+    if let Some(CaseWrite::Open(rec, _)) = &mut first.case {
+        rec.first_report_id = first.id.to_string();
+        rec.locations[0].first_report_id = first.id.to_string();
+    }
+    let mut seen = report_of("NL", &[FR]);
+    seen.case = sighting(case, first.id, 0).case;
+    if let Some(CaseWrite::Sighting(w)) = &mut seen.case {
+        w.new_location = None;
+    }
+    let lone = report_of("NL", &[DE]);
+    let german = report_of("DE", &[DE]);
+    store
+        .commit_reports(vec![
+            first.clone(),
+            seen.clone(),
+            lone.clone(),
+            german.clone(),
+        ])
+        .await
+        .unwrap();
+
+    // Young: nothing goes.
+    let out = store.expire(&policy, t0 + DAY / 2, &hub).await.unwrap();
+    assert_eq!(out, Expired::default());
+
+    // Old, but every one still queued: nothing goes.
+    let out = store.expire(&policy, t0 + 2 * DAY, &hub).await.unwrap();
+    assert_eq!((out.reports, out.kept_queued), (0, 3), "{out:?}");
+    assert_eq!(queued(store, DE).len(), 3);
+    assert_eq!(queued(store, FR).len(), 1);
+
+    // Acknowledged: the lone report goes; the sighting's case is open.
+    ack_all(store, DE).await;
+    ack_all(store, FR).await;
+    let before = store.state_digest().unwrap();
+    let out = store.expire(&policy, t0 + 2 * DAY, &hub).await.unwrap();
+    assert_eq!(out.reports, 1, "{out:?}");
+    assert_eq!((out.kept_open_case, out.kept_location), (2, 0), "{out:?}");
+    assert!(store.report(&lone.id).unwrap().is_none());
+    assert!(store.history(&lone.id).unwrap().is_empty());
+    assert!(store.report(&german.id).unwrap().is_some(), "DE: for ever");
+    assert_ne!(store.state_digest().unwrap().digest, before.digest);
+
+    // The location removed: the case is settled, the sighting goes; the
+    // report its location stands on stays with the case.
+    store
+        .record_step(step(case, StepKind::Removed, 0))
+        .await
+        .unwrap();
+    let out = store.expire(&policy, t0 + 2 * DAY, &hub).await.unwrap();
+    assert_eq!((out.reports, out.kept_location), (1, 1), "{out:?}");
+    assert!(store.report(&seen.id).unwrap().is_none());
+    assert!(store.report(&first.id).unwrap().is_some());
+    assert_eq!(store.sightings(&case, 10).unwrap(), vec![seen.id]);
+    assert!(store.case_keys(&seen.id).is_ok(), "the case keeps its keys");
+
+    // Said in the audit log, which still verifies; a second pass finds
+    // nothing more; what was erased stays erased after a restart.
+    let named: Vec<String> = store
+        .audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == "expired")
+        .map(|(_, e)| e.detail)
+        .collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(named[0].contains(&lone.id.to_string()));
+    assert!(named[1].contains(&seen.id.to_string()));
+    store.verify_audit().unwrap();
+    let again = store.expire(&policy, t0 + 2 * DAY, &hub).await.unwrap();
+    assert_eq!(again.reports, 0);
+    let counts: std::collections::HashMap<_, _> = store.counts().unwrap().into_iter().collect();
+    assert_eq!(counts.get("reports_expired"), Some(&2));
+    let f = reopen(open, f).await;
+    assert!(f.store.report(&seen.id).unwrap().is_none());
+    assert!(f.store.report(&lone.id).unwrap().is_none());
+    assert!(f.store.report(&first.id).unwrap().is_some());
+    f.store.verify_audit().unwrap();
+}
+
+pub async fn expiry_checks_again_what_changed_since_the_pass_looked(open: Open<'_>) {
+    let f = fixture(open);
+    let store = &f.store;
+    let hub = id(HUB);
+    let a = report_of("NL", &[DE]);
+    let b = report_of("NL", &[DE]);
+    store
+        .commit_reports(vec![a.clone(), b.clone()])
+        .await
+        .unwrap();
+    ack_all(store, DE).await;
+    // The pass looked here and chose both ...
+    let queued_from = store.counters().unwrap().next_queue_seq;
+    // ... then a further decision on `a` was queued.
+    let mut later = new_report(b"later", &[DE]);
+    later.extra = vec![ExtraDecision {
+        id: CaseId::new_v7(),
+        report_id: a.id,
+        stored: decision(&a),
+        recipients: vec![id(FR)],
+        line: "a further decision".into(),
+    }];
+    store.commit_reports(vec![later]).await.unwrap();
+    let w = retention::ExpireWrite {
+        chosen: vec![(a.id, None), (b.id, None)],
+        queued_from,
+        at_ms: 2 * DAY,
+        actor: hub.clone(),
+    };
+    let erased = store
+        .send(|tx| pipeline::WriteOp::Expire(w, tx))
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(erased, 1);
+    assert!(store.report(&a.id).unwrap().is_some(), "queued again: kept");
+    assert!(store.report(&b.id).unwrap().is_none());
+    assert_eq!(queued(store, FR).len(), 1, "the entry still delivers");
+    // A report whose case is open is kept even when a pass chose it.
+    let (r, case) = opening(1_000);
+    let mut s = sighting(case, r.id, 0);
+    if let Some(CaseWrite::Sighting(w)) = &mut s.case {
+        w.new_location = None;
+    }
+    store.commit_reports(vec![r, s.clone()]).await.unwrap();
+    let w = retention::ExpireWrite {
+        chosen: vec![(s.id, Some(case))],
+        queued_from: store.counters().unwrap().next_queue_seq,
+        at_ms: 2 * DAY,
+        actor: hub,
+    };
+    let erased = store
+        .send(|tx| pipeline::WriteOp::Expire(w, tx))
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(erased, 0);
+    assert!(store.report(&s.id).unwrap().is_some());
 }

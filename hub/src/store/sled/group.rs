@@ -403,6 +403,34 @@ impl Group for SledGroup<'_> {
         self.insert(match_key(id, at_ms, report), m.encode_to_vec());
     }
 
+    fn erase_report(&mut self, id: &ReportId) -> Result<(), StoreError> {
+        let end = history_key(id, u64::MAX);
+        let history = self
+            .backend
+            .ledger
+            .scan_in(&self.batch, HISTORY, &history_key(id, 0), &end);
+        // (History's sequence counts up from 1: u64::MAX is never a key.)
+        for (k, _) in history {
+            self.batch.delete(HISTORY, &k);
+        }
+        self.batch.delete(REPORTS, id.as_bytes());
+        Ok(())
+    }
+
+    fn erase_series_matches(&mut self, id: &SeriesId, before_ms: i64) -> Result<u64, StoreError> {
+        let from = key(MATCH, &[id.as_bytes(), &0i64.to_be_bytes()]);
+        let to = key(MATCH, &[id.as_bytes(), &before_ms.max(0).to_be_bytes()]);
+        let mut gone = Vec::new();
+        for kv in self.backend.tree.range(from..to) {
+            gone.push(kv?.0.to_vec());
+        }
+        let n = gone.len() as u64;
+        for k in gone {
+            self.remove(k);
+        }
+        Ok(n)
+    }
+
     fn case_series(&self, case: &CaseId, series: &SeriesId) -> Result<Option<bool>, StoreError> {
         Ok(self
             .get(&case_series_key(case, series))?

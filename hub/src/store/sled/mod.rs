@@ -22,7 +22,9 @@ mod footprint;
 mod group;
 mod keys;
 
-use crate::store::seam::{Backend, Counters, Delivered, Group, Part, QueuedBody, Reads, Record};
+use crate::store::seam::{
+    Backend, Counters, Delivered, Group, Part, QueueItem, QueuedBody, Reads, Record,
+};
 use crate::store::series::decode_preference;
 use crate::store::types::{Damage, ExactKey, SeriesHashKey, StoreCheck, StoredChange};
 use crate::store::{StoreError, StoreOptions};
@@ -567,6 +569,60 @@ impl Reads for SledBackend {
         let to = queue_key(n.saturating_add(1), 0);
         self.each(QUEUE, &from, Some(&to), &mut |k, v| {
             out.push((decode_queue_key(k)?.1, decode_queue_value(v)?.0));
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    fn each_queue_entry(
+        &self,
+        from: u64,
+        f: &mut dyn FnMut(u64, QueueItem) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut numbers: Vec<u32> = self
+            .recipients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .names
+            .keys()
+            .copied()
+            .collect();
+        numbers.sort_unstable();
+        for n in numbers {
+            let mut go = true;
+            self.each(
+                QUEUE,
+                &queue_key(n, from),
+                Some(&queue_key(n.saturating_add(1), 0)),
+                &mut |k, v| {
+                    go = f(decode_queue_key(k)?.1, decode_queue_value(v)?.0);
+                    Ok(go)
+                },
+            )?;
+            if !go {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn report_ids_after(
+        &self,
+        after: Option<&ReportId>,
+        limit: usize,
+    ) -> Result<Vec<ReportId>, StoreError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let from = after.map_or([0u8; 16], |a| *a.as_bytes());
+        self.each(REPORTS, &from, None, &mut |k, _| {
+            let id: [u8; 16] = k
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("a report key".into()))?;
+            if after.is_none_or(|a| a.as_bytes() != &id) {
+                out.push(ReportId::from_bytes(id));
+            }
             Ok(out.len() < limit)
         })?;
         Ok(out)
