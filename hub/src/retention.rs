@@ -43,6 +43,7 @@ impl RetentionWatcher {
                         kept_queued = out.kept_queued,
                         kept_open_case = out.kept_open_case,
                         kept_location = out.kept_location,
+                        kept_damaged = out.kept_damaged,
                         "retention pass erased what expired"
                     );
                 }

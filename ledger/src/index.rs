@@ -102,6 +102,10 @@ pub trait Table: Send + Sync {
 
 struct State<const K: usize, const V: usize> {
     active: MemTable<K, V>,
+    /// Moves at every freeze: a scan that reads the active table a chunk
+    /// at a time starts again from where it stood when the table it was
+    /// reading became a frozen one it does not hold.
+    epoch: u64,
     /// Oldest first.
     frozen: Vec<Arc<MemTable<K, V>>>,
     /// Oldest first.
@@ -128,6 +132,7 @@ impl<const K: usize, const V: usize> Index<K, V> {
             },
             state: RwLock::new(State {
                 active: BTreeMap::new(),
+                epoch: 0,
                 frozen: Vec::new(),
                 runs: Vec::new(),
             }),
@@ -150,6 +155,12 @@ impl<const K: usize, const V: usize> Index<K, V> {
     }
 }
 
+/// A scan met the active table frozen since it began.
+struct Refrozen;
+
+/// A key and its value, or its removal.
+type Entry<const K: usize, const V: usize> = ([u8; K], Option<[u8; V]>);
+
 /// Entries taken from the active table at a time during a scan (the lock
 /// is held only while they are copied).
 const CHUNK: usize = 256;
@@ -168,12 +179,16 @@ enum Cursor<const K: usize, const V: usize> {
 }
 
 impl<const K: usize, const V: usize> Index<K, V> {
+    /// Copies the next chunk from `from` into `buf`; where the next one
+    /// starts (none: the table's end). `Err`: the active table was frozen
+    /// since the scan began (`epoch`), so the scan must start again.
     fn refill(
         &self,
         table: Option<&MemTable<K, V>>,
+        epoch: u64,
         from: Bound<[u8; K]>,
         buf: &mut std::collections::VecDeque<([u8; K], Option<[u8; V]>)>,
-    ) -> Option<Bound<[u8; K]>> {
+    ) -> Result<Option<Bound<[u8; K]>>, Refrozen> {
         let mut last = None;
         let mut fill = |t: &MemTable<K, V>| {
             for (k, v) in t.range((from, Bound::Unbounded)).take(CHUNK) {
@@ -183,16 +198,26 @@ impl<const K: usize, const V: usize> Index<K, V> {
         };
         match table {
             Some(t) => fill(t),
-            None => fill(&self.read().active),
+            None => {
+                let s = self.read();
+                if s.epoch != epoch {
+                    return Err(Refrozen);
+                }
+                fill(&s.active)
+            }
         }
-        if buf.len() < CHUNK {
+        Ok(if buf.len() < CHUNK {
             None
         } else {
             last.map(Bound::Excluded)
-        }
+        })
     }
 
-    fn peek(&self, c: &mut Cursor<K, V>) -> Option<([u8; K], Option<[u8; V]>)> {
+    fn peek(
+        &self,
+        c: &mut Cursor<K, V>,
+        epoch: u64,
+    ) -> Result<Option<Entry<K, V>>, Refrozen> {
         match c {
             Cursor::Mem {
                 table,
@@ -200,25 +225,70 @@ impl<const K: usize, const V: usize> Index<K, V> {
                 next_from,
             } => {
                 if buf.is_empty() {
-                    let from = next_from.take()?;
-                    *next_from = self.refill(table.as_deref(), from, buf);
+                    let Some(from) = next_from.take() else {
+                        return Ok(None);
+                    };
+                    *next_from = self.refill(table.as_deref(), epoch, from, buf)?;
                 }
-                buf.front().copied()
+                Ok(buf.front().copied())
             }
             Cursor::Run { run, at } => {
                 if *at >= run.len() {
-                    return None;
+                    return Ok(None);
                 }
                 let (k, removed, v) = run.entry(*at);
-                let key: [u8; K] = k.try_into().ok()?;
+                let Ok(key) = <[u8; K]>::try_from(k) else {
+                    return Ok(None);
+                };
                 let value = if removed {
                     None
                 } else {
-                    Some(v.try_into().ok()?)
+                    match <[u8; V]>::try_from(v) {
+                        Ok(v) => Some(v),
+                        Err(_) => return Ok(None),
+                    }
                 };
-                Some((key, value))
+                Ok(Some((key, value)))
             }
         }
+    }
+
+    /// The sources of a scan from `from`, newest first, as the index
+    /// stands now, and the epoch they belong to.
+    fn cursors(&self, from: Bound<[u8; K]>) -> (Vec<Cursor<K, V>>, u64) {
+        let (frozen, runs, epoch) = {
+            let s = self.read();
+            (s.frozen.clone(), s.runs.clone(), s.epoch)
+        };
+        let mut cursors: Vec<Cursor<K, V>> = Vec::with_capacity(1 + frozen.len() + runs.len());
+        cursors.push(Cursor::Mem {
+            table: None,
+            buf: Default::default(),
+            next_from: Some(from),
+        });
+        for t in frozen.into_iter().rev() {
+            cursors.push(Cursor::Mem {
+                table: Some(t),
+                buf: Default::default(),
+                next_from: Some(from),
+            });
+        }
+        for r in runs.into_iter().rev() {
+            let at = match from {
+                Bound::Included(k) => r.lower_bound(&k),
+                Bound::Excluded(k) => {
+                    let at = r.lower_bound(&k);
+                    if at < r.len() && r.entry(at).0 == k.as_slice() {
+                        at + 1
+                    } else {
+                        at
+                    }
+                }
+                Bound::Unbounded => 0,
+            };
+            cursors.push(Cursor::Run { run: r, at });
+        }
+        (cursors, epoch)
     }
 
     fn advance(c: &mut Cursor<K, V>) {
@@ -261,52 +331,42 @@ impl<const K: usize, const V: usize> Table for Index<K, V> {
         let Ok(from) = <[u8; K]>::try_from(from) else {
             return;
         };
-        let (frozen, runs) = {
-            let s = self.read();
-            (s.frozen.clone(), s.runs.clone())
-        };
-        let mut cursors: Vec<Cursor<K, V>> = Vec::with_capacity(1 + frozen.len() + runs.len());
-        cursors.push(Cursor::Mem {
-            table: None,
-            buf: Default::default(),
-            next_from: Some(Bound::Included(from)),
-        });
-        for t in frozen.into_iter().rev() {
-            cursors.push(Cursor::Mem {
-                table: Some(t),
-                buf: Default::default(),
-                next_from: Some(Bound::Included(from)),
-            });
-        }
-        for r in runs.into_iter().rev() {
-            let at = r.lower_bound(&from);
-            cursors.push(Cursor::Run { run: r, at });
-        }
-        loop {
-            // The smallest key among the sources; the newest source's entry
-            // for it wins, the others' are passed over.
-            let mut best: Option<([u8; K], Option<[u8; V]>, usize)> = None;
-            for (i, c) in cursors.iter_mut().enumerate() {
-                if let Some((k, v)) = self.peek(c) {
-                    if best.as_ref().is_none_or(|(bk, _, _)| k < *bk) {
-                        best = Some((k, v, i));
+        let mut resume = Bound::Included(from);
+        'sources: loop {
+            let (mut cursors, epoch) = self.cursors(resume);
+            loop {
+                // The smallest key among the sources; the newest source's
+                // entry for it wins, the others' are passed over.
+                let mut best: Option<Entry<K, V>> = None;
+                for c in cursors.iter_mut() {
+                    match self.peek(c, epoch) {
+                        Ok(Some((k, v))) => {
+                            if best.as_ref().is_none_or(|(bk, _)| k < *bk) {
+                                best = Some((k, v));
+                            }
+                        }
+                        Ok(None) => {}
+                        // The active table was frozen meanwhile: the
+                        // sources again, from the last key said.
+                        Err(Refrozen) => continue 'sources,
                     }
                 }
-            }
-            let Some((key, value, _)) = best else {
-                return;
-            };
-            if to.is_some_and(|to| key.as_slice() >= to) {
-                return;
-            }
-            for c in cursors.iter_mut() {
-                if self.peek(c).is_some_and(|(k, _)| k == key) {
-                    Self::advance(c);
-                }
-            }
-            if let Some(v) = value {
-                if !f(&key, &v) {
+                let Some((key, value)) = best else {
                     return;
+                };
+                if to.is_some_and(|to| key.as_slice() >= to) {
+                    return;
+                }
+                for c in cursors.iter_mut() {
+                    if matches!(self.peek(c, epoch), Ok(Some((k, _))) if k == key) {
+                        Self::advance(c);
+                    }
+                }
+                resume = Bound::Excluded(key);
+                if let Some(v) = value {
+                    if !f(&key, &v) {
+                        return;
+                    }
                 }
             }
         }
@@ -354,6 +414,7 @@ impl<const K: usize, const V: usize> Table for Index<K, V> {
         }
         let t = Arc::new(std::mem::take(&mut s.active));
         s.frozen.push(t.clone());
+        s.epoch += 1;
         Some(Arc::new(FrozenTable(t)))
     }
 
@@ -466,6 +527,41 @@ mod tests {
             true
         });
         out
+    }
+
+    /// A scan reads the active table a chunk at a time; a checkpoint that
+    /// freezes it (and then installs its run) in the middle of a scan must
+    /// not hide a key from that scan, nor say one twice.
+    #[test]
+    fn a_scan_misses_nothing_when_the_active_table_is_frozen_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for (stop_at, install) in [(300u32, false), (300, true), (255, false), (700, true)] {
+            let ix = Index::<4, 2>::new(1, "test", false);
+            for key in 0..1000u32 {
+                ix.apply(&k(key), Some(&(key as u16).to_be_bytes()));
+            }
+            let mut seen = Vec::new();
+            ix.scan(&k(0), None, &mut |key, _| {
+                let key = u32::from_be_bytes(key.try_into().unwrap());
+                seen.push(key);
+                if key == stop_at {
+                    let f = ix.freeze().unwrap();
+                    if install {
+                        let path = dir.path().join(format!("{stop_at}.run"));
+                        f.write(&path, &ix.spec()).unwrap();
+                        ix.install(f.id(), Some(Arc::new(Run::open(&path).unwrap())));
+                    }
+                    // A change after the freeze, ahead of the scan: seen.
+                    ix.apply(&k(5000), Some(&[0, 1]));
+                    // And one behind it: not said again.
+                    ix.apply(&k(1), Some(&[0, 2]));
+                }
+                true
+            });
+            let mut want: Vec<u32> = (0..1000).collect();
+            want.push(5000);
+            assert_eq!(seen, want, "frozen at {stop_at}, installed {install}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ use meldnet_core::SpiffeId;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// Reports chosen and erased in one group (and named in one audit record).
 const PAGE: usize = 512;
@@ -93,6 +94,9 @@ pub struct Expired {
     pub kept_open_case: u64,
     /// Old enough, kept: a location of their case stands on them.
     pub kept_location: u64,
+    /// Kept: their report, keys or case do not read (damage; `store
+    /// check` names it).
+    pub kept_damaged: u64,
     /// Series' matches erased.
     pub series_matches: u64,
 }
@@ -107,6 +111,27 @@ pub(super) struct ExpireWrite {
     /// When, and who (the hub) erases.
     pub at_ms: i64,
     pub actor: SpiffeId,
+}
+
+/// One page of a pass, chosen on a blocking thread.
+#[derive(Default)]
+struct Page {
+    chosen: Vec<(ReportId, Option<CaseId>)>,
+    kept: Expired,
+    /// The last id read (none: the walk is at its end).
+    last: Option<ReportId>,
+    /// The walk passed the newest cutoff.
+    done: bool,
+}
+
+/// Runs a pass's reads on a blocking thread: a pass over years of reports
+/// must not hold a request thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(format!("retention pass: {e}")))?
 }
 
 /// Why a report stays (or that it may go).
@@ -196,41 +221,33 @@ impl Store {
         actor: &SpiffeId,
         out: &mut Expired,
     ) -> Result<(), StoreError> {
-        // Read the position first: an entry queued after it is checked
-        // again by the writer, one before it is in the set (or settled).
-        let queued_from = self.counters()?.next_queue_seq;
-        let mut queued = HashSet::new();
-        self.each_queue_entry(0, &mut |_, item| {
-            if !matches!(item, QueueItem::Notification(_)) {
-                queued.insert(item.report_id());
-            }
-            true
-        })?;
+        // The position first: an entry queued after it is checked again by
+        // the writer; one before it is in the set, or was settled.
+        let store = self.clone();
+        let (queued, queued_from) = blocking(move || {
+            let queued_from = store.counters()?.next_queue_seq;
+            let mut queued = HashSet::new();
+            store.each_queue_entry(0, &mut |_, item| {
+                if !matches!(item, QueueItem::Notification(_)) {
+                    queued.insert(item.report_id());
+                }
+                true
+            })?;
+            Ok((Arc::new(queued), queued_from))
+        })
+        .await?;
         let mut after = None;
         loop {
-            let ids = self.report_ids_after(after.as_ref(), PAGE)?;
-            let Some(last) = ids.last().copied() else {
-                return Ok(());
-            };
-            after = Some(last);
-            let mut chosen = Vec::new();
-            let mut done = false;
-            for id in ids {
-                if id.made_at_ms() > newest.saturating_add(CLOCK_SLACK_MS) {
-                    done = true;
-                    break;
-                }
-                match self.verdict(&id, policy, now_ms, &queued)? {
-                    Verdict::Erase(case) => chosen.push((id, case)),
-                    Verdict::Young => {}
-                    Verdict::Queued => out.kept_queued += 1,
-                    Verdict::OpenCase => out.kept_open_case += 1,
-                    Verdict::Location => out.kept_location += 1,
-                }
-            }
-            if !chosen.is_empty() {
+            let (store, policy, queued) = (self.clone(), policy.clone(), queued.clone());
+            let page =
+                blocking(move || store.choose(after, &policy, now_ms, newest, queued)).await?;
+            out.kept_queued += page.kept.kept_queued;
+            out.kept_open_case += page.kept.kept_open_case;
+            out.kept_location += page.kept.kept_location;
+            out.kept_damaged += page.kept.kept_damaged;
+            if !page.chosen.is_empty() {
                 let w = ExpireWrite {
-                    chosen,
+                    chosen: page.chosen,
                     queued_from,
                     at_ms: now_ms,
                     actor: actor.clone(),
@@ -239,10 +256,49 @@ impl Store {
                     .send(|tx| super::pipeline::WriteOp::Expire(w, tx))?
                     .await?;
             }
-            if done {
-                return Ok(());
+            match page.last {
+                Some(last) if !page.done => after = Some(last),
+                _ => return Ok(()),
             }
         }
+    }
+
+    /// One page of the walk after `after`: what may go, and why the rest
+    /// stays.
+    fn choose(
+        &self,
+        after: Option<ReportId>,
+        policy: &RetentionPolicy,
+        now_ms: i64,
+        newest: i64,
+        queued: Arc<HashSet<ReportId>>,
+    ) -> Result<Page, StoreError> {
+        let ids = self.report_ids_after(after.as_ref(), PAGE)?;
+        let mut page = Page {
+            last: ids.last().copied(),
+            ..Page::default()
+        };
+        for id in ids {
+            if id.made_at_ms() > newest.saturating_add(CLOCK_SLACK_MS) {
+                page.done = true;
+                break;
+            }
+            match self.verdict(&id, policy, now_ms, &queued) {
+                Ok(Verdict::Erase(case)) => page.chosen.push((id, case)),
+                Ok(Verdict::Young) => {}
+                Ok(Verdict::Queued) => page.kept.kept_queued += 1,
+                Ok(Verdict::OpenCase) => page.kept.kept_open_case += 1,
+                Ok(Verdict::Location) => page.kept.kept_location += 1,
+                // What does not read is kept (and named), never guessed
+                // at; the rest of the pass goes on.
+                Err(StoreError::Corrupt(why)) => {
+                    tracing::warn!(report = %id, "retention: kept, its records do not read: {why}");
+                    page.kept.kept_damaged += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(page)
     }
 
     /// What a pass does with one report, from what is committed.
