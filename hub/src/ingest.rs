@@ -69,7 +69,7 @@ pub struct Ingest {
     /// The hub's clock: receipts and deadlines are judged on it.
     pub clock: Arc<Clock>,
     /// Deconfliction's index; its lock also orders the commits.
-    pub cases: Arc<RwLock<CaseIndex>>,
+    pub cases: Arc<crate::cases::CasesLock>,
     /// Takedown deadlines and escalation recipients per country.
     pub takedown: Arc<TakedownConfig>,
     /// Victims' series: every report placed in a case is matched against them.
@@ -781,7 +781,7 @@ impl Ingest {
         let (store, cases) = (self.store.clone(), self.cases.clone());
         let done = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
             // Ordered with ingest's commits, and no report placed meanwhile.
-            let mut index = cases.write().unwrap_or_else(PoisonError::into_inner);
+            let mut index = cases.write();
             let wait = store.send_split(write)?;
             let done = tokio::runtime::Handle::current().block_on(wait)?;
             if done {
@@ -994,7 +994,7 @@ impl Ingest {
         ),
         StoreError,
     > {
-        let mut cases = self.cases.write().unwrap_or_else(PoisonError::into_inner);
+        let mut cases = self.cases.write();
         let eu_linked: Vec<Option<&Report>> = batch
             .iter()
             .map(|r| r.route.eu_link.then_some(&r.report))

@@ -160,7 +160,7 @@ pub fn open_hub(cfg: &HubConfig) -> Result<Hub, HubError> {
         .map_err(|e| HubError::Store(StoreError::Io(e.to_string())))?;
     let cases = store.case_index(runs)?;
     tracing::info!(pdq = cases.pdq_len(), "cases loaded");
-    let cases = Arc::new(RwLock::new(cases));
+    let cases = Arc::new(crate::cases::CasesLock::new(cases));
     crate::cases::make_runs(&cases).map_err(|e| HubError::Store(StoreError::Io(e.to_string())))?;
     let series = SeriesIndex::load(&store)?;
     let series = Arc::new(RwLock::new(series));

@@ -6,7 +6,7 @@
 //! (`core::time::Clock`), which tests move forward instead of waiting.
 
 use crate::auth::Auth;
-use crate::cases::{case_info, CaseIndex};
+use crate::cases::case_info;
 use crate::config::TakedownConfig;
 use crate::ingest::case_ref;
 use crate::registry::Registry;
@@ -22,7 +22,7 @@ use meldnet_core::{Role, SpiffeId};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::cases_server::Cases;
 use prost::Message;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tonic::{Request, Response, Status};
@@ -37,7 +37,7 @@ pub struct CasesService {
     auth: Auth,
     /// Deconfliction's index, told of a deadline a re-appearance starts, so
     /// that later sightings show the deadline in force.
-    cases: Arc<RwLock<CaseIndex>>,
+    cases: Arc<crate::cases::CasesLock>,
 }
 
 impl CasesService {
@@ -49,7 +49,7 @@ impl CasesService {
         clock: Arc<Clock>,
         takedown: Arc<TakedownConfig>,
         auth: Auth,
-        cases: Arc<RwLock<CaseIndex>>,
+        cases: Arc<crate::cases::CasesLock>,
     ) -> Self {
         CasesService {
             store,
@@ -184,15 +184,11 @@ impl Cases for CasesService {
                         // Later sightings show the deadline in force.
                         let deadline = loc.deadline_ms;
                         if let Ok(case_id) = CaseId::parse(&rec.case_id) {
-                            let updated = self
-                                .cases
-                                .write()
-                                .unwrap_or_else(PoisonError::into_inner)
-                                .update(&case_id, |c| {
-                                    if let Some(l) = c.locations.get_mut(location as usize) {
-                                        l.deadline_ms = deadline;
-                                    }
-                                });
+                            let updated = self.cases.write().update(&case_id, |c| {
+                                if let Some(l) = c.locations.get_mut(location as usize) {
+                                    l.deadline_ms = deadline;
+                                }
+                            });
                             if let Err(e) = updated {
                                 tracing::warn!(case = %case_id, error = %e, "the case index could not take the new deadline: the store has it");
                             }

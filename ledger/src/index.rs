@@ -213,11 +213,7 @@ impl<const K: usize, const V: usize> Index<K, V> {
         })
     }
 
-    fn peek(
-        &self,
-        c: &mut Cursor<K, V>,
-        epoch: u64,
-    ) -> Result<Option<Entry<K, V>>, Refrozen> {
+    fn peek(&self, c: &mut Cursor<K, V>, epoch: u64) -> Result<Option<Entry<K, V>>, Refrozen> {
         match c {
             Cursor::Mem {
                 table,
