@@ -1225,6 +1225,35 @@ fn a_day_but_de_for_ever() -> RetentionPolicy {
     }
 }
 
+/// A report that joins `case` at its first location (no location of its
+/// own stands on it).
+fn plain_sighting(case: CaseId, first: ReportId) -> Option<CaseWrite> {
+    let mut s = sighting(case, first, 0);
+    if let Some(CaseWrite::Sighting(w)) = &mut s.case {
+        w.new_location = None;
+    }
+    s.case
+}
+
+/// Hands the writer what a pass chose, as a pass would.
+async fn erase_chosen(
+    store: &Store,
+    chosen: Vec<(ReportId, Option<CaseId>)>,
+    queued_from: u64,
+) -> u64 {
+    let w = retention::ExpireWrite {
+        chosen,
+        queued_from,
+        at_ms: 2 * DAY,
+        actor: id(HUB),
+    };
+    store
+        .send(|tx| pipeline::WriteOp::Expire(w, tx))
+        .unwrap()
+        .await
+        .unwrap()
+}
+
 async fn ack_all(store: &Store, who: &str) {
     let seqs = queued(store, who).iter().map(|e| e.seq).collect();
     store.ack(&id(who), seqs).await.unwrap();
@@ -1248,10 +1277,7 @@ pub async fn expiry_erases_only_what_nothing_needs(open: Open<'_>) {
         rec.locations[0].first_report_id = first.id.to_string();
     }
     let mut seen = report_of("NL", &[FR]);
-    seen.case = sighting(case, first.id, 0).case;
-    if let Some(CaseWrite::Sighting(w)) = &mut seen.case {
-        w.new_location = None;
-    }
+    seen.case = plain_sighting(case, first.id);
     let lone = report_of("NL", &[DE]);
     let german = report_of("DE", &[DE]);
     store
@@ -1326,7 +1352,6 @@ pub async fn expiry_erases_only_what_nothing_needs(open: Open<'_>) {
 pub async fn expiry_checks_again_what_changed_since_the_pass_looked(open: Open<'_>) {
     let f = fixture(open);
     let store = &f.store;
-    let hub = id(HUB);
     let a = report_of("NL", &[DE]);
     let b = report_of("NL", &[DE]);
     store
@@ -1346,39 +1371,17 @@ pub async fn expiry_checks_again_what_changed_since_the_pass_looked(open: Open<'
         line: "a further decision".into(),
     }];
     store.commit_reports(vec![later]).await.unwrap();
-    let w = retention::ExpireWrite {
-        chosen: vec![(a.id, None), (b.id, None)],
-        queued_from,
-        at_ms: 2 * DAY,
-        actor: hub.clone(),
-    };
-    let erased = store
-        .send(|tx| pipeline::WriteOp::Expire(w, tx))
-        .unwrap()
-        .await
-        .unwrap();
+    let erased = erase_chosen(store, vec![(a.id, None), (b.id, None)], queued_from).await;
     assert_eq!(erased, 1);
     assert!(store.report(&a.id).unwrap().is_some(), "queued again: kept");
     assert!(store.report(&b.id).unwrap().is_none());
     assert_eq!(queued(store, FR).len(), 1, "the entry still delivers");
     // A report whose case is open is kept even when a pass chose it.
     let (r, case) = opening(1_000);
-    let mut s = sighting(case, r.id, 0);
-    if let Some(CaseWrite::Sighting(w)) = &mut s.case {
-        w.new_location = None;
-    }
+    let mut s = new_report(b"joins", &[FR]);
+    s.case = plain_sighting(case, r.id);
     store.commit_reports(vec![r, s.clone()]).await.unwrap();
-    let w = retention::ExpireWrite {
-        chosen: vec![(s.id, Some(case))],
-        queued_from: store.counters().unwrap().next_queue_seq,
-        at_ms: 2 * DAY,
-        actor: hub,
-    };
-    let erased = store
-        .send(|tx| pipeline::WriteOp::Expire(w, tx))
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(erased, 0);
+    let from = store.counters().unwrap().next_queue_seq;
+    assert_eq!(erase_chosen(store, vec![(s.id, Some(case))], from).await, 0);
     assert!(store.report(&s.id).unwrap().is_some());
 }
