@@ -44,6 +44,7 @@ macro_rules! store_test_suite {
             the_state_digest_says_every_change_and_no_refusal,
             expiry_erases_only_what_nothing_needs,
             expiry_checks_again_what_changed_since_the_pass_looked,
+            a_series_match_expires_after_its_period,
         );
     };
     (@tests $open:expr; $($name:ident),* $(,)?) => {
@@ -1384,4 +1385,36 @@ pub async fn expiry_checks_again_what_changed_since_the_pass_looked(open: Open<'
     let from = store.counters().unwrap().next_queue_seq;
     assert_eq!(erase_chosen(store, vec![(s.id, Some(case))], from).await, 0);
     assert!(store.report(&s.id).unwrap().is_some());
+}
+
+pub async fn a_series_match_expires_after_its_period(open: Open<'_>) {
+    let f = fixture(open);
+    let store = &f.store;
+    let s = register(store, DE, SeriesHashes::default()).await;
+    let (mut r, _) = opening(0);
+    r.series = vec![s];
+    let t0 = meldnet_core::time::now_ms();
+    store.commit_reports(vec![r.clone()]).await.unwrap();
+    assert_eq!(store.series_counts(&s, 0, i64::MAX).unwrap(), (1, 0));
+    let policy = RetentionPolicy {
+        series_matches_ms: Some(DAY),
+        ..Default::default()
+    };
+    let hub = id(HUB);
+    let out = store.expire(&policy, t0 + DAY / 2, &hub).await.unwrap();
+    assert_eq!(out, Expired::default(), "young: kept");
+    let out = store.expire(&policy, t0 + 2 * DAY, &hub).await.unwrap();
+    assert_eq!(out.series_matches, 1);
+    assert_eq!(out.reports, 0, "reports are kept for ever here");
+    assert_eq!(store.series_counts(&s, 0, i64::MAX).unwrap(), (0, 0));
+    assert!(store.report(&r.id).unwrap().is_some());
+    let said: Vec<String> = store
+        .audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == "expired")
+        .map(|(_, e)| e.subject)
+        .collect();
+    assert_eq!(said, ["1 series match"]);
+    store.verify_audit().unwrap();
 }
