@@ -992,8 +992,10 @@ impl Inner {
     }
 }
 
-/// Keeps a damaged file aside, under a name that says so.
-fn set_aside(path: &Path) {
+/// Keeps a damaged file aside, under a name that says so (never deleted:
+/// someone may want to look at what was there). The hub's PDQ runs of
+/// cases, kept in the same format, use it too.
+pub fn set_aside(path: &Path) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -29,7 +29,7 @@ mod record;
 mod run;
 
 pub use index::{Index, Spec, Table};
-pub use ledger::{Batch, Damage, Ledger, LedgerError, Options};
+pub use ledger::{set_aside, Batch, Damage, Ledger, LedgerError, Options};
 pub use log::{LogError, Ptr, Walked, LOG_FILE};
 pub use manifest::{Manifest, ManifestError, RunName, MANIFEST};
 pub use record::{Header, Op};

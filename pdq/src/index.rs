@@ -627,6 +627,17 @@ fn pair_bounds(max_distance: u32) -> (u32, u32) {
 mod tests {
     use super::*;
 
+    /// The scans to test: the scalar one, and the CPU's own where it
+    /// has a faster one.
+    pub(super) fn scans() -> Vec<super::scan::Scan> {
+        use super::scan::Scan;
+        if Scan::detect() == Scan::Scalar {
+            vec![Scan::Scalar]
+        } else {
+            vec![Scan::Scalar, Scan::detect()]
+        }
+    }
+
     pub(super) fn random_hashes(n: usize, seed: u64) -> Vec<PdqHash> {
         let mut s = seed;
         (0..n)

@@ -19,7 +19,7 @@
 use super::{CaseError, CaseSource};
 use meldnet_core::append_file::sync_dir;
 use meldnet_core::{CaseId, PdqHash};
-use meldnet_ledger::{Manifest, RunName};
+use meldnet_ledger::{set_aside, Manifest, RunName};
 use meldnet_pdq::{NearSet, PdqIndex, PdqIndexView, PdqTable};
 use meldnet_pdq::{MATCH_THRESHOLD, MIN_MATCH_QUALITY};
 use std::path::{Path, PathBuf};
@@ -635,16 +635,6 @@ pub fn make_frozen_run(
     })?;
     write_run(path, &hashes, &cases)?;
     Ok(())
-}
-
-/// Keeps a damaged file aside, under a name that says so.
-fn set_aside(path: &Path) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut to = path.as_os_str().to_owned();
-    to.push(format!(".damaged-{secs}"));
-    let _ = std::fs::rename(path, PathBuf::from(to));
 }
 
 #[cfg(test)]

@@ -616,17 +616,9 @@ impl NearSet for PdqTable {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{flip, random_hashes};
+    use super::super::tests::{flip, random_hashes, scans};
     use super::super::PdqIndex;
     use super::*;
-
-    fn scans() -> Vec<Scan> {
-        if Scan::detect() == Scan::Scalar {
-            vec![Scan::Scalar]
-        } else {
-            vec![Scan::Scalar, Scan::detect()]
-        }
-    }
 
     /// Random hashes with near copies of a few of them at every distance
     /// 0..=40, the flipped bits spread over the chunks.

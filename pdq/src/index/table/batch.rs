@@ -442,17 +442,9 @@ impl PdqTable {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::tests::{flip, random_hashes};
+    use super::super::super::tests::{flip, random_hashes, scans};
     use super::super::super::{NearSet, PdqIndex};
     use super::*;
-
-    fn scans() -> Vec<Scan> {
-        if Scan::detect() == Scan::Scalar {
-            vec![Scan::Scalar]
-        } else {
-            vec![Scan::Scalar, Scan::detect()]
-        }
-    }
 
     /// Random hashes and, for a few of them, exact copies and two families
     /// of near copies at every distance 0..=40 (ties at every distance),
