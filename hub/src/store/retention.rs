@@ -28,7 +28,7 @@
 
 use super::cases::location_state;
 use super::pipeline::{event, Writer};
-use super::seam::{Group, QueueItem};
+use super::seam::{Group, QueueItem, Reads};
 use super::{Store, StoreError};
 use meldnet_core::CaseId;
 use meldnet_core::CountryCode;
@@ -38,7 +38,6 @@ use meldnet_core::SpiffeId;
 use meldnet_proto::v1 as pb;
 use prost::Message;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 /// Reports chosen and erased in one group (and named in one audit record).
 const PAGE: usize = 512;
@@ -122,6 +121,38 @@ struct Page {
     last: Option<ReportId>,
     /// The walk passed the newest cutoff.
     done: bool,
+}
+
+/// The reports a queue entry names, as far as a pass has read the queues:
+/// read whole once, then, before each page, only the entries queued since
+/// (the writer then checks only what came after `from`).
+#[derive(Default)]
+struct Queued {
+    ids: HashSet<ReportId>,
+    /// The first queue position not read yet.
+    from: u64,
+}
+
+impl Queued {
+    fn catch_up(&mut self, reads: &dyn Reads) -> Result<(), StoreError> {
+        // The position first: an entry queued after it is read again (by
+        // the next catch-up, or by the writer's check).
+        let next = reads.counters()?.next_queue_seq;
+        add_queued(reads, self.from, &mut self.ids)?;
+        self.from = next;
+        Ok(())
+    }
+}
+
+/// Adds the report of every queue entry from position `from` on (a
+/// notification names no report).
+fn add_queued(reads: &dyn Reads, from: u64, ids: &mut HashSet<ReportId>) -> Result<(), StoreError> {
+    reads.each_queue_entry(from, &mut |_, item| {
+        if !matches!(item, QueueItem::Notification(_)) {
+            ids.insert(item.report_id());
+        }
+        true
+    })
 }
 
 /// Runs a pass's reads on a blocking thread: a pass over years of reports
@@ -221,26 +252,17 @@ impl Store {
         actor: &SpiffeId,
         out: &mut Expired,
     ) -> Result<(), StoreError> {
-        // The position first: an entry queued after it is checked again by
-        // the writer; one before it is in the set, or was settled.
-        let store = self.clone();
-        let (queued, queued_from) = blocking(move || {
-            let queued_from = store.counters()?.next_queue_seq;
-            let mut queued = HashSet::new();
-            store.each_queue_entry(0, &mut |_, item| {
-                if !matches!(item, QueueItem::Notification(_)) {
-                    queued.insert(item.report_id());
-                }
-                true
-            })?;
-            Ok((Arc::new(queued), queued_from))
-        })
-        .await?;
+        let mut queued = Queued::default();
         let mut after = None;
         loop {
-            let (store, policy, queued) = (self.clone(), policy.clone(), queued.clone());
-            let page =
-                blocking(move || store.choose(after, &policy, now_ms, newest, queued)).await?;
+            let (store, policy) = (self.clone(), policy.clone());
+            let (page, caught_up) = blocking(move || {
+                queued.catch_up(&*store)?;
+                let page = store.choose(after, &policy, now_ms, newest, &queued.ids)?;
+                Ok((page, queued))
+            })
+            .await?;
+            queued = caught_up;
             out.kept_queued += page.kept.kept_queued;
             out.kept_open_case += page.kept.kept_open_case;
             out.kept_location += page.kept.kept_location;
@@ -248,7 +270,7 @@ impl Store {
             if !page.chosen.is_empty() {
                 let w = ExpireWrite {
                     chosen: page.chosen,
-                    queued_from,
+                    queued_from: queued.from,
                     at_ms: now_ms,
                     actor: actor.clone(),
                 };
@@ -271,7 +293,7 @@ impl Store {
         policy: &RetentionPolicy,
         now_ms: i64,
         newest: i64,
-        queued: Arc<HashSet<ReportId>>,
+        queued: &HashSet<ReportId>,
     ) -> Result<Page, StoreError> {
         let ids = self.report_ids_after(after.as_ref(), PAGE)?;
         let mut page = Page {
@@ -283,7 +305,7 @@ impl Store {
                 page.done = true;
                 break;
             }
-            match self.verdict(&id, policy, now_ms, &queued) {
+            match self.verdict(&id, policy, now_ms, queued) {
                 Ok(Verdict::Erase(case)) => page.chosen.push((id, case)),
                 Ok(Verdict::Young) => {}
                 Ok(Verdict::Queued) => page.kept.kept_queued += 1,
@@ -357,11 +379,7 @@ impl Writer {
         w: ExpireWrite,
     ) -> Result<u64, StoreError> {
         let mut queued_since = HashSet::new();
-        self.backend
-            .each_queue_entry(w.queued_from, &mut |_, item| {
-                queued_since.insert(item.report_id());
-                true
-            })?;
+        add_queued(self.backend.reads(), w.queued_from, &mut queued_since)?;
         let mut erased = Vec::new();
         for (id, case) in w.chosen {
             if queued_since.contains(&id) || g.report(&id)?.is_none() {
