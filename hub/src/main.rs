@@ -223,14 +223,12 @@ fn open_stopped_store(config: &std::path::Path) -> anyhow::Result<meldnet_hub::s
     })
 }
 
-/// mimalloc: the store and the gRPC stack allocate and free millions of small
-/// buffers a minute; glibc's allocator spent a third of the hub's time on it.
-/// (Built with the feature `system-alloc`, the system's allocator stands in,
-/// so that a heap profiler that hooks `malloc` sees every allocation.)
-#[cfg(not(feature = "system-alloc"))]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+// The system's allocator, not mimalloc: measured on 400,000-report ingests
+// on the 2-core machine, three runs each, glibc's malloc cost no more CPU
+// (hub median 141 against 148 µs a report) and held 270 MiB less (peak
+// anonymous memory 642 against 913 MiB): mimalloc kept freed pages for its
+// purge delay while every batch allocates and frees on other threads. It
+// also lets a heap profiler that hooks `malloc` see every allocation.
 fn main() -> std::process::ExitCode {
     meldnet_cli::exit_code("meldnet-hub", run())
 }
