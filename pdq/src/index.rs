@@ -98,6 +98,48 @@ fn chunk(w: &[u64; 4], c: usize) -> usize {
     ((w[c / 4] >> ((c % 4) * 16)) & 0xffff) as usize
 }
 
+/// Where each chunk's buckets begin: `CHUNKS` tables of `BUCKETS + 1`
+/// offsets (a bucket's entries are its offset to the next one's).
+fn bucket_offsets<I: Iterator<Item = [u64; 4]>>(words: impl Fn() -> I) -> Vec<u32> {
+    let mut offsets = vec![0u32; CHUNKS * (BUCKETS + 1)];
+    for (c, off) in offsets.chunks_exact_mut(BUCKETS + 1).enumerate() {
+        for w in words() {
+            off[chunk(&w, c) + 1] += 1;
+        }
+        for b in 0..BUCKETS {
+            off[b + 1] += off[b];
+        }
+    }
+    offsets
+}
+
+/// Lays chunk `c`'s entries out in bucket order: each one's partner chunk
+/// into `values`, its number into `ids` (kept for even chunks only); either
+/// may be left out, so that a writer can make one column at a time.
+fn fill_chunk(
+    words: impl Iterator<Item = [u64; 4]>,
+    c: usize,
+    offsets: &[u32],
+    mut values: Option<&mut [u16]>,
+    mut ids: Option<&mut [u32]>,
+) {
+    let Some(off) = offsets.get(c * (BUCKETS + 1)..(c + 1) * (BUCKETS + 1)) else {
+        return;
+    };
+    let mut next = off.to_vec();
+    for (i, w) in words.enumerate() {
+        let b = chunk(&w, c);
+        let at = next[b] as usize;
+        if let Some(v) = values.as_deref_mut().and_then(|v| v.get_mut(at)) {
+            *v = chunk(&w, partner(c)) as u16;
+        }
+        if let Some(x) = ids.as_deref_mut().and_then(|x| x.get_mut(at)) {
+            *x = i as u32;
+        }
+        next[b] += 1;
+    }
+}
+
 fn distance(a: &[u64; 4], b: &[u64; 4]) -> u32 {
     (a[0] ^ b[0]).count_ones()
         + (a[1] ^ b[1]).count_ones()
@@ -387,33 +429,16 @@ impl PdqIndex {
     pub fn build(hashes: &[PdqHash]) -> PdqIndex {
         let words: Vec<[u64; 4]> = hashes.iter().map(words).collect();
         let n = words.len();
-        let mut offsets = vec![0u32; CHUNKS * (BUCKETS + 1)];
+        let offsets = bucket_offsets(|| words.iter().copied());
         let mut partners = vec![0u16; CHUNKS * n];
         let mut numbers = vec![0u32; CHUNKS / 2 * n];
         for c in 0..CHUNKS {
-            let off = &mut offsets[c * (BUCKETS + 1)..(c + 1) * (BUCKETS + 1)];
-            for w in &words {
-                off[chunk(w, c) + 1] += 1;
-            }
-            for b in 0..BUCKETS {
-                off[b + 1] += off[b];
-            }
-            let mut next = off.to_vec();
-            let values = &mut partners[c * n..(c + 1) * n];
-            let mut ids = if c.is_multiple_of(2) {
-                numbers.get_mut(c / 2 * n..(c / 2 + 1) * n)
-            } else {
-                None
+            let values = partners.get_mut(c * n..(c + 1) * n);
+            let ids = match c.is_multiple_of(2) {
+                true => numbers.get_mut(c / 2 * n..(c / 2 + 1) * n),
+                false => None,
             };
-            for (i, w) in words.iter().enumerate() {
-                let b = chunk(w, c);
-                let at = next[b] as usize;
-                values[at] = chunk(w, partner(c)) as u16;
-                if let Some(ids) = ids.as_deref_mut() {
-                    ids[at] = i as u32;
-                }
-                next[b] += 1;
-            }
+            fill_chunk(words.iter().copied(), c, &offsets, values, ids);
         }
         PdqIndex {
             words,

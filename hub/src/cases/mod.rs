@@ -385,18 +385,19 @@ pub fn make_runs(index: &Arc<CasesLock>) -> std::io::Result<std::thread::JoinHan
             };
             let plan = {
                 let idx = index.read();
-                idx.pdq
-                    .waiting()
-                    .and_then(|stamp| Some((stamp, idx.pdq.plan()?, idx.source.clone())))
+                let expected = idx.pdq.waiting_len();
+                idx.pdq.waiting().and_then(|stamp| {
+                    Some((stamp, idx.pdq.plan()?, idx.source.clone(), expected))
+                })
             };
-            let Some((stamp, (path, after, name), source)) = plan else {
+            let Some((stamp, (path, after, name), source, expected)) = plan else {
                 continue;
             };
             if source.durable_placement() < stamp {
                 continue;
             }
             let upto = source.durable_keys_seq();
-            if let Err(e) = pdq::make_frozen_run(&*source, &path, after, upto) {
+            if let Err(e) = pdq::make_frozen_run(&*source, &path, (after, upto), expected) {
                 tracing::error!(error = %e, "a PDQ run of the cases could not be made (tried again)");
                 let _ = std::fs::remove_file(&path);
                 continue;

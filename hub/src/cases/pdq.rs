@@ -175,28 +175,36 @@ impl Run {
 
 /// Writes a run of `hashes` with their cases at `path` (through a file
 /// beside it, synced, then renamed).
-fn write_run(path: &Path, hashes: &[PdqHash], cases: &[CaseId]) -> Result<(), RunsError> {
+/// Writes a run of `n` entries; `entries` gives them, the same each time
+/// it is called (the run is written in several passes over them, so that
+/// neither they nor the index need be held in memory whole).
+fn write_run<I: Iterator<Item = (PdqHash, CaseId)>>(
+    path: &Path,
+    n: usize,
+    entries: impl Fn() -> I,
+) -> Result<(), RunsError> {
     use std::io::Write;
     let io = |source| RunsError::Io {
         path: path.display().to_string(),
         source,
     };
     let tmp = path.with_extension("tmp");
-    let mut ids = Vec::with_capacity(cases.len() * 16);
-    for c in cases {
-        ids.extend_from_slice(c.as_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    for (_, c) in entries().take(n) {
+        crc.update(c.as_bytes());
     }
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&(cases.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(&ids).to_le_bytes());
+    header.extend_from_slice(&(n as u64).to_le_bytes());
+    header.extend_from_slice(&crc.finalize().to_le_bytes());
     header.extend_from_slice(&[0u8; 4]);
-    let index = PdqIndex::build(hashes);
     let file = std::fs::File::create(&tmp).map_err(io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     out.write_all(&header).map_err(io)?;
-    out.write_all(&ids).map_err(io)?;
-    index.write_bytes(&mut out).map_err(io)?;
+    for (_, c) in entries().take(n) {
+        out.write_all(c.as_bytes()).map_err(io)?;
+    }
+    PdqIndex::write_each(n, || entries().map(|(h, _)| h), &mut out).map_err(io)?;
     out.flush().map_err(io)?;
     out.get_ref().sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
@@ -436,9 +444,9 @@ impl PdqRuns {
             number: self.next_run,
         };
         let path = dir.join(name.file());
-        let h: Vec<PdqHash> = hashes.iter().map(|(h, _, _)| *h).collect();
-        let c: Vec<CaseId> = hashes.iter().map(|(_, c, _)| *c).collect();
-        write_run(&path, &h, &c)?;
+        write_run(&path, hashes.len(), || {
+            hashes.iter().map(|(h, c, _)| (*h, *c))
+        })?;
         let run = Arc::new(Run::open(&path, name)?);
         self.next_run += 1;
         self.runs.push(run);
@@ -490,6 +498,11 @@ impl PdqRuns {
     /// it holds (the store must have made that durable first).
     pub fn waiting(&self) -> Option<u64> {
         self.frozen.first().map(|t| t.last_stamp)
+    }
+
+    /// Hashes of the oldest frozen table (what its run will hold).
+    pub fn waiting_len(&self) -> usize {
+        self.frozen.first().map_or(0, |t| t.cases.len())
     }
 
     /// What the thread that makes runs needs: where, from which record,
@@ -593,31 +606,27 @@ const MAX_RUNS: usize = 6;
 
 /// Writes the merge of `pair` (oldest first) as one run at `path`.
 pub fn merge_pair(pair: &[Arc<RunHandle>], path: &Path) -> Result<(), RunsError> {
-    let total: usize = pair.iter().map(|r| r.0.n).sum();
-    let mut hashes = Vec::with_capacity(total);
-    let mut cases = Vec::with_capacity(total);
-    for r in pair {
-        for e in 0..r.0.n as u32 {
-            if let (Some(h), Some(c)) = (r.0.view.hash(e), r.0.case(e)) {
-                hashes.push(h);
-                cases.push(c);
-            }
-        }
-    }
-    write_run(path, &hashes, &cases)
+    // Read from the two runs' maps at every pass: a merge of millions of
+    // hashes holds no copy of them.
+    let entries = || {
+        pair.iter()
+            .flat_map(|r| (0..r.0.n as u32).filter_map(|e| Some((r.0.view.hash(e)?, r.0.case(e)?))))
+    };
+    write_run(path, entries().count(), entries)
 }
 
 /// Makes the run of the keys records after `after` up to `upto` (durable),
 /// outside the index's lock: returns the run's path; then
 /// [`PdqRuns::install`] puts it in place.
+/// `expected`, the hashes of the frozen table the run stands for, sizes the
+/// one copy of them it holds (a vector grown by doubling could take twice).
 pub fn make_frozen_run(
     source: &dyn CaseSource,
     path: &Path,
-    after: u64,
-    upto: u64,
+    (after, upto): (u64, u64),
+    expected: usize,
 ) -> Result<(), CaseError> {
-    let mut hashes = Vec::new();
-    let mut cases = Vec::new();
+    let mut entries: Vec<(PdqHash, CaseId)> = Vec::with_capacity(expected);
     source.case_keys_since(after, &mut |rec| {
         if rec.seq > upto {
             return Ok(false);
@@ -627,13 +636,12 @@ pub fn make_frozen_run(
         };
         for (h, q) in rec.pdqs.iter().zip(rec.pdq_qualities.iter()) {
             if let (Ok(h), true) = (<[u8; 32]>::try_from(h.as_slice()), *q >= MIN_MATCH_QUALITY) {
-                hashes.push(PdqHash(h));
-                cases.push(CaseId::from_bytes(case));
+                entries.push((PdqHash(h), CaseId::from_bytes(case)));
             }
         }
         Ok(true)
     })?;
-    write_run(path, &hashes, &cases)?;
+    write_run(path, entries.len(), || entries.iter().copied())?;
     Ok(())
 }
 
@@ -722,7 +730,7 @@ mod tests {
         while runs.waiting().is_some() {
             let (path, after, name) = runs.plan().unwrap();
             let upto = src.durable_keys_seq();
-            make_frozen_run(src, &path, after, upto).unwrap();
+            make_frozen_run(src, &path, (after, upto), 0).unwrap();
             runs.install(&path, name, after, upto).unwrap();
             while let Some((pair, path, name)) = runs.plan_merge() {
                 merge_pair(&pair, &path).unwrap();

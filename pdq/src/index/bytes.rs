@@ -36,8 +36,8 @@
 
 use super::scan::Scan;
 use super::{
-    brute_force_columns, prefetch, prefetch_lines, search_columns, Columns, Match, PdqIndex,
-    BUCKETS, CHUNKS,
+    brute_force_columns, bucket_offsets, fill_chunk, prefetch, prefetch_lines, search_columns,
+    words, Columns, Match, PdqIndex, BUCKETS, CHUNKS,
 };
 use crate::hash::PdqHash;
 use std::io::Write;
@@ -235,22 +235,92 @@ impl PdqIndex {
     /// `to_bytes` into any writer, a buffer at a time: an index of tens of
     /// millions need not be held twice. The writer's errors are passed on.
     pub fn write_bytes(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let mut sum = Checksum::new();
-        let mut header = Vec::with_capacity(HEADER);
-        header.extend_from_slice(&MAGIC);
-        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
-        header.extend_from_slice(&(self.len() as u64).to_le_bytes());
-        header.extend_from_slice(&0u64.to_le_bytes());
-        sum.update(&header);
-        out.write_all(&header)?;
+        let mut sum = write_header(self.len(), out)?;
         let mut buf = Vec::new();
-        put(&self.words, words_le, &mut buf, &mut sum, out)?;
-        put(&self.offsets, |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
-        put(&self.partners, |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
-        put(&self.numbers, |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
+        put(self.words.iter(), words_le, &mut buf, &mut sum, out)?;
+        put(
+            self.offsets.iter(),
+            |v| v.to_le_bytes(),
+            &mut buf,
+            &mut sum,
+            out,
+        )?;
+        put(
+            self.partners.iter(),
+            |v| v.to_le_bytes(),
+            &mut buf,
+            &mut sum,
+            out,
+        )?;
+        put(
+            self.numbers.iter(),
+            |v| v.to_le_bytes(),
+            &mut buf,
+            &mut sum,
+            out,
+        )?;
         out.write_all(&sum.finish().to_le_bytes())
     }
+
+    /// The bytes `PdqIndex::build(hashes).write_bytes(out)` writes, made
+    /// one column at a time: besides `hashes` it holds the offsets and one
+    /// column (about 4 bytes an entry), not the whole index (96 bytes an
+    /// entry). Why: the hub writes its cases' runs of millions of hashes
+    /// while ingest goes on, and the built index was the largest thing in
+    /// its memory.
+    pub fn write_of(hashes: &[PdqHash], out: &mut impl Write) -> std::io::Result<()> {
+        Self::write_each(hashes.len(), || hashes.iter().copied(), out)
+    }
+
+    /// [`PdqIndex::write_of`] for hashes that need not be in memory at all:
+    /// `each` gives the same `n` hashes, in the same order, every time it is
+    /// called (the index is laid out in 18 passes over them), e.g. read
+    /// from the memory-mapped runs being merged.
+    pub fn write_each<I: Iterator<Item = PdqHash>>(
+        n: usize,
+        each: impl Fn() -> I,
+        out: &mut impl Write,
+    ) -> std::io::Result<()> {
+        if each().count() != n {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the hashes to index changed between passes",
+            ));
+        }
+        let each = || each().take(n).map(|h| words(&h));
+        let mut sum = write_header(n, out)?;
+        let mut buf = Vec::new();
+        put(each(), |w| words_le(&w), &mut buf, &mut sum, out)?;
+        let offsets = bucket_offsets(each);
+        put(offsets.iter(), |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
+        let mut values = vec![0u16; n];
+        for c in 0..CHUNKS {
+            fill_chunk(each(), c, &offsets, Some(&mut values), None);
+            put(values.iter(), |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
+        }
+        drop(values);
+        let mut ids = vec![0u32; n];
+        for c in (0..CHUNKS).step_by(2) {
+            fill_chunk(each(), c, &offsets, None, Some(&mut ids));
+            put(ids.iter(), |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
+        }
+        out.write_all(&sum.finish().to_le_bytes())
+    }
+}
+
+/// Writes the header of an index of `n` entries; returns the checksum
+/// begun over it.
+fn write_header(n: usize, out: &mut impl Write) -> std::io::Result<Checksum> {
+    let mut sum = Checksum::new();
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&(n as u64).to_le_bytes());
+    header.extend_from_slice(&0u64.to_le_bytes());
+    sum.update(&header);
+    out.write_all(&header)?;
+    Ok(sum)
 }
 
 fn words_le(w: &[u64; 4]) -> [u8; 32] {
@@ -264,20 +334,26 @@ fn words_le(w: &[u64; 4]) -> [u8; 32] {
 /// Writes `items` encoded by `enc`, 64 KiB or so at a time, into the
 /// checksum and `out`.
 fn put<T, const N: usize>(
-    items: &[T],
-    enc: impl Fn(&T) -> [u8; N],
+    items: impl Iterator<Item = T>,
+    enc: impl Fn(T) -> [u8; N],
     buf: &mut Vec<u8>,
     sum: &mut Checksum,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
-    for group in items.chunks((1 << 16) / N) {
-        buf.clear();
-        buf.resize(group.len() * N, 0);
-        for (dst, v) in buf.chunks_exact_mut(N).zip(group) {
-            dst.copy_from_slice(&enc(v));
+    let group = (1 << 16) / N;
+    buf.clear();
+    for v in items {
+        buf.extend_from_slice(&enc(v));
+        if buf.len() >= group * N {
+            sum.update(buf);
+            out.write_all(buf)?;
+            buf.clear();
         }
+    }
+    if !buf.is_empty() {
         sum.update(buf);
         out.write_all(buf)?;
+        buf.clear();
     }
     Ok(())
 }
@@ -580,6 +656,10 @@ mod tests {
             let mut streamed = Vec::new();
             index.write_bytes(&mut streamed).unwrap();
             assert_eq!(streamed, bytes);
+            // Made one column at a time, without the built index: the same.
+            let mut columns = Vec::new();
+            PdqIndex::write_of(&hashes, &mut columns).unwrap();
+            assert_eq!(columns, bytes);
             // Misaligned on purpose: one byte into a buffer.
             let mut shifted = vec![0u8; bytes.len() + 1];
             shifted[1..].copy_from_slice(&bytes);
