@@ -317,7 +317,7 @@ impl<const K: usize, const V: usize> Table for Index<K, V> {
         }
         for r in s.runs.iter().rev() {
             if let Some((removed, v)) = r.get(key) {
-                return (!removed).then(|| v.to_vec());
+                return (!removed).then_some(v);
             }
         }
         None
