@@ -235,31 +235,12 @@ impl PdqIndex {
     /// `to_bytes` into any writer, a buffer at a time: an index of tens of
     /// millions need not be held twice. The writer's errors are passed on.
     pub fn write_bytes(&self, out: &mut impl Write) -> std::io::Result<()> {
-        let mut sum = write_header(self.len(), out)?;
-        let mut buf = Vec::new();
-        put(self.words.iter(), words_le, &mut buf, &mut sum, out)?;
-        put(
-            self.offsets.iter(),
-            |v| v.to_le_bytes(),
-            &mut buf,
-            &mut sum,
-            out,
-        )?;
-        put(
-            self.partners.iter(),
-            |v| v.to_le_bytes(),
-            &mut buf,
-            &mut sum,
-            out,
-        )?;
-        put(
-            self.numbers.iter(),
-            |v| v.to_le_bytes(),
-            &mut buf,
-            &mut sum,
-            out,
-        )?;
-        out.write_all(&sum.finish().to_le_bytes())
+        let mut w = Out::new(self.len(), out)?;
+        w.put(self.words.iter(), words_le)?;
+        w.put(self.offsets.iter(), |v| v.to_le_bytes())?;
+        w.put(self.partners.iter(), |v| v.to_le_bytes())?;
+        w.put(self.numbers.iter(), |v| v.to_le_bytes())?;
+        w.finish()
     }
 
     /// The bytes `PdqIndex::build(hashes).write_bytes(out)` writes, made
@@ -288,39 +269,82 @@ impl PdqIndex {
             ));
         }
         let each = || each().take(n).map(|h| words(&h));
-        let mut sum = write_header(n, out)?;
-        let mut buf = Vec::new();
-        put(each(), |w| words_le(&w), &mut buf, &mut sum, out)?;
+        let mut w = Out::new(n, out)?;
+        w.put(each(), |x| words_le(&x))?;
         let offsets = bucket_offsets(each);
-        put(offsets.iter(), |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
+        w.put(offsets.iter(), |v| v.to_le_bytes())?;
         let mut values = vec![0u16; n];
         for c in 0..CHUNKS {
             fill_chunk(each(), c, &offsets, Some(&mut values), None);
-            put(values.iter(), |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
+            w.put(values.iter(), |v| v.to_le_bytes())?;
         }
         drop(values);
         let mut ids = vec![0u32; n];
         for c in (0..CHUNKS).step_by(2) {
             fill_chunk(each(), c, &offsets, None, Some(&mut ids));
-            put(ids.iter(), |v| v.to_le_bytes(), &mut buf, &mut sum, out)?;
+            w.put(ids.iter(), |v| v.to_le_bytes())?;
         }
-        out.write_all(&sum.finish().to_le_bytes())
+        w.finish()
     }
 }
 
-/// Writes the header of an index of `n` entries; returns the checksum
-/// begun over it.
-fn write_header(n: usize, out: &mut impl Write) -> std::io::Result<Checksum> {
-    let mut sum = Checksum::new();
-    let mut header = Vec::with_capacity(HEADER);
-    header.extend_from_slice(&MAGIC);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
-    header.extend_from_slice(&(n as u64).to_le_bytes());
-    header.extend_from_slice(&0u64.to_le_bytes());
-    sum.update(&header);
-    out.write_all(&header)?;
-    Ok(sum)
+/// An index being written: the writer, the checksum so far, and a buffer.
+struct Out<'a, W: Write> {
+    out: &'a mut W,
+    sum: Checksum,
+    buf: Vec<u8>,
+}
+
+impl<'a, W: Write> Out<'a, W> {
+    /// Writes the header of an index of `n` entries.
+    fn new(n: usize, out: &'a mut W) -> std::io::Result<Self> {
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(&MAGIC);
+        header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&(n as u64).to_le_bytes());
+        header.extend_from_slice(&0u64.to_le_bytes());
+        let mut sum = Checksum::new();
+        sum.update(&header);
+        out.write_all(&header)?;
+        Ok(Out {
+            out,
+            sum,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Writes `items` encoded by `enc`, 64 KiB or so at a time, into the
+    /// checksum and the writer.
+    fn put<T, const N: usize>(
+        &mut self,
+        items: impl Iterator<Item = T>,
+        enc: impl Fn(T) -> [u8; N],
+    ) -> std::io::Result<()> {
+        let group = (1 << 16) / N * N;
+        self.buf.clear();
+        for v in items {
+            self.buf.extend_from_slice(&enc(v));
+            if self.buf.len() >= group {
+                self.flush()?;
+            }
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.sum.update(&self.buf);
+            self.out.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes the trailer: the checksum of everything before it.
+    fn finish(self) -> std::io::Result<()> {
+        self.out.write_all(&self.sum.finish().to_le_bytes())
+    }
 }
 
 fn words_le(w: &[u64; 4]) -> [u8; 32] {
@@ -329,33 +353,6 @@ fn words_le(w: &[u64; 4]) -> [u8; 32] {
         dst.copy_from_slice(&x.to_le_bytes());
     }
     b
-}
-
-/// Writes `items` encoded by `enc`, 64 KiB or so at a time, into the
-/// checksum and `out`.
-fn put<T, const N: usize>(
-    items: impl Iterator<Item = T>,
-    enc: impl Fn(T) -> [u8; N],
-    buf: &mut Vec<u8>,
-    sum: &mut Checksum,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
-    let group = (1 << 16) / N;
-    buf.clear();
-    for v in items {
-        buf.extend_from_slice(&enc(v));
-        if buf.len() >= group * N {
-            sum.update(buf);
-            out.write_all(buf)?;
-            buf.clear();
-        }
-    }
-    if !buf.is_empty() {
-        sum.update(buf);
-        out.write_all(buf)?;
-        buf.clear();
-    }
-    Ok(())
 }
 
 /// A `PdqIndex` searched in place in its bytes (`PdqIndex::to_bytes`),
