@@ -173,11 +173,10 @@ impl Run {
     }
 }
 
-/// Writes a run of `hashes` with their cases at `path` (through a file
-/// beside it, synced, then renamed).
-/// Writes a run of `n` entries; `entries` gives them, the same each time
-/// it is called (the run is written in several passes over them, so that
-/// neither they nor the index need be held in memory whole).
+/// Writes a run of `n` hashes with their cases at `path` (through a file
+/// beside it, synced, then renamed). `entries` gives them, the same each
+/// time it is called: the run is written in several passes over them, so
+/// that neither they nor the index need be held in memory whole.
 fn write_run<I: Iterator<Item = (PdqHash, CaseId)>>(
     path: &Path,
     n: usize,
@@ -618,6 +617,7 @@ pub fn merge_pair(pair: &[Arc<RunHandle>], path: &Path) -> Result<(), RunsError>
 /// Makes the run of the keys records after `after` up to `upto` (durable),
 /// outside the index's lock: returns the run's path; then
 /// [`PdqRuns::install`] puts it in place.
+///
 /// `expected`, the hashes of the frozen table the run stands for, sizes the
 /// one copy of them it holds (a vector grown by doubling could take twice).
 pub fn make_frozen_run(
