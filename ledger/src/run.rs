@@ -422,7 +422,11 @@ impl Run {
     /// Entry `i`: key, removed, value.
     pub fn entry(&self, i: u64) -> (&[u8], bool, &[u8]) {
         let at = HEADER + i as usize * self.width();
-        let e = &self.map[at..at + self.width()];
+        self.split(&self.map[at..at + self.width()])
+    }
+
+    /// An entry's bytes as key, removed, value.
+    fn split<'a>(&self, e: &'a [u8]) -> (&'a [u8], bool, &'a [u8]) {
         let (k, rest) = e.split_at(self.key_len);
         (k, rest[0] == 1, &rest[1..])
     }
@@ -443,31 +447,14 @@ impl Run {
     /// The fence block that would hold `key`: the last fence not above it.
     fn block_of(&self, key: &[u8]) -> u64 {
         let fences = self.n.div_ceil(FENCE);
-        let (mut lo, mut hi) = (0u64, fences);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.fence(mid) <= key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo.saturating_sub(1)
+        partition_point(0, fences, |i| self.fence(i) <= key).saturating_sub(1)
     }
 
     /// The first entry whose key is at least `key`.
     pub fn lower_bound(&self, key: &[u8]) -> u64 {
         let block = self.block_of(key);
-        let (mut lo, mut hi) = (block * FENCE, ((block + 1) * FENCE).min(self.n));
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).0 < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
+        let end = ((block + 1) * FENCE).min(self.n);
+        partition_point(block * FENCE, end, |i| self.entry(i).0 < key)
     }
 
     /// The entry for `key`: whether it says removed, and the value.
@@ -483,35 +470,36 @@ impl Run {
         if key.len() != self.key_len || self.n == 0 || !self.may_hold(key) {
             return None;
         }
-        let block = self.block_of(key);
-        let first = block * FENCE;
-        let count = (self.n - first).min(FENCE) as usize;
+        let first = self.block_of(key) * FENCE;
+        let count = (self.n - first).min(FENCE);
         let w = self.width();
-        let mut buf = vec![0u8; count * w];
-        let at = (HEADER + first as usize * w) as u64;
-        if self.file.read_exact_at(&mut buf, at).is_err() {
-            let i = self.lower_bound(key);
-            if i >= self.n {
-                return None;
-            }
-            let (k, removed, v) = self.entry(i);
-            return (k == key).then(|| (removed, v.to_vec()));
-        }
-        let key_of = |i: usize| buf.get(i * w..i * w + self.key_len).unwrap_or_default();
-        let (mut lo, mut hi) = (0, count);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if key_of(mid) < key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let e = buf.get(lo * w..(lo + 1) * w)?;
-        let (k, rest) = e.split_at(self.key_len);
-        let (removed, v) = rest.split_first()?;
-        (k == key).then(|| (*removed == 1, v.to_vec()))
+        let at = HEADER + first as usize * w;
+        let mut read = vec![0u8; count as usize * w];
+        let block: &[u8] = match self.file.read_exact_at(&mut read, at as u64) {
+            Ok(()) => &read,
+            Err(_) => self.map.get(at..at + read.len())?,
+        };
+        let entry = |i: u64| block.get(i as usize * w..(i as usize + 1) * w);
+        let i = partition_point(0, count, |i| {
+            entry(i).is_some_and(|e| &e[..self.key_len] < key)
+        });
+        let (k, removed, v) = self.split(entry(i)?);
+        (k == key).then(|| (removed, v.to_vec()))
     }
+}
+
+/// The first of `lo..hi` for which `below` is false (`below` is true for a
+/// prefix of the range, then false).
+fn partition_point(mut lo: u64, mut hi: u64, below: impl Fn(u64) -> bool) -> u64 {
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if below(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 #[cfg(test)]

@@ -244,19 +244,14 @@ impl PdqIndex {
     }
 
     /// The bytes `PdqIndex::build(hashes).write_bytes(out)` writes, made
-    /// one column at a time: besides `hashes` it holds the offsets and one
-    /// column (about 4 bytes an entry), not the whole index (96 bytes an
-    /// entry). Why: the hub writes its cases' runs of millions of hashes
-    /// while ingest goes on, and the built index was the largest thing in
-    /// its memory.
-    pub fn write_of(hashes: &[PdqHash], out: &mut impl Write) -> std::io::Result<()> {
-        Self::write_each(hashes.len(), || hashes.iter().copied(), out)
-    }
-
-    /// [`PdqIndex::write_of`] for hashes that need not be in memory at all:
+    /// one column at a time, for hashes that need not be in memory at all:
     /// `each` gives the same `n` hashes, in the same order, every time it is
     /// called (the index is laid out in 18 passes over them), e.g. read
-    /// from the memory-mapped runs being merged.
+    /// from the memory-mapped runs being merged. Besides them it holds the
+    /// offsets and one column (about 4 bytes an entry), not the whole index
+    /// (96 bytes an entry). Why: the hub writes its cases' runs of millions
+    /// of hashes while ingest goes on, and the built index was the largest
+    /// thing in its memory.
     pub fn write_each<I: Iterator<Item = PdqHash>>(
         n: usize,
         each: impl Fn() -> I,
@@ -655,7 +650,7 @@ mod tests {
             assert_eq!(streamed, bytes);
             // Made one column at a time, without the built index: the same.
             let mut columns = Vec::new();
-            PdqIndex::write_of(&hashes, &mut columns).unwrap();
+            PdqIndex::write_each(hashes.len(), || hashes.iter().copied(), &mut columns).unwrap();
             assert_eq!(columns, bytes);
             // Misaligned on purpose: one byte into a buffer.
             let mut shifted = vec![0u8; bytes.len() + 1];
