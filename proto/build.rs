@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "meldnet/v1/store.proto",
     "meldnet/v1/hashlist.proto",
     "meldnet/v1/series.proto",
+    "meldnet/v1/notice.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

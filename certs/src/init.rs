@@ -388,6 +388,7 @@ pub fn init(opts: &InitOptions) -> Result<InitSummary> {
                 },
                 sync_interval_s: 60,
             }),
+            notices: None,
         };
         let path = dir.join("node.toml");
         add_config(&mut plan, &mut parties, id.clone(), cert, path, &config)?;

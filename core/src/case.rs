@@ -36,6 +36,12 @@ pub enum StepKind {
     NotRemoved,
     /// Back after removal.
     Reappeared,
+    /// The provider confirmed it received the notice.
+    Received,
+    /// The provider found nothing at the location.
+    NotFound,
+    /// The provider refused to remove it; counts as not removed.
+    Refused,
 }
 
 impl StepKind {
@@ -46,6 +52,9 @@ impl StepKind {
             StepKind::Removed => "removed",
             StepKind::NotRemoved => "not_removed",
             StepKind::Reappeared => "reappeared",
+            StepKind::Received => "received",
+            StepKind::NotFound => "not_found",
+            StepKind::Refused => "refused",
         }
     }
 
@@ -56,6 +65,9 @@ impl StepKind {
             StepKind::Removed => pb::StepKind::Removed,
             StepKind::NotRemoved => pb::StepKind::NotRemoved,
             StepKind::Reappeared => pb::StepKind::Reappeared,
+            StepKind::Received => pb::StepKind::Received,
+            StepKind::NotFound => pb::StepKind::NotFound,
+            StepKind::Refused => pb::StepKind::Refused,
         }
     }
 
@@ -65,9 +77,12 @@ impl StepKind {
             Ok(pb::StepKind::Removed) => Ok(StepKind::Removed),
             Ok(pb::StepKind::NotRemoved) => Ok(StepKind::NotRemoved),
             Ok(pb::StepKind::Reappeared) => Ok(StepKind::Reappeared),
+            Ok(pb::StepKind::Received) => Ok(StepKind::Received),
+            Ok(pb::StepKind::NotFound) => Ok(StepKind::NotFound),
+            Ok(pb::StepKind::Refused) => Ok(StepKind::Refused),
             _ => Err(Refusal::invalid(
                 "kind",
-                "must be notice_sent, removed, not_removed or reappeared",
+                "must be notice_sent, removed, not_removed, reappeared, received, not_found or refused",
             )),
         }
     }
@@ -163,7 +178,12 @@ pub struct CaseStep {
     /// Which location of the case (0: the first), as the decision that
     /// asked for the notice named it.
     pub location: u32,
+    /// Why the provider refused (refused only): its reason code and words.
+    pub reason: String,
 }
+
+/// Longest reason of a refusal step, in bytes.
+pub const MAX_STEP_REASON: usize = 512;
 
 impl CaseStep {
     /// Decodes the exact signed bytes (the canonical encoding only, as for
@@ -202,6 +222,25 @@ impl CaseStep {
                 "a notice names the hosting provider it was sent to (name and ASN)",
             ));
         }
+        match (kind, raw.reason.is_empty()) {
+            (StepKind::Refused, true) => {
+                return Err(Refusal::invalid(
+                    "reason",
+                    "a refusal says why (the provider's reason code)",
+                ))
+            }
+            (StepKind::Refused, false) => {}
+            (_, false) => return Err(Refusal::invalid("reason", "only a refusal has a reason")),
+            (_, true) => {}
+        }
+        if raw.reason.len() > MAX_STEP_REASON
+            || raw.reason.chars().any(|c| c.is_control() && c != '\n')
+        {
+            return Err(Refusal::invalid(
+                "reason",
+                format!("at most {MAX_STEP_REASON} bytes, without control characters"),
+            ));
+        }
         Ok(CaseStep {
             step_id,
             case_id,
@@ -210,6 +249,7 @@ impl CaseStep {
             at_ms: raw.at_ms,
             provider,
             location: raw.location,
+            reason: raw.reason.clone(),
         })
     }
 
@@ -223,6 +263,7 @@ impl CaseStep {
             at_ms: self.at_ms,
             provider: self.provider.as_ref().map(HostingProvider::to_proto),
             location: self.location,
+            reason: self.reason.clone(),
         }
     }
 
@@ -241,6 +282,11 @@ impl CaseStep {
         let provider = match &self.provider {
             Some(p) => format!(" ({p})"),
             None => String::new(),
+        };
+        let provider = if self.reason.is_empty() {
+            provider
+        } else {
+            format!("{provider}: {}", self.reason)
         };
         format!(
             "{}{provider} at location {}, at {} by the node's clock",
@@ -264,6 +310,7 @@ mod tests {
             at_ms: 1_700_000_000_000,
             provider,
             location: 0,
+            reason: String::new(),
         }
     }
 

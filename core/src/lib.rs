@@ -23,6 +23,7 @@ mod identity;
 mod keyring;
 pub mod limits;
 mod merkle;
+mod notice;
 mod provenance;
 mod report;
 mod series;
@@ -31,13 +32,20 @@ pub mod time;
 mod url_norm;
 
 pub use audit::{link_hash, verify_chain, AuditError, ChainHead, GENESIS};
-pub use case::{CaseId, CaseStep, HostingProvider, StepId, StepKind, MAX_PROVIDER_NAME};
+pub use case::{
+    CaseId, CaseStep, HostingProvider, StepId, StepKind, MAX_PROVIDER_NAME, MAX_STEP_REASON,
+};
 pub use country::{CountryCode, CountryError, EU_MEMBER_STATES};
 pub use error::{with_causes, Refusal, RefusalKind};
 pub use hash::{parse_hex, HashError, Md5, PdqHash, Sha1, Sha256};
 pub use identity::{dns_names, IdentityError, Jurisdiction, Role, SpiffeId, TrustDomain};
 pub use keyring::{KeyEntry, Keyring, KeyringError, KeyringFile};
 pub use merkle::{leaf_hash, root_from_path, Tree, MAX_PATH};
+pub use notice::{
+    verify_answer_record, verify_notice, AnswerId, AnswerKind, AnswerRecord, LegalGround, Notice,
+    NoticeAction, NoticeAnswer, NoticeId, NoticeItem, NoticeProvider, RefusalReason,
+    MAX_ANSWER_DETAIL, MAX_NOTICE_ITEMS,
+};
 pub use provenance::{
     lookup_key, sign_decision, sign_decisions, sign_tree, tree_head, verify_decision,
     verify_decision_cached, verify_receipt, verify_report_signatures, verify_routed,

@@ -64,6 +64,18 @@ impl Envelope {
         })
     }
 
+    /// Checks the envelope of any signed message (fields `prefix.*`, the
+    /// signed bytes `prefix.what`); the bytes are copied.
+    pub fn from_parts(
+        bytes: &[u8],
+        signature: &[u8],
+        key_id: &str,
+        prefix: &str,
+        what: &str,
+    ) -> Result<Self, Refusal> {
+        Self::parse(bytes.to_vec(), signature, key_id, prefix, what)
+    }
+
     /// Checks the envelope of a signed case step (fields `signed_step.*`).
     pub fn from_signed_step(s: pb::SignedCaseStep) -> Result<Self, Refusal> {
         Self::parse(s.step, &s.signature, &s.key_id, "signed_step", "step")

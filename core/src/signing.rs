@@ -38,6 +38,12 @@ pub enum Context {
     /// A notification to a victim's representative, signed by the hub:
     /// prefix `meldnet.v1.notification\0`, then the encoded `Notification`.
     Notification,
+    /// A notice to a hosting provider, signed by the hotline's node: prefix
+    /// `meldnet.v1.notice\0`, then the encoded `Notice`.
+    Notice,
+    /// A provider's answer as the node recorded it, signed by the node:
+    /// prefix `meldnet.v1.notice-answer\0`, then the encoded `AnswerRecord`.
+    NoticeAnswer,
 }
 
 impl Context {
@@ -49,6 +55,8 @@ impl Context {
             Context::ListHead => b"meldnet.v1.list-head\0",
             Context::CaseStep => b"meldnet.v1.case-step\0",
             Context::Notification => b"meldnet.v1.notification\0",
+            Context::Notice => b"meldnet.v1.notice\0",
+            Context::NoticeAnswer => b"meldnet.v1.notice-answer\0",
         }
     }
 

@@ -18,6 +18,7 @@ use meldnet_core::Report;
 use meldnet_core::{leaf_hash, root_from_path, Tree};
 use meldnet_core::{sign_notification, verify_notification};
 use meldnet_core::{tree_head, verify_decision, verify_routed};
+use meldnet_core::{verify_answer_record, verify_notice, AnswerRecord, Notice};
 use meldnet_core::{Context, PublicKey, SigningKey};
 use meldnet_core::{KeyEntry, Keyring, KeyringFile};
 use meldnet_core::{SpiffeId, TrustDomain};
@@ -361,6 +362,7 @@ fn case_step() -> pb::SignedCaseStep {
             asn: 64_500,
         }),
         location: 1,
+        reason: String::new(),
     };
     CaseStep::decode(&raw.encode_to_vec())
         .unwrap()
@@ -378,6 +380,88 @@ fn case_step_vector() -> Value {
         "signature_hex": hex::encode(&ss.signature),
         "key_id": ss.key_id,
         "signed_case_step_hex": hex::encode(ss.encode_to_vec()),
+    })
+}
+
+const NOTICE_ID: &str = "0192f1a0-6c00-7000-8000-0000000000e1";
+
+fn notice() -> pb::SignedNotice {
+    let raw = pb::Notice {
+        notice_id: NOTICE_ID.into(),
+        case_id: CASE_ID.into(),
+        location: 1,
+        url: "https://files.example.nl/a/1.jpg".into(),
+        hotline: node_id().to_string(),
+        country: "NL".into(),
+        provider: Some(pb::NoticeProvider {
+            name: "example-hosting".into(),
+            asn: 64_500,
+            identity: format!("spiffe://{FEDERATION}/provider/NL/example-hosting"),
+        }),
+        legal_ground: pb::LegalGround::Baseline as i32,
+        actions: vec![
+            pb::NoticeAction::Remove as i32,
+            pb::NoticeAction::Preserve as i32,
+        ],
+        sent_at_ms: 1_730_000_005_000,
+        deadline_ms: 1_730_086_405_000,
+        items: vec![pb::NoticeItem {
+            sha256: hex::encode(sha256(b"item 0")),
+            md5: "0123456789abcdef0123456789abcdef".into(),
+            pdq: String::new(),
+        }],
+        attempt: 1,
+        report_id: REPORT_ID.into(),
+    };
+    Notice::decode(&raw.encode_to_vec())
+        .unwrap()
+        .sign(&key(NODE_SEED))
+}
+
+fn notice_vector() -> Value {
+    let sn = notice();
+    json!({
+        "description": "A node's SignedNotice to a hosting provider of its country (first attempt, location 1 of the case). Ed25519 over \"meldnet.v1.notice\\0\" || notice.",
+        "signer": signer(&node_id(), NODE_SEED),
+        "context_prefix_hex": hex::encode(Context::Notice.prefix()),
+        "notice_hex": hex::encode(&sn.notice),
+        "signed_bytes_hex": hex::encode(Context::Notice.signed_bytes(&sn.notice)),
+        "signature_hex": hex::encode(&sn.signature),
+        "key_id": sn.key_id,
+        "signed_notice_hex": hex::encode(sn.encode_to_vec()),
+    })
+}
+
+fn answer_record() -> pb::SignedAnswerRecord {
+    let raw = pb::AnswerRecord {
+        answer: Some(pb::NoticeAnswer {
+            notice_id: NOTICE_ID.into(),
+            kind: pb::AnswerKind::Refused as i32,
+            at_ms: 0,
+            reason: pb::RefusalReason::LegalDispute as i32,
+            detail: "the customer went to court".into(),
+            answer_id: "0192f1a0-6c00-7000-8000-0000000000f1".into(),
+        }),
+        provider: format!("spiffe://{FEDERATION}/provider/NL/example-hosting"),
+        received_at_ms: 1_730_000_006_000,
+        recorded_by: node_id().to_string(),
+    };
+    AnswerRecord::decode(&raw.encode_to_vec())
+        .unwrap()
+        .sign(&key(NODE_SEED))
+}
+
+fn answer_vector() -> Value {
+    let sr = answer_record();
+    json!({
+        "description": "A provider's answer (refused, legal dispute) as its node recorded and signed it on receipt: SignedAnswerRecord. Ed25519 over \"meldnet.v1.notice-answer\\0\" || record.",
+        "signer": signer(&node_id(), NODE_SEED),
+        "context_prefix_hex": hex::encode(Context::NoticeAnswer.prefix()),
+        "record_hex": hex::encode(&sr.record),
+        "signed_bytes_hex": hex::encode(Context::NoticeAnswer.signed_bytes(&sr.record)),
+        "signature_hex": hex::encode(&sr.signature),
+        "key_id": sr.key_id,
+        "signed_answer_record_hex": hex::encode(sr.encode_to_vec()),
     })
 }
 
@@ -502,6 +586,8 @@ fn files() -> Vec<(&'static str, String)> {
         ("list_head.json", text(list_head_vector())),
         ("notification.json", text(notification_vector())),
         ("case_step.json", text(case_step_vector())),
+        ("notice.json", text(notice_vector())),
+        ("notice_answer.json", text(answer_vector())),
         ("edge_cases.json", text(edge_vector())),
         ("keyring.toml", keyring_text()),
     ]
@@ -698,6 +784,28 @@ fn the_case_step_vector_verifies() {
 }
 
 #[test]
+fn the_notice_vectors_verify_offline_and_a_changed_byte_does_not() {
+    let keyring = keyring();
+    let v = load("notice.json");
+    check_signature(&v, Context::Notice, "notice_hex");
+    let sn = pb::SignedNotice::decode(bytes(&v, "signed_notice_hex").as_slice()).unwrap();
+    let n = verify_notice(&sn, &keyring).unwrap();
+    assert_eq!(n.notice_id.to_string(), NOTICE_ID);
+    let mut bad = sn.clone();
+    bad.notice = flipped(&sn.notice, 11);
+    assert!(verify_notice(&bad, &keyring).is_err());
+    let v = load("notice_answer.json");
+    check_signature(&v, Context::NoticeAnswer, "record_hex");
+    let sr =
+        pb::SignedAnswerRecord::decode(bytes(&v, "signed_answer_record_hex").as_slice()).unwrap();
+    let r = verify_answer_record(&sr, &keyring).unwrap();
+    assert_eq!(r.answer.notice_id.to_string(), NOTICE_ID);
+    let mut bad = sr.clone();
+    bad.record = flipped(&sr.record, 5);
+    assert!(verify_answer_record(&bad, &keyring).is_err());
+}
+
+#[test]
 fn a_signature_of_one_kind_is_not_one_of_another() {
     let v = load("report.json");
     let key = public(&v);
@@ -708,6 +816,8 @@ fn a_signature_of_one_kind_is_not_one_of_another() {
         Context::ListHead,
         Context::CaseStep,
         Context::Notification,
+        Context::Notice,
+        Context::NoticeAnswer,
     ] {
         assert!(key.verify(c, &report, &sig).is_err());
     }

@@ -34,8 +34,55 @@ pub struct Checker {
 /// Why a call was refused: a gRPC code (and HTTP status) and a message.
 #[derive(Debug)]
 pub struct Denied {
-    code: tonic::Code,
-    message: String,
+    pub(crate) code: tonic::Code,
+    pub(crate) message: String,
+}
+
+impl Denied {
+    /// A refusal with its code.
+    pub fn new(code: tonic::Code, message: String) -> Self {
+        Denied { code, message }
+    }
+}
+
+/// The caller, if it is a hosting provider of `country` with a certificate
+/// still valid now (re-checked against the current CRLs): what a provider's
+/// services (`what`, for messages) ask first.
+pub fn authorize_provider(
+    verifier: &ReloadingVerifier,
+    country: CountryCode,
+    peer: Option<&PeerInfo>,
+    what: &str,
+) -> Result<SpiffeId, Denied> {
+    let denied = |code, message: String| {
+        tracing::warn!(%message, "{what} refused");
+        Denied { code, message }
+    };
+    let Some(peer) = peer else {
+        return Err(denied(
+            tonic::Code::Unauthenticated,
+            "client certificate: none presented".into(),
+        ));
+    };
+    let id = peer.identity.as_ref().map_err(|e| {
+        denied(
+            tonic::Code::Unauthenticated,
+            format!("client certificate: {e}"),
+        )
+    })?;
+    verifier.recheck(&peer.chain).map_err(|e| {
+        denied(
+            tonic::Code::Unauthenticated,
+            format!("client certificate: no longer valid: {e}"),
+        )
+    })?;
+    match id.role() {
+        Role::Provider { country: c, .. } if *c == country => Ok(id.clone()),
+        _ => Err(denied(
+            tonic::Code::PermissionDenied,
+            format!("caller: {id} is not a hosting provider of {country}; {what} here are for them only"),
+        )),
+    }
 }
 
 impl From<Refusal> for Denied {
@@ -68,42 +115,10 @@ impl Checker {
         }
     }
 
-    /// The caller, if it is a provider of this node's country with a
-    /// certificate still valid now.
     fn provider(&self, peer: Option<&PeerInfo>) -> Result<SpiffeId, Denied> {
-        let denied = |code, message: String| {
-            tracing::warn!(%message, "hash check refused");
+        authorize_provider(&self.verifier, self.country, peer, "hash checks").inspect_err(|_| {
             metrics::counter!("meldnet_hash_check_refused_total").increment(1);
-            Denied { code, message }
-        };
-        let Some(peer) = peer else {
-            return Err(denied(
-                tonic::Code::Unauthenticated,
-                "client certificate: none presented".into(),
-            ));
-        };
-        let id = peer.identity.as_ref().map_err(|e| {
-            denied(
-                tonic::Code::Unauthenticated,
-                format!("client certificate: {e}"),
-            )
-        })?;
-        self.verifier.recheck(&peer.chain).map_err(|e| {
-            denied(
-                tonic::Code::Unauthenticated,
-                format!("client certificate: no longer valid: {e}"),
-            )
-        })?;
-        match id.role() {
-            Role::Provider { country, .. } if *country == self.country => Ok(id.clone()),
-            _ => Err(denied(
-                tonic::Code::PermissionDenied,
-                format!(
-                    "caller: {id} is not a hosting provider of {}; hash checks here are for them only",
-                    self.country
-                ),
-            )),
-        }
+        })
     }
 
     /// Answers a batch, one answer per query in order; a malformed query
@@ -211,12 +226,14 @@ pub struct JsonAnswer {
     distance: Option<u32>,
 }
 
-fn json_error(code: tonic::Code, message: String) -> axum::response::Response {
+pub(crate) fn json_error(code: tonic::Code, message: String) -> axum::response::Response {
     use axum::response::IntoResponse;
     let status = match code {
         tonic::Code::InvalidArgument => axum::http::StatusCode::BAD_REQUEST,
         tonic::Code::PermissionDenied => axum::http::StatusCode::FORBIDDEN,
         tonic::Code::Unauthenticated => axum::http::StatusCode::UNAUTHORIZED,
+        tonic::Code::NotFound => axum::http::StatusCode::NOT_FOUND,
+        tonic::Code::AlreadyExists => axum::http::StatusCode::CONFLICT,
         _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()

@@ -7,6 +7,7 @@ pub mod config;
 pub mod hash_check;
 pub mod hashing;
 pub mod list;
+pub mod notices;
 pub mod outbox;
 pub mod picture;
 pub mod report;

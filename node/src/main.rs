@@ -104,6 +104,10 @@ enum CaseCommand {
         /// Its autonomous system number.
         #[arg(long)]
         asn: Option<u32>,
+        /// Why the provider refused (required with refused): its reason
+        /// code and words.
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -113,6 +117,9 @@ enum StepArg {
     Removed,
     NotRemoved,
     Reappeared,
+    Received,
+    NotFound,
+    Refused,
 }
 
 impl StepArg {
@@ -122,6 +129,9 @@ impl StepArg {
             StepArg::Removed => StepKind::Removed,
             StepArg::NotRemoved => StepKind::NotRemoved,
             StepArg::Reappeared => StepKind::Reappeared,
+            StepArg::Received => StepKind::Received,
+            StepArg::NotFound => StepKind::NotFound,
+            StepArg::Refused => StepKind::Refused,
         }
     }
 }
@@ -131,8 +141,8 @@ async fn case_step(
     config: &std::path::Path,
     (case_id, location): (&str, u32),
     kind: StepArg,
-    provider_name: Option<&str>,
-    asn: Option<u32>,
+    (provider_name, asn): (Option<&str>, Option<u32>),
+    reason: Option<&str>,
 ) -> anyhow::Result<bool> {
     let node = Node::load(config)?;
     let case_id = CaseId::parse(case_id).map_err(|e| anyhow::anyhow!("--case: {e}"))?;
@@ -159,6 +169,7 @@ async fn case_step(
         at_ms: meldnet_core::time::now_ms(),
         provider,
         location,
+        reason: reason.unwrap_or_default().to_string(),
     };
     let key = SigningKey::load(&node.cfg.signing_key)?;
     let channel = meldnet_net::connect(&node.cfg.hub, &node.cfg.tls).await?;
@@ -663,10 +674,12 @@ fn run() -> anyhow::Result<()> {
                         kind,
                         provider_name,
                         asn,
+                        reason,
                     },
             } => {
                 let target = (case_id.as_str(), location);
-                case_step(&config, target, kind, provider_name.as_deref(), asn).await
+                let provider = (provider_name.as_deref(), asn);
+                case_step(&config, target, kind, provider, reason.as_deref()).await
             }
         }
     })?;

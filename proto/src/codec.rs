@@ -80,6 +80,9 @@ limits! {
     SeriesHashes { 2 => MAX_SERIES_HASHES, "series_hashes.hashes" },
     SeriesView, SeriesLink, ProceedingsMark, ProceedingsMarked, Preference,
     LinkedRequest, LinkedSeries,
+    NoticeAck { 1 => MAX_NOTICE_ACKS, "notice_ack.stored" },
+    NoticeBatch { 1 => MAX_NOTICE_BATCH, "notice_batch.notices" },
+    NoticeAnswer, SignedAnswerRecord,
 }
 
 /// Reads a varint from the front of `b`, or `None` if it runs out.

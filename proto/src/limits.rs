@@ -24,3 +24,7 @@ pub const MAX_KEYS: usize = 8;
 pub const MAX_REJECTIONS: usize = 256;
 /// Bytes of one rejection's reason.
 pub const MAX_REJECTION_REASON: usize = 512;
+/// Notices the node puts in one `NoticeBatch`.
+pub const MAX_NOTICE_BATCH: usize = 64;
+/// Acknowledged notices in one `NoticeAck`.
+pub const MAX_NOTICE_ACKS: usize = 1024;

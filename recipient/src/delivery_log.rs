@@ -349,6 +349,12 @@ impl LogReader {
         Self::open_format(&log_path(path), &DELIVERY_LOG)
     }
 
+    /// Reads the delivery log in `path` from `offset`, the start of a record
+    /// as [`LogReader::offset`] gave it: a follower resumes where it stopped.
+    pub fn open_from(path: &Path, offset: u64) -> Result<LogReader, LogError> {
+        Self::open_at(&log_path(path), &DELIVERY_LOG, Some(offset), false)
+    }
+
     /// Opens a file of the same record format (`format` says which).
     pub fn open_format(path: &Path, format: &Format) -> Result<LogReader, LogError> {
         Self::open_at(path, format, None, false)

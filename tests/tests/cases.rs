@@ -388,6 +388,7 @@ async fn a_missed_deadline_escalates_once_and_a_removal_in_time_never() {
         at_ms: 1,
         provider: None,
         location: 0,
+        reason: String::new(),
     };
     let before = fed.state().await.unwrap();
     let e = cases

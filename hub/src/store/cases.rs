@@ -190,7 +190,11 @@ impl Writer {
                     g.remove_deadline(loc.deadline_ms, &case_id, location);
                 }
             }
-            StepKind::NotRemoved => loc.not_removed = true,
+            // A refusal is a reasoned "not removed": the deadline still
+            // escalates when it passes.
+            StepKind::NotRemoved | StepKind::Refused => loc.not_removed = true,
+            // Recorded for the regulator's view; the deadline stands.
+            StepKind::Received | StepKind::NotFound => {}
             StepKind::Reappeared => {
                 loc.removed_at_ms = 0;
                 loc.not_removed = false;

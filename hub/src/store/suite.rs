@@ -179,6 +179,11 @@ fn step(case: CaseId, kind: StepKind, location: u32) -> StepWrite {
         provider: (kind == StepKind::NoticeSent)
             .then(|| HostingProvider::new("host", 64500).unwrap()),
         location,
+        reason: if kind == StepKind::Refused {
+            "legal_dispute".into()
+        } else {
+            String::new()
+        },
     };
     let signed = s.sign(&SigningKey::generate());
     StepWrite {

@@ -1,0 +1,296 @@
+//! Standard notices, end to end over real mTLS with real processes: hotline
+//! NL reports URLs hosted in DE; node DE (`serve` with `[notices]`) receives
+//! the deliveries, makes one notice per location for the provider its
+//! register names, and pushes it; the provider's client verifies and stores
+//! it, answers; the node signs the answer and turns it into the case steps
+//! the hub judges the deadline on, with no analyst typing them. A provider
+//! sees only its own notices; answers over HTTP/JSON work the same; a
+//! provider without the API gets a document to e-mail; a stored notice
+//! verifies offline and a changed byte does not.
+
+use meldnet_tests::{bin, json_lines, run, stderr, stdout, synthetic_file, Federation};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "hashcheck.de.eu.meldnet.test";
+
+struct Provider {
+    dir: PathBuf,
+    config: PathBuf,
+    name: String,
+}
+
+impl Provider {
+    fn new(fed: &Federation, keyring: &Path, addr: std::net::SocketAddr, name: &str) -> Provider {
+        let dir = fed.scratch(&format!("provider-{name}"));
+        let o = run(Command::new(bin("meldnet-certs"))
+            .args(["provider", "--node-dir"])
+            .arg(fed.root().join("nodes/DE"))
+            .args(["--name", name, "--out"])
+            .arg(&dir));
+        assert!(o.status.success(), "{}", stderr(&o));
+        let config = dir.join("provider.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "keyring = {keyring:?}\nnotices_dir = \"notices\"\n\n[node]\naddress = \"{addr}\"\nserver_name = \"{SERVER}\"\n\n[tls]\nca = \"ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n"
+            ),
+        )
+        .unwrap();
+        Provider {
+            dir,
+            config,
+            name: name.into(),
+        }
+    }
+
+    fn run(&self, command: &str, args: &[&str]) -> Output {
+        run(Command::new(bin("meldnet-provider"))
+            .args([command, "--config"])
+            .arg(&self.config)
+            .args(args))
+    }
+
+    /// Receives until `n` notices are stored (or 30 s pass).
+    fn receive(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            let o = self.run("receive", &[]);
+            assert!(o.status.success(), "{} {}", stdout(&o), stderr(&o));
+            got.extend(json_lines(&o));
+        }
+        got
+    }
+
+    fn curl(&self, addr: std::net::SocketAddr, path: &str, body: Option<&str>) -> Value {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--http1.1", "--cacert"])
+            .arg(self.dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(self.dir.join(format!("{}.pem", self.name)))
+            .arg("--key")
+            .arg(self.dir.join(format!("{}.key", self.name)))
+            .args(["--resolve", &format!("{SERVER}:{}:127.0.0.1", addr.port())]);
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "-d", b]);
+        }
+        let o = run(c.arg(format!("https://{SERVER}:{}{path}", addr.port())));
+        serde_json::from_str(&stdout(&o))
+            .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&o), stderr(&o)))
+    }
+}
+
+/// The location's state and steps as the hub's `explain` shows them, once
+/// `done` holds (or 30 s pass).
+fn location(fed: &Federation, report: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = fed.hub_admin(&["explain", "--json", report]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let loc = json_lines(&o)[0]["case"]["locations"][0].clone();
+        if done(&loc) || Instant::now() > deadline {
+            return loc;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn steps(loc: &Value) -> Vec<String> {
+    loc["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s["kind"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_notice_goes_from_the_hosting_node_to_its_provider_and_the_answer_closes_the_case() {
+    let mut fed = Federation::init("NL,DE", "DE/bka").unwrap();
+    let cfg = fed.node_config("DE");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let keyring_rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("keyring = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let keyring = cfg.parent().unwrap().join(keyring_rel);
+    std::fs::write(
+        &cfg,
+        format!(
+            "{text}\n[notices]\nrenotice_after_s = 60\n\n\
+             [[notices.providers]]\nname = \"hoster1\"\nasn = 64500\nhostnames = [\"files.example.de\"]\n\n\
+             [[notices.providers]]\nname = \"hoster2\"\nasn = 64501\nhostnames = [\"other.example.de\"]\n\n\
+             [[notices.providers]]\nname = \"paper\"\nasn = 64502\nhostnames = [\"paper.example.de\"]\napi = false\n"
+        ),
+    )
+    .unwrap();
+    fed.start_hub().unwrap();
+    let served = fed.serve_node("DE").unwrap();
+    let p1 = Provider::new(&fed, &keyring, served.addr, "hoster1");
+    let p2 = Provider::new(&fed, &keyring, served.addr, "hoster2");
+
+    let files = fed.scratch("files");
+    let (r1, _) = fed
+        .report(
+            "NL",
+            "https://files.example.de/a/1.jpg",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "a.png", 1)],
+        )
+        .unwrap();
+
+    // Provider 1 receives the notice, verified and stored; provider 2 nothing.
+    let got = p1.receive(1);
+    assert_eq!(got.len(), 1, "{}", fed.node_log("DE"));
+    let n = &got[0];
+    assert_eq!(n["url"], "https://files.example.de/a/1.jpg");
+    assert_eq!(n["attempt"], 1);
+    assert_eq!(n["legal_ground"], "baseline");
+    let notice_id = n["notice_id"].as_str().unwrap().to_string();
+    let stored = PathBuf::from(n["stored"].as_str().unwrap());
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&stored).unwrap()).unwrap();
+    assert_eq!(doc["provider"]["asn"], 64500);
+    assert_eq!(doc["hotline"], "spiffe://eu.meldnet.test/node/DE");
+    assert!(doc["items"][0]["sha256"].as_str().unwrap().len() == 64);
+    let o = p2.run("receive", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(json_lines(&o).is_empty(), "{}", stdout(&o));
+    // Acknowledged: not pushed again.
+    let o = p1.run("receive", &[]);
+    assert!(json_lines(&o).is_empty(), "{}", stdout(&o));
+
+    // The acknowledgement is the notice sent: a step at the hub, by itself.
+    let loc = location(&fed, &r1, |l| steps(l).contains(&"notice_sent".into()));
+    assert_eq!(loc["provider"], "hoster1 (AS64500)", "{loc}");
+
+    // Offline: the stored notice verifies with the keyring alone; a changed
+    // byte in its signed bytes does not.
+    let v = run(Command::new(bin("meldnet-provider"))
+        .args(["verify", "--keyring"])
+        .arg(&keyring)
+        .arg(&stored));
+    assert!(v.status.success(), "{} {}", stdout(&v), stderr(&v));
+    let mut forged = doc.clone();
+    let b64 = forged["signed"]["notice"].as_str().unwrap().to_string();
+    let flip = if b64.starts_with('A') { "B" } else { "A" };
+    forged["signed"]["notice"] = Value::String(format!("{flip}{}", &b64[1..]));
+    let forged_path = p1.dir.join("forged.json");
+    std::fs::write(&forged_path, forged.to_string()).unwrap();
+    let v = run(Command::new(bin("meldnet-provider"))
+        .args(["verify", "--keyring"])
+        .arg(&keyring)
+        .arg(&forged_path));
+    assert!(!v.status.success(), "{}", stdout(&v));
+
+    // Provider 2 may not answer provider 1's notice.
+    let o = p2.run("answer", &["--notice", &notice_id, "--kind", "removed"]);
+    assert!(!o.status.success());
+    assert!(
+        stdout(&o).contains("NotFound") || stdout(&o).contains("not found"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Provider 1 answers removed: signed by the node, the location removed.
+    let o = p1.run("answer", &["--notice", &notice_id, "--kind", "removed"]);
+    assert!(o.status.success(), "{} {}", stdout(&o), stderr(&o));
+    let rec = &json_lines(&o)[0];
+    assert_eq!(rec["recorded_by"], "spiffe://eu.meldnet.test/node/DE");
+    let loc = location(&fed, &r1, |l| l["state"] == "removed");
+    assert_eq!(loc["state"], "removed", "{loc} {}", fed.node_log("DE"));
+    assert_eq!(steps(&loc), ["notice_sent", "removed"]);
+
+    // HTTP/JSON: a second location, pending, acknowledged, refused with a reason.
+    let (r2, _) = fed
+        .report(
+            "NL",
+            "https://files.example.de/b/2.jpg",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "b.png", 2)],
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        let v = p1.curl(served.addr, "/v1/notices", None);
+        if !v["notices"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let n2 = &pending["notices"][0];
+    assert_eq!(n2["url"], "https://files.example.de/b/2.jpg", "{pending}");
+    let id2 = n2["notice_id"].as_str().unwrap();
+    // Another provider's view over HTTP holds none of it.
+    assert_eq!(
+        p2.curl(served.addr, "/v1/notices", None)["notices"],
+        serde_json::json!([])
+    );
+    let ack = p1.curl(
+        served.addr,
+        "/v1/notices/ack",
+        Some(&format!(
+            r#"{{"stored": [{{"notice_id": "{id2}", "attempt": 1}}]}}"#
+        )),
+    );
+    assert_eq!(ack["acknowledged"], 1);
+    let answer_id = meldnet_core::AnswerId::new_v7().to_string();
+    let body = format!(
+        r#"{{"notice_id": "{id2}", "answer_id": "{answer_id}", "kind": "refused", "reason": "legal_dispute", "detail": "the customer went to court"}}"#
+    );
+    let first = p1.curl(served.addr, "/v1/notices/answer", Some(&body));
+    assert!(first["record"].is_string(), "{first}");
+    // The same answer again: the same record, recorded once.
+    assert_eq!(
+        p1.curl(served.addr, "/v1/notices/answer", Some(&body)),
+        first
+    );
+    // A refusal without its reason is refused, naming the field.
+    let bad = p1.curl(
+        served.addr,
+        "/v1/notices/answer",
+        Some(&format!(
+            r#"{{"notice_id": "{id2}", "answer_id": "{}", "kind": "refused"}}"#,
+            meldnet_core::AnswerId::new_v7()
+        )),
+    );
+    assert!(
+        bad["error"].as_str().unwrap().contains("answer.reason"),
+        "{bad}"
+    );
+    let loc = location(&fed, &r2, |l| l["state"] == "not_removed");
+    assert_eq!(loc["state"], "not_removed", "{loc}");
+    assert_eq!(steps(&loc), ["notice_sent", "refused"]);
+
+    // A provider without the API: a document to e-mail, nothing pushed.
+    fed.report(
+        "NL",
+        "https://paper.example.de/c/3.jpg",
+        &["--hosting", "DE"],
+        &[&synthetic_file(&files, "c.png", 3)],
+    )
+    .unwrap();
+    let by_hand = fed.root().join("nodes/DE/notices/by-hand");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let txt = loop {
+        let found = std::fs::read_dir(&by_hand).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "txt"))
+        });
+        if let Some(f) = found {
+            break std::fs::read_to_string(f).unwrap();
+        }
+        assert!(Instant::now() < deadline, "{}", fed.node_log("DE"));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(txt.contains("https://paper.example.de/c/3.jpg"), "{txt}");
+    assert!(txt.contains("INTERPOL baseline"), "{txt}");
+    assert!(txt.contains("No imagery"), "{txt}");
+}
