@@ -586,11 +586,11 @@ impl AnswerRecord {
 
     /// Encodes once and signs those bytes with the node's key.
     pub fn sign(&self, key: &SigningKey) -> pb::SignedAnswerRecord {
-        let record = self.to_proto().encode_to_vec();
+        let answer_record = self.to_proto().encode_to_vec();
         pb::SignedAnswerRecord {
-            signature: key.sign(Context::NoticeAnswer, &record).to_vec(),
+            signature: key.sign(Context::NoticeAnswer, &answer_record).to_vec(),
             key_id: key.public().id().to_string(),
-            record,
+            answer_record,
         }
     }
 
@@ -618,7 +618,13 @@ pub fn verify_answer_record(
     keyring: &Keyring,
 ) -> Result<AnswerRecord, Refusal> {
     let field = "signed_record";
-    let env = Envelope::from_parts(&sr.record, &sr.signature, &sr.key_id, field, "record")?;
+    let env = Envelope::from_parts(
+        &sr.answer_record,
+        &sr.signature,
+        &sr.key_id,
+        field,
+        "answer_record",
+    )?;
     let record = AnswerRecord::decode(&env.bytes).map_err(|r| r.under(field))?;
     let key = lookup_key(keyring, &record.recorded_by, env.key_id, field)?;
     env.verify(key, Context::NoticeAnswer, field)?;
@@ -757,8 +763,8 @@ mod tests {
         };
         let mut s = rec.sign(&key);
         assert_eq!(verify_answer_record(&s, &keyring).unwrap(), rec);
-        let last = s.record.len() - 1;
-        s.record[last] ^= 1;
+        let last = s.answer_record.len() - 1;
+        s.answer_record[last] ^= 1;
         assert!(verify_answer_record(&s, &keyring).is_err());
         // The node's notices verify with the same keyring, offline.
         let (n, mut sn) = notice(&key);

@@ -454,11 +454,11 @@ fn answer_record() -> pb::SignedAnswerRecord {
 fn answer_vector() -> Value {
     let sr = answer_record();
     json!({
-        "description": "A provider's answer (refused, legal dispute) as its node recorded and signed it on receipt: SignedAnswerRecord. Ed25519 over \"meldnet.v1.notice-answer\\0\" || record.",
+        "description": "A provider's answer (refused, legal dispute) as its node recorded and signed it on receipt: SignedAnswerRecord. Ed25519 over \"meldnet.v1.notice-answer\\0\" || answer_record.",
         "signer": signer(&node_id(), NODE_SEED),
         "context_prefix_hex": hex::encode(Context::NoticeAnswer.prefix()),
-        "record_hex": hex::encode(&sr.record),
-        "signed_bytes_hex": hex::encode(Context::NoticeAnswer.signed_bytes(&sr.record)),
+        "answer_record_hex": hex::encode(&sr.answer_record),
+        "signed_bytes_hex": hex::encode(Context::NoticeAnswer.signed_bytes(&sr.answer_record)),
         "signature_hex": hex::encode(&sr.signature),
         "key_id": sr.key_id,
         "signed_answer_record_hex": hex::encode(sr.encode_to_vec()),
@@ -795,13 +795,13 @@ fn the_notice_vectors_verify_offline_and_a_changed_byte_does_not() {
     bad.notice = flipped(&sn.notice, 11);
     assert!(verify_notice(&bad, &keyring).is_err());
     let v = load("notice_answer.json");
-    check_signature(&v, Context::NoticeAnswer, "record_hex");
+    check_signature(&v, Context::NoticeAnswer, "answer_record_hex");
     let sr =
         pb::SignedAnswerRecord::decode(bytes(&v, "signed_answer_record_hex").as_slice()).unwrap();
     let r = verify_answer_record(&sr, &keyring).unwrap();
     assert_eq!(r.answer.notice_id.to_string(), NOTICE_ID);
     let mut bad = sr.clone();
-    bad.record = flipped(&sr.record, 5);
+    bad.answer_record = flipped(&sr.answer_record, 5);
     assert!(verify_answer_record(&bad, &keyring).is_err());
 }
 

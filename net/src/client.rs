@@ -29,7 +29,7 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The address or TLS settings were refused, or the hub is unreachable.
-    #[error("connecting to the hub at {address}: {message}")]
+    #[error("connecting to {address}: {message}")]
     Transport {
         /// The hub's address.
         address: String,

@@ -157,11 +157,11 @@ impl NodeConfig {
 }
 
 fn check_notices(path: &Path, n: &NoticesConfig) -> Result<(), ConfigError> {
-    if n.renotice_after_s < 60 {
+    if n.renotice_after_s == 0 {
         return Err(config::invalid(
             path,
             "notices.renotice_after_s",
-            "must be at least 60",
+            "must be at least 1",
         ));
     }
     if !(1..=10).contains(&n.max_attempts) {

@@ -678,7 +678,7 @@ impl Notices {
             .map_err(NoticeError::from)?
         {
             for signed in &rec.answers {
-                if let Ok(r) = AnswerRecord::decode(&signed.record) {
+                if let Ok(r) = AnswerRecord::decode(&signed.answer_record) {
                     if r.answer.answer_id == answer.answer_id && r.answer == answer {
                         return Ok(signed.clone());
                     }
@@ -1062,7 +1062,7 @@ async fn http_answer(
     };
     match n.answer(peer.as_ref(), &raw).await {
         Ok(s) => axum::Json(serde_json::json!({
-            "record": b64(&s.record),
+            "record": b64(&s.answer_record),
             "signature": b64(&s.signature),
             "key_id": s.key_id,
         }))

@@ -46,6 +46,23 @@ impl Provider {
         }
     }
 
+    /// Points the client at the node's address after a restart.
+    fn point_to(&self, addr: std::net::SocketAddr) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("address = ") {
+                    format!("address = \"{addr}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     fn run(&self, command: &str, args: &[&str]) -> Output {
         run(Command::new(bin("meldnet-provider"))
             .args([command, "--config"])
@@ -293,4 +310,258 @@ fn a_notice_goes_from_the_hosting_node_to_its_provider_and_the_answer_closes_the
     assert!(txt.contains("https://paper.example.de/c/3.jpg"), "{txt}");
     assert!(txt.contains("INTERPOL baseline"), "{txt}");
     assert!(txt.contains("No imagery"), "{txt}");
+}
+
+fn node_with_register(fed: &Federation, extra: &str) -> PathBuf {
+    let cfg = fed.node_config("DE");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let keyring_rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("keyring = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{text}\n[notices]\n{extra}\n\
+             [[notices.providers]]\nname = \"hoster1\"\nasn = 64500\nhostnames = [\"files.example.de\"]\n\n\
+             [[notices.providers]]\nname = \"hoster2\"\nasn = 64501\nhostnames = [\"other.example.de\"]\n"
+        ),
+    )
+    .unwrap();
+    cfg.parent().unwrap().join(keyring_rel)
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_ignored_notice_is_sent_again_then_escalated_once_and_kills_repeat_nothing() {
+    let mut fed = Federation::init_with("NL,DE", "DE/bka", &["--regulators", "DE/bnetza"]).unwrap();
+    fed.add_hub_config(
+        "[clock]\nadjustable = true\n\n[takedown]\ndeadline_hours = 24\n\n[takedown.countries.DE]\ndeadline_hours = 12\nescalate_to = [\"spiffe://eu.meldnet.test/regulator/DE/bnetza\"]\n",
+    )
+    .unwrap();
+    let keyring = node_with_register(&fed, "renotice_after_s = 6\nmax_attempts = 2\n");
+    fed.start_hub().unwrap();
+    let served = fed.serve_node("DE").unwrap();
+    let p1 = Provider::new(&fed, &keyring, served.addr, "hoster1");
+    let p2 = Provider::new(&fed, &keyring, served.addr, "hoster2");
+    let files = fed.scratch("files");
+    let picture = synthetic_file(&files, "x.png", 7);
+    let (r1, _) = fed
+        .report(
+            "NL",
+            "https://files.example.de/x.png",
+            &["--hosting", "DE"],
+            &[&picture],
+        )
+        .unwrap();
+    let (r2, _) = fed
+        .report(
+            "NL",
+            "https://other.example.de/y.png",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "y.png", 8)],
+        )
+        .unwrap();
+
+    // X removes at once; Y acknowledges and then says nothing.
+    let got1 = p1.receive(1);
+    let got2 = p2.receive(1);
+    assert_eq!((got1.len(), got2.len()), (1, 1), "{}", fed.node_log("DE"));
+    let id1 = got1[0]["notice_id"].as_str().unwrap().to_string();
+    let o = p1.run("answer", &["--notice", &id1, "--kind", "removed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let loc = location(&fed, &r1, |l| l["state"] == "removed");
+    assert_eq!(steps(&loc), ["notice_sent", "removed"], "{loc}");
+
+    // The hub's statistics: X with its time to removal.
+    let o = fed.hub_admin(&["stats", "--json"]);
+    let st = &json_lines(&o)[0];
+    let x = st["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hoster1")
+        .unwrap_or_else(|| panic!("{st}"));
+    assert_eq!(x["removed"], 1, "{x}");
+    assert!(x["median_removal_ms"].as_i64().unwrap() >= 0, "{x}");
+
+    // Y's notice is sent again at the configured time: attempt 2, same id.
+    let again = p2.receive(1);
+    assert_eq!(again.len(), 1, "{}", fed.node_log("DE"));
+    assert_eq!(again[0]["notice_id"], got2[0]["notice_id"]);
+    assert_eq!(again[0]["attempt"], 2);
+    // Not a third time: max_attempts = 2.
+    std::thread::sleep(Duration::from_secs(7));
+    let o = p2.run("receive", &[]);
+    assert!(json_lines(&o).is_empty(), "{}", stdout(&o));
+
+    // The node killed (SIGKILL) and started again: nothing made, pushed or
+    // recorded twice.
+    let state_before = location(&fed, &r2, |_| true);
+    drop(served);
+    let served = fed.serve_node("DE").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    for p in [&p1, &p2] {
+        p.point_to(served.addr);
+        let o = p.run("receive", &[]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(json_lines(&o).is_empty(), "{}", stdout(&o));
+    }
+    assert_eq!(
+        steps(&location(&fed, &r1, |_| true)),
+        ["notice_sent", "removed"]
+    );
+    assert_eq!(steps(&location(&fed, &r2, |_| true)), steps(&state_before));
+
+    // Y's client killed after it stored a new notice: the notice comes
+    // again until acknowledged, stored under the same name, once.
+    let (r3, _) = fed
+        .report(
+            "NL",
+            "https://other.example.de/z.png",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "z.png", 9)],
+        )
+        .unwrap();
+    let mut child = Command::new(bin("meldnet-provider"))
+        .args(["receive", "--follow", "--config"])
+        .arg(&p2.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let notices_dir = p2.dir.join("notices");
+    let count = || {
+        std::fs::read_dir(&notices_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        count(),
+        3,
+        "attempts 1 and 2 of the first notice, and the new one"
+    );
+    let o = p2.run("receive", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(json_lines(&o).len() <= 1, "{}", stdout(&o));
+    assert_eq!(count(), 3);
+    let loc3 = location(&fed, &r3, |l| steps(l).contains(&"notice_sent".into()));
+    assert_eq!(steps(&loc3), ["notice_sent"]);
+
+    // Y's deadline passes (moved clock): exactly one escalation, to the regulator.
+    let o = fed.hub_admin(&["advance-clock", "--hours", "13"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = fed.scratch("bnetza");
+    let pull = || fed.regulator("DE-bnetza", "pull", &["--out", out.to_str().unwrap()]);
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        let o = pull();
+        assert!(o.status.success(), "{}", stderr(&o));
+        got.extend(meldnet_tests::stored_ids(&o));
+        if got.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    got.sort();
+    let mut want = vec![r2.clone(), r3.clone()];
+    want.sort();
+    assert_eq!(got, want, "Y's two locations escalate; X removed in time");
+    fed.hub_admin(&["advance-clock", "--hours", "48"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    meldnet_tests::assert_received(&pull(), &[]);
+
+    // Refused: a provider of another country (at the handshake), police and
+    // a node (by role); Y may not answer X's notice.
+    let nl = fed.scratch("provider-nl");
+    let o = run(Command::new(bin("meldnet-certs"))
+        .args(["provider", "--node-dir"])
+        .arg(fed.root().join("nodes/NL"))
+        .args(["--name", "hosternl", "--out"])
+        .arg(&nl));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = |cert: &Path, key: &Path, name: &str| {
+        let config = fed.scratch(name).join("provider.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "keyring = {keyring:?}\nnotices_dir = \"notices\"\n\n[node]\naddress = \"{}\"\nserver_name = \"{SERVER}\"\n\n[tls]\nca = {:?}\ncert = {cert:?}\nkey = {key:?}\n",
+                served.addr,
+                p1.dir.join("ca.pem")
+            ),
+        )
+        .unwrap();
+        run(Command::new(bin("meldnet-provider"))
+            .args(["receive", "--config"])
+            .arg(&config))
+    };
+    let o = other(&nl.join("hosternl.pem"), &nl.join("hosternl.key"), "as-nl");
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let bka = fed.root().join("agencies/DE-bka");
+    let o = other(
+        &bka.join("agency.pem"),
+        &bka.join("agency.key"),
+        "as-police",
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a hosting provider"),
+        "{}",
+        stderr(&o)
+    );
+    let node = fed.root().join("nodes/NL");
+    let o = other(&node.join("node.pem"), &node.join("node.key"), "as-node");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a hosting provider"),
+        "{}",
+        stderr(&o)
+    );
+    let o = p2.run("answer", &["--notice", &id1, "--kind", "not_found"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+
+    // No notice carries imagery: no 32-byte window of the picture in
+    // anything the node's notices or the providers wrote.
+    drop(served);
+    let image = std::fs::read(&picture).unwrap();
+    let windows: std::collections::HashSet<&[u8]> = image.windows(32).step_by(16).collect();
+    let mut scanned = 0;
+    for f in walk(&fed.root().join("nodes/DE/notices"))
+        .into_iter()
+        .chain(walk(&p1.dir.join("notices")))
+        .chain(walk(&p2.dir.join("notices")))
+    {
+        let bytes = std::fs::read(&f).unwrap();
+        scanned += bytes.len();
+        assert!(
+            bytes.windows(32).all(|w| !windows.contains(w)),
+            "image bytes in {}",
+            f.display()
+        );
+    }
+    assert!(scanned > 0);
 }

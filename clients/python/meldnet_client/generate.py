@@ -14,7 +14,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 GEN = HERE / "_gen"
 PROTO_ROOT = HERE.parent.parent.parent / "proto"
 # The wire protocol; store.proto holds on-disk records, not needed here.
-FILES = ["report", "decision", "hashlist", "series", "hub"]
+FILES = ["report", "decision", "hashlist", "series", "hub", "notice"]
 
 
 def proto_digest() -> str:

@@ -27,19 +27,21 @@ from meldnet.v1 import (  # noqa: E402
     hashlist_pb2_grpc,
     hub_pb2,
     hub_pb2_grpc,
+    notice_pb2,
+    notice_pb2_grpc,
     report_pb2,
     series_pb2,
     series_pb2_grpc,
 )
 
 pb = types.SimpleNamespace()
-for _m in (report_pb2, decision_pb2, hashlist_pb2, series_pb2, hub_pb2):
+for _m in (report_pb2, decision_pb2, hashlist_pb2, series_pb2, hub_pb2, notice_pb2):
     for _name in _m.DESCRIPTOR.message_types_by_name:
         setattr(pb, _name, getattr(_m, _name))
     for _name in _m.DESCRIPTOR.enum_types_by_name:
         setattr(pb, _name, getattr(_m, _name))
 grpc_pb = types.SimpleNamespace()
-for _m in (hub_pb2_grpc, hashlist_pb2_grpc, series_pb2_grpc):
+for _m in (hub_pb2_grpc, hashlist_pb2_grpc, series_pb2_grpc, notice_pb2_grpc):
     for _name in dir(_m):
         if _name.endswith("Stub"):
             setattr(grpc_pb, _name, getattr(_m, _name))

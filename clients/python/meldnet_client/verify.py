@@ -20,6 +20,8 @@ DECISION_TREE = b"meldnet.v1.decision-tree\x00"
 LIST_HEAD = b"meldnet.v1.list-head\x00"
 CASE_STEP = b"meldnet.v1.case-step\x00"
 NOTIFICATION = b"meldnet.v1.notification\x00"
+NOTICE = b"meldnet.v1.notice\x00"
+NOTICE_ANSWER = b"meldnet.v1.notice-answer\x00"
 
 MAX_SIGNED_BYTES = 256 * 1024
 _UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -176,3 +178,42 @@ def verify_list_head(sh, keyring: Keyring):
 def list_digest(previous: bytes, change: bytes) -> bytes:
     """The running list digest after one more change (10)."""
     return hashlib.sha256(b"meldnet.v1.list-change\x00" + previous + change).digest()
+
+
+def verify_notice(sn, keyring: Keyring, me: str | None = None):
+    """16.1: a hotline node's notice, verified offline with that node's key
+    from the keyring; canonical bytes; addressed to `me` when given.
+    Returns the decoded `Notice`."""
+    _envelope("notice", sn.notice, sn.signature, sn.key_id)
+    try:
+        n = pb.Notice.FromString(sn.notice)
+    except DecodeError as e:
+        raise Refused(f"notice: signed bytes do not decode: {e}") from e
+    if n.SerializeToString(deterministic=True) != sn.notice:
+        raise Refused("notice: not the canonical encoding")
+    if not _COUNTRY.match(n.country) or n.hotline != keyring.node(n.country):
+        raise Refused(f"notice.hotline: {n.hotline} is not the node of {n.country!r}")
+    key = _key(keyring, n.hotline, sn.key_id, "notice")
+    if not ed25519.verify(key, NOTICE + sn.notice, sn.signature):
+        raise Refused(f"notice.signature: does not verify with {n.hotline}'s key {sn.key_id}")
+    if not _UUID7.match(n.notice_id):
+        raise Refused(f"notice.notice_id: not a UUIDv7: {n.notice_id!r}")
+    if n.attempt < 1:
+        raise Refused("notice.attempt: starts at 1")
+    if me is not None and n.provider.identity != me:
+        raise Refused(f"notice.provider.identity: {n.provider.identity}, not {me}")
+    return n
+
+
+def verify_answer_record(sr, keyring: Keyring):
+    """16.3: the node's signed record of a provider's answer; returns the
+    decoded `AnswerRecord`."""
+    _envelope("answer_record", sr.answer_record, sr.signature, sr.key_id)
+    try:
+        r = pb.AnswerRecord.FromString(sr.answer_record)
+    except DecodeError as e:
+        raise Refused(f"record: signed bytes do not decode: {e}") from e
+    key = _key(keyring, r.recorded_by, sr.key_id, "record")
+    if not ed25519.verify(key, NOTICE_ANSWER + sr.answer_record, sr.signature):
+        raise Refused(f"record.signature: does not verify with {r.recorded_by}'s key {sr.key_id}")
+    return r

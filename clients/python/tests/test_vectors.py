@@ -17,6 +17,8 @@ from meldnet_client.verify import (
     UnknownKey,
     list_digest,
     verify_list_head,
+    verify_answer_record,
+    verify_notice,
     verify_notification,
     verify_routed,
 )
@@ -45,7 +47,8 @@ def routed(vectors):
 
 
 def test_key_ids_and_signers(vectors):
-    for name in ["report.json", "decision.json", "list_head.json", "notification.json", "case_step.json"]:
+    for name in ["report.json", "decision.json", "list_head.json", "notification.json", "case_step.json",
+                 "notice.json", "notice_answer.json"]:
         v = load(vectors, name)
         public = bytes.fromhex(v["signer"]["public_key_hex"])
         assert key_id(public) == v["key_id"] == v["signer"]["key_id"], name
@@ -217,3 +220,23 @@ def test_the_keyring_refuses_what_it_cannot_use():
         with pytest.raises(KeyringError, match=field):
             Keyring.parse(doc)
     assert hashlib.sha256(bytes.fromhex(good)).digest()[:8].hex() == key_id(bytes.fromhex(good))
+
+
+def test_the_notice_and_the_answer_record_verify_offline(vectors, keyring):
+    v = load(vectors, "notice.json")
+    sn = pb.SignedNotice.FromString(bytes.fromhex(v["signed_notice_hex"]))
+    me = f"spiffe://{keyring.federation}/provider/NL/example-hosting"
+    n = verify_notice(sn, keyring, me)
+    assert n.notice_id == "0192f1a0-6c00-7000-8000-0000000000e1" and n.attempt == 1
+    with pytest.raises(Refused, match="notice.provider.identity"):
+        verify_notice(sn, keyring, me.replace("example-hosting", "other"))
+    bad = pb.SignedNotice(notice=flip(sn.notice, 9), signature=sn.signature, key_id=sn.key_id)
+    with pytest.raises(Refused):
+        verify_notice(bad, keyring)
+    a = load(vectors, "notice_answer.json")
+    sr = pb.SignedAnswerRecord.FromString(bytes.fromhex(a["signed_answer_record_hex"]))
+    r = verify_answer_record(sr, keyring)
+    assert r.answer.notice_id == n.notice_id and r.answer.reason == pb.RefusalReason.REFUSAL_REASON_LEGAL_DISPUTE
+    bad = pb.SignedAnswerRecord(answer_record=flip(sr.answer_record, 4), signature=sr.signature, key_id=sr.key_id)
+    with pytest.raises(Refused):
+        verify_answer_record(bad, keyring)
