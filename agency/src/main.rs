@@ -4,7 +4,7 @@
 //! client of regulators and of victims' representatives (notifications), and
 //! of victim identification units (series).
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use meldnet_agency::config::AgencyConfig;
 use meldnet_cli::{
@@ -14,6 +14,7 @@ use meldnet_core::Keyring;
 use meldnet_recipient::verify_any;
 use meldnet_recipient::Keep;
 use meldnet_recipient::{DELIVERY_LOG, LOG_FILE};
+use prost::Message as _;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -56,6 +57,16 @@ enum Command {
         /// Delivery logs (or their folders) and exported delivery files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Verify the hub's signed statistics (`meldnet-hub admin stats
+    /// --signed`) offline with the hub's public key, and print them with
+    /// the hub's date: what a regulator cites.
+    VerifyStats {
+        /// The keyring with the hub's public keys.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// The signed export.
+        file: PathBuf,
     },
 }
 
@@ -120,6 +131,28 @@ fn run() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::VerifyStats { keyring, file } => {
+            let keyring = Keyring::load(&keyring)?;
+            let bytes = std::fs::read(&file).with_context(|| file.display().to_string())?;
+            let signed = meldnet_proto::v1::SignedStatsExport::decode(bytes.as_slice())
+                .with_context(|| format!("{}: not a signed statistics export", file.display()))?;
+            match meldnet_core::verify_stats_export(&signed, &keyring) {
+                Ok(export) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": file, "ok": true, "hub": export.hub, "key_id": signed.key_id, "made_at": meldnet_core::time::rfc3339(export.made_at_ms), "made_at_ms": export.made_at_ms, "stats": meldnet_cli::stats_json(&export.stats.unwrap_or_default())})
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": file, "ok": false, "error": e.to_string()})
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Verify {
             keyring,

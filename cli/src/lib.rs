@@ -427,6 +427,32 @@ pub fn files_under(dir: &std::path::Path) -> std::io::Result<Vec<(String, u64)>>
     Ok(out)
 }
 
+/// The hub's statistics as one JSON object (`meldnet-hub admin stats
+/// --json`, `meldnet-agency verify-stats`).
+pub fn stats_json(st: &meldnet_proto::v1::StatsResponse) -> serde_json::Value {
+    let counts = |v: &[meldnet_proto::v1::CountryCount]| -> serde_json::Value {
+        v.iter()
+            .map(|c| (c.country.clone(), serde_json::Value::from(c.reports)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    serde_json::json!({
+        "by_origin": counts(&st.by_origin),
+        "by_hosting": counts(&st.by_hosting),
+        "known": st.known_reports, "new": st.new_reports, "cases": st.cases, "sightings": st.sightings,
+        "deadlines_missed": st.deadlines_missed,
+        "deliveries_refused": st.deliveries_refused,
+        "deliveries_held_back": st.deliveries_held_back,
+        "providers": st.providers.iter().map(|p| serde_json::json!({
+            "name": p.name, "asn": p.asn, "notices": p.notices, "removed": p.removed,
+            "not_removed": p.not_removed, "deadlines_missed": p.deadlines_missed,
+            "median_removal_ms": p.median_removal_ms, "p90_removal_ms": p.p90_removal_ms,
+            "answered_in_time": p.answered_in_time, "removed_in_time": p.removed_in_time,
+            "refused": p.refused, "reappearances": p.reappearances,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,9 +47,10 @@ pub use notice::{
     MAX_ANSWER_DETAIL, MAX_NOTICE_ITEMS,
 };
 pub use provenance::{
-    lookup_key, sign_decision, sign_decisions, sign_tree, tree_head, verify_decision,
-    verify_decision_cached, verify_receipt, verify_report_signatures, verify_routed,
-    verify_routed_many, Envelope, HeadCache, Verified, VerifiedDecision,
+    lookup_key, sign_decision, sign_decisions, sign_stats_export, sign_tree, tree_head,
+    verify_decision, verify_decision_cached, verify_receipt, verify_report_signatures,
+    verify_routed, verify_routed_many, verify_stats_export, Envelope, HeadCache, Verified,
+    VerifiedDecision,
 };
 pub use report::{
     country, is_invisible, node_said_word, parse_pdq, AgeGroup, Classification, EuLinkFacts, Item,

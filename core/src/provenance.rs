@@ -127,6 +127,74 @@ impl Envelope {
     }
 }
 
+/// Signs the hub's statistics at `made_at_ms` over their exact encoding.
+pub fn sign_stats_export(
+    signer: &SigningKey,
+    hub: &SpiffeId,
+    stats: pb::StatsResponse,
+    made_at_ms: i64,
+) -> pb::SignedStatsExport {
+    let export = pb::StatsExport {
+        stats: Some(stats),
+        made_at_ms,
+        hub: hub.to_string(),
+    }
+    .encode_to_vec();
+    pb::SignedStatsExport {
+        signature: signer.sign(Context::StatsExport, &export).to_vec(),
+        key_id: signer.public().id().to_string(),
+        export,
+    }
+}
+
+/// Verifies a statistics export with the hub's key from `keyring` (fields
+/// `signed_export.*`): offline, what a regulator does before citing it.
+pub fn verify_stats_export(
+    s: &pb::SignedStatsExport,
+    keyring: &Keyring,
+) -> Result<pb::StatsExport, Refusal> {
+    let field = "signed_export";
+    // An export lists every provider: it may be larger than a report, so
+    // it is bounded by the message limit, not the report's.
+    if s.export.len() > crate::limits::MAX_MESSAGE_BYTES {
+        return Err(Refusal::invalid(format!("{field}.export"), "too large"));
+    }
+    let signature: &[u8; 64] = s.signature.as_slice().try_into().map_err(|_| {
+        Refusal::invalid(
+            format!("{field}.signature"),
+            format!("expected 64 bytes, got {}", s.signature.len()),
+        )
+    })?;
+    let key_id = KeyId::parse(&s.key_id).ok_or_else(|| {
+        Refusal::invalid(
+            format!("{field}.key_id"),
+            "expected 16 lower-case hex digits",
+        )
+    })?;
+    let hub = SpiffeId::hub(keyring.federation());
+    let key = lookup_key(keyring, &hub, key_id, field)?;
+    key.verify(Context::StatsExport, &s.export, signature)
+        .map_err(|_| {
+            Refusal::invalid(
+                format!("{field}.signature"),
+                format!("does not verify with key {key_id}"),
+            )
+        })?;
+    let export = pb::StatsExport::decode(s.export.as_slice()).map_err(|e| {
+        Refusal::invalid(
+            format!("{field}.export"),
+            format!("malformed protobuf: {e}"),
+        )
+    })?;
+    if export.hub != hub.to_string() {
+        return Err(Refusal::invalid(
+            format!("{field}.export.hub"),
+            format!("{} is not this federation's hub", export.hub),
+        ));
+    }
+    Ok(export)
+}
+
 /// Finds the signing key of `owner`; a key the keyring does not hold is
 /// `FAILED_PRECONDITION` naming `field.key_id`.
 pub fn lookup_key<'k>(

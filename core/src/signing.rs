@@ -44,6 +44,9 @@ pub enum Context {
     /// A provider's answer as the node recorded it, signed by the node:
     /// prefix `meldnet.v1.notice-answer\0`, then the encoded `AnswerRecord`.
     NoticeAnswer,
+    /// The hub's statistics at one moment, for regulators: prefix
+    /// `meldnet.v1.stats-export\0`, then the encoded `StatsExport`.
+    StatsExport,
 }
 
 impl Context {
@@ -57,6 +60,7 @@ impl Context {
             Context::Notification => b"meldnet.v1.notification\0",
             Context::Notice => b"meldnet.v1.notice\0",
             Context::NoticeAnswer => b"meldnet.v1.notice-answer\0",
+            Context::StatsExport => b"meldnet.v1.stats-export\0",
         }
     }
 

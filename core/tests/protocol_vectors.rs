@@ -465,6 +465,51 @@ fn answer_vector() -> Value {
     })
 }
 
+fn stats_export() -> pb::SignedStatsExport {
+    let stats = pb::StatsResponse {
+        by_origin: vec![pb::CountryCount {
+            country: "NL".into(),
+            reports: 3,
+        }],
+        by_hosting: vec![pb::CountryCount {
+            country: "DE".into(),
+            reports: 3,
+        }],
+        cases: 3,
+        deadlines_missed: 1,
+        providers: vec![pb::ProviderStats {
+            name: "example-hosting".into(),
+            asn: 64_500,
+            notices: 3,
+            removed: 2,
+            not_removed: 1,
+            deadlines_missed: 1,
+            median_removal_ms: 3_600_000,
+            p90_removal_ms: 7_200_000,
+            answered_in_time: 3,
+            removed_in_time: 2,
+            reappearances: 0,
+            refused: 1,
+        }],
+        ..Default::default()
+    };
+    meldnet_core::sign_stats_export(&key(HUB_SEED), &hub_id(), stats, 1_730_000_007_000)
+}
+
+fn stats_export_vector() -> Value {
+    let se = stats_export();
+    json!({
+        "description": "The hub's statistics at one moment, signed: SignedStatsExport, what a regulator cites. Ed25519 over \"meldnet.v1.stats-export\\0\" || export.",
+        "signer": signer(&hub_id(), HUB_SEED),
+        "context_prefix_hex": hex::encode(Context::StatsExport.prefix()),
+        "export_hex": hex::encode(&se.export),
+        "signed_bytes_hex": hex::encode(Context::StatsExport.signed_bytes(&se.export)),
+        "signature_hex": hex::encode(&se.signature),
+        "key_id": se.key_id,
+        "signed_stats_export_hex": hex::encode(se.encode_to_vec()),
+    })
+}
+
 /// The little-endian bytes of the group order L.
 const ORDER_L: [u8; 32] = [
     0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
@@ -588,6 +633,7 @@ fn files() -> Vec<(&'static str, String)> {
         ("case_step.json", text(case_step_vector())),
         ("notice.json", text(notice_vector())),
         ("notice_answer.json", text(answer_vector())),
+        ("stats_export.json", text(stats_export_vector())),
         ("edge_cases.json", text(edge_vector())),
         ("keyring.toml", keyring_text()),
     ]
@@ -806,6 +852,21 @@ fn the_notice_vectors_verify_offline_and_a_changed_byte_does_not() {
 }
 
 #[test]
+fn the_stats_export_vector_verifies_with_the_hubs_key() {
+    let keyring = keyring();
+    let v = load("stats_export.json");
+    check_signature(&v, Context::StatsExport, "export_hex");
+    let se =
+        pb::SignedStatsExport::decode(bytes(&v, "signed_stats_export_hex").as_slice()).unwrap();
+    let e = meldnet_core::verify_stats_export(&se, &keyring).unwrap();
+    assert_eq!(e.made_at_ms, 1_730_000_007_000);
+    assert_eq!(e.stats.unwrap().providers[0].answered_in_time, 3);
+    let mut bad = se.clone();
+    bad.export = flipped(&se.export, 3);
+    assert!(meldnet_core::verify_stats_export(&bad, &keyring).is_err());
+}
+
+#[test]
 fn a_signature_of_one_kind_is_not_one_of_another() {
     let v = load("report.json");
     let key = public(&v);
@@ -818,6 +879,7 @@ fn a_signature_of_one_kind_is_not_one_of_another() {
         Context::Notification,
         Context::Notice,
         Context::NoticeAnswer,
+        Context::StatsExport,
     ] {
         assert!(key.verify(c, &report, &sig).is_err());
     }

@@ -10,10 +10,10 @@ use crate::registry::Registry;
 use crate::rules::RuleSet;
 use crate::store::{location_state, noticed_or_opened, Setting, Store};
 use meldnet_core::time::{Clock, ClockError};
-use meldnet_core::CaseId;
 use meldnet_core::PublicKey;
 use meldnet_core::ReportId;
 use meldnet_core::SpiffeId;
+use meldnet_core::{CaseId, CaseStep, StepKind};
 use meldnet_core::{Refusal, RefusalKind};
 use meldnet_proto::v1 as pb;
 use meldnet_proto::v1::admin_server::Admin;
@@ -238,10 +238,41 @@ fn stats(store: &Store) -> Result<pb::StatsResponse, Status> {
                 if loc.removed_at_ms > 0 {
                     s.removed += 1;
                     times.push(loc.removed_at_ms - noticed_or_opened(loc));
+                    if loc.deadline_ms > 0 && loc.removed_at_ms <= loc.deadline_ms {
+                        s.removed_in_time += 1;
+                    }
                 } else if loc.not_removed {
                     s.not_removed += 1;
                 }
                 s.deadlines_missed += loc.escalations.len() as u64;
+                let mut answered_at = None;
+                for stored in &loc.steps {
+                    let Some(step) = stored
+                        .signed
+                        .as_ref()
+                        .and_then(|signed| CaseStep::decode(&signed.step).ok())
+                    else {
+                        continue;
+                    };
+                    match step.kind {
+                        StepKind::Reappeared => s.reappearances += 1,
+                        StepKind::Refused => s.refused += 1,
+                        _ => {}
+                    }
+                    let answer = matches!(
+                        step.kind,
+                        StepKind::Received
+                            | StepKind::Removed
+                            | StepKind::NotFound
+                            | StepKind::Refused
+                    );
+                    if answer && answered_at.is_none() {
+                        answered_at = Some(stored.received_at_ms);
+                    }
+                }
+                if answered_at.is_some_and(|at| loc.deadline_ms > 0 && at <= loc.deadline_ms) {
+                    s.answered_in_time += 1;
+                }
             }
             Ok(())
         })
@@ -432,6 +463,20 @@ impl Admin for AdminService {
         self.auth.operator(&request)?;
         let store = self.store.clone();
         Ok(Response::new(blocking(move || stats(&store)).await?))
+    }
+
+    async fn export_stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::SignedStatsExport>, Status> {
+        let caller = self.auth.operator(&request)?;
+        let store = self.store.clone();
+        let st = blocking(move || stats(&store)).await?;
+        let hub = SpiffeId::hub(caller.id.trust_domain());
+        let signed =
+            meldnet_core::sign_stats_export(&self.ingest.signer, &hub, st, self.clock.now_ms());
+        tracing::info!(operator = %caller.id, "statistics exported, signed");
+        Ok(Response::new(signed))
     }
 
     async fn register(

@@ -267,6 +267,7 @@ pub const METHODS: &[Method] = &[
     unary("/meldnet.v1.Admin/SetRules", Access::Operators, MIB),
     unary("/meldnet.v1.Admin/Explain", Access::Operators, KIB),
     unary("/meldnet.v1.Admin/Stats", Access::Operators, KIB),
+    unary("/meldnet.v1.Admin/ExportStats", Access::Operators, KIB),
     unary("/meldnet.v1.Admin/Register", Access::Operators, 16 * KIB),
     unary("/meldnet.v1.Admin/Revoke", Access::Operators, 4 * KIB),
     unary("/meldnet.v1.Admin/ListRegistry", Access::Operators, KIB),

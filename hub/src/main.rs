@@ -7,6 +7,7 @@ use meldnet_hub::config::{HubConfig, OperatorConfig};
 use meldnet_list::describe_head;
 use meldnet_list::{import_via, ListFormat};
 use meldnet_proto::v1 as pb;
+use prost::Message as _;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -83,6 +84,11 @@ enum AdminCommand {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write them dated and signed by the hub to FILE (a
+        /// `SignedStatsExport`), for a regulator to cite and verify with
+        /// `meldnet-agency verify-stats`.
+        #[arg(long)]
+        signed: Option<std::path::PathBuf>,
     },
     /// Register a node (with its signing public keys), an agency or a
     /// regulator, or replace a node's keys (rotation). Audited; applies at once.
@@ -713,28 +719,6 @@ fn print_explanation(j: &serde_json::Value) {
     }
 }
 
-fn stats_json(st: &pb::StatsResponse) -> serde_json::Value {
-    let counts = |v: &[pb::CountryCount]| -> serde_json::Value {
-        v.iter()
-            .map(|c| (c.country.clone(), serde_json::Value::from(c.reports)))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
-    };
-    serde_json::json!({
-        "by_origin": counts(&st.by_origin),
-        "by_hosting": counts(&st.by_hosting),
-        "known": st.known_reports, "new": st.new_reports, "cases": st.cases, "sightings": st.sightings,
-        "deadlines_missed": st.deadlines_missed,
-        "deliveries_refused": st.deliveries_refused,
-        "deliveries_held_back": st.deliveries_held_back,
-        "providers": st.providers.iter().map(|p| serde_json::json!({
-            "name": p.name, "asn": p.asn, "notices": p.notices, "removed": p.removed,
-            "not_removed": p.not_removed, "deadlines_missed": p.deadlines_missed,
-            "median_removal_ms": p.median_removal_ms, "p90_removal_ms": p.p90_removal_ms,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 fn print_stats(st: &pb::StatsResponse) {
     let line = |v: &[pb::CountryCount]| {
         v.iter()
@@ -758,8 +742,19 @@ fn print_stats(st: &pb::StatsResponse) {
     );
     println!("hosting providers, those that don't clean up first:");
     println!(
-        "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12}",
-        "provider", "asn", "notices", "removed", "not removed", "missed", "median h", "p90 h"
+        "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12} {:>9} {:>9} {:>7} {:>11}",
+        "provider",
+        "asn",
+        "notices",
+        "removed",
+        "not removed",
+        "missed",
+        "median h",
+        "p90 h",
+        "answered",
+        "in time",
+        "refused",
+        "reappeared"
     );
     for p in &st.providers {
         // No removal yet: no time to removal to show.
@@ -771,7 +766,7 @@ fn print_stats(st: &pb::StatsResponse) {
             }
         };
         println!(
-            "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12}",
+            "  {:<24} {:>10} {:>7} {:>7} {:>11} {:>7} {:>12} {:>12} {:>9} {:>9} {:>7} {:>11}",
             p.name,
             p.asn,
             p.notices,
@@ -779,7 +774,11 @@ fn print_stats(st: &pb::StatsResponse) {
             p.not_removed,
             p.deadlines_missed,
             h(p.median_removal_ms),
-            h(p.p90_removal_ms)
+            h(p.p90_removal_ms),
+            p.answered_in_time,
+            p.removed_in_time,
+            p.refused,
+            p.reappearances
         );
     }
 }
@@ -813,12 +812,38 @@ fn admin_command(operator: &std::path::Path, command: AdminCommand) -> anyhow::R
                 print_explanation(&j);
             }
         }
-        AdminCommand::Stats { json } => {
+        AdminCommand::Stats {
+            json,
+            signed: Some(file),
+        } => {
+            let signed = rt
+                .block_on(op.admin.export_stats(pb::StatsRequest {}))?
+                .into_inner();
+            meldnet_core::append_file::write_durably(&file, &signed.encode_to_vec())
+                .with_context(|| file.display().to_string())?;
+            let export = pb::StatsExport::decode(signed.export.as_slice())
+                .context("the hub's export does not decode")?;
+            let st = export.stats.unwrap_or_default();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"signed": file, "made_at": meldnet_core::time::rfc3339(export.made_at_ms), "key_id": signed.key_id, "stats": meldnet_cli::stats_json(&st)})
+                );
+            } else {
+                print_stats(&st);
+                println!(
+                    "signed by the hub (key {}) in {}",
+                    signed.key_id,
+                    file.display()
+                );
+            }
+        }
+        AdminCommand::Stats { json, signed: None } => {
             let st = rt
                 .block_on(op.admin.stats(pb::StatsRequest {}))?
                 .into_inner();
             if json {
-                println!("{}", stats_json(&st));
+                println!("{}", meldnet_cli::stats_json(&st));
             } else {
                 print_stats(&st);
             }

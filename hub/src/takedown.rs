@@ -174,11 +174,17 @@ impl Cases for CasesService {
             StepOutcome::Stored(rec) => {
                 metrics::counter!("meldnet_case_steps_total", "kind" => kind.name()).increment(1);
                 if let Some(loc) = rec.locations.get(location as usize) {
+                    // The regulator's view, per provider, as it happens.
+                    let provider = provider_label(loc.provider.as_ref());
+                    metrics::counter!("meldnet_provider_steps_total", "provider" => provider.clone(), "kind" => kind.name())
+                        .increment(1);
                     if kind == StepKind::Removed {
                         let secs = (loc.removed_at_ms - crate::store::noticed_or_opened(loc)).max(0)
                             as f64
                             / 1000.0;
                         metrics::histogram!("meldnet_time_to_removal_seconds").record(secs);
+                        metrics::histogram!("meldnet_provider_time_to_removal_seconds", "provider" => provider)
+                            .record(secs);
                     }
                     if reappear_deadline_ms > 0 {
                         // Later sightings show the deadline in force.
@@ -210,6 +216,12 @@ impl Cases for CasesService {
             }
         }
     }
+}
+
+/// A provider as a metrics label: its name and AS number, or `none` before
+/// a notice named one.
+fn provider_label(p: Option<&pb::HostingProvider>) -> String {
+    p.map_or_else(|| "none".into(), |p| format!("{} (AS{})", p.name, p.asn))
 }
 
 /// Waits a second, or until woken; false once `stopping` turns true. The
@@ -384,6 +396,8 @@ impl DeadlineWatcher {
             .await?;
         if escalated {
             metrics::counter!("meldnet_escalations_total").increment(1);
+            metrics::counter!("meldnet_provider_deadlines_missed_total", "provider" => provider_label(loc.provider.as_ref()))
+                .increment(1);
             tracing::warn!(case = %case_id, deadline = %rfc3339(deadline_ms), "takedown deadline missed: escalated");
         }
         Ok(escalated)

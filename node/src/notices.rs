@@ -318,6 +318,11 @@ pub struct Notices {
     /// Woken when a step is stored.
     pub stepped: Arc<Notify>,
     by_hand_dir: PathBuf,
+    /// Held while a notice record is read, changed and written back
+    /// (acknowledgements, answers and re-notices run at once on different
+    /// tasks: without it one could write back a record without another's
+    /// change, or an answer sent twice at once be recorded twice).
+    changing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Notices in one pushed batch.
@@ -353,6 +358,7 @@ impl Notices {
             verifier,
             queued: Arc::new(Notify::new()),
             stepped: Arc::new(Notify::new()),
+            changing: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -602,6 +608,7 @@ impl Notices {
             )
             .into());
         }
+        let _changing = self.changing.lock().await;
         let mut batch = sled::Batch::default();
         let mut done = 0;
         let mut steps = 0;
@@ -661,6 +668,7 @@ impl Notices {
     ) -> Result<pb::SignedAnswerRecord, Denied> {
         let p = self.caller(peer)?;
         let answer = NoticeAnswer::from_proto(raw)?;
+        let _changing = self.changing.lock().await;
         let not_found = || {
             Denied::from(Refusal::new(
                 meldnet_core::RefusalKind::NotFound,
@@ -790,31 +798,24 @@ impl Notices {
     /// Queues the next attempt of each notice the provider acknowledged
     /// and has not answered for `renotice_after_s`.
     pub async fn renotice_due(&self) -> Result<usize, NoticeError> {
+        let _changing = self.changing.lock().await;
         let now = now_ms();
         let after = (self.cfg.renotice_after_s as i64).saturating_mul(1000);
         let mut batch = sled::Batch::default();
         let mut due = 0;
         for mut rec in self.store.all()? {
-            let Some(signed) = rec.signed.as_ref() else {
+            let Some(n) = next_attempt(&rec, now, after, self.cfg.max_attempts) else {
                 continue;
             };
-            let Ok(mut n) = Notice::decode(&signed.notice) else {
-                continue;
-            };
-            let waiting = rec.acked_attempt == n.attempt && rec.answers.is_empty() && !rec.by_hand;
-            if !waiting || n.attempt >= self.cfg.max_attempts || n.sent_at_ms + after > now {
-                continue;
-            }
-            n.attempt += 1;
-            n.sent_at_ms = now;
             rec.signed = Some(n.sign(&self.key));
-            let name = n.provider.identity.to_string();
-            let name = name.rsplit('/').next().unwrap_or_default();
-            batch.insert(queue_key(name, &n.notice_id), &[][..]);
+            let name = match n.provider.identity.role() {
+                Role::Provider { name, .. } => name.clone(),
+                _ => continue,
+            };
+            batch.insert(queue_key(&name, &n.notice_id), &[][..]);
             batch.insert(key(NOTICE, &[n.notice_id.as_bytes()]), rec.encode_to_vec());
             tracing::info!(notice = %n.notice_id, attempt = n.attempt, provider = %n.provider.identity, "re-notice: not answered");
-            metrics::counter!("meldnet_renotices_total", "provider" => name.to_string())
-                .increment(1);
+            metrics::counter!("meldnet_renotices_total", "provider" => name).increment(1);
             due += 1;
         }
         if due > 0 {
@@ -823,6 +824,21 @@ impl Notices {
         }
         Ok(due)
     }
+}
+
+/// The next attempt of a notice when one is due: the provider acknowledged
+/// the attempt in force and has not answered, the notice is pushed (not
+/// sent by hand), fewer than `max` attempts went out, and the last went out
+/// `after_ms` or more before `now_ms`. Same id, the next number, sent now.
+pub fn next_attempt(rec: &pb::NodeNotice, now_ms: i64, after_ms: i64, max: u32) -> Option<Notice> {
+    let n = Notice::decode(&rec.signed.as_ref()?.notice).ok()?;
+    let waiting = rec.acked_attempt == n.attempt && rec.answers.is_empty() && !rec.by_hand;
+    let due = n.sent_at_ms.saturating_add(after_ms) <= now_ms;
+    (waiting && due && n.attempt < max).then(|| Notice {
+        attempt: n.attempt + 1,
+        sent_at_ms: now_ms,
+        ..n
+    })
 }
 
 fn truncate(s: &mut String, max: usize) {
@@ -1083,6 +1099,58 @@ pub fn http_routes(notices: Notices) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_notice_is_sent_again_only_when_acknowledged_unanswered_and_due() {
+        let key = SigningKey::generate();
+        let fed = meldnet_core::TrustDomain::parse("eu.meldnet.test").unwrap();
+        let de = CountryCode::parse("DE").unwrap();
+        let n = Notice {
+            notice_id: NoticeId::new_v7(),
+            case_id: CaseId::new_v7(),
+            location: 0,
+            url: ReportUrl::parse("https://files.example.de/1").unwrap(),
+            hotline: SpiffeId::node(&fed, de),
+            country: de,
+            provider: NoticeProvider {
+                provider: HostingProvider::new("hoster1", 64500).unwrap(),
+                identity: SpiffeId::parse("spiffe://eu.meldnet.test/provider/DE/hoster1").unwrap(),
+            },
+            legal_ground: LegalGround::Baseline,
+            actions: vec![NoticeAction::Remove],
+            sent_at_ms: 1_800_000_000_000,
+            deadline_ms: 1_800_086_400_000,
+            items: vec![NoticeItem {
+                sha256: meldnet_core::Sha256::of(b"x"),
+                md5: meldnet_core::Md5([1; 16]),
+                pdq: None,
+            }],
+            attempt: 1,
+            report_id: meldnet_core::ReportId::new_v7(),
+        };
+        let rec = |acked: u32, answered: bool, by_hand: bool| pb::NodeNotice {
+            signed: Some(n.sign(&key)),
+            acked_attempt: acked,
+            answers: if answered {
+                vec![pb::SignedAnswerRecord::default()]
+            } else {
+                vec![]
+            },
+            by_hand,
+            ..Default::default()
+        };
+        let hour = 3_600_000;
+        let at = n.sent_at_ms + 12 * hour;
+        let next = next_attempt(&rec(1, false, false), at, 12 * hour, 3).unwrap();
+        assert_eq!((next.attempt, next.sent_at_ms), (2, at));
+        assert_eq!(next.notice_id, n.notice_id);
+        // Not yet due; not acknowledged; answered; sent by hand; the last attempt.
+        assert!(next_attempt(&rec(1, false, false), at - 1, 12 * hour, 3).is_none());
+        assert!(next_attempt(&rec(0, false, false), at, 12 * hour, 3).is_none());
+        assert!(next_attempt(&rec(1, true, false), at, 12 * hour, 3).is_none());
+        assert!(next_attempt(&rec(1, false, true), at, 12 * hour, 3).is_none());
+        assert!(next_attempt(&rec(1, false, false), at, 12 * hour, 1).is_none());
+    }
 
     #[test]
     fn a_url_goes_to_the_provider_with_the_longest_host_name_that_covers_it() {

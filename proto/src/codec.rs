@@ -82,7 +82,7 @@ limits! {
     LinkedRequest, LinkedSeries,
     NoticeAck { 1 => MAX_NOTICE_ACKS, "notice_ack.stored" },
     NoticeBatch { 1 => MAX_NOTICE_BATCH, "notice_batch.notices" },
-    NoticeAnswer, SignedAnswerRecord,
+    NoticeAnswer, SignedAnswerRecord, SignedStatsExport,
 }
 
 /// Reads a varint from the front of `b`, or `None` if it runs out.

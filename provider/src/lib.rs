@@ -10,7 +10,6 @@ use meldnet_core::{verify_answer_record, verify_notice, Keyring, Notice, SpiffeI
 use meldnet_net::{ClientTlsFiles, HubEndpoint};
 use meldnet_proto::v1 as pb;
 use serde::Deserialize;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// `provider.toml`.
@@ -59,24 +58,12 @@ pub enum ProviderError {
     },
 }
 
-/// Writes `bytes` to `path` durably: a temporary file, synced, renamed,
-/// and the folder synced.
+/// Writes `bytes` to `path` durably (`append_file::write_durably`).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), ProviderError> {
-    let io = |source| ProviderError::Io {
+    meldnet_core::append_file::write_durably(path, bytes).map_err(|source| ProviderError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io)?;
-    Ok(())
+    })
 }
 
 /// Verifies a pushed notice for `me` and stores it as

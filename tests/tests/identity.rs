@@ -331,6 +331,7 @@ async fn every_role_against_every_method() {
         ("/meldnet.v1.Admin/SetRules", &["operator"]),
         ("/meldnet.v1.Admin/Explain", &["operator"]),
         ("/meldnet.v1.Admin/Stats", &["operator"]),
+        ("/meldnet.v1.Admin/ExportStats", &["operator"]),
         ("/meldnet.v1.Admin/Register", &["operator"]),
         ("/meldnet.v1.Admin/Revoke", &["operator"]),
         ("/meldnet.v1.Admin/ListRegistry", &["operator"]),

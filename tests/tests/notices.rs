@@ -495,6 +495,62 @@ fn an_ignored_notice_is_sent_again_then_escalated_once_and_kills_repeat_nothing(
     std::thread::sleep(Duration::from_millis(1500));
     meldnet_tests::assert_received(&pull(), &[]);
 
+    // The regulator's view: per provider, dated and signed by the hub,
+    // verified offline with the hub's public key; a changed byte fails.
+    let export = fed.scratch("export").join("stats.pb");
+    let o = fed.hub_admin(&["stats", "--json", "--signed", export.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let verify = |f: &Path| {
+        run(Command::new(bin("meldnet-agency"))
+            .args(["verify-stats", "--keyring"])
+            .arg(&keyring)
+            .arg(f))
+    };
+    let v = verify(&export);
+    assert!(v.status.success(), "{} {}", stdout(&v), stderr(&v));
+    let cited = &json_lines(&v)[0];
+    assert_eq!(cited["hub"], "spiffe://eu.meldnet.test/hub");
+    let provider = |name: &str| {
+        cited["stats"]["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{cited}"))
+    };
+    let (x, y) = (provider("hoster1"), provider("hoster2"));
+    assert_eq!(
+        (
+            x["notices"].as_u64(),
+            x["answered_in_time"].as_u64(),
+            x["removed_in_time"].as_u64(),
+            x["deadlines_missed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1), Some(0)),
+        "{x}"
+    );
+    assert_eq!(
+        (
+            y["notices"].as_u64(),
+            y["answered_in_time"].as_u64(),
+            y["removed"].as_u64(),
+            y["deadlines_missed"].as_u64()
+        ),
+        (Some(2), Some(0), Some(0), Some(2)),
+        "{y}"
+    );
+    assert_eq!(
+        cited["stats"]["providers"][0]["name"], "hoster2",
+        "the worst first"
+    );
+    let mut bytes = std::fs::read(&export).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    let forged = fed.scratch("export").join("forged.pb");
+    std::fs::write(&forged, bytes).unwrap();
+    assert!(!verify(&forged).status.success());
+
     // Refused: a provider of another country (at the handshake), police and
     // a node (by role); Y may not answer X's notice.
     let nl = fed.scratch("provider-nl");

@@ -22,6 +22,7 @@ CASE_STEP = b"meldnet.v1.case-step\x00"
 NOTIFICATION = b"meldnet.v1.notification\x00"
 NOTICE = b"meldnet.v1.notice\x00"
 NOTICE_ANSWER = b"meldnet.v1.notice-answer\x00"
+STATS_EXPORT = b"meldnet.v1.stats-export\x00"
 
 MAX_SIGNED_BYTES = 256 * 1024
 _UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -217,3 +218,23 @@ def verify_answer_record(sr, keyring: Keyring):
     if not ed25519.verify(key, NOTICE_ANSWER + sr.answer_record, sr.signature):
         raise Refused(f"record.signature: does not verify with {r.recorded_by}'s key {sr.key_id}")
     return r
+
+
+def verify_stats_export(se, keyring: Keyring):
+    """6.6: the hub's signed statistics, verified offline with the hub's
+    key; returns the decoded `StatsExport` (its `made_at_ms` is the date a
+    regulator cites)."""
+    if len(se.signature) != 64:
+        raise Refused(f"export.signature: {len(se.signature)} bytes, not 64")
+    if not valid_key_id(se.key_id):
+        raise Refused(f"export.key_id: not 16 lower-case hex digits: {se.key_id!r}")
+    key = _key(keyring, keyring.hub(), se.key_id, "export")
+    if not ed25519.verify(key, STATS_EXPORT + se.export, se.signature):
+        raise Refused("export.signature: does not verify with the hub's key")
+    try:
+        e = pb.StatsExport.FromString(se.export)
+    except DecodeError as err:
+        raise Refused(f"export: signed bytes do not decode: {err}") from err
+    if e.hub != keyring.hub():
+        raise Refused(f"export.hub: {e.hub} is not this federation's hub")
+    return e

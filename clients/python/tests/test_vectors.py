@@ -21,6 +21,7 @@ from meldnet_client.verify import (
     verify_notice,
     verify_notification,
     verify_routed,
+    verify_stats_export,
 )
 
 
@@ -48,7 +49,7 @@ def routed(vectors):
 
 def test_key_ids_and_signers(vectors):
     for name in ["report.json", "decision.json", "list_head.json", "notification.json", "case_step.json",
-                 "notice.json", "notice_answer.json"]:
+                 "notice.json", "notice_answer.json", "stats_export.json"]:
         v = load(vectors, name)
         public = bytes.fromhex(v["signer"]["public_key_hex"])
         assert key_id(public) == v["key_id"] == v["signer"]["key_id"], name
@@ -240,3 +241,13 @@ def test_the_notice_and_the_answer_record_verify_offline(vectors, keyring):
     bad = pb.SignedAnswerRecord(answer_record=flip(sr.answer_record, 4), signature=sr.signature, key_id=sr.key_id)
     with pytest.raises(Refused):
         verify_answer_record(bad, keyring)
+
+
+def test_the_stats_export_verifies_with_the_hubs_key(vectors, keyring):
+    v = load(vectors, "stats_export.json")
+    se = pb.SignedStatsExport.FromString(bytes.fromhex(v["signed_stats_export_hex"]))
+    e = verify_stats_export(se, keyring)
+    assert e.made_at_ms == 1_730_000_007_000 and e.stats.providers[0].removed_in_time == 2
+    bad = pb.SignedStatsExport(export=flip(se.export, 3), signature=se.signature, key_id=se.key_id)
+    with pytest.raises(Refused):
+        verify_stats_export(bad, keyring)
