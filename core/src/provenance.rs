@@ -134,16 +134,16 @@ pub fn sign_stats_export(
     stats: pb::StatsResponse,
     made_at_ms: i64,
 ) -> pb::SignedStatsExport {
-    let export = pb::StatsExport {
+    let stats_export = pb::StatsExport {
         stats: Some(stats),
         made_at_ms,
         hub: hub.to_string(),
     }
     .encode_to_vec();
     pb::SignedStatsExport {
-        signature: signer.sign(Context::StatsExport, &export).to_vec(),
+        signature: signer.sign(Context::StatsExport, &stats_export).to_vec(),
         key_id: signer.public().id().to_string(),
-        export,
+        stats_export,
     }
 }
 
@@ -156,8 +156,11 @@ pub fn verify_stats_export(
     let field = "signed_export";
     // An export lists every provider: it may be larger than a report, so
     // it is bounded by the message limit, not the report's.
-    if s.export.len() > crate::limits::MAX_MESSAGE_BYTES {
-        return Err(Refusal::invalid(format!("{field}.export"), "too large"));
+    if s.stats_export.len() > crate::limits::MAX_MESSAGE_BYTES {
+        return Err(Refusal::invalid(
+            format!("{field}.stats_export"),
+            "too large",
+        ));
     }
     let signature: &[u8; 64] = s.signature.as_slice().try_into().map_err(|_| {
         Refusal::invalid(
@@ -173,22 +176,22 @@ pub fn verify_stats_export(
     })?;
     let hub = SpiffeId::hub(keyring.federation());
     let key = lookup_key(keyring, &hub, key_id, field)?;
-    key.verify(Context::StatsExport, &s.export, signature)
+    key.verify(Context::StatsExport, &s.stats_export, signature)
         .map_err(|_| {
             Refusal::invalid(
                 format!("{field}.signature"),
                 format!("does not verify with key {key_id}"),
             )
         })?;
-    let export = pb::StatsExport::decode(s.export.as_slice()).map_err(|e| {
+    let export = pb::StatsExport::decode(s.stats_export.as_slice()).map_err(|e| {
         Refusal::invalid(
-            format!("{field}.export"),
+            format!("{field}.stats_export"),
             format!("malformed protobuf: {e}"),
         )
     })?;
     if export.hub != hub.to_string() {
         return Err(Refusal::invalid(
-            format!("{field}.export.hub"),
+            format!("{field}.stats_export.hub"),
             format!("{} is not this federation's hub", export.hub),
         ));
     }

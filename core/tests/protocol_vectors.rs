@@ -499,11 +499,11 @@ fn stats_export() -> pb::SignedStatsExport {
 fn stats_export_vector() -> Value {
     let se = stats_export();
     json!({
-        "description": "The hub's statistics at one moment, signed: SignedStatsExport, what a regulator cites. Ed25519 over \"meldnet.v1.stats-export\\0\" || export.",
+        "description": "The hub's statistics at one moment, signed: SignedStatsExport, what a regulator cites. Ed25519 over \"meldnet.v1.stats-export\\0\" || stats_export.",
         "signer": signer(&hub_id(), HUB_SEED),
         "context_prefix_hex": hex::encode(Context::StatsExport.prefix()),
-        "export_hex": hex::encode(&se.export),
-        "signed_bytes_hex": hex::encode(Context::StatsExport.signed_bytes(&se.export)),
+        "stats_export_hex": hex::encode(&se.stats_export),
+        "signed_bytes_hex": hex::encode(Context::StatsExport.signed_bytes(&se.stats_export)),
         "signature_hex": hex::encode(&se.signature),
         "key_id": se.key_id,
         "signed_stats_export_hex": hex::encode(se.encode_to_vec()),
@@ -855,14 +855,14 @@ fn the_notice_vectors_verify_offline_and_a_changed_byte_does_not() {
 fn the_stats_export_vector_verifies_with_the_hubs_key() {
     let keyring = keyring();
     let v = load("stats_export.json");
-    check_signature(&v, Context::StatsExport, "export_hex");
+    check_signature(&v, Context::StatsExport, "stats_export_hex");
     let se =
         pb::SignedStatsExport::decode(bytes(&v, "signed_stats_export_hex").as_slice()).unwrap();
     let e = meldnet_core::verify_stats_export(&se, &keyring).unwrap();
     assert_eq!(e.made_at_ms, 1_730_000_007_000);
     assert_eq!(e.stats.unwrap().providers[0].answered_in_time, 3);
     let mut bad = se.clone();
-    bad.export = flipped(&se.export, 3);
+    bad.stats_export = flipped(&se.stats_export, 3);
     assert!(meldnet_core::verify_stats_export(&bad, &keyring).is_err());
 }
 

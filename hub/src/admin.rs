@@ -154,6 +154,12 @@ fn explain(store: &Store, id: ReportId, now_ms: i64) -> Result<pb::Explanation, 
                         deadline_ms: l.deadline_ms,
                         state: location_state(l, now_ms).into(),
                         steps: l.steps.iter().filter_map(|s| s.signed.clone()).collect(),
+                        step_received_at_ms: l
+                            .steps
+                            .iter()
+                            .filter(|s| s.signed.is_some())
+                            .map(|s| s.received_at_ms)
+                            .collect(),
                         escalations,
                         provider: l.provider.clone(),
                         removed_at_ms: l.removed_at_ms,

@@ -584,11 +584,17 @@ fn explanation_json(e: &pb::Explanation) -> anyhow::Result<serde_json::Value> {
                 .locations
                 .iter()
                 .map(|l| {
+                    let received = l
+                        .step_received_at_ms
+                        .iter()
+                        .copied()
+                        .chain(std::iter::repeat(0));
                     let steps = l
                         .steps
                         .iter()
-                        .filter_map(|s| meldnet_core::CaseStep::decode(&s.step).ok())
-                        .map(|s| serde_json::json!({"step_id": s.step_id.to_string(), "kind": s.kind.name(), "at_ms": s.at_ms, "provider": s.provider.as_ref().map(|p| p.to_string()), "reason": (!s.reason.is_empty()).then_some(&s.reason)}))
+                        .zip(received)
+                        .filter_map(|(s, got)| Some((meldnet_core::CaseStep::decode(&s.step).ok()?, got)))
+                        .map(|(s, got)| serde_json::json!({"step_id": s.step_id.to_string(), "kind": s.kind.name(), "at_ms": s.at_ms, "received_at_ms": got, "provider": s.provider.as_ref().map(|p| p.to_string()), "reason": (!s.reason.is_empty()).then_some(&s.reason)}))
                         .collect::<Vec<_>>();
                     let escalations = l
                         .escalations
@@ -821,7 +827,7 @@ fn admin_command(operator: &std::path::Path, command: AdminCommand) -> anyhow::R
                 .into_inner();
             meldnet_core::append_file::write_durably(&file, &signed.encode_to_vec())
                 .with_context(|| file.display().to_string())?;
-            let export = pb::StatsExport::decode(signed.export.as_slice())
+            let export = pb::StatsExport::decode(signed.stats_export.as_slice())
                 .context("the hub's export does not decode")?;
             let st = export.stats.unwrap_or_default();
             if json {

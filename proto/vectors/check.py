@@ -54,7 +54,7 @@ check_sig(L("notification.json"), "notification_hex")
 check_sig(L("case_step.json"), "step_hex")
 check_sig(L("notice.json"), "notice_hex")
 check_sig(L("notice_answer.json"), "answer_record_hex")
-check_sig(L("stats_export.json"), "export_hex")
+check_sig(L("stats_export.json"), "stats_export_hex")
 print("all vectors check with Python's cryptography (OpenSSL) and hashlib")
 
 # The edge cases: OpenSSL is cofactorless, so it refuses the torsion case

@@ -223,6 +223,15 @@ fn a_notice_goes_from_the_hosting_node_to_its_provider_and_the_answer_closes_the
     let loc = location(&fed, &r1, |l| l["state"] == "removed");
     assert_eq!(loc["state"], "removed", "{loc} {}", fed.node_log("DE"));
     assert_eq!(steps(&loc), ["notice_sent", "removed"]);
+    // With the hub's times of receipt, in order, after the notice was asked.
+    let got: Vec<i64> = loc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["received_at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(got[0] > 0 && got[0] <= got[1], "{loc}");
+    assert!(got[0] >= loc["opened_at_ms"].as_i64().unwrap_or(0), "{loc}");
 
     // HTTP/JSON: a second location, pending, acknowledged, refused with a reason.
     let (r2, _) = fed

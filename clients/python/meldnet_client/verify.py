@@ -229,12 +229,12 @@ def verify_stats_export(se, keyring: Keyring):
     if not valid_key_id(se.key_id):
         raise Refused(f"export.key_id: not 16 lower-case hex digits: {se.key_id!r}")
     key = _key(keyring, keyring.hub(), se.key_id, "export")
-    if not ed25519.verify(key, STATS_EXPORT + se.export, se.signature):
+    if not ed25519.verify(key, STATS_EXPORT + se.stats_export, se.signature):
         raise Refused("export.signature: does not verify with the hub's key")
     try:
-        e = pb.StatsExport.FromString(se.export)
+        e = pb.StatsExport.FromString(se.stats_export)
     except DecodeError as err:
-        raise Refused(f"export: signed bytes do not decode: {err}") from err
+        raise Refused(f"stats_export: signed bytes do not decode: {err}") from err
     if e.hub != keyring.hub():
         raise Refused(f"export.hub: {e.hub} is not this federation's hub")
     return e

@@ -248,6 +248,6 @@ def test_the_stats_export_verifies_with_the_hubs_key(vectors, keyring):
     se = pb.SignedStatsExport.FromString(bytes.fromhex(v["signed_stats_export_hex"]))
     e = verify_stats_export(se, keyring)
     assert e.made_at_ms == 1_730_000_007_000 and e.stats.providers[0].removed_in_time == 2
-    bad = pb.SignedStatsExport(export=flip(se.export, 3), signature=se.signature, key_id=se.key_id)
+    bad = pb.SignedStatsExport(stats_export=flip(se.stats_export, 3), signature=se.signature, key_id=se.key_id)
     with pytest.raises(Refused):
         verify_stats_export(bad, keyring)
