@@ -24,7 +24,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 fuzz_dir="$root/fuzz"
 
-TARGETS=(report case_step preference list_change delivery csv_import vics_import url delivery_log ledger picture)
+TARGETS=(report case_step notice preference list_change delivery csv_import vics_import url delivery_log ledger picture)
 CARGO_AFL_VERSION=0.18.2
 
 seconds=20

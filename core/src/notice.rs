@@ -12,7 +12,7 @@ use crate::hash::{Md5, PdqHash, Sha256};
 use crate::identity::{Role, SpiffeId};
 use crate::keyring::Keyring;
 use crate::provenance::{lookup_key, Envelope};
-use crate::report::{country, ReportId, ReportUrl, EARLIEST_MS};
+use crate::report::{country, proto_enum, ReportId, ReportUrl, EARLIEST_MS};
 use crate::signing::{Context, SigningKey};
 use meldnet_proto::v1 as pb;
 use prost::Message;
@@ -47,103 +47,79 @@ fn canonical<M: Message + Default>(bytes: &[u8], field: &str, what: &str) -> Res
     Ok(raw)
 }
 
-macro_rules! wire_enum {
-    ($(#[$doc:meta])* $ty:ident, $pb:ident, $($(#[$vdoc:meta])* $v:ident = $name:literal),+) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $ty {
-            $($(#[$vdoc])* $v,)+
-        }
-
-        impl $ty {
-            /// From its wire value; a refusal names `field`.
-            pub fn from_proto(v: i32, field: &str) -> Result<Self, Refusal> {
-                match pb::$pb::try_from(v) {
-                    $(Ok(pb::$pb::$v) => Ok($ty::$v),)+
-                    Ok(pb::$pb::Unspecified) => Err(Refusal::invalid(field, "must be set")),
-                    Err(_) => Err(Refusal::invalid(field, format!("unknown value {v}"))),
-                }
-            }
-
-            /// The wire value.
-            pub fn to_proto(self) -> pb::$pb {
-                match self {
-                    $($ty::$v => pb::$pb::$v,)+
-                }
-            }
-
-            /// The word used on the command line, in JSON and in steps.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($ty::$v => $name,)+
-                }
-            }
-
-            /// Every value, for help texts.
-            pub const ALL: &'static [$ty] = &[$($ty::$v),+];
-        }
-
-        impl std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok($ty::$v),)+
-                    _ => Err(format!("{s:?}: one of {}", [$($name),+].join(", "))),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.name())
-            }
-        }
-    };
+/// Why the material must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LegalGround {
+    /// INTERPOL baseline: illegal in every country.
+    Baseline,
+    /// Illegal under the hosting country's law.
+    National,
 }
 
-wire_enum!(
-    /// Why the material must go.
-    LegalGround, LegalGround,
-    /// INTERPOL baseline: illegal in every country.
+/// What a provider is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NoticeAction {
+    /// Remove the material or disable access to it.
+    Remove,
+    /// Keep the data police may ask for, where the law asks.
+    Preserve,
+}
+
+/// A provider's answer to a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnswerKind {
+    /// The notice reached the people who act on it.
+    Received,
+    /// Removed, or access disabled.
+    Removed,
+    /// Nothing at the location.
+    NotFound,
+    /// The provider will not remove it.
+    Refused,
+    /// Back after removal.
+    Reappeared,
+}
+
+/// Why a provider refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// Not on its network, or not its customer's.
+    NotOurCustomer,
+    /// The customer contests; a court is to decide.
+    LegalDispute,
+    /// The provider does not agree the material is illegal.
+    NotIllegal,
+    /// Anything else (the detail says what).
+    Other,
+}
+
+proto_enum!(
+    LegalGround,
+    LegalGround,
     Baseline = "baseline",
-    /// Illegal under the hosting country's law.
     National = "national"
 );
-
-wire_enum!(
-    /// What a provider is asked to do.
-    NoticeAction, NoticeAction,
-    /// Remove the material or disable access to it.
+proto_enum!(
+    NoticeAction,
+    NoticeAction,
     Remove = "remove",
-    /// Keep the data police may ask for, where the law asks.
     Preserve = "preserve"
 );
-
-wire_enum!(
-    /// A provider's answer to a notice.
-    AnswerKind, AnswerKind,
-    /// The notice reached the people who act on it.
+proto_enum!(
+    AnswerKind,
+    AnswerKind,
     Received = "received",
-    /// Removed, or access disabled.
     Removed = "removed",
-    /// Nothing at the location.
     NotFound = "not_found",
-    /// The provider will not remove it.
     Refused = "refused",
-    /// Back after removal.
     Reappeared = "reappeared"
 );
-
-wire_enum!(
-    /// Why a provider refuses.
-    RefusalReason, RefusalReason,
-    /// Not on its network, or not its customer's.
+proto_enum!(
+    RefusalReason,
+    RefusalReason,
     NotOurCustomer = "not_our_customer",
-    /// The customer contests; a court is to decide.
     LegalDispute = "legal_dispute",
-    /// The provider does not agree the material is illegal.
     NotIllegal = "not_illegal",
-    /// Anything else (the detail says what).
     Other = "other"
 );
 

@@ -32,14 +32,14 @@ impl Envelope {
         bytes: Vec<u8>,
         signature: &[u8],
         key_id: &str,
-        prefix: &str,
-        what: &str,
+        (prefix, what): (&str, &str),
+        max: usize,
     ) -> Result<Self, Refusal> {
-        if bytes.len() > MAX_REPORT_BYTES {
+        if bytes.len() > max {
             return Err(Refusal::new(
                 RefusalKind::InvalidArgument,
                 format!("{prefix}.{what}"),
-                format!("{} bytes, at most {MAX_REPORT_BYTES}", bytes.len()),
+                format!("{} bytes, at most {max}", bytes.len()),
             ));
         }
         let signature: [u8; 64] = signature.try_into().map_err(|_| {
@@ -73,12 +73,36 @@ impl Envelope {
         prefix: &str,
         what: &str,
     ) -> Result<Self, Refusal> {
-        Self::parse(bytes.to_vec(), signature, key_id, prefix, what)
+        Self::parse(
+            bytes.to_vec(),
+            signature,
+            key_id,
+            (prefix, what),
+            MAX_REPORT_BYTES,
+        )
+    }
+
+    /// As [`Envelope::from_parts`], for a message that may be larger than a
+    /// report (up to `max` bytes).
+    pub fn from_parts_within(
+        bytes: &[u8],
+        signature: &[u8],
+        key_id: &str,
+        (prefix, what): (&str, &str),
+        max: usize,
+    ) -> Result<Self, Refusal> {
+        Self::parse(bytes.to_vec(), signature, key_id, (prefix, what), max)
     }
 
     /// Checks the envelope of a signed case step (fields `signed_step.*`).
     pub fn from_signed_step(s: pb::SignedCaseStep) -> Result<Self, Refusal> {
-        Self::parse(s.step, &s.signature, &s.key_id, "signed_step", "step")
+        Self::parse(
+            s.step,
+            &s.signature,
+            &s.key_id,
+            ("signed_step", "step"),
+            MAX_REPORT_BYTES,
+        )
     }
 
     /// Back to the wire form of a signed case step; the bytes are moved.
@@ -96,8 +120,8 @@ impl Envelope {
             sr.report,
             &sr.signature,
             &sr.key_id,
-            "signed_report",
-            "report",
+            ("signed_report", "report"),
+            MAX_REPORT_BYTES,
         )
     }
 
@@ -156,34 +180,17 @@ pub fn verify_stats_export(
     let field = "signed_export";
     // An export lists every provider: it may be larger than a report, so
     // it is bounded by the message limit, not the report's.
-    if s.stats_export.len() > crate::limits::MAX_MESSAGE_BYTES {
-        return Err(Refusal::invalid(
-            format!("{field}.stats_export"),
-            "too large",
-        ));
-    }
-    let signature: &[u8; 64] = s.signature.as_slice().try_into().map_err(|_| {
-        Refusal::invalid(
-            format!("{field}.signature"),
-            format!("expected 64 bytes, got {}", s.signature.len()),
-        )
-    })?;
-    let key_id = KeyId::parse(&s.key_id).ok_or_else(|| {
-        Refusal::invalid(
-            format!("{field}.key_id"),
-            "expected 16 lower-case hex digits",
-        )
-    })?;
+    let env = Envelope::from_parts_within(
+        &s.stats_export,
+        &s.signature,
+        &s.key_id,
+        (field, "stats_export"),
+        crate::limits::MAX_MESSAGE_BYTES,
+    )?;
     let hub = SpiffeId::hub(keyring.federation());
-    let key = lookup_key(keyring, &hub, key_id, field)?;
-    key.verify(Context::StatsExport, &s.stats_export, signature)
-        .map_err(|_| {
-            Refusal::invalid(
-                format!("{field}.signature"),
-                format!("does not verify with key {key_id}"),
-            )
-        })?;
-    let export = pb::StatsExport::decode(s.stats_export.as_slice()).map_err(|e| {
+    let key = lookup_key(keyring, &hub, env.key_id, field)?;
+    env.verify(key, Context::StatsExport, field)?;
+    let export = pb::StatsExport::decode(env.bytes.as_slice()).map_err(|e| {
         Refusal::invalid(
             format!("{field}.stats_export"),
             format!("malformed protobuf: {e}"),

@@ -183,6 +183,8 @@ macro_rules! proto_enum {
         }
     };
 }
+/// The wire mapping, names and parsing of a domain enum (also the notices').
+pub(crate) use proto_enum;
 
 proto_enum!(
     Classification,

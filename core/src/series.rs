@@ -8,7 +8,7 @@
 //! protocol has no field for a name, a date of birth or free text, and these
 //! types accept nothing else.
 
-use crate::error::{Refusal, RefusalKind};
+use crate::error::Refusal;
 use crate::hash::{PdqHash, Sha256};
 use crate::identity::{Role, SpiffeId};
 use crate::keyring::Keyring;
@@ -337,34 +337,17 @@ pub fn verify_notification(
     keyring: &Keyring,
 ) -> Result<VerifiedNotification, Refusal> {
     let field = "signed_notification";
-    if sn.notification.len() > crate::limits::MAX_REPORT_BYTES {
-        return Err(Refusal::invalid(
-            format!("{field}.notification"),
-            "too large",
-        ));
-    }
-    let signature: &[u8; 64] = sn.signature.as_slice().try_into().map_err(|_| {
-        Refusal::invalid(
-            format!("{field}.signature"),
-            format!("expected 64 bytes, got {}", sn.signature.len()),
-        )
-    })?;
-    let key_id = KeyId::parse(&sn.key_id).ok_or_else(|| {
-        Refusal::invalid(
-            format!("{field}.key_id"),
-            "expected 16 lower-case hex digits",
-        )
-    })?;
+    let env = crate::provenance::Envelope::from_parts(
+        &sn.notification,
+        &sn.signature,
+        &sn.key_id,
+        field,
+        "notification",
+    )?;
+    let key_id = env.key_id;
     let hub = SpiffeId::hub(keyring.federation());
     let key = lookup_key(keyring, &hub, key_id, field)?;
-    key.verify(Context::Notification, &sn.notification, signature)
-        .map_err(|_| {
-            Refusal::new(
-                RefusalKind::InvalidArgument,
-                format!("{field}.signature"),
-                format!("does not verify with key {key_id}"),
-            )
-        })?;
+    env.verify(key, Context::Notification, field)?;
     let notification = pb::Notification::decode(sn.notification.as_slice()).map_err(|e| {
         Refusal::invalid(
             format!("{field}.notification"),

@@ -79,6 +79,74 @@ enum Command {
         #[command(subcommand)]
         command: CaseCommand,
     },
+    /// Standard notices to this country's hosting providers (`serve` with
+    /// `[notices]` sends them).
+    Notice {
+        #[command(subcommand)]
+        command: NoticeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NoticeCommand {
+    /// Name the provider that hosts a case's location: the analyst's
+    /// choice goes before the register's. A location waiting for a
+    /// provider gets its notice within a second of `serve` reading it.
+    Assign {
+        #[arg(long)]
+        config: PathBuf,
+        /// The case id (from the delivery's decision).
+        #[arg(long = "case")]
+        case_id: String,
+        /// Which location of the case (0 by default).
+        #[arg(long, default_value_t = 0)]
+        location: u32,
+        /// The provider's name in `[[notices.providers]]`.
+        #[arg(long)]
+        provider: String,
+    },
+}
+
+/// `notice assign`: checks the choice against the register and leaves it
+/// for `serve` (which holds the notice store), written durably.
+fn notice_assign(
+    config: &std::path::Path,
+    case_id: &str,
+    location: u32,
+    provider: &str,
+) -> anyhow::Result<()> {
+    let cfg = meldnet_node::config::NodeConfig::load(config)?;
+    let Some(n) = cfg.notices else {
+        bail!(
+            "{}: no [notices]: this node sends no notices",
+            config.display()
+        );
+    };
+    let case = CaseId::parse(case_id).map_err(|e| anyhow::anyhow!("--case: {e}"))?;
+    if !n.providers.iter().any(|p| p.name == provider) {
+        bail!(
+            "--provider: {provider:?} is not in [[notices.providers]] ({})",
+            n.providers
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let a = meldnet_node::notices::Assignment {
+        case_id: case.to_string(),
+        location,
+        provider: provider.to_string(),
+    };
+    let path = meldnet_node::notices::assignment_path(&n.dir, &case, location);
+    let text = toml::to_string(&a)?;
+    meldnet_core::append_file::write_durably(&path, text.as_bytes())
+        .with_context(|| path.display().to_string())?;
+    println!(
+        "{}",
+        json!({"case_id": a.case_id, "location": location, "provider": provider, "file": path})
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -681,6 +749,15 @@ fn run() -> anyhow::Result<()> {
                 let provider = (provider_name.as_deref(), asn);
                 case_step(&config, target, kind, provider, reason.as_deref()).await
             }
+            Command::Notice {
+                command:
+                    NoticeCommand::Assign {
+                        config,
+                        case_id,
+                        location,
+                        provider,
+                    },
+            } => notice_assign(&config, &case_id, location, &provider).map(|()| true),
         }
     })?;
     if !ok {

@@ -135,6 +135,11 @@ impl Register {
             .map(|(_, p)| p)
     }
 
+    /// The register entry of a name.
+    pub fn by_name(&self, name: &str) -> Option<&Registered> {
+        self.providers.iter().find(|p| p.entry.name == name)
+    }
+
     /// The register entry of a certificate identity.
     pub fn by_identity(&self, id: &SpiffeId) -> Option<&Registered> {
         self.providers.iter().find(|p| &p.identity == id)
@@ -163,6 +168,33 @@ const REFUSED_STEP: &[u8] = b"x/";
 const ANSWER: &[u8] = b"a/";
 const UNASSIGNED: &[u8] = b"u/";
 const CURSOR: &[u8] = b"cursor";
+/// Where analysts' choices of provider wait (`notice assign`).
+const ASSIGN_DIR: &str = "assign";
+
+/// An analyst's choice of provider for a location (`notice assign`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignment {
+    /// The case.
+    pub case_id: String,
+    /// Its location.
+    pub location: u32,
+    /// The provider's name in the register.
+    pub provider: String,
+}
+
+/// Where the choice for a location is kept: `<notices.dir>/assign/`.
+pub fn assignment_path(dir: &Path, case: &CaseId, location: u32) -> PathBuf {
+    dir.join(ASSIGN_DIR).join(format!("{case}-{location}.toml"))
+}
+
+/// Renames a handled choice to `.applied` or `.refused`, so it is kept but
+/// not read again.
+fn set_aside(path: &Path, outcome: &str) {
+    if let Err(e) = std::fs::rename(path, path.with_extension(outcome)) {
+        tracing::error!(file = %path.display(), error = %e, "could not set an assignment aside");
+    }
+}
 
 fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut k = prefix.to_vec();
@@ -422,6 +454,11 @@ impl Notices {
                 continue;
             }
             seen.push(lk.clone());
+            // The analyst's choice, when recorded, over the register's.
+            let mut notice = notice;
+            if let Some(chosen) = self.assigned(&case, location) {
+                notice.provider = Some(chosen);
+            }
             match notice.provider.clone() {
                 Some(p) => {
                     made += 1;
@@ -429,10 +466,9 @@ impl Notices {
                 }
                 None => {
                     tracing::warn!(%case, location, url = %notice.url.as_str(), "no provider in the register serves this host: the notice waits for one");
-                    batch.insert(
-                        key(UNASSIGNED, &[&lk]),
-                        notice.report_id.as_bytes().as_slice(),
-                    );
+                    // Where the delivery is, to make the notice once an
+                    // analyst names the provider (`notice assign`).
+                    batch.insert(key(UNASSIGNED, &[&lk]), &record.offset.to_be_bytes()[..]);
                     batch.insert(lk, &[][..]);
                 }
             }
@@ -443,6 +479,104 @@ impl Notices {
             self.queued.notify_waiters();
         }
         Ok(made)
+    }
+
+    /// The provider an analyst chose for a location (`notice assign`), if
+    /// the register names it.
+    fn assigned(&self, case: &CaseId, location: u32) -> Option<Registered> {
+        let text = std::fs::read_to_string(assignment_path(&self.cfg.dir, case, location)).ok()?;
+        let a: Assignment = toml::from_str(&text).ok()?;
+        self.register.by_name(&a.provider).cloned()
+    }
+
+    /// Applies the analysts' choices (`notice assign`) to locations that
+    /// wait for a provider: the notice is made and sent to the one chosen.
+    /// A choice for a location already noticed to another provider is set
+    /// aside (`.refused`) with the reason logged; one for a location not
+    /// delivered yet waits for it.
+    pub async fn apply_assignments(&self, inbox: &Path) -> Result<usize, NoticeError> {
+        let dir = self.cfg.dir.join(ASSIGN_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut made = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let Some((case, location, chosen)) = self.read_assignment(&path) else {
+                set_aside(&path, "refused");
+                continue;
+            };
+            let lk = location_key(&case, location);
+            let held = self.store.tree.get(&lk)?;
+            let outcome = match held {
+                // Not delivered yet: the choice waits for the delivery.
+                None => continue,
+                Some(id) if id.is_empty() => {
+                    let _changing = self.changing.lock().await;
+                    let uk = key(UNASSIGNED, &[&lk]);
+                    let draft = self
+                        .store
+                        .tree
+                        .get(&uk)?
+                        .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+                        .and_then(|offset| {
+                            let mut r = LogReader::open_from(inbox, offset).ok()?;
+                            self.notice_for(&r.next()?.ok()?.bytes)
+                        });
+                    match draft {
+                        Some(d) => {
+                            let mut batch = sled::Batch::default();
+                            self.stage_new(&mut batch, d, chosen, &lk)?;
+                            batch.remove(uk);
+                            self.store.commit(batch).await?;
+                            self.queued.notify_waiters();
+                            made += 1;
+                            "applied"
+                        }
+                        None => {
+                            tracing::error!(%case, location, "the delivery of a location waiting for a provider cannot be read back: choice kept for a later try");
+                            continue;
+                        }
+                    }
+                }
+                Some(id) => {
+                    let same = id
+                        .as_ref()
+                        .try_into()
+                        .ok()
+                        .map(NoticeId::from_bytes)
+                        .and_then(|id| self.store.get(&id).ok().flatten())
+                        .and_then(|rec| self.own_notice(&rec, &chosen))
+                        .is_some();
+                    if same {
+                        "applied"
+                    } else {
+                        tracing::warn!(%case, location, provider = %chosen.identity, "this location was noticed to another provider already: the analyst's choice is set aside");
+                        "refused"
+                    }
+                }
+            };
+            set_aside(&path, outcome);
+        }
+        Ok(made)
+    }
+
+    fn read_assignment(&self, path: &Path) -> Option<(CaseId, u32, Registered)> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let a: Assignment = toml::from_str(&text)
+            .inspect_err(
+                |e| tracing::error!(file = %path.display(), error = %e, "assignment refused"),
+            )
+            .ok()?;
+        let case = CaseId::parse(&a.case_id).ok()?;
+        let chosen = self.register.by_name(&a.provider).cloned();
+        if chosen.is_none() {
+            tracing::error!(file = %path.display(), provider = %a.provider, "assignment refused: not in the register");
+        }
+        Some((case, a.location, chosen?))
     }
 
     /// A notice the delivery asks for, not yet addressed.

@@ -98,6 +98,13 @@ async fn notice_loops(cfg: NodeConfig, notices: Notices, keyring: Keyring, me: S
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "making notices"),
             }
+            match notices.apply_assignments(&cfg.inbox_dir).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(made = n, "notices made for the providers analysts chose")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "analysts' choices of provider"),
+            }
             if let Err(e) = notices.renotice_due().await {
                 tracing::error!(error = %e, "re-notices");
             }

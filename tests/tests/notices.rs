@@ -294,6 +294,54 @@ fn a_notice_goes_from_the_hosting_node_to_its_provider_and_the_answer_closes_the
     assert_eq!(loc["state"], "not_removed", "{loc}");
     assert_eq!(steps(&loc), ["notice_sent", "refused"]);
 
+    // A host no provider in the register serves: the notice waits until an
+    // analyst names the provider, then goes to the one named.
+    let (r4, lines) = fed
+        .report(
+            "NL",
+            "https://unlisted.example.de/d/4.jpg",
+            &["--hosting", "DE"],
+            &[&synthetic_file(&files, "d.png", 4)],
+        )
+        .unwrap();
+    let case4 = lines
+        .iter()
+        .find(|l| l["status"] == "accepted")
+        .map(|l| l["case"]["case_id"].as_str().unwrap().to_string())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fed
+        .node_log("DE")
+        .contains("no provider in the register serves this host")
+    {
+        assert!(Instant::now() < deadline, "{}", fed.node_log("DE"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(json_lines(&p2.run("receive", &[])).is_empty());
+    let o = fed.node(
+        "DE",
+        &["notice", "assign", "--case", &case4, "--provider", "nobody"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--provider"), "{}", stderr(&o));
+    let o = fed.node(
+        "DE",
+        &[
+            "notice",
+            "assign",
+            "--case",
+            &case4,
+            "--provider",
+            "hoster2",
+        ],
+    );
+    assert!(o.status.success(), "{} {}", stdout(&o), stderr(&o));
+    let got = p2.receive(1);
+    assert_eq!(got.len(), 1, "{}", fed.node_log("DE"));
+    assert_eq!(got[0]["url"], "https://unlisted.example.de/d/4.jpg");
+    let loc = location(&fed, &r4, |l| steps(l).contains(&"notice_sent".into()));
+    assert_eq!(loc["provider"], "hoster2 (AS64501)", "{loc}");
+
     // A provider without the API: a document to e-mail, nothing pushed.
     fed.report(
         "NL",

@@ -51,9 +51,10 @@ class Provider:
     cert: pathlib.Path
     key: pathlib.Path
 
-    def check_json(self, queries: list, timeout: float = 30) -> list:
-        """Each query a dict of `sha256`, `md5`, `sha1`, `pdq`,
-        `pdq_quality`; returns the node's answers (dicts), one per query."""
+    def call_json(self, method: str, path: str, body=None, timeout: float = 30):
+        """One HTTP/JSON call on the node's provider port (mTLS, TLS 1.3,
+        HTTP/1.1); returns the decoded answer, or raises `CheckError` with
+        the node's message."""
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.set_alpn_protocols(["http/1.1"])
@@ -61,23 +62,25 @@ class Provider:
         host, port = self.address.rsplit(":", 1)
         conn = _Connection(host, int(port), self.server_name, ctx, timeout)
         try:
-            conn.request(
-                "POST",
-                "/v1/check",
-                body=json.dumps({"queries": queries}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
-            data = resp.read()
+            raw = resp.read()
         finally:
             conn.close()
         try:
-            doc = json.loads(data)
+            doc = json.loads(raw)
         except ValueError as e:
-            raise CheckError(resp.status, f"not JSON: {data[:200]!r}") from e
+            raise CheckError(resp.status, f"not JSON: {raw[:200]!r}") from e
         if resp.status != 200:
             raise CheckError(resp.status, doc.get("error", str(doc)))
-        return doc["answers"]
+        return doc
+
+    def check_json(self, queries: list, timeout: float = 30) -> list:
+        """Each query a dict of `sha256`, `md5`, `sha1`, `pdq`,
+        `pdq_quality`; returns the node's answers (dicts), one per query."""
+        return self.call_json("POST", "/v1/check", {"queries": queries}, timeout)["answers"]
 
     def check_grpc(self, queries: list, timeout: float = 30) -> list:
         """The same over gRPC: `HashQuery` messages in, `HashAnswer` out."""

@@ -52,9 +52,9 @@ class Noticed:
     notification: object  # pb.Notification
 
 
-def _envelope(field: str, data: bytes, signature: bytes, kid: str) -> None:
-    if len(data) > MAX_SIGNED_BYTES:
-        raise Refused(f"{field}: {len(data)} bytes, at most {MAX_SIGNED_BYTES}")
+def _envelope(field: str, data: bytes, signature: bytes, kid: str, most: int = MAX_SIGNED_BYTES) -> None:
+    if len(data) > most:
+        raise Refused(f"{field}: {len(data)} bytes, at most {most}")
     if len(signature) != 64:
         raise Refused(f"{field}.signature: {len(signature)} bytes, not 64")
     if not valid_key_id(kid):
@@ -224,10 +224,8 @@ def verify_stats_export(se, keyring: Keyring):
     """6.6: the hub's signed statistics, verified offline with the hub's
     key; returns the decoded `StatsExport` (its `made_at_ms` is the date a
     regulator cites)."""
-    if len(se.signature) != 64:
-        raise Refused(f"export.signature: {len(se.signature)} bytes, not 64")
-    if not valid_key_id(se.key_id):
-        raise Refused(f"export.key_id: not 16 lower-case hex digits: {se.key_id!r}")
+    # An export lists every provider: bounded by the message limit (16 MiB).
+    _envelope("stats_export", se.stats_export, se.signature, se.key_id, 16 * 1024 * 1024)
     key = _key(keyring, keyring.hub(), se.key_id, "export")
     if not ed25519.verify(key, STATS_EXPORT + se.stats_export, se.signature):
         raise Refused("export.signature: does not verify with the hub's key")

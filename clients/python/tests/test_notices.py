@@ -71,6 +71,8 @@ def test_a_provider_receives_verifies_and_answers_its_notices(fed, tmp_path):
 
     # gRPC: the next notice pushed on the stream, acknowledged there.
     fed.report("NL", "DE")
-    pushed = wait(c1.receive_grpc)
+    kept = []
+    pushed = wait(lambda: c1.receive_grpc(keep=lambda n, sn: kept.append(sn.SerializeToString())))
     assert len(pushed) == 1 and pushed[0].notice_id != n.notice_id
+    assert len(kept) == 1
     assert c1.pending() == []

@@ -30,6 +30,7 @@ const STEP_ID: &str = "01890a5f-1111-7222-8333-444455556666";
 const SERIES_ID: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
 const NOTIFICATION_ID: &str = "01890a60-aaaa-7bbb-8ccc-ddddeeeeffff";
 const AT_MS: i64 = 1_688_000_000_000;
+const NOTICE_ID: &str = "01890a61-cccc-7ddd-8eee-ffff00001111";
 
 struct Out {
     root: PathBuf,
@@ -249,6 +250,7 @@ fn case_steps(fed: &Federation, out: &mut Out) {
             asn: 64_512,
         }),
         location: 1,
+        reason: String::new(),
     };
     let removed = pb::CaseStep {
         kind: pb::StepKind::Removed as i32,
@@ -269,6 +271,84 @@ fn case_steps(fed: &Federation, out: &mut Out) {
             "case_step",
             &format!("{name}-signed.pb"),
             &signed.encode_to_vec(),
+        );
+    }
+}
+
+fn notices(fed: &Federation, out: &mut Out) {
+    use meldnet_core::{AnswerRecord, Notice, NoticeAnswer};
+    let provider = format!("spiffe://{}/provider/NL/example-hosting", fed.domain);
+    let raw = pb::Notice {
+        notice_id: NOTICE_ID.into(),
+        case_id: CASE_ID.into(),
+        location: 1,
+        url: "https://files.example.nl/a/1.jpg".into(),
+        hotline: fed.nl().to_string(),
+        country: "NL".into(),
+        provider: Some(pb::NoticeProvider {
+            name: "example-hosting".into(),
+            asn: 64_512,
+            identity: provider.clone(),
+        }),
+        legal_ground: pb::LegalGround::Baseline as i32,
+        actions: vec![
+            pb::NoticeAction::Remove as i32,
+            pb::NoticeAction::Preserve as i32,
+        ],
+        sent_at_ms: AT_MS,
+        deadline_ms: AT_MS + 86_400_000,
+        items: vec![pb::NoticeItem {
+            sha256: Sha256::of(b"item").to_hex(),
+            md5: "0123456789abcdef0123456789abcdef".into(),
+            pdq: "f".repeat(64),
+        }],
+        attempt: 1,
+        report_id: REPORT_ID.into(),
+    };
+    let notice = Notice::decode(&raw.encode_to_vec()).expect("a valid notice");
+    let signed = notice.sign(&fed.node_nl);
+    meldnet_core::verify_notice(&signed, &fed.keyring).expect("the seed notice verifies");
+    out.put("notice", "notice.pb", &signed.notice);
+    out.put("notice", "notice-signed.pb", &signed.encode_to_vec());
+    for (name, kind, reason) in [
+        (
+            "removed",
+            pb::AnswerKind::Removed,
+            pb::RefusalReason::Unspecified,
+        ),
+        (
+            "refused",
+            pb::AnswerKind::Refused,
+            pb::RefusalReason::LegalDispute,
+        ),
+    ] {
+        let answer = pb::NoticeAnswer {
+            notice_id: NOTICE_ID.into(),
+            kind: kind as i32,
+            at_ms: AT_MS + 3_600_000,
+            reason: reason as i32,
+            detail: "words".into(),
+            answer_id: STEP_ID.into(),
+        };
+        let valid = NoticeAnswer::from_proto(&answer).expect("a valid answer");
+        out.put(
+            "notice",
+            &format!("answer-{name}.pb"),
+            &answer.encode_to_vec(),
+        );
+        let record = AnswerRecord {
+            answer: valid,
+            provider: meldnet_core::SpiffeId::parse(&provider).expect("provider id"),
+            received_at_ms: AT_MS + 3_600_500,
+            recorded_by: fed.nl(),
+        }
+        .sign(&fed.node_nl);
+        meldnet_core::verify_answer_record(&record, &fed.keyring)
+            .expect("the seed record verifies");
+        out.put(
+            "notice",
+            &format!("record-{name}-signed.pb"),
+            &record.encode_to_vec(),
         );
     }
 }
@@ -624,6 +704,7 @@ fn main() {
         out.put("report", &format!("report-{i}-signed.pb"), &signed);
     }
     case_steps(&fed, &mut out);
+    notices(&fed, &mut out);
     preferences(&mut out);
     list_changes(&mut out);
     imports(&mut out);
