@@ -12,6 +12,11 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v cc >/dev/null || need+=(gcc)
 command -v mount >/dev/null || need+=(mount)
+# PostgreSQL (the replicated store's tests start real clusters with initdb
+# and pg_ctl; Debian puts them in /usr/lib/postgresql/<version>/bin) and
+# runuser (a cluster runs as an unprivileged user when the tests run as root).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need+=(postgresql)
+command -v runuser >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" ||
     { echo "the tests need: ${need[*]} (apt-get install ${need[*]})" >&2; exit 1; }

@@ -6,6 +6,7 @@
 
 pub mod crash;
 pub mod faults;
+pub mod postgres;
 
 use anyhow::{bail, Context, Result};
 use meldnet_core::{
