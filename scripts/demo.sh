@@ -2,7 +2,8 @@
 # A local federation on loopback, on the embedded defaults: certificates made,
 # the hub started, three nodes (NL, DE, FR) and three agencies (police DE,
 # police NL, Europol) run as processes, a few reports routed (one of them a
-# sighting of an earlier case), what was delivered to whom shown, a takedown
+# sighting of an earlier case), what was delivered to whom shown, a standard
+# notice sent by node DE to its hosting provider's client, the takedown
 # deadline missed and escalated, and an operator's session (rules, explain,
 # stats). Everything lives in ./demo-federation (removed first). No imagery:
 # the "files" are generated stripes and random bytes. One change from the
@@ -113,16 +114,44 @@ for n in NL DE FR; do
   show $BIN/meldnet-node received --config "$DIR/fed/nodes/$n/node.toml"
 done
 
-say "7. Notice-and-takedown: node DE sends the notice; the provider does not remove it in 24 hours"
-CASE=$(python3 - "$DIR/fed/nodes/DE/inbox" "$FIRST" <<'PY'
-import json, subprocess, sys
-out = subprocess.run(["target/debug/meldnet-node", "received", "--config", sys.argv[1].rsplit("/inbox", 1)[0] + "/node.toml", sys.argv[2]],
-                     capture_output=True, text=True, check=True).stdout
-print(json.loads(out.splitlines()[0])["decision"]["case"]["case_id"])
-PY
-)
-$BIN/meldnet-node case step --config "$DIR/fed/nodes/DE/node.toml" --case "$CASE" \
-  --kind notice-sent --provider-name "Example Hosting GmbH" --asn 64500
+say "7. Notice-and-takedown: node DE sends the hosting provider a standard notice by itself; the provider does not remove it in 24 hours"
+# Node DE's provider register: who hosts img.example.de. `serve` then reads
+# its inbox, makes one notice per location it must act on, and pushes it.
+cat >> "$DIR/fed/nodes/DE/node.toml" <<'TOML'
+
+[notices]
+[[notices.providers]]
+name = "example-hosting"
+asn = 64500
+hostnames = ["img.example.de"]
+TOML
+$BIN/meldnet-certs provider --node-dir "$DIR/fed/nodes/DE" --name example-hosting --out "$DIR/providers"
+$BIN/meldnet-node serve --config "$DIR/fed/nodes/DE/node.toml" --ready-file "$DIR/node-DE.ready" 2> "$DIR/node-DE.log" &
+NODE=$!
+trap 'kill $HUB $NODE 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do [ -s "$DIR/node-DE.ready" ] && break; sleep 0.05; done
+NODE_PORT=$(cut -d: -f2 < "$DIR/node-DE.ready")
+cat > "$DIR/providers/provider.toml" <<TOML
+keyring = "../fed/keyring.toml"
+notices_dir = "notices"
+
+[node]
+address = "127.0.0.1:$NODE_PORT"
+server_name = "hashcheck.de.eu.meldnet.test"
+
+[tls]
+ca = "ca.pem"
+cert = "example-hosting.pem"
+key = "example-hosting.key"
+TOML
+echo "-- the provider's client receives the notice, verifies it with node DE's key, stores it, acknowledges it"
+for _ in $(seq 1 20); do
+  GOT=$($BIN/meldnet-provider receive --config "$DIR/providers/provider.toml" 2>/dev/null || true)
+  [ -n "$GOT" ] && break
+done
+printf '%s\n' "$GOT"
+$BIN/meldnet-provider verify --keyring "$DIR/fed/keyring.toml" "$DIR"/providers/notices/*.json
+sleep 1.5   # node DE records "notice sent" at the hub by itself
 OP="$DIR/fed/operators/admin/operator.toml"
 $BIN/meldnet-hub admin --operator "$OP" advance-clock --hours 25
 sleep 1.5
@@ -146,15 +175,8 @@ echo "\$ meldnet-hub admin --operator $OP stats"
 $BIN/meldnet-hub admin --operator "$OP" stats
 
 say "9. A hosting provider in DE asks node DE whether uploads are known (HTTP/JSON over mTLS)"
-$BIN/meldnet-certs provider --node-dir "$DIR/fed/nodes/DE" --name hoster1 --out "$DIR/providers"
-$BIN/meldnet-node serve --config "$DIR/fed/nodes/DE/node.toml" --ready-file "$DIR/node-DE.ready" 2> "$DIR/node-DE.log" &
-NODE=$!
-trap 'kill $HUB $NODE 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do [ -f "$DIR/node-DE.ready" ] && break; sleep 0.05; done
-NODE_PORT=$(cut -d: -f2 < "$DIR/node-DE.ready")
-sleep 1
 if command -v curl > /dev/null; then
-  curl -sS --cacert "$DIR/providers/ca.pem" --cert "$DIR/providers/hoster1.pem" --key "$DIR/providers/hoster1.key" \
+  curl -sS --cacert "$DIR/providers/ca.pem" --cert "$DIR/providers/example-hosting.pem" --key "$DIR/providers/example-hosting.key" \
     --resolve "hashcheck.de.eu.meldnet.test:$NODE_PORT:127.0.0.1" -H 'content-type: application/json' \
     -d "{\"queries\": [{\"sha256\": \"$ITEM2\"}, {\"sha256\": \"$(printf 'c%.0s' $(seq 1 64))\"}]}" \
     "https://hashcheck.de.eu.meldnet.test:$NODE_PORT/v1/check"
