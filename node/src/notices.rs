@@ -320,6 +320,11 @@ impl NoticeStore {
             .collect()
     }
 
+    /// Whether a step waits for the hub: one key read, not a count.
+    pub fn steps_waiting(&self) -> Result<bool, NoticeError> {
+        Ok(self.tree.scan_prefix(STEP).next().transpose()?.is_some())
+    }
+
     /// Counts of what is held.
     pub fn counts(&self) -> Result<NoticeCounts, NoticeError> {
         let n = |p: &[u8]| self.tree.scan_prefix(p).count();

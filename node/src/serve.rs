@@ -91,6 +91,12 @@ async fn notice_loops(cfg: NodeConfig, notices: Notices, keyring: Keyring, me: S
         }
     };
     let work = async move {
+        let mut last_renotice = std::time::Instant::now();
+        let renotice_every = std::time::Duration::from_secs(
+            cfg.notices
+                .as_ref()
+                .map_or(10, |n| (n.renotice_after_s / 4).clamp(1, 10)),
+        );
         loop {
             let woken = notices.stepped.notified();
             match notices.make_from_log(&cfg.inbox_dir).await {
@@ -105,21 +111,24 @@ async fn notice_loops(cfg: NodeConfig, notices: Notices, keyring: Keyring, me: S
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "analysts' choices of provider"),
             }
-            if let Err(e) = notices.renotice_due().await {
-                tracing::error!(error = %e, "re-notices");
-            }
-            match notices.store().counts() {
-                Ok(c) if c.steps_waiting > 0 => {
-                    match meldnet_net::connect(&cfg.hub, &cfg.tls).await {
-                        Ok(channel) => {
-                            if let Err(e) = notices.send_steps(channel).await {
-                                tracing::error!(error = %e, "case steps");
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, "hub unreachable; case steps wait"),
-                    }
+            // Re-notices are due in hours: looked for every 10 s at most
+            // (sooner for a short schedule), as the look reads every notice.
+            if last_renotice.elapsed() >= renotice_every {
+                last_renotice = std::time::Instant::now();
+                if let Err(e) = notices.renotice_due().await {
+                    tracing::error!(error = %e, "re-notices");
                 }
-                Ok(_) => {}
+            }
+            match notices.store().steps_waiting() {
+                Ok(true) => match meldnet_net::connect(&cfg.hub, &cfg.tls).await {
+                    Ok(channel) => {
+                        if let Err(e) = notices.send_steps(channel).await {
+                            tracing::error!(error = %e, "case steps");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "hub unreachable; case steps wait"),
+                },
+                Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "notice store"),
             }
             tokio::select! {
