@@ -239,19 +239,29 @@ pub(crate) fn json_error(code: tonic::Code, message: String) -> axum::response::
     (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// The caller's TLS facts and the request body as JSON of `T`, at most
+/// `max` bytes; a body too large or not `T` is a 400 naming the body.
+pub(crate) async fn body_json<T: serde::de::DeserializeOwned>(
+    request: axum::extract::Request,
+    max: usize,
+) -> Result<(Option<PeerInfo>, T), axum::response::Response> {
+    let peer = request.extensions().get::<PeerInfo>().cloned();
+    let body = axum::body::to_bytes(request.into_body(), max)
+        .await
+        .map_err(|e| json_error(tonic::Code::InvalidArgument, format!("body: {e}")))?;
+    let v = serde_json::from_slice(&body)
+        .map_err(|e| json_error(tonic::Code::InvalidArgument, format!("body: {e}")))?;
+    Ok((peer, v))
+}
+
 async fn http_check(
     axum::extract::State(checker): axum::extract::State<Checker>,
     request: axum::extract::Request,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let peer = request.extensions().get::<PeerInfo>().cloned();
-    let body = match axum::body::to_bytes(request.into_body(), 8 << 20).await {
-        Ok(b) => b,
-        Err(e) => return json_error(tonic::Code::InvalidArgument, format!("body: {e}")),
-    };
-    let req: JsonRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return json_error(tonic::Code::InvalidArgument, format!("body: {e}")),
+    let (peer, req) = match body_json::<JsonRequest>(request, 8 << 20).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     let queries: Vec<pb::HashQuery> = req
         .queries

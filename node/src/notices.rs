@@ -25,7 +25,7 @@
 //! cursor moves on).
 
 use crate::config::{NoticesConfig, ProviderEntry};
-use crate::hash_check::{authorize_provider, json_error, Denied};
+use crate::hash_check::{authorize_provider, body_json, json_error, Denied};
 use meldnet_core::{
     AnswerKind, AnswerRecord, CaseId, CaseStep, Classification, CountryCode, HostingProvider,
     Keyring, LegalGround, Notice, NoticeAction, NoticeAnswer, NoticeId, NoticeItem, NoticeProvider,
@@ -1089,17 +1089,8 @@ impl pb::provider_notices_server::ProviderNotices for Notices {
     }
 }
 
-async fn body_json<T: serde::de::DeserializeOwned>(
-    request: axum::extract::Request,
-) -> Result<(Option<PeerInfo>, T), axum::response::Response> {
-    let peer = request.extensions().get::<PeerInfo>().cloned();
-    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
-        .await
-        .map_err(|e| json_error(tonic::Code::InvalidArgument, format!("body: {e}")))?;
-    let v = serde_json::from_slice(&body)
-        .map_err(|e| json_error(tonic::Code::InvalidArgument, format!("body: {e}")))?;
-    Ok((peer, v))
-}
+/// Largest HTTP/JSON body of an acknowledgement or an answer.
+const NOTICE_BODY_MAX: usize = 1 << 20;
 
 fn b64(b: &[u8]) -> String {
     use base64::Engine as _;
@@ -1145,7 +1136,7 @@ async fn http_ack(
     request: axum::extract::Request,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let (peer, ack) = match body_json::<JsonAck>(request).await {
+    let (peer, ack) = match body_json::<JsonAck>(request, NOTICE_BODY_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -1188,7 +1179,7 @@ async fn http_answer(
     request: axum::extract::Request,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let (peer, a) = match body_json::<JsonAnswer>(request).await {
+    let (peer, a) = match body_json::<JsonAnswer>(request, NOTICE_BODY_MAX).await {
         Ok(v) => v,
         Err(r) => return r,
     };

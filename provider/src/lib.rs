@@ -35,9 +35,7 @@ impl ProviderConfig {
         let base = config::base_dir(path);
         c.keyring = base.join(&c.keyring);
         c.notices_dir = base.join(&c.notices_dir);
-        for p in [&mut c.tls.ca, &mut c.tls.cert, &mut c.tls.key] {
-            *p = base.join(&*p);
-        }
+        c.tls.resolve(&base);
         Ok(c)
     }
 }
